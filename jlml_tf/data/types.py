@@ -1,0 +1,105 @@
+"""The in-memory form every data set builder produces and every consumer reads.
+
+A data set is one `ImageTable` (all its images, encoded) and a list of `Trial`s, each naming
+rows of the table for training, query and gallery. Identity conventions follow Market-1501:
+pid 0 is a distractor (a negative in every gallery), pid -1 is junk (ignored). camid -1 means
+the camera is unknown, which turns same-camera filtering off for that image.
+"""
+from __future__ import annotations
+
+import dataclasses
+from typing import Any
+
+import numpy as np
+
+DISTRACTOR_PID = 0
+JUNK_PID = -1
+UNKNOWN_CAMERA = -1
+
+
+@dataclasses.dataclass
+class ImageTable:
+    images: np.ndarray  # object array of encoded JPEG/PNG bytes
+    pids: np.ndarray  # int64 identity as in the release
+    camids: np.ndarray  # int64 camera id, UNKNOWN_CAMERA if not known
+    filenames: np.ndarray  # str, path relative to the release root (for errors and pictures)
+
+    def __post_init__(self):
+        self.images = np.asarray(self.images, dtype=object)
+        self.pids = np.asarray(self.pids, dtype=np.int64)
+        self.camids = np.asarray(self.camids, dtype=np.int64)
+        self.filenames = np.asarray(self.filenames, dtype=str)
+        n = len(self.images)
+        for name in ("pids", "camids", "filenames"):
+            if len(getattr(self, name)) != n:
+                raise ValueError(f"ImageTable.{name} has {len(getattr(self, name))} rows, "
+                                 f"images has {n}")
+
+    def __len__(self) -> int:
+        return len(self.images)
+
+    def subset(self, rows: np.ndarray) -> "ImageTable":
+        rows = np.asarray(rows, dtype=np.int64)
+        return ImageTable(self.images[rows], self.pids[rows], self.camids[rows],
+                          self.filenames[rows])
+
+    @staticmethod
+    def concatenate(tables: list["ImageTable"]) -> "ImageTable":
+        return ImageTable(*(np.concatenate([getattr(t, f) for t in tables])
+                            for f in ("images", "pids", "camids", "filenames")))
+
+
+@dataclasses.dataclass
+class Trial:
+    """One train/test split. All fields are int64 row indices into the data set's table.
+
+    `multi_query` holds the extra query images (Market-1501 `gt_bbox`) whose features are
+    pooled per (pid, camera) with each query for the multi-query protocol; empty if none.
+    """
+
+    name: str
+    train: np.ndarray
+    query: np.ndarray
+    gallery: np.ndarray
+    multi_query: np.ndarray = dataclasses.field(default_factory=lambda: np.zeros(0, np.int64))
+
+    def __post_init__(self):
+        for f in ("train", "query", "gallery", "multi_query"):
+            setattr(self, f, np.asarray(getattr(self, f), dtype=np.int64))
+
+
+@dataclasses.dataclass
+class ReidData:
+    """A prepared data set under one protocol: the images and the protocol's trials."""
+
+    name: str  # e.g. "cuhk01"
+    protocol: str  # e.g. "485_486_single_shot"
+    table: ImageTable
+    trials: list[Trial]
+    same_camera_junk: bool = True  # Market rule: same pid and same camera in gallery is junk
+    multi_shot_gallery: bool = False  # several gallery images per identity
+    info: dict[str, Any] = dataclasses.field(default_factory=dict)
+
+    def train_labels(self, trial: Trial) -> tuple[np.ndarray, int]:
+        """Training labels 0..C-1 for `trial.train` (pids sorted), and C."""
+        return relabel(self.table.pids[trial.train])
+
+
+def relabel(pids: np.ndarray) -> tuple[np.ndarray, int]:
+    """Maps arbitrary identity values to 0..C-1 (sorted by pid), returns (labels, C)."""
+    unique, labels = np.unique(np.asarray(pids), return_inverse=True)
+    return labels.astype(np.int64), len(unique)
+
+
+def union_for_training(datasets: list[tuple[ReidData, Trial]]) -> tuple[ImageTable, np.ndarray, int]:
+    """Training images of several data sets with disjoint identity labels.
+
+    Returns (table of the training images, labels 0..C-1, C).
+    """
+    tables, labels, offset = [], [], 0
+    for data, trial in datasets:
+        lab, count = relabel(data.table.pids[trial.train])
+        tables.append(data.table.subset(trial.train))
+        labels.append(lab + offset)
+        offset += count
+    return ImageTable.concatenate(tables), np.concatenate(labels), offset

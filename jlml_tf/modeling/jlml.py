@@ -1,0 +1,103 @@
+"""The JLML network: shared stem, a global branch and m local stripe streams, one head per branch.
+
+`build_jlml` returns two Keras models that share weights:
+- the training model maps RGB pixels in [0, 255] to a dict of logits, one entry per loss;
+- the embedding model maps the same pixels to the 1024-d concatenated feature (L2-normalised
+  by default), the representation matched by L2 distance at test time.
+"""
+from __future__ import annotations
+
+import keras
+from keras import layers
+
+from jlml_tf.config import ModelConfig
+from jlml_tf.modeling import residual
+
+# ImageNet statistics in [0, 255] units, so clients send raw pixels.
+PIXEL_MEAN = (123.675, 116.28, 103.53)
+PIXEL_STD = (58.395, 57.12, 57.375)
+
+GLOBAL_CLASSIFIER = "global_classifier"
+LOCAL_CLASSIFIER = "local_classifier"
+UNI_CLASSIFIER = "uni_classifier"
+
+
+def _global_branch(x, cfg: ModelConfig):
+    bn = dict(bn_momentum=cfg.batch_norm_momentum, sync_bn=cfg.sync_batch_norm)
+    x = residual.residual_stages(x, cfg.global_widths, cfg.units_per_stage, cfg.stage_strides,
+                                 cfg.expansion, "global", **bn)
+    x = layers.GlobalAveragePooling2D(name="global_pool")(x)
+    return layers.Dense(cfg.feature_dim, name="global_feature")(x)
+
+
+def _local_branch(x, cfg: ModelConfig):
+    bn = dict(bn_momentum=cfg.batch_norm_momentum, sync_bn=cfg.sync_batch_norm)
+    stripes = residual.HorizontalStripes(cfg.num_stripes, name="stripes")(x)
+    pooled = []
+    for i, stripe in enumerate(stripes):
+        y = residual.residual_stages(stripe, cfg.local_widths, cfg.units_per_stage,
+                                     cfg.stage_strides, cfg.expansion, f"local{i + 1}", **bn)
+        pooled.append(layers.GlobalAveragePooling2D(name=f"local{i + 1}_pool")(y))
+    y = pooled[0] if len(pooled) == 1 else layers.Concatenate(name="local_concat")(pooled)
+    return layers.Dense(cfg.feature_dim, name="local_feature")(y)
+
+
+def _classifier(x, cfg: ModelConfig, name):
+    if cfg.dropout:
+        x = layers.Dropout(cfg.dropout, name=f"{name}_dropout")(x)
+    # float32 logits keep the softmax stable under mixed precision.
+    return layers.Dense(cfg.num_classes, dtype="float32", name=name)(x)
+
+
+def build_jlml(cfg: ModelConfig) -> tuple[keras.Model, keras.Model]:
+    """Returns (training_model, embedding_model), sharing all weights."""
+    bn = dict(bn_momentum=cfg.batch_norm_momentum, sync_bn=cfg.sync_batch_norm)
+    pixels = keras.Input((cfg.input_height, cfg.input_width, 3), name="pixels")
+    x = layers.Normalization(mean=PIXEL_MEAN, variance=[s * s for s in PIXEL_STD],
+                             name="normalize")(pixels)
+    features = {}
+    shared = residual.stem(x, cfg.stem_filters, "stem", **bn) if cfg.shared_stem else None
+    if cfg.branches in ("both", "global"):
+        low = shared if cfg.shared_stem else residual.stem(x, cfg.stem_filters, "global_stem", **bn)
+        features["global"] = _global_branch(low, cfg)
+    if cfg.branches in ("both", "local"):
+        low = shared if cfg.shared_stem else residual.stem(x, cfg.stem_filters, "local_stem", **bn)
+        features["local"] = _local_branch(low, cfg)
+
+    parts = list(features.values())
+    concat = parts[0] if len(parts) == 1 else layers.Concatenate(name="embedding_concat")(parts)
+    if cfg.loss_mode == "uni":
+        logits = {"uni": _classifier(concat, cfg, UNI_CLASSIFIER)}
+    else:
+        logits = {k: _classifier(v, cfg, f"{k}_classifier") for k, v in features.items()}
+    training_model = keras.Model(pixels, logits, name="jlml_train")
+
+    embedding = layers.Activation("linear", dtype="float32", name="embedding")(concat)
+    embedding_model = keras.Model(pixels, embedding, name="jlml_embedding")
+    return training_model, embedding_model
+
+
+def build_training_model(cfg: ModelConfig) -> keras.Model:
+    return build_jlml(cfg)[0]
+
+
+def build_embedding_model(cfg: ModelConfig, normalize: bool = True) -> keras.Model:
+    return with_l2_normalization(build_jlml(cfg)[1]) if normalize else build_jlml(cfg)[1]
+
+
+def with_l2_normalization(embedding_model: keras.Model) -> keras.Model:
+    """Wraps an embedding model so its output has unit L2 norm (shares the weights)."""
+    out = layers.UnitNormalization(axis=-1, dtype="float32", name="l2_normalize")(
+        embedding_model.output)
+    return keras.Model(embedding_model.input, out, name="jlml_embedding_l2")
+
+
+def classifier_layers(model: keras.Model) -> dict[str, layers.Dense]:
+    names = (GLOBAL_CLASSIFIER, LOCAL_CLASSIFIER, UNI_CLASSIFIER)
+    return {layer.name: layer for layer in model.layers if layer.name in names}
+
+
+def feature_parameter_count(model: keras.Model) -> int:
+    """Parameters without the identity classifiers, the count used in the paper's table."""
+    heads = sum(l.count_params() for l in classifier_layers(model).values())
+    return model.count_params() - heads

@@ -1,0 +1,29 @@
+"""Shared test fixtures: quiet TensorFlow, the real-data location, tiny model configs."""
+import os
+import pathlib
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+os.environ.setdefault("CUDA_VISIBLE_DEVICES", "")
+
+import pytest  # noqa: E402
+
+PROJECT_ROOT = pathlib.Path(__file__).resolve().parents[1]
+REAL_DATA = PROJECT_ROOT.parent / "shared" / "data"
+
+
+@pytest.fixture
+def real_data_dir():
+    """../shared/data beside the project; tests that need it skip when it is absent."""
+    if not REAL_DATA.is_dir():
+        pytest.skip(f"real data not found at {REAL_DATA}")
+    return REAL_DATA
+
+
+@pytest.fixture
+def tiny_model_config():
+    """A JLML small enough to build and run in well under a second."""
+    from jlml_tf.config import ModelConfig
+
+    return ModelConfig(input_height=64, input_width=32, stem_filters=8,
+                       global_widths=(4, 8), local_widths=(2, 4), units_per_stage=(1, 1),
+                       stage_strides=(1, 2), feature_dim=16, num_classes=5)
