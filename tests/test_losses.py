@@ -1,0 +1,101 @@
+"""SFL penalties and multi-loss cross-entropy checked against NumPy on random matrices."""
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from jlml_tf import losses
+from jlml_tf.config import ModelConfig, SparsityConfig
+from jlml_tf.modeling import jlml
+
+RNG = np.random.default_rng(42)
+
+
+def numpy_group_lasso(w, group_axis):
+    groups = w if group_axis == 0 else w.T  # one row per group
+    norms = np.sqrt((groups ** 2).sum(axis=1))
+    grad_groups = groups / norms[:, None]
+    return norms.sum(), (grad_groups if group_axis == 0 else grad_groups.T)
+
+
+def numpy_exclusive_lasso(w, group_axis):
+    groups = w if group_axis == 0 else w.T
+    l1 = np.abs(groups).sum(axis=1)
+    grad_groups = 2 * l1[:, None] * np.sign(groups)
+    return (l1 ** 2).sum(), (grad_groups if group_axis == 0 else grad_groups.T)
+
+
+def value_and_grad(fn, w, axis):
+    var = tf.Variable(w)
+    with tf.GradientTape() as tape:
+        value = fn(var, axis)
+    return value.numpy(), tape.gradient(value, var).numpy()
+
+
+@pytest.mark.parametrize("axis", [0, 1])
+def test_group_lasso_value_and_gradient(axis):
+    w = RNG.normal(size=(7, 5)).astype("float64")
+    value, grad = value_and_grad(losses.group_lasso, w, axis)
+    expected_value, expected_grad = numpy_group_lasso(w, axis)
+    np.testing.assert_allclose(value, expected_value, rtol=1e-6)
+    np.testing.assert_allclose(grad, expected_grad, rtol=1e-5)
+
+
+@pytest.mark.parametrize("axis", [0, 1])
+def test_exclusive_lasso_value_and_gradient(axis):
+    w = RNG.normal(size=(6, 9)).astype("float64")
+    value, grad = value_and_grad(losses.exclusive_group_lasso, w, axis)
+    expected_value, expected_grad = numpy_exclusive_lasso(w, axis)
+    np.testing.assert_allclose(value, expected_value, rtol=1e-6)
+    np.testing.assert_allclose(grad, expected_grad, rtol=1e-5)
+
+
+def test_group_lasso_on_hand_made_matrix():
+    w = np.array([[3.0, 4.0], [0.0, 0.0], [1.0, 0.0]])
+    assert losses.group_lasso(w, 0).numpy() == pytest.approx(5.0 + 0.0 + 1.0)
+    assert losses.exclusive_group_lasso(w, 1).numpy() == pytest.approx(4.0 ** 2 + 4.0 ** 2)
+
+
+def test_penalties_pick_the_right_heads(tiny_model_config):
+    model, _ = jlml.build_jlml(tiny_model_config)
+    cfg = SparsityConfig(global_group_lasso=0.5, local_exclusive_lasso=0.25)
+    terms = losses.sparsity_penalties(model, cfg, tiny_model_config.feature_dim)
+    g = model.get_layer(jlml.GLOBAL_CLASSIFIER).kernel.numpy()
+    l = model.get_layer(jlml.LOCAL_CLASSIFIER).kernel.numpy()
+    assert terms["global_group_lasso"].numpy() == pytest.approx(0.5 * numpy_group_lasso(g, 0)[0], rel=1e-5)
+    assert terms["local_exclusive_lasso"].numpy() == pytest.approx(0.25 * numpy_exclusive_lasso(l, 1)[0], rel=1e-5)
+
+
+def test_uniloss_penalties_use_row_blocks(tiny_model_config):
+    cfg = ModelConfig.from_dict({**tiny_model_config.to_dict(), "loss_mode": "uni"})
+    model, _ = jlml.build_jlml(cfg)
+    terms = losses.sparsity_penalties(model, SparsityConfig(1.0, 0, 1.0, 1), cfg.feature_dim)
+    k = model.get_layer(jlml.UNI_CLASSIFIER).kernel.numpy()
+    assert terms["global_group_lasso"].numpy() == pytest.approx(numpy_group_lasso(k[:16], 0)[0], rel=1e-5)
+    assert terms["local_exclusive_lasso"].numpy() == pytest.approx(numpy_exclusive_lasso(k[16:], 1)[0], rel=1e-5)
+
+
+def test_zero_coefficient_disables_penalty(tiny_model_config):
+    model, _ = jlml.build_jlml(tiny_model_config)
+    assert losses.sparsity_penalties(model, SparsityConfig(0.0, 0, 0.0, 1), 16) == {}
+
+
+def test_per_branch_cross_entropy_matches_numpy():
+    logits = {"global": RNG.normal(size=(4, 3)).astype("float32"),
+              "local": RNG.normal(size=(4, 3)).astype("float32")}
+    labels = np.array([0, 2, 1, 2])
+    out = losses.per_example_cross_entropy(tf.constant(labels), {k: tf.constant(v) for k, v in logits.items()})
+    for name, z in logits.items():
+        log_softmax = z - np.log(np.exp(z).sum(axis=1, keepdims=True))
+        np.testing.assert_allclose(out[name].numpy(), -log_softmax[np.arange(4), labels], rtol=1e-5)
+
+
+def test_label_smoothing_raises_loss_of_confident_prediction():
+    logits = {"g": tf.constant([[10.0, 0.0, 0.0]])}
+    plain = losses.per_example_cross_entropy(tf.constant([0]), logits)["g"].numpy()
+    smooth = losses.per_example_cross_entropy(tf.constant([0]), logits, label_smoothing=0.1)["g"].numpy()
+    assert smooth > plain
+
+
+def test_bad_group_axis_is_rejected():
+    with pytest.raises(ValueError, match="global_group_axis"):
+        SparsityConfig(global_group_axis=2)

@@ -1,0 +1,121 @@
+"""JLML network: the paper's complexity figures, structure per configuration, shapes."""
+import numpy as np
+import pytest
+
+from jlml_tf import model_summary
+from jlml_tf.config import ModelConfig
+from jlml_tf.modeling import jlml
+
+
+@pytest.fixture(scope="module")
+def default_models():
+    return jlml.build_jlml(ModelConfig(num_classes=751))
+
+
+def test_default_parameter_count_matches_paper(default_models):
+    training_model, _ = default_models
+    params = jlml.feature_parameter_count(training_model)
+    assert params == 7_329_504  # pinned: any architecture change shows up here
+    assert abs(params - 7.2e6) / 7.2e6 < 0.05
+
+
+def test_default_multiply_adds_match_paper(default_models):
+    training_model, _ = default_models
+    macs = model_summary.count_macs(training_model, exclude=tuple(jlml.classifier_layers(training_model)))
+    assert abs(macs - 1.54e9) / 1.54e9 < 0.10
+
+
+def test_default_depth_is_39(default_models):
+    assert model_summary.longest_weighted_path(default_models[0]) == 39
+
+
+def test_default_embedding_is_1024(default_models):
+    _, embedding_model = default_models
+    assert embedding_model.output.shape == (None, 1024)
+
+
+def test_count_macs_of_known_conv():
+    import keras
+    x = keras.Input((8, 6, 3))
+    y = keras.layers.Conv2D(4, 3, strides=2, padding="same")(x)
+    z = keras.layers.Dense(5)(keras.layers.Flatten()(y))
+    model = keras.Model(x, z)
+    assert model_summary.count_macs(model) == 4 * 3 * 4 * (3 * 3 * 3) + 4 * 3 * 4 * 5
+
+
+@pytest.mark.parametrize("stripes", [2, 6, 10])
+def test_one_local_stream_per_stripe(tiny_model_config, stripes):
+    cfg = ModelConfig.from_dict({**tiny_model_config.to_dict(), "num_stripes": stripes,
+                                "input_height": 96})
+    training_model, _ = jlml.build_jlml(cfg)
+    names = {l.name.split("_")[0] for l in training_model.layers if l.name.startswith("local")}
+    streams = {n for n in names if n[5:].isdigit()}
+    assert streams == {f"local{i + 1}" for i in range(stripes)}
+    heights = [s[1] for s in training_model.get_layer("stripes").compute_output_shape((None, 32, 16, 8))]
+    assert sum(heights) == 32 and max(heights) - min(heights) <= 1
+
+
+def test_shapes_and_heads(tiny_model_config):
+    training_model, embedding_model = jlml.build_jlml(tiny_model_config)
+    x = np.random.default_rng(0).uniform(0, 255, (3, 64, 32, 3)).astype("float32")
+    logits = training_model(x, training=False)
+    assert set(logits) == {"global", "local"}
+    assert all(v.shape == (3, 5) for v in logits.values())
+    assert embedding_model(x).shape == (3, 32)
+
+
+def test_embedding_model_shares_weights(tiny_model_config):
+    training_model, embedding_model = jlml.build_jlml(tiny_model_config)
+    training_model.get_layer("global_feature").kernel.assign(
+        np.ones(training_model.get_layer("global_feature").kernel.shape, "float32"))
+    assert np.all(embedding_model.get_layer("global_feature").kernel.numpy() == 1.0)
+
+
+def test_l2_normalised_embedding(tiny_model_config):
+    model = jlml.with_l2_normalization(jlml.build_jlml(tiny_model_config)[1])
+    x = np.random.default_rng(1).uniform(0, 255, (4, 64, 32, 3)).astype("float32")
+    np.testing.assert_allclose(np.linalg.norm(model(x).numpy(), axis=1), 1.0, rtol=1e-5)
+
+
+def test_uniloss_has_one_classifier_on_concatenation(tiny_model_config):
+    cfg = ModelConfig.from_dict({**tiny_model_config.to_dict(), "loss_mode": "uni"})
+    training_model, _ = jlml.build_jlml(cfg)
+    heads = jlml.classifier_layers(training_model)
+    assert list(heads) == [jlml.UNI_CLASSIFIER]
+    assert heads[jlml.UNI_CLASSIFIER].kernel.shape == (32, 5)
+
+
+@pytest.mark.parametrize("branches,dim", [("global", 16), ("local", 16)])
+def test_single_branch_ablations(tiny_model_config, branches, dim):
+    cfg = ModelConfig.from_dict({**tiny_model_config.to_dict(), "branches": branches})
+    training_model, embedding_model = jlml.build_jlml(cfg)
+    assert set(training_model.output) == {branches}
+    assert embedding_model.output.shape == (None, dim)
+
+
+def test_without_shared_stem_has_two_stems(tiny_model_config):
+    cfg = ModelConfig.from_dict({**tiny_model_config.to_dict(), "shared_stem": False})
+    shared, _ = jlml.build_jlml(tiny_model_config)
+    separate, _ = jlml.build_jlml(cfg)
+    names = {l.name for l in separate.layers}
+    assert {"global_stem_conv", "local_stem_conv"} <= names and "stem_conv" not in names
+    assert separate.count_params() > shared.count_params()
+
+
+def test_config_round_trip(tiny_model_config):
+    text = tiny_model_config.to_json()
+    assert ModelConfig.from_json(text) == tiny_model_config
+    assert ModelConfig.from_json(text).to_json() == text
+
+
+@pytest.mark.parametrize("field,value,message", [
+    ("num_stripes", 11, "num_stripes"), ("branches", "both_ways", "branches"),
+    ("loss_mode", "triplet", "loss_mode"), ("global_widths", [4], "global_widths")])
+def test_bad_config_names_field(tiny_model_config, field, value, message):
+    with pytest.raises(ValueError, match=message):
+        ModelConfig.from_dict({**tiny_model_config.to_dict(), field: value})
+
+
+def test_unknown_config_field_is_rejected(tiny_model_config):
+    with pytest.raises(ValueError, match="unknown ModelConfig fields"):
+        ModelConfig.from_dict({**tiny_model_config.to_dict(), "stripes": 4})
