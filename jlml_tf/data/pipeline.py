@@ -1,0 +1,362 @@
+"""tf.data input pipelines: decoding, seeded shuffling and samplers, augmentation, evaluation.
+
+Reproducibility: everything random about one training epoch is a function of (seed, epoch)
+alone. The order of images (a permutation, or the P x K identity-balanced batches) is computed
+in NumPy from `np.random.default_rng([seed, epoch])`; each augmentation draws from stateless
+TF random ops keyed by (seed, epoch, position of the element in the epoch). A run resumed in
+the middle of an epoch (`dataset.skip(n)`) therefore sees exactly the batches it would have.
+
+Pixels: images are decoded to RGB, resized bilinearly to the model's input size and rounded to
+whole values, float32 in [0, 255] (the model normalises internally). The rounding matches the
+exported models' preprocessing (`jlml_tf.export.preprocessing`), so training, evaluation and
+serving see the same pixels, and lets decoded images be cached as uint8 without changing them.
+
+Datasets yield `(images float32 [B, H, W, 3], labels int32 [B])` for training and
+`images float32 [B, H, W, 3]` for evaluation, with static batch shapes when the remainder is
+dropped, ready for `strategy.experimental_distribute_dataset` (global batches).
+"""
+from __future__ import annotations
+
+import dataclasses
+import math
+import weakref
+
+import numpy as np
+import tensorflow as tf
+
+from jlml_tf.data.types import ImageTable
+
+# ImageNet mean in [0, 255], the "mean" fill of random erasing (0 after the model's normalisation).
+PIXEL_MEAN = (123.675, 116.28, 103.53)
+SAMPLERS = ("random", "pk")
+ERASING_FILLS = ("random", "mean", "zero")
+_ERASING_TRIES = 10
+
+
+# ----------------------------------------------------------------------------------------------
+# Decoding
+
+
+def decode_and_resize(encoded: tf.Tensor, height: int, width: int) -> tf.Tensor:
+    """Encoded JPEG/PNG bytes (scalar string) -> float32 [height, width, 3] in [0, 255].
+
+    Bilinear resize (aspect ratio not kept), rounded to whole pixel values.
+    """
+    image = tf.io.decode_image(encoded, channels=3, dtype=tf.uint8, expand_animations=False)
+    image.set_shape([None, None, 3])
+    resized = tf.image.resize(tf.cast(image, tf.float32), (height, width), method="bilinear")
+    return tf.clip_by_value(tf.round(resized), 0.0, 255.0)
+
+
+def _encoded_tensor(images: np.ndarray) -> tf.Tensor:
+    with tf.device("/cpu:0"):
+        return tf.constant(list(images), dtype=tf.string) if len(images) else tf.zeros([0], tf.string)
+
+
+def decode_all(table: ImageTable, height: int, width: int, batch_size: int = 256) -> np.ndarray:
+    """Every image of `table` decoded and resized: uint8 [N, height, width, 3] (exact, since the
+    pipeline's pixels are whole numbers)."""
+    out = np.zeros((len(table), height, width, 3), np.uint8)
+    if not len(table):
+        return out
+    ds = tf.data.Dataset.from_tensor_slices(_encoded_tensor(table.images))
+    ds = ds.map(lambda e: tf.cast(decode_and_resize(e, height, width), tf.uint8),
+                num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
+    start = 0
+    for batch in ds.batch(batch_size).as_numpy_iterator():
+        out[start:start + len(batch)] = batch
+        start += len(batch)
+    return out
+
+
+class DecodedCache:
+    """Decoded, resized images of tables kept in memory (uint8), one entry per (table, size).
+
+    An entry lives as long as the table's `images` array does, so calling the training
+    pipeline every epoch with the same table decodes only once.
+    """
+
+    def __init__(self):
+        self._entries: dict[tuple[int, int, int], tf.Tensor] = {}
+
+    def get(self, table: ImageTable, height: int, width: int) -> tf.Tensor:
+        key = (id(table.images), int(height), int(width))
+        if key not in self._entries:
+            decoded = decode_all(table, height, width)
+            with tf.device("/cpu:0"):
+                self._entries[key] = tf.constant(decoded)
+            weakref.finalize(table.images, self._entries.pop, key, None)
+        return self._entries[key]
+
+    def __len__(self) -> int:
+        return len(self._entries)
+
+    def clear(self) -> None:
+        self._entries.clear()
+
+
+DECODED_CACHE = DecodedCache()
+
+
+# ----------------------------------------------------------------------------------------------
+# Augmentation
+
+
+@dataclasses.dataclass
+class AugmentConfig:
+    """Training augmentation; every random choice is keyed by (seed, epoch, element)."""
+
+    flip: bool = True
+    flip_probability: float = 0.5
+    pad: int = 10  # pad-and-random-crop padding in pixels; 0 turns it off
+    pad_mode: str = "constant"  # "constant" (zeros), "reflect" or "symmetric"
+    erasing_probability: float = 0.5  # random erasing (Zhong et al. 2020); 0 turns it off
+    erasing_area: tuple[float, float] = (0.02, 0.4)  # fraction of the image area
+    erasing_aspect: tuple[float, float] = (0.3, 1 / 0.3)  # height / width, log-uniform
+    erasing_fill: str = "random"  # "random" (uniform 0..255 per pixel), "mean" or "zero"
+
+    def __post_init__(self):
+        self.erasing_area = tuple(float(v) for v in self.erasing_area)
+        self.erasing_aspect = tuple(float(v) for v in self.erasing_aspect)
+        if not 0.0 <= self.flip_probability <= 1.0:
+            raise ValueError(f"AugmentConfig.flip_probability={self.flip_probability} not in [0, 1]")
+        if self.pad < 0:
+            raise ValueError(f"AugmentConfig.pad={self.pad} must be >= 0")
+        if self.pad_mode not in ("constant", "reflect", "symmetric"):
+            raise ValueError(f"AugmentConfig.pad_mode={self.pad_mode!r}")
+        if not 0.0 <= self.erasing_probability <= 1.0:
+            raise ValueError(f"AugmentConfig.erasing_probability={self.erasing_probability} "
+                             "not in [0, 1]")
+        lo, hi = self.erasing_area
+        if not 0.0 < lo <= hi < 1.0:
+            raise ValueError(f"AugmentConfig.erasing_area={self.erasing_area}: need 0 < lo <= hi < 1")
+        lo, hi = self.erasing_aspect
+        if not 0.0 < lo <= hi:
+            raise ValueError(f"AugmentConfig.erasing_aspect={self.erasing_aspect}: need 0 < lo <= hi")
+        if self.erasing_fill not in ERASING_FILLS:
+            raise ValueError(f"AugmentConfig.erasing_fill={self.erasing_fill!r}; "
+                             f"expected one of {ERASING_FILLS}")
+
+    @property
+    def active(self) -> bool:
+        return (self.flip and self.flip_probability > 0) or self.pad > 0 \
+            or self.erasing_probability > 0
+
+
+NO_AUGMENT = AugmentConfig(flip=False, pad=0, erasing_probability=0.0)
+
+
+def element_seed(seed: int, epoch: int, index) -> tf.Tensor:
+    """The stateless seed (shape [2], int64) of element `index` of an epoch."""
+    base = tf.constant([seed, epoch], tf.int64)
+    return tf.random.experimental.stateless_fold_in(base, tf.cast(index, tf.int64))
+
+
+def random_flip(image: tf.Tensor, seed: tf.Tensor, probability: float = 0.5) -> tf.Tensor:
+    """Mirrors left-right with `probability`."""
+    do = tf.random.stateless_uniform([], seed) < probability
+    return tf.where(do, tf.reverse(image, axis=[1]), image)
+
+
+def random_pad_crop(image: tf.Tensor, seed: tf.Tensor, pad: int, mode: str = "constant") -> tf.Tensor:
+    """Pads `pad` pixels on every side and crops a random window of the original size."""
+    if pad <= 0:
+        return image
+    height, width, channels = image.shape
+    padded = tf.pad(image, [[pad, pad], [pad, pad], [0, 0]], mode=mode.upper())
+    offset = tf.random.stateless_uniform([2], seed, 0, 2 * pad + 1, dtype=tf.int32)
+    crop = tf.slice(padded, [offset[0], offset[1], 0], [height, width, channels])
+    return tf.ensure_shape(crop, image.shape)
+
+
+def random_erasing(image: tf.Tensor, seed: tf.Tensor, probability: float = 0.5,
+                   area: tuple[float, float] = (0.02, 0.4),
+                   aspect: tuple[float, float] = (0.3, 1 / 0.3), fill: str = "random") -> tf.Tensor:
+    """Random erasing (Zhong et al., AAAI 2020): with `probability`, one rectangle whose area is
+    a uniform fraction in `area` of the image and whose height/width ratio is log-uniform in
+    `aspect` is filled with random values, the ImageNet mean or zeros. Up to 10 (area, aspect)
+    draws are tried until the rectangle fits; if none fits the image is unchanged."""
+    height, width, channels = image.shape
+    seeds = tf.random.experimental.stateless_split(seed, 5)
+    erase = tf.random.stateless_uniform([], seeds[0]) < probability
+    target = tf.random.stateless_uniform([_ERASING_TRIES], seeds[1], area[0], area[1]) * (height * width)
+    log_ratio = tf.random.stateless_uniform([_ERASING_TRIES], seeds[2], math.log(aspect[0]),
+                                            math.log(aspect[1]) + 1e-12)
+    ratio = tf.exp(log_ratio)
+    h = tf.cast(tf.round(tf.sqrt(target * ratio)), tf.int32)
+    w = tf.cast(tf.round(tf.sqrt(target / ratio)), tf.int32)
+    fits = (h >= 1) & (w >= 1) & (h < height) & (w < width)
+    first = tf.argmax(tf.cast(fits, tf.int32), output_type=tf.int32)
+    eh, ew = h[first], w[first]
+    u = tf.random.stateless_uniform([2], seeds[3])
+    y0 = tf.minimum(tf.cast(u[0] * tf.cast(height - eh + 1, tf.float32), tf.int32), height - eh)
+    x0 = tf.minimum(tf.cast(u[1] * tf.cast(width - ew + 1, tf.float32), tf.int32), width - ew)
+    rows, cols = tf.range(height)[:, None], tf.range(width)[None, :]
+    inside = (rows >= y0) & (rows < y0 + eh) & (cols >= x0) & (cols < x0 + ew)
+    inside = inside & erase & tf.reduce_any(fits)
+    if fill == "random":
+        values = tf.round(tf.random.stateless_uniform([height, width, channels], seeds[4], 0.0, 255.0))
+    elif fill == "mean":
+        values = tf.broadcast_to(tf.constant(PIXEL_MEAN[:channels], image.dtype), image.shape)
+    else:
+        values = tf.zeros_like(image)
+    return tf.where(inside[..., None], tf.cast(values, image.dtype), image)
+
+
+def augment_image(image: tf.Tensor, seed: tf.Tensor, cfg: AugmentConfig) -> tf.Tensor:
+    """Flip, then pad-and-crop, then random erasing, each with its own sub-seed of `seed`."""
+    seeds = tf.random.experimental.stateless_split(seed, 3)
+    if cfg.flip and cfg.flip_probability > 0:
+        image = random_flip(image, seeds[0], cfg.flip_probability)
+    if cfg.pad > 0:
+        image = random_pad_crop(image, seeds[1], cfg.pad, cfg.pad_mode)
+    if cfg.erasing_probability > 0:
+        image = random_erasing(image, seeds[2], cfg.erasing_probability, cfg.erasing_area,
+                               cfg.erasing_aspect, cfg.erasing_fill)
+    return image
+
+
+# ----------------------------------------------------------------------------------------------
+# Epoch order
+
+
+def steps_per_epoch(num_examples: int, batch_size: int, drop_remainder: bool = True) -> int:
+    """Batches in one epoch of `num_examples` images (the same for both samplers)."""
+    if drop_remainder:
+        return num_examples // batch_size
+    return -(-num_examples // batch_size)
+
+
+def epoch_order(labels: np.ndarray, batch_size: int, seed: int, epoch: int,
+                sampler: str = "random", images_per_identity: int = 4,
+                drop_remainder: bool = True) -> np.ndarray:
+    """Row indices (into `labels`) of one epoch, in the order they are batched.
+
+    "random": a permutation from default_rng([seed, epoch]).
+    "pk": `steps_per_epoch` batches, each of P = batch_size / K distinct identities with
+    K = images_per_identity images each. Identities are visited in shuffled rounds so each
+    appears about equally often; an identity's images are drawn without replacement from a
+    shuffled pool that is refilled when empty (so identities with fewer than K images repeat).
+    """
+    labels = np.asarray(labels)
+    rng = np.random.default_rng([seed, epoch])
+    if sampler == "random":
+        order = rng.permutation(len(labels))
+        if drop_remainder:
+            order = order[:steps_per_epoch(len(labels), batch_size) * batch_size]
+        return order.astype(np.int64)
+    if sampler != "pk":
+        raise ValueError(f"sampler={sampler!r}; expected one of {SAMPLERS}")
+    k = int(images_per_identity)
+    if k < 1 or batch_size % k:
+        raise ValueError(f"the P x K sampler needs batch_size ({batch_size}) to be a multiple of "
+                         f"images_per_identity ({k})")
+    p = batch_size // k
+    identities = np.unique(labels)
+    if p > len(identities):
+        raise ValueError(f"the P x K sampler needs P = {p} identities per batch but the "
+                         f"training set has {len(identities)}")
+    members = {int(c): np.flatnonzero(labels == c) for c in identities}
+    pools: dict[int, list[int]] = {c: [] for c in members}
+    queue: list[int] = []
+    order = []
+    for _ in range(steps_per_epoch(len(labels), batch_size)):
+        chosen: list[int] = []
+        while len(chosen) < p:
+            pick = next((j for j, c in enumerate(queue) if c not in chosen), None)
+            if pick is None:
+                queue.extend(int(c) for c in rng.permutation(identities))
+                continue
+            chosen.append(queue.pop(pick))
+        for c in chosen:
+            for _ in range(k):
+                if not pools[c]:
+                    pools[c] = [int(i) for i in rng.permutation(members[c])]
+                order.append(pools[c].pop())
+    return np.asarray(order, dtype=np.int64)
+
+
+# ----------------------------------------------------------------------------------------------
+# Datasets
+
+
+def _options() -> tf.data.Options:
+    options = tf.data.Options()
+    options.deterministic = True
+    # Data sharding: the sources are in-memory tensors, not files.
+    options.experimental_distribute.auto_shard_policy = tf.data.experimental.AutoShardPolicy.DATA
+    return options
+
+
+def _check_size(height: int, width: int, batch_size: int) -> None:
+    if height < 1 or width < 1:
+        raise ValueError(f"image size {height}x{width} must be positive")
+    if batch_size < 1:
+        raise ValueError(f"batch_size={batch_size} must be positive")
+
+
+def train_dataset(table: ImageTable, labels: np.ndarray, height: int, width: int,
+                  batch_size: int, seed: int, epoch: int,
+                  augment: AugmentConfig | None = None, drop_remainder: bool = True,
+                  sampler: str = "random", images_per_identity: int = 4,
+                  cache_decoded: bool | DecodedCache = False) -> tf.data.Dataset:
+    """One epoch of training batches `(images float32 [B, H, W, 3], labels int32 [B])`.
+
+    `labels[i]` is the class of `table` row i. The order depends only on (seed, epoch) and the
+    sampler ("random" or "pk", see `epoch_order`); augmentation is keyed by (seed, epoch,
+    position in the epoch). `cache_decoded=True` decodes the table once into the module's
+    `DECODED_CACHE` (uint8 in memory, kept across epochs; for small data sets); a
+    `DecodedCache` instance uses that cache instead.
+    """
+    _check_size(height, width, batch_size)
+    labels = np.asarray(labels)
+    if len(labels) != len(table):
+        raise ValueError(f"{len(labels)} labels for a table of {len(table)} images")
+    if len(table) == 0:
+        raise ValueError("train_dataset got an empty table")
+    augment = NO_AUGMENT if augment is None else augment
+    order = epoch_order(labels, batch_size, seed, epoch, sampler, images_per_identity,
+                        drop_remainder)
+    positions = np.arange(len(order), dtype=np.int64)
+    batch_labels = labels[order].astype(np.int32)
+
+    if cache_decoded:
+        cache = cache_decoded if isinstance(cache_decoded, DecodedCache) else DECODED_CACHE
+        decoded = cache.get(table, height, width)
+        ds = tf.data.Dataset.from_tensor_slices((positions, order, batch_labels))
+
+        def load(position, row, label):
+            return position, tf.cast(tf.gather(decoded, row), tf.float32), label
+    else:
+        ds = tf.data.Dataset.from_tensor_slices((positions, _encoded_tensor(table.images[order]),
+                                                 batch_labels))
+
+        def load(position, encoded, label):
+            return position, decode_and_resize(encoded, height, width), label
+
+    def prepare(position, item, label):
+        position, image, label = load(position, item, label)
+        if augment.active:
+            image = augment_image(image, element_seed(seed, epoch, position), augment)
+        return image, label
+
+    ds = ds.map(prepare, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
+    ds = ds.batch(batch_size, drop_remainder=drop_remainder)
+    return ds.prefetch(tf.data.AUTOTUNE).with_options(_options())
+
+
+def eval_dataset(table: ImageTable, rows: np.ndarray | None, height: int, width: int,
+                 batch_size: int, cache: bool = False) -> tf.data.Dataset:
+    """Images of `table` rows (all rows if None), in order: float32 [B, H, W, 3] batches, the
+    last one possibly smaller. No augmentation. `cache=True` keeps the decoded images in memory
+    after the first full pass, for evaluating the same dataset object repeatedly."""
+    _check_size(height, width, batch_size)
+    rows = np.arange(len(table)) if rows is None else np.asarray(rows, dtype=np.int64)
+    ds = tf.data.Dataset.from_tensor_slices(_encoded_tensor(table.images[rows]))
+    ds = ds.map(lambda e: tf.cast(decode_and_resize(e, height, width), tf.uint8),
+                num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
+    if cache:
+        ds = ds.cache()  # uint8: a quarter of the memory of float32, and exact
+    ds = ds.map(lambda image: tf.cast(image, tf.float32))
+    ds = ds.batch(batch_size)
+    return ds.prefetch(tf.data.AUTOTUNE).with_options(_options())
