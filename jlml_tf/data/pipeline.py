@@ -236,7 +236,8 @@ def epoch_order(labels: np.ndarray, batch_size: int, seed: int, epoch: int,
     "pk": `steps_per_epoch` batches, each of P = batch_size / K distinct identities with
     K = images_per_identity images each. Identities are visited in shuffled rounds so each
     appears about equally often; an identity's images are drawn without replacement from a
-    shuffled pool that is refilled when empty (so identities with fewer than K images repeat).
+    shuffled pool, reshuffled when fewer than K are left (an identity with fewer than K images
+    fills its K by drawing some twice).
     """
     labels = np.asarray(labels)
     rng = np.random.default_rng([seed, epoch])
@@ -269,10 +270,12 @@ def epoch_order(labels: np.ndarray, batch_size: int, seed: int, epoch: int,
                 continue
             chosen.append(queue.pop(pick))
         for c in chosen:
-            for _ in range(k):
-                if not pools[c]:
-                    pools[c] = [int(i) for i in rng.permutation(members[c])]
-                order.append(pools[c].pop())
+            if len(pools[c]) < k:  # leftovers are dropped, so a batch never repeats an image
+                pool = rng.permutation(members[c])  # unless the identity has fewer than K
+                if len(pool) < k:
+                    pool = np.concatenate([pool, rng.choice(members[c], k - len(pool))])
+                pools[c] = [int(i) for i in pool]
+            order.extend(pools[c].pop() for _ in range(k))
     return np.asarray(order, dtype=np.int64)
 
 
@@ -320,8 +323,10 @@ def train_dataset(table: ImageTable, labels: np.ndarray, height: int, width: int
     positions = np.arange(len(order), dtype=np.int64)
     batch_labels = labels[order].astype(np.int32)
 
-    if cache_decoded:
-        cache = cache_decoded if isinstance(cache_decoded, DecodedCache) else DECODED_CACHE
+    # (An empty DecodedCache is falsy: test its type before its truth.)
+    cache = cache_decoded if isinstance(cache_decoded, DecodedCache) else \
+        DECODED_CACHE if cache_decoded else None
+    if cache is not None:
         decoded = cache.get(table, height, width)
         ds = tf.data.Dataset.from_tensor_slices((positions, order, batch_labels))
 

@@ -1,0 +1,248 @@
+"""The tf.data pipeline: decoding, seeded epochs, samplers, augmentation, evaluation order."""
+import io
+
+import numpy as np
+import pytest
+import tensorflow as tf
+from PIL import Image
+
+from jlml_tf.data import pipeline
+from jlml_tf.data.types import ImageTable
+
+H, W = 16, 8
+
+
+def png(img: np.ndarray) -> bytes:
+    buf = io.BytesIO()
+    Image.fromarray(img.astype(np.uint8)).save(buf, format="PNG")
+    return buf.getvalue()
+
+
+def numbered_table(n=24, per_identity=3, seed=0):
+    """Images whose top-left pixel is their row number (so a batch tells which rows it holds);
+    the rest is noise. pid = row // per_identity + 1."""
+    rng = np.random.default_rng(seed)
+    images = []
+    for i in range(n):
+        img = rng.integers(0, 256, (H, W, 3))
+        img[0, 0] = i
+        images.append(png(img))
+    pids = np.arange(n) // per_identity + 1
+    return ImageTable(images, pids, np.ones(n, np.int64), [f"{i}.png" for i in range(n)])
+
+
+def batches(ds):
+    """Training batches as (images, labels) NumPy pairs."""
+    return [tuple(np.asarray(t) for t in b) for b in ds.as_numpy_iterator()]
+
+
+def eval_batches(ds):
+    return [np.asarray(b) for b in ds.as_numpy_iterator()]
+
+
+def rows_of(images: np.ndarray) -> np.ndarray:
+    return images[:, 0, 0, 0].astype(int)
+
+
+def decoded(table, row):
+    return np.asarray(Image.open(io.BytesIO(table.images[row])).convert("RGB"), np.float32)
+
+
+def test_decode_and_resize_png_and_jpeg():
+    rng = np.random.default_rng(1)
+    img = rng.integers(0, 256, (20, 10, 3)).astype(np.uint8)
+    same = pipeline.decode_and_resize(tf.constant(png(img)), 20, 10).numpy()
+    assert same.dtype == np.float32 and same.shape == (20, 10, 3)
+    np.testing.assert_array_equal(same, img.astype(np.float32))
+    buf = io.BytesIO()
+    Image.fromarray(img).save(buf, format="JPEG")
+    out = pipeline.decode_and_resize(tf.constant(buf.getvalue()), 32, 16).numpy()
+    assert out.shape == (32, 16, 3) and out.dtype == np.float32
+    assert 0.0 <= out.min() and out.max() <= 255.0 and out.std() > 10
+    np.testing.assert_array_equal(out, np.round(out))
+
+
+def test_train_dataset_shapes_dtypes_and_labels():
+    table = numbered_table()
+    labels = table.pids - 1
+    ds = pipeline.train_dataset(table, labels, H, W, batch_size=5, seed=0, epoch=0,
+                                augment=pipeline.NO_AUGMENT)
+    out = batches(ds)
+    assert len(out) == pipeline.steps_per_epoch(len(table), 5) == 4
+    for images, batch_labels in out:
+        assert images.shape == (5, H, W, 3) and images.dtype == np.float32
+        assert batch_labels.shape == (5,) and batch_labels.dtype == np.int32
+        assert 0.0 <= images.min() and images.max() <= 255.0
+        np.testing.assert_array_equal(batch_labels, labels[rows_of(images)])
+        for image, row in zip(images, rows_of(images)):
+            np.testing.assert_array_equal(image, decoded(table, row))
+    seen = np.concatenate([rows_of(b[0]) for b in out])
+    assert len(set(seen)) == 20  # a permutation, remainder dropped
+    keep_all = batches(pipeline.train_dataset(table, labels, H, W, 5, 0, 0, drop_remainder=False))
+    assert sorted(np.concatenate([rows_of(b[0]) for b in keep_all])) == list(range(24))
+
+
+def test_same_seed_and_epoch_same_batches_other_epoch_other_order():
+    table = numbered_table()
+    labels = table.pids - 1
+    augment = pipeline.AugmentConfig(pad=2, erasing_probability=0.5)
+
+    def run(seed, epoch, **kw):
+        return batches(pipeline.train_dataset(table, labels, H, W, 6, seed, epoch, augment, **kw))
+
+    a, b = run(3, 1), run(3, 1)
+    for (ia, la), (ib, lb) in zip(a, b):
+        np.testing.assert_array_equal(ia, ib)
+        np.testing.assert_array_equal(la, lb)
+    order = lambda out: np.concatenate([b[1] for b in out])  # noqa: E731
+    assert not np.array_equal(order(run(3, 2)), order(a))
+    assert not np.array_equal(order(run(4, 1)), order(a))
+    # Resuming mid-epoch (skip) sees exactly the remaining batches, augmentation included.
+    resumed = batches(pipeline.train_dataset(table, labels, H, W, 6, 3, 1, augment).skip(2))
+    for (ir, _), (ia, _) in zip(resumed, a[2:]):
+        np.testing.assert_array_equal(ir, ia)
+
+
+def test_epoch_order_uses_numpy_generator():
+    labels = np.arange(10)
+    expected = np.random.default_rng([7, 2]).permutation(10)[:8]
+    np.testing.assert_array_equal(pipeline.epoch_order(labels, 4, 7, 2), expected)
+
+
+def test_cached_decoding_gives_identical_batches():
+    table = numbered_table()
+    labels = table.pids - 1
+    augment = pipeline.AugmentConfig(pad=3, erasing_probability=1.0)
+    cache = pipeline.DecodedCache()
+    plain = batches(pipeline.train_dataset(table, labels, H, W, 4, 1, 0, augment))
+    cached = batches(pipeline.train_dataset(table, labels, H, W, 4, 1, 0, augment,
+                                            cache_decoded=cache))
+    assert len(cache) == 1
+    pipeline.train_dataset(table, labels, H, W, 4, 1, 1, augment, cache_decoded=cache)
+    assert len(cache) == 1  # the next epoch reuses the entry
+    for (ip, lp), (ic, lc) in zip(plain, cached):
+        np.testing.assert_array_equal(ip, ic)
+        np.testing.assert_array_equal(lp, lc)
+
+
+def test_flip_mirrors_exactly():
+    table = numbered_table()
+    labels = table.pids - 1
+    always = pipeline.AugmentConfig(flip=True, flip_probability=1.0, pad=0, erasing_probability=0)
+    images = batches(pipeline.train_dataset(table, labels, H, W, 24, 0, 0, always))[0][0]
+    plain = batches(pipeline.train_dataset(table, labels, H, W, 24, 0, 0, pipeline.NO_AUGMENT))[0][0]
+    np.testing.assert_array_equal(images, plain[:, :, ::-1])
+    half = pipeline.AugmentConfig(flip=True, flip_probability=0.5, pad=0, erasing_probability=0)
+    images = batches(pipeline.train_dataset(table, labels, H, W, 24, 0, 0, half))[0][0]
+    flipped = [np.array_equal(a, p[:, ::-1]) for a, p in zip(images, plain)]
+    same = [np.array_equal(a, p) for a, p in zip(images, plain)]
+    assert all(f or s for f, s in zip(flipped, same))
+    assert 0 < sum(flipped) < 24
+
+
+def test_pad_crop_keeps_size_and_shifts():
+    rng = np.random.default_rng(2)
+    image = tf.constant(rng.integers(1, 256, (H, W, 3)).astype(np.float32))
+    pad = 3
+    shifts = set()
+    for i in range(30):
+        out = pipeline.random_pad_crop(image, tf.constant([5, i], tf.int64), pad).numpy()
+        assert out.shape == (H, W, 3)
+        padded = np.pad(image.numpy(), [(pad, pad), (pad, pad), (0, 0)])
+        matches = [(dy, dx) for dy in range(2 * pad + 1) for dx in range(2 * pad + 1)
+                   if np.array_equal(padded[dy:dy + H, dx:dx + W], out)]
+        assert len(matches) == 1
+        shifts.add(matches[0])
+    assert len(shifts) > 5  # offsets really are random
+    again = pipeline.random_pad_crop(image, tf.constant([5, 0], tf.int64), pad).numpy()
+    first = pipeline.random_pad_crop(image, tf.constant([5, 0], tf.int64), pad).numpy()
+    np.testing.assert_array_equal(again, first)
+
+
+def test_random_erasing_changes_one_rectangle_of_the_expected_area():
+    height, width = 64, 32
+    image = tf.zeros((height, width, 3))
+    area = (0.05, 0.3)
+    for i in range(25):
+        out = pipeline.random_erasing(image, tf.constant([1, i], tf.int64), probability=1.0,
+                                      area=area, aspect=(0.3, 3.3), fill="mean").numpy()
+        changed = np.any(out != 0, axis=-1)
+        ys, xs = np.nonzero(changed)
+        assert len(ys), "probability 1 must erase"
+        h, w = ys.max() - ys.min() + 1, xs.max() - xs.min() + 1
+        assert changed.sum() == h * w  # one solid rectangle
+        np.testing.assert_allclose(out[changed], np.broadcast_to(pipeline.PIXEL_MEAN, (h * w, 3)),
+                                   rtol=1e-6)
+        # h and w are rounded, so allow half a pixel on each side of the target rectangle.
+        slack = (h + w + 1) / 2 / (height * width)
+        assert area[0] - slack <= h * w / (height * width) <= area[1] + slack
+    never = pipeline.random_erasing(image + 7, tf.constant([1, 0], tf.int64), probability=0.0)
+    np.testing.assert_array_equal(never.numpy(), np.full((height, width, 3), 7.0))
+    rand = pipeline.random_erasing(image, tf.constant([2, 0], tf.int64), probability=1.0,
+                                   fill="random").numpy()
+    assert len(np.unique(rand[np.any(rand != 0, -1)])) > 10
+
+
+def test_pk_sampler_gives_p_identities_with_k_images():
+    table = numbered_table(n=40, per_identity=5)  # 8 identities
+    labels = table.pids - 1
+    p, k = 3, 4
+    out = batches(pipeline.train_dataset(table, labels, H, W, p * k, 0, 0, sampler="pk",
+                                         images_per_identity=k))
+    assert len(out) == pipeline.steps_per_epoch(40, p * k) == 3
+    for images, batch_labels in out:
+        counts = np.unique(batch_labels, return_counts=True)[1]
+        assert len(counts) == p and set(counts) == {k}
+        np.testing.assert_array_equal(labels[rows_of(images)], batch_labels)
+        for c in np.unique(batch_labels):  # no image repeats when an identity has >= K images
+            assert len(set(rows_of(images)[batch_labels == c])) == k
+    again = pipeline.epoch_order(labels, p * k, 0, 0, "pk", k)
+    np.testing.assert_array_equal(again, np.concatenate([rows_of(b[0]) for b in out]))
+    assert not np.array_equal(again, pipeline.epoch_order(labels, p * k, 0, 1, "pk", k))
+    with pytest.raises(ValueError, match="multiple"):
+        pipeline.epoch_order(labels, 10, 0, 0, "pk", 4)
+    with pytest.raises(ValueError, match="identities"):
+        pipeline.epoch_order(labels, 36, 0, 0, "pk", 4)
+
+
+def test_pk_sampler_repeats_images_of_small_identities():
+    labels = np.array([0, 0, 1, 1, 1, 1, 2, 2, 2, 2])
+    order = pipeline.epoch_order(labels, 8, 0, 0, "pk", 4)
+    batch = labels[order]
+    assert len(np.unique(batch)) == 2 and set(np.unique(batch, return_counts=True)[1]) == {4}
+
+
+def test_eval_dataset_preserves_order():
+    table = numbered_table()
+    rows = np.array([5, 2, 17, 0, 9, 23, 11])
+    ds = pipeline.eval_dataset(table, rows, H, W, batch_size=3, cache=True)
+    out = eval_batches(ds)
+    assert [b.shape for b in out] == [(3, H, W, 3), (3, H, W, 3), (1, H, W, 3)]
+    images = np.concatenate(out)
+    assert images.dtype == np.float32
+    np.testing.assert_array_equal(rows_of(images), rows)
+    for image, row in zip(images, rows):
+        np.testing.assert_array_equal(image, decoded(table, row))
+    second = np.concatenate(eval_batches(ds))  # from the cache
+    np.testing.assert_array_equal(second, images)
+    everything = np.concatenate(eval_batches(pipeline.eval_dataset(table, None, H, W, 10)))
+    np.testing.assert_array_equal(rows_of(everything), np.arange(24))
+
+
+def test_works_with_a_distribution_strategy():
+    table = numbered_table()
+    strategy = tf.distribute.MirroredStrategy(["/cpu:0"])
+    ds = pipeline.train_dataset(table, table.pids - 1, H, W, 4, 0, 0, pipeline.AugmentConfig(pad=1),
+                                cache_decoded=pipeline.DecodedCache())
+    images, labels = next(iter(strategy.experimental_distribute_dataset(ds)))
+    assert images.shape == (4, H, W, 3) and labels.dtype == tf.int32
+
+
+def test_bad_arguments_are_refused():
+    table = numbered_table()
+    with pytest.raises(ValueError, match="labels"):
+        pipeline.train_dataset(table, np.zeros(3), H, W, 4, 0, 0)
+    with pytest.raises(ValueError, match="sampler"):
+        pipeline.train_dataset(table, table.pids - 1, H, W, 4, 0, 0, sampler="balanced")
+    with pytest.raises(ValueError, match="erasing_area"):
+        pipeline.AugmentConfig(erasing_area=(0.5, 0.1))
