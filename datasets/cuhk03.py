@@ -102,7 +102,11 @@ def view_of(camids: np.ndarray) -> np.ndarray:
 # --------------------------------------------------------------------------------------------
 
 def _is_empty(ds) -> bool:
-    return bool(np.any(ds.attrs.get("MATLAB_empty", 0))) or ds.size == 0 or ds.ndim < 3
+    """A MATLAB empty cell: flagged MATLAB_empty, zero-sized, or a short vector of zeros (how
+    v7.3 files store the dimensions of []). Anything else that is not (3, W, H) is corrupt."""
+    if np.any(ds.attrs.get("MATLAB_empty", 0)) or ds.size == 0:
+        return True
+    return ds.ndim == 1 and ds.size <= 3 and not np.any(ds[()])
 
 
 def _refs(f, name: str, where: str) -> np.ndarray:

@@ -232,7 +232,8 @@ def make_cuhk03_mat(path, pair_sizes=(4, 3, 3, 2, 2), empty=(), corrupt=(),
     Root variables `labeled`, `detected` (1x5 as stored: MATLAB 5x1 cells) and `testsets`
     hold object references into the `#refs#` group. A pair's cell is stored (10, ids); an image
     (H, W, 3) is stored transposed as (3, W, H); an empty cell is a (2,) uint64 zeros dataset
-    with MATLAB_empty=1. `empty` / `corrupt`: (source, pair, index, column) with 1-based pair
+    with MATLAB_empty=1 (in `detected` without the attribute, which readers must also accept).
+    A corrupt cell holds a 4x4 uint8 array. `empty` / `corrupt`: (source, pair, index, column) with 1-based pair
     and index and 0-based column. `testsets`: list of [(pair, index), ...], default 3 sets of
     3 identities. Returns {"images": {source: count}, "testsets": ...}.
     """
@@ -262,7 +263,8 @@ def make_cuhk03_mat(path, pair_sizes=(4, 3, 3, 2, 2), empty=(), corrupt=(),
                         key = (source, p, i, c)
                         if key in empty:
                             ds = put(np.zeros(2, np.uint64), "double")
-                            ds.attrs["MATLAB_empty"] = np.uint8(1)
+                            if source == "labeled":  # detected: the bare (2,) zeros form
+                                ds.attrs["MATLAB_empty"] = np.uint8(1)
                         elif key in corrupt:
                             ds = put(np.zeros((4, 4), np.uint8), "uint8")  # not an RGB image
                         else:
