@@ -93,10 +93,10 @@ def test_rejects_bad_input():
 
 
 def test_blocked_evaluation_never_holds_the_full_matrix():
-    # 3,000 x 3,000 float32 would be 36 MB (72 MB in float64); with 64-row blocks the
-    # distances, sort keys and flags of one block are ~2.7 MB.
+    # 2,000 x 2,000 float32 would be 16 MB (32 MB in float64); with 64-row blocks the
+    # distances, sort keys and flags of one block are ~2 MB.
     rng = np.random.default_rng(5)
-    n = 3000
+    n = 2000
     q = rng.normal(size=(n, 8)).astype(np.float32)
     g = rng.normal(size=(n, 8)).astype(np.float32)
     pids = rng.integers(1, 300, n)

@@ -1,0 +1,102 @@
+"""KISSME and XQDA: pair statistics, PSD projection, and a synthetic case where they must win."""
+import numpy as np
+import pytest
+import scipy.linalg
+
+from jlml_tf.evaluation import distances, metric_learning, protocol
+
+
+@pytest.mark.parametrize("cross_camera", [False, True])
+def test_pair_covariances_match_brute_force(cross_camera):
+    rng = np.random.default_rng(0)
+    x, pids, cams = rng.normal(size=(14, 3)), rng.integers(0, 4, 14), rng.integers(0, 3, 14)
+    same, n_same, diff, n_diff = np.zeros((3, 3)), 0, np.zeros((3, 3)), 0
+    for i in range(14):
+        for j in range(14):
+            if i == j or (cross_camera and cams[i] == cams[j]):
+                continue
+            outer = np.outer(x[i] - x[j], x[i] - x[j])
+            if pids[i] == pids[j]:
+                same, n_same = same + outer, n_same + 1
+            else:
+                diff, n_diff = diff + outer, n_diff + 1
+    got = metric_learning.pair_covariances(x, pids, cams, cross_camera)
+    np.testing.assert_allclose(got[0], same / n_same, atol=1e-12)
+    np.testing.assert_allclose(got[2], diff / n_diff, atol=1e-12)
+    assert (got[1], got[3]) == (n_same, n_diff)
+
+
+def _synthetic(rng, num_ids, first_pid, dim=12):
+    """Identity lives in 2 dimensions (small noise); 10 nuisance dimensions carry large noise
+    that is the same for every identity: L2 is swamped by it, a learned metric ignores it."""
+    centres = np.zeros((num_ids, dim))
+    centres[:, :2] = rng.normal(size=(num_ids, 2))
+    scale = np.r_[0.15, 0.15, np.ones(dim - 2)]
+    return lambda: centres + rng.normal(size=(num_ids, dim)) * scale, \
+        np.arange(first_pid, first_pid + num_ids)
+
+
+@pytest.mark.parametrize("name", ["kissme", "xqda"])
+def test_learned_metric_beats_l2_on_unseen_identities(name):
+    rng = np.random.default_rng(1)
+    draw, train_pids = _synthetic(rng, 200, 1)
+    train = np.concatenate([draw() for _ in range(4)])
+    draw, test_pids = _synthetic(rng, 100, 1000)  # disjoint identities, as in re-id
+    query, gallery = draw(), draw()
+    args = (query, test_pids, np.zeros(100), gallery, test_pids, np.ones(100))
+    l2 = protocol.evaluate(*args, metric="l2")
+    learned = metric_learning.fit_metric(name, train, np.tile(train_pids, 4),
+                                         np.zeros(len(train)))
+    r = protocol.evaluate(*args, metric=learned)
+    assert r["rank1"] > l2["rank1"] + 0.2, (r["rank1"], l2["rank1"])
+    assert r["map"] > l2["map"] + 0.2
+
+
+def test_kissme_matrix_is_psd_and_pca_option():
+    rng = np.random.default_rng(2)
+    x, pids = rng.normal(size=(80, 6)), rng.integers(0, 10, 80)
+    m = metric_learning.fit_kissme(x, pids)
+    assert np.linalg.eigvalsh(m.matrix).min() >= -1e-9
+    reduced = metric_learning.fit_kissme(x, pids, pca_dim=3)
+    assert reduced.projection.shape == (6, 3) and reduced.matrix.shape == (3, 3)
+    assert reduced.pairwise(x[:4], x[4:9]).shape == (4, 5)
+
+
+def test_xqda_keeps_directions_with_eigenvalue_above_one():
+    rng = np.random.default_rng(3)
+    draw, pids = _synthetic(rng, 100, 1, dim=6)
+    x, labels = np.concatenate([draw() for _ in range(3)]), np.tile(pids, 3)
+    m = metric_learning.fit_xqda(x, labels, regularisation=0.0)
+    sigma_i, _, sigma_e, _ = metric_learning.pair_covariances(x, labels)
+    values = np.sort(scipy.linalg.eigvalsh(sigma_e, sigma_i))[::-1]
+    # The 2 identity dimensions vary far more across classes than within; the 4 nuisance
+    # ones equally (ratio ~1, sampling noise decides which side of 1 they fall).
+    assert values[1] > 10 and values[2] < 1.5
+    assert m.projection.shape == (6, int(np.sum(values > 1)))
+    # Those two directions carry the projection's first two columns.
+    top = m.projection[:, :2] / np.linalg.norm(m.projection[:, :2], axis=0)
+    assert np.linalg.norm(top[:2], axis=0).min() > 0.9
+    assert np.linalg.eigvalsh(m.matrix).min() > 0  # I - diag(1/lambda) with lambda > 1
+    fixed = metric_learning.fit_xqda(x, labels, dim=4)
+    assert fixed.projection.shape == (6, 4)
+
+
+def test_l2_generic_path_equals_direct():
+    rng = np.random.default_rng(4)
+    q, g = rng.normal(size=(7, 5)), rng.normal(size=(11, 5))
+    identity = metric_learning.Metric("identity", matrix=np.eye(5))
+    np.testing.assert_allclose(identity.pairwise(q, g),
+                               distances.pairwise_distances(q, g, "sqeuclidean"),
+                               rtol=1e-5, atol=1e-5)
+    np.testing.assert_allclose(np.sqrt(identity.pairwise(q, g)),
+                               metric_learning.fit_metric("l2").pairwise(q, g),
+                               rtol=1e-4, atol=1e-4)
+
+
+def test_fit_metric_errors():
+    with pytest.raises(ValueError, match="unknown metric"):
+        metric_learning.fit_metric("lmnn", np.ones((4, 2)), [1, 1, 2, 2])
+    with pytest.raises(ValueError, match="training features"):
+        metric_learning.fit_metric("xqda")
+    with pytest.raises(ValueError, match="camera"):
+        metric_learning.pair_covariances(np.ones((4, 2)), [1, 1, 2, 2], [0, -1, 0, 1], True)
