@@ -1,0 +1,119 @@
+"""The builders on the real images in ../shared/data (GRID, CUHK01, CUHK03 pair-1 subset).
+
+Skipped when that folder is absent. Each data set is built once per module into a temporary
+data_dir; nothing from the real data is written into the project.
+"""
+import collections
+import os
+
+import numpy as np
+import pytest
+import tensorflow as tf
+from PIL import Image
+
+from conftest import REAL_DATA
+from jlml_tf_datasets import cuhk01, cuhk03, folder, grid
+
+pytestmark = pytest.mark.real_data
+
+
+def _need_real_data():
+    if not REAL_DATA.is_dir():
+        pytest.skip(f"real data not found at {REAL_DATA}")
+
+
+@pytest.fixture(scope="module")
+def data_dir(tmp_path_factory):
+    return str(tmp_path_factory.mktemp("real_builds"))
+
+
+@pytest.fixture(scope="module")
+def grid_data(data_dir):
+    _need_real_data()
+    return grid.load(data_dir=data_dir, manual_dir=str(REAL_DATA / "grid"),
+                     splits=str(REAL_DATA / "grid" / "splits_tfusion.json"))
+
+
+@pytest.fixture(scope="module")
+def cuhk01_data(data_dir):
+    _need_real_data()
+    return {p: cuhk01.load(p, data_dir=data_dir, manual_dir=str(REAL_DATA / "cuhk01"))
+            for p in ("485_486_single_shot", "871_100_multi_shot")}
+
+
+@pytest.fixture(scope="module")
+def cuhk03_data(data_dir):
+    _need_real_data()
+    return cuhk03.load("market_layout", data_dir=data_dir, manual_dir=str(REAL_DATA))
+
+
+def _check_decoded(table, rows, root):
+    """A decoded batch: HxWx3 uint8 of the size PIL reports for the file on disk."""
+    for row in rows:
+        image = tf.io.decode_image(table.images[row], channels=0)
+        assert image.dtype == tf.uint8 and image.shape[-1] == 3
+        with Image.open(os.path.join(root, table.filenames[row])) as original:
+            assert tuple(image.shape[:2]) == (original.height, original.width)
+
+
+def test_grid_counts_cameras_and_splits(real_data_dir, grid_data):
+    table = grid_data.table
+    probe = np.char.startswith(table.filenames.astype(str), "probe/")
+    assert len(table) == 1275 and probe.sum() == 250
+    assert np.sum(table.pids[~probe] == 0) == 775
+    assert sorted(set(table.pids[probe].tolist())) == list(range(1, 251))
+    assert set(table.camids.tolist()) <= set(range(1, 9)) and len(set(table.camids.tolist())) >= 5
+    probe_cam = dict(zip(table.pids[probe].tolist(), table.camids[probe].tolist()))
+    matched = ~probe & (table.pids > 0)
+    for pid, cam in zip(table.pids[matched].tolist(), table.camids[matched].tolist()):
+        assert probe_cam[pid] < cam  # the README: the lower camera number is the probe
+    assert grid_data.info["counts_checked"] and grid_data.info["num_distractors"] == 775
+    assert len(grid_data.trials) == 10
+    for trial in grid_data.trials:
+        assert len(np.unique(table.pids[trial.train])) == 125 and len(trial.train) == 250
+        assert len(trial.query) == 125 and len(trial.gallery) == 900
+        assert set(table.pids[trial.train].tolist()).isdisjoint(table.pids[trial.query].tolist())
+        assert np.sum(table.pids[trial.gallery] == 0) == 775
+    _check_decoded(table, grid_data.trials[0].query[:4], real_data_dir / "grid" / "underground_reid")
+    _check_decoded(table, grid_data.trials[0].gallery[-4:],
+                   real_data_dir / "grid" / "underground_reid")
+
+
+def test_cuhk01_counts_cameras_and_splits(real_data_dir, cuhk01_data):
+    single = cuhk01_data["485_486_single_shot"]
+    table = single.table
+    assert len(table) == 3884 and len(np.unique(table.pids)) == 971
+    assert collections.Counter(table.camids.tolist()) == {1: 1942, 2: 1942}
+    for trial in single.trials:
+        assert len(np.unique(table.pids[trial.train])) == 485
+        assert len(trial.query) == 486 and len(trial.gallery) == 486
+        assert set(table.pids[trial.train].tolist()).isdisjoint(table.pids[trial.query].tolist())
+    multi = cuhk01_data["871_100_multi_shot"]
+    assert multi.multi_shot_gallery
+    assert all(len(t.query) == 100 and len(t.gallery) == 200 for t in multi.trials)
+    _check_decoded(table, single.trials[0].query[:6], real_data_dir / "cuhk01")
+    image = tf.io.decode_image(table.images[0])
+    assert tuple(image.shape) == (160, 60, 3)
+
+
+def test_cuhk03_market_layout_subset(real_data_dir, cuhk03_data):
+    trial, = cuhk03_data.trials
+    table = cuhk03_data.table
+    counts = {name: (len(rows), len(np.unique(table.pids[rows])))
+              for name, rows in (("train", trial.train), ("query", trial.query),
+                                 ("gallery", trial.gallery))}
+    assert counts == {"train": (2912, 300), "query": (200, 100), "gallery": (738, 100)}
+    assert set(table.camids.tolist()) == {1, 2}
+    assert set(table.pids[trial.train].tolist()).isdisjoint(table.pids[trial.query].tolist())
+    # one query per identity and camera
+    pairs = collections.Counter(zip(table.pids[trial.query].tolist(),
+                                    table.camids[trial.query].tolist()))
+    assert set(pairs.values()) == {1} and len(pairs) == 200
+    _check_decoded(table, trial.query[:4], real_data_dir / "cuhk03_pair1_market")
+
+
+def test_cuhk03_subset_through_the_folder_data_set(real_data_dir, cuhk03_data, data_dir):
+    data = folder.load(data_dir=data_dir, manual_dir=str(real_data_dir / "cuhk03_pair1_market"))
+    assert data.info["counts"] == cuhk03_data.info["counts"]
+    assert np.array_equal(data.table.filenames, cuhk03_data.table.filenames)
+    assert data.same_camera_junk
