@@ -21,6 +21,7 @@ setup(
     install_requires=[
         f"{TF_PACKAGE}>=2.21,<2.22",
         "keras>=3.12,<4",
+        "tensorboard>=2.20",
         "tensorflow-datasets>=4.9.9",
         "importlib_resources>=6",  # needed by TFDS builders inside a package, undeclared by TFDS
         "absl-py>=2.1",

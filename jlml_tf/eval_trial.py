@@ -1,0 +1,71 @@
+"""Evaluate an embedding model on a trial of a data set: features in, protocol metrics out."""
+from __future__ import annotations
+
+import os
+import pathlib
+
+import keras
+import numpy as np
+import tensorflow as tf
+
+from jlml_tf.config import ModelConfig
+from jlml_tf.data import pipeline
+from jlml_tf.data.types import ImageTable, ReidData, Trial
+from jlml_tf.evaluation import fit_metric, protocol, report
+
+LEARNED_METRICS = ("kissme", "xqda")
+
+
+def extract_features(embedding_model: keras.Model, table: ImageTable, rows: np.ndarray,
+                     height: int, width: int, batch_size: int = 64, verbose: int = 1) -> np.ndarray:
+    """L2-normalised embeddings of `table` rows, in order (the deployed model's output)."""
+    rows = np.asarray(rows, np.int64)
+    if len(rows) == 0:
+        return np.zeros((0, embedding_model.output.shape[-1]), np.float32)
+    forward = tf.function(lambda x: tf.math.l2_normalize(
+        tf.cast(embedding_model(x, training=False), tf.float32), axis=-1))
+    bar = keras.utils.Progbar(len(rows), verbose=verbose, unit_name="image")
+    features = []
+    for images in pipeline.eval_dataset(table, rows, height, width, batch_size):
+        features.append(forward(images).numpy())
+        bar.add(len(features[-1]))
+    return np.concatenate(features)
+
+
+def evaluate_trial(embedding_model: keras.Model, data: ReidData, trial: Trial, cfg: ModelConfig,
+                   metric: str = "l2", batch_size: int = 64, verbose: int = 1,
+                   multi_query_pooling: str = "mean") -> dict:
+    """Single-query (and multi-query, when the trial has extra query images) metrics."""
+    needed = [trial.query, trial.gallery, trial.multi_query]
+    if metric in LEARNED_METRICS:
+        needed.append(trial.train)
+    rows = np.unique(np.concatenate(needed))
+    feats = extract_features(embedding_model, data.table, rows, cfg.input_height,
+                             cfg.input_width, batch_size, verbose)
+    lookup = lambda r: feats[np.searchsorted(rows, r)]  # noqa: E731
+    pids, cams = data.table.pids, data.table.camids
+    fitted = fit_metric(metric, lookup(trial.train) if metric in LEARNED_METRICS else None,
+                        pids[trial.train], cams[trial.train])
+    multi = None
+    if len(trial.multi_query):
+        multi = (lookup(trial.multi_query), pids[trial.multi_query], cams[trial.multi_query])
+    return protocol.evaluate(lookup(trial.query), pids[trial.query], cams[trial.query],
+                             lookup(trial.gallery), pids[trial.gallery], cams[trial.gallery],
+                             metric=fitted, same_camera_junk=data.same_camera_junk,
+                             multi_query=multi, multi_query_pooling=multi_query_pooling)
+
+
+def write_trial_report(trial_dir: str | os.PathLike, results: dict, data: ReidData,
+                       trial: Trial) -> dict[str, pathlib.Path]:
+    return report.write_report(trial_dir, {"JLML": [results]},
+                               title=f"{data.name} / {data.protocol} / {trial.name}")
+
+
+def write_run_report(run_dir: str | os.PathLike, per_trial: dict[str, dict], data: ReidData,
+                     paper: dict | None, paper_key: str) -> str:
+    """Mean and std over trials next to the paper's figures; returns the Markdown table."""
+    paths = report.write_report(
+        run_dir, {"JLML (this run)": list(per_trial.values())}, paper=paper,
+        paper_label=f"Paper ({paper_key})", title=f"{data.name} / {data.protocol}",
+        extra={"trials": list(per_trial), "dataset": data.name, "protocol": data.protocol})
+    return paths["markdown"].read_text() + f"\nWritten to {pathlib.Path(run_dir).resolve()}\n"

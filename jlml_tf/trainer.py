@@ -1,0 +1,274 @@
+"""The custom JLML training loop: multi-loss cross-entropy plus SFL penalties, under tf.distribute.
+
+Everything (model, optimiser, checkpoint) is built inside the strategy's scope, so the default
+strategy on one CPU and MirroredStrategy on several GPUs run the same code. The data position is
+a function of the optimiser's step alone (epoch = step // steps_per_epoch, shuffling seeded by
+(seed, epoch)), so a restarted run continues exactly where its last checkpoint left off.
+"""
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+import os
+import pathlib
+import signal
+import time
+from typing import Callable
+
+from absl import logging
+import keras
+import numpy as np
+import tensorflow as tf
+
+from jlml_tf import distribute, losses, optimization, run_dir as run_dir_lib
+from jlml_tf.config import ModelConfig, SparsityConfig
+from jlml_tf.data import pipeline
+from jlml_tf.data.types import ImageTable
+from jlml_tf.modeling import jlml
+
+PRECISIONS = ("float32", "mixed_bfloat16", "mixed_float16")
+
+
+class TrainingDivergedError(RuntimeError):
+    """The loss became NaN or Inf; the last good checkpoint is kept."""
+
+
+@dataclasses.dataclass
+class TrainConfig:
+    epochs: int = 60
+    batch_size: int = 32  # global batch, split across replicas
+    seed: int = 0
+    weight_decay: float = 5e-4
+    label_smoothing: float = 0.0
+    checkpoint_every_steps: int = 500
+    keep_checkpoints: int = 3
+    log_every_steps: int = 20
+    eval_every_epochs: int = 0  # 0: evaluate only after the last epoch
+    mixed_precision: str = "float32"
+    jit_compile: bool = False
+    sampler: str = "random"  # "pk": P identities x K images per batch
+    images_per_identity: int = 4
+    cache_decoded: bool = True
+    verbose: int = 1
+
+
+def set_precision(policy: str) -> None:
+    if policy not in PRECISIONS:
+        raise ValueError(f"--mixed_precision={policy!r}; expected one of {PRECISIONS}")
+    keras.mixed_precision.set_global_policy(policy)
+
+
+class Trainer:
+    """Trains one model on one training set and writes checkpoints and logs to `run_dir`."""
+
+    def __init__(self, run_dir: str | os.PathLike, model_cfg: ModelConfig, sparsity: SparsityConfig,
+                 opt_cfg: optimization.OptimizerConfig, train_cfg: TrainConfig,
+                 augment: "pipeline.AugmentConfig", table: ImageTable, labels: np.ndarray,
+                 strategy: tf.distribute.Strategy | None = None,
+                 evaluate_fn: Callable[[keras.Model], dict] | None = None):
+        self.run_dir = pathlib.Path(run_dir)
+        self.model_cfg, self.sparsity, self.train_cfg = model_cfg, sparsity, train_cfg
+        self.augment, self.table, self.labels = augment, table, np.asarray(labels)
+        self.strategy = strategy or tf.distribute.get_strategy()
+        self.evaluate_fn = evaluate_fn
+        self.chief = distribute.is_chief(self.strategy)
+        self.steps_per_epoch = self._steps_per_epoch()
+        self.total_steps = self.steps_per_epoch * train_cfg.epochs
+        opt_cfg = dataclasses.replace(opt_cfg, total_steps=self.total_steps)
+        set_precision(train_cfg.mixed_precision)
+        keras.utils.set_random_seed(train_cfg.seed)  # initial weights (Python, NumPy, TF seeds)
+        with self.strategy.scope():
+            self.model, self.embedding_model = jlml.build_jlml(model_cfg)
+            optimizer = optimization.make_optimizer(opt_cfg)
+            if train_cfg.mixed_precision == "mixed_float16":
+                optimizer = keras.optimizers.LossScaleOptimizer(optimizer)
+            self.optimizer = optimizer
+            # Built now, not at the first step, so a restore finds every slot variable.
+            self.optimizer.build(self.model.trainable_variables)
+            self.checkpoint = tf.train.Checkpoint(model=self.model, optimizer=self.optimizer)
+        self.manager = tf.train.CheckpointManager(
+            self.checkpoint, self._checkpoint_dir(), max_to_keep=train_cfg.keep_checkpoints)
+        self.writer = tf.summary.create_file_writer(
+            os.fspath(self.run_dir / run_dir_lib.TENSORBOARD_DIR)) if self.chief else tf.summary.create_noop_writer()
+        self._train_step = self._make_train_step()
+
+    # -- set-up ---------------------------------------------------------------------------
+    def _checkpoint_dir(self) -> str:
+        if self.chief:
+            return os.fspath(self.run_dir / run_dir_lib.CHECKPOINT_DIR)
+        # Non-chief workers must write too (collective ops) but to a throw-away place.
+        task = self.strategy.cluster_resolver.task_id
+        return os.fspath(self.run_dir / f"tmp_worker{task}" / run_dir_lib.CHECKPOINT_DIR)
+
+    def _steps_per_epoch(self) -> int:
+        steps = len(self.labels) // self.train_cfg.batch_size
+        if steps < 1:
+            raise ValueError(f"--batch_size={self.train_cfg.batch_size} is larger than the "
+                             f"{len(self.labels)} training images")
+        return steps
+
+    @property
+    def step(self) -> int:
+        return int(self.optimizer.iterations.numpy())
+
+    def _dataset(self, epoch: int, skip_batches: int) -> tf.data.Dataset:
+        cfg = self.train_cfg
+        ds = pipeline.train_dataset(
+            self.table, self.labels, self.model_cfg.input_height, self.model_cfg.input_width,
+            cfg.batch_size, seed=cfg.seed, epoch=epoch, augment=self.augment,
+            sampler=cfg.sampler, images_per_identity=cfg.images_per_identity,
+            cache_decoded=cfg.cache_decoded)
+        ds = ds.take(self.steps_per_epoch)
+        if skip_batches:
+            ds = ds.skip(skip_batches)
+        return self.strategy.experimental_distribute_dataset(ds)
+
+    # -- the step ---------------------------------------------------------------------------
+    def _make_train_step(self):
+        model, optimizer, strategy = self.model, self.optimizer, self.strategy
+        sparsity, feature_dim = self.sparsity, self.model_cfg.feature_dim
+        global_batch = self.train_cfg.batch_size
+        weight_decay, smoothing = self.train_cfg.weight_decay, self.train_cfg.label_smoothing
+
+        def replica_step(images, labels):
+            replicas = tf.cast(strategy.num_replicas_in_sync, tf.float32)
+            with tf.GradientTape() as tape:
+                logits = model(images, training=True)
+                per_example = losses.per_example_cross_entropy(labels, logits, smoothing)
+                ce = {k: tf.nn.compute_average_loss(v, global_batch_size=global_batch)
+                      for k, v in per_example.items()}
+                penalties = losses.sparsity_penalties(model, sparsity, feature_dim)
+                decay = losses.weight_decay(model, weight_decay)
+                # Model-level terms: each replica adds 1/replicas so the all-reduce sums to 1x.
+                regulariser = (tf.add_n(list(penalties.values()) + [decay])) / replicas
+                loss = tf.add_n(list(ce.values())) + regulariser
+                scaled = optimizer.scale_loss(loss)
+            grads = tape.gradient(scaled, model.trainable_variables)
+            optimizer.apply_gradients(zip(grads, model.trainable_variables))
+            out = {"loss": loss, "weight_decay": decay / replicas}
+            for name, value in ce.items():
+                out[f"ce_{name}"] = value
+                correct = tf.cast(tf.equal(tf.argmax(logits[name], -1, output_type=tf.int32),
+                                           tf.cast(labels, tf.int32)), tf.float32)
+                out[f"acc_{name}"] = tf.reduce_sum(correct) / global_batch
+            out.update({k: v / replicas for k, v in penalties.items()})
+            return out
+
+        def step(batch):
+            per_replica = strategy.run(replica_step, args=batch)
+            return {k: strategy.reduce(tf.distribute.ReduceOp.SUM, v, axis=None)
+                    for k, v in per_replica.items()}
+
+        return tf.function(step, jit_compile=self.train_cfg.jit_compile or None)
+
+    # -- the loop ---------------------------------------------------------------------------
+    def restore(self) -> int:
+        latest = self.manager.latest_checkpoint
+        if latest:
+            self.checkpoint.restore(latest).assert_existing_objects_matched()
+            if self.chief and self.train_cfg.verbose:
+                print(f"Resumed from {latest} at step {self.step}/{self.total_steps}")
+        return self.step
+
+    def save(self) -> str:
+        if not all(bool(tf.reduce_all(tf.math.is_finite(w))) for w in self.model.trainable_weights):
+            self._diverged({"loss": float("nan"), "weights": "not finite"})
+        path = self.manager.save(checkpoint_number=self.step)
+        if not self.chief:
+            tf.io.gfile.rmtree(os.path.dirname(path))
+        return path
+
+    def fit(self) -> dict:
+        """Trains to `epochs` (resuming if a checkpoint exists); returns the last metrics."""
+        start = self.restore()
+        self._log_event("start", step=start, total_steps=self.total_steps)
+        previous = signal.signal(signal.SIGTERM, _raise_interrupt) if _main_thread() else None
+        metrics: dict = {}
+        try:
+            for epoch in range(start // self.steps_per_epoch, self.train_cfg.epochs):
+                metrics = self._run_epoch(epoch, skip=self.step - epoch * self.steps_per_epoch)
+                self.save()
+                if self._should_evaluate(epoch):
+                    metrics.update(self._evaluate(epoch))
+        except KeyboardInterrupt:
+            path = self.save()
+            self._log_event("interrupted", step=self.step, checkpoint=path)
+            logging.warning("Interrupted at step %d; saved %s. Run the same command to resume.",
+                            self.step, path)
+            raise
+        finally:
+            if previous is not None:
+                signal.signal(signal.SIGTERM, previous)
+        self._log_event("finished", step=self.step)
+        return metrics
+
+    def _run_epoch(self, epoch: int, skip: int) -> dict:
+        cfg = self.train_cfg
+        names = ["loss"] + [f"acc_{h}" for h in self.model.output] + ["img/s"]
+        bar = keras.utils.Progbar(self.steps_per_epoch, stateful_metrics=names,
+                                  verbose=cfg.verbose if self.chief else 0, unit_name="step")
+        if cfg.verbose and self.chief:
+            print(f"Epoch {epoch + 1}/{cfg.epochs}")
+        bar.update(skip)
+        values, tick = {}, time.perf_counter()
+        for index, batch in enumerate(self._dataset(epoch, skip), start=skip + 1):
+            values = {k: float(v) for k, v in self._train_step(batch).items()}
+            if not math.isfinite(values["loss"]):
+                self._diverged(values)
+            now = time.perf_counter()
+            values["img/s"] = cfg.batch_size / max(now - tick, 1e-9)
+            tick = now
+            bar.update(index, [(k, values[k]) for k in names if k in values])
+            if self.step % cfg.log_every_steps == 0:
+                self._write_scalars(values)
+            if self.step % cfg.checkpoint_every_steps == 0:
+                self.save()
+        return values
+
+    def _diverged(self, values: dict) -> None:
+        latest = self.manager.latest_checkpoint or "none (no checkpoint was written yet)"
+        self._log_event("diverged", step=self.step, values=values)
+        raise TrainingDivergedError(
+            f"loss became {values['loss']} at step {self.step} ({values}); stopped without "
+            f"saving. Last good checkpoint: {latest}. Try a lower --learning_rate, more "
+            "--warmup_epochs or --clipnorm.")
+
+    def _write_scalars(self, values: dict) -> None:
+        lr = self.optimizer.learning_rate
+        with self.writer.as_default(step=self.step):
+            for name, value in values.items():
+                tf.summary.scalar(f"train/{name.replace('/', '_per_')}", value)
+            tf.summary.scalar("train/learning_rate", float(lr.numpy() if hasattr(lr, "numpy") else lr))
+
+    def _should_evaluate(self, epoch: int) -> bool:
+        every = self.train_cfg.eval_every_epochs
+        return self.evaluate_fn is not None and every > 0 and (epoch + 1) % every == 0 \
+            and epoch + 1 < self.train_cfg.epochs
+
+    def _evaluate(self, epoch: int) -> dict:
+        results = self.evaluate_fn(self.embedding_model)
+        with self.writer.as_default(step=self.step):
+            for name, value in results.items():
+                if isinstance(value, (int, float)):
+                    tf.summary.scalar(f"eval/{name}", value)
+        self._log_event("evaluated", step=self.step, epoch=epoch + 1,
+                        **{k: v for k, v in results.items() if isinstance(v, (int, float))})
+        return results
+
+    def _log_event(self, event: str, **fields) -> None:
+        """One JSON line per event in RUN/train_log.jsonl: a record that survives SIGKILL."""
+        if not self.chief:
+            return
+        self.run_dir.mkdir(parents=True, exist_ok=True)
+        with open(self.run_dir / "train_log.jsonl", "a") as f:
+            f.write(json.dumps({"event": event, "time": time.time(), **fields}, default=str) + "\n")
+
+
+def _raise_interrupt(signum, frame):
+    raise KeyboardInterrupt(f"signal {signum}")
+
+
+def _main_thread() -> bool:
+    import threading
+    return threading.current_thread() is threading.main_thread()
