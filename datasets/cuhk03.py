@@ -72,7 +72,8 @@ NEW_CONFIG = "cuhk03_new_protocol_config_{}.mat"
 FILE_RE = re.compile(r"^(\d)_(\d{3})_([12])_(\d{2})\.png$")
 MARKET_RE = re.compile(r"^(-1|\d+)_c(\d+).*\.(jpe?g|png)$", re.IGNORECASE)
 MARKET_FOLDERS = {"train": "bounding_box_train", "query": "query", "gallery": "bounding_box_test"}
-EXPECTED_MARKET_NAME = "Market-1501 style names <pid:04d>_c<camera>..., e.g. 0001_c1s1_000000_00.jpg"
+EXPECTED_MARKET_NAME = ("Market-1501 style names <pid:04d>_c<camera>..., e.g. "
+                        "0001_c1s1_000000_00.jpg")
 DOWNLOAD = ("Request cuhk03_release.zip from the CUHK03 authors (http://www.ee.cuhk.edu.hk/~xgwang/"
             "CUHK_identification.html) and put it, or the extracted cuhk03_release/ folder with "
             "cuhk-03.mat, in the manual directory. For the new protocol also put "

@@ -407,6 +407,11 @@ class ReleaseBuilder(tfds.core.GeneratorBasedBuilder, skip_registration=True):
     # -- shared -----------------------------------------------------------------------------
     def _split_generators(self, dl_manager):
         manual_dir = getattr(dl_manager, "_manual_dir", None)
+        if manual_dir is None:
+            try:
+                manual_dir = dl_manager.manual_dir
+            except (AssertionError, ValueError):  # not set, or missing/empty: _plan reports it
+                manual_dir = None
         plan = self._plan(os.fspath(manual_dir) if manual_dir else None)
         skipped, converted = [], set()
         if plan.reader is None:

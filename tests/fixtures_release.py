@@ -18,7 +18,8 @@ from PIL import Image
 SIZE = (6, 12)  # width, height: tiny, tall like a pedestrian box
 
 
-def write_image(path, seed: int = 0, size: tuple[int, int] = SIZE, mode: str = "RGB") -> pathlib.Path:
+def write_image(path, seed: int = 0, size: tuple[int, int] = SIZE,
+                mode: str = "RGB") -> pathlib.Path:
     """Random-noise image; the format follows the extension (.jpg/.jpeg, .png, .bmp)."""
     path = pathlib.Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -206,7 +207,8 @@ def make_viper(manual_dir, num_ids: int = 632, folder: str = "VIPeR", seed: int 
 # CUHK03: cuhk-03.mat (MATLAB v7.3 / HDF5) and the new-protocol configs (MATLAB v5)
 # --------------------------------------------------------------------------------------------
 
-MATLAB_HEADER = b"MATLAB 7.3 MAT-file, Platform: GLNXA64, Created on: Mon Jan  1 00:00:00 2024 HDF5 schema 1.00 ."
+MATLAB_HEADER = (b"MATLAB 7.3 MAT-file, Platform: GLNXA64, Created on: Mon Jan  1 00:00:00 2024 "
+                 b"HDF5 schema 1.00 .")
 
 
 def _ref_names():
@@ -233,8 +235,8 @@ def make_cuhk03_mat(path, pair_sizes=(4, 3, 3, 2, 2), empty=(), corrupt=(),
     hold object references into the `#refs#` group. A pair's cell is stored (10, ids); an image
     (H, W, 3) is stored transposed as (3, W, H); an empty cell is a (2,) uint64 zeros dataset
     with MATLAB_empty=1 (in `detected` without the attribute, which readers must also accept).
-    A corrupt cell holds a 4x4 uint8 array. `empty` / `corrupt`: (source, pair, index, column) with 1-based pair
-    and index and 0-based column. `testsets`: list of [(pair, index), ...], default 3 sets of
+    A corrupt cell holds a 4x4 uint8 array. `empty` / `corrupt`: (source, pair, index, column)
+    with 1-based pair and index and 0-based column. `testsets`: list of [(pair, index), ...], default 3 sets of
     3 identities. Returns {"images": {source: count}, "testsets": ...}.
     """
     import h5py

@@ -43,10 +43,9 @@ def test_single_query_splits_match_the_release(built):
     trial, = single.trials
     table = single.table
     assert single.name == "market1501" and single.protocol == "single_query"
-    assert sorted(os.path.basename(f) for f in table.filenames[trial.train]) == sorted(files["train"])
-    assert sorted(os.path.basename(f) for f in table.filenames[trial.query]) == sorted(files["query"])
-    assert sorted(os.path.basename(f) for f in table.filenames[trial.gallery]) == sorted(
-        files["gallery"])
+    for split, rows in (("train", trial.train), ("query", trial.query),
+                        ("gallery", trial.gallery)):
+        assert sorted(os.path.basename(f) for f in table.filenames[rows]) == sorted(files[split])
     assert len(trial.multi_query) == 0
     assert len(table) == len(files["train"]) + len(files["query"]) + len(files["gallery"])
     assert not any("Thumbs" in f for f in table.filenames)

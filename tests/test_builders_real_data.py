@@ -74,9 +74,9 @@ def test_grid_counts_cameras_and_splits(real_data_dir, grid_data):
         assert len(trial.query) == 125 and len(trial.gallery) == 900
         assert set(table.pids[trial.train].tolist()).isdisjoint(table.pids[trial.query].tolist())
         assert np.sum(table.pids[trial.gallery] == 0) == 775
-    _check_decoded(table, grid_data.trials[0].query[:4], real_data_dir / "grid" / "underground_reid")
-    _check_decoded(table, grid_data.trials[0].gallery[-4:],
-                   real_data_dir / "grid" / "underground_reid")
+    root = real_data_dir / "grid" / "underground_reid"
+    _check_decoded(table, grid_data.trials[0].query[:4], root)
+    _check_decoded(table, grid_data.trials[0].gallery[-4:], root)
 
 
 def test_cuhk01_counts_cameras_and_splits(real_data_dir, cuhk01_data):
