@@ -86,8 +86,12 @@ def test_rejects_bad_input():
         list(distances.mahalanobis_blocks(np.ones((2, 2)), np.ones((2, 2)), [[1, 1], [0, 1]]))
     with pytest.raises(ValueError, match="unknown metric"):
         list(distances.distance_blocks(np.ones((2, 2)), np.ones((2, 2)), "manhattan"))
-    with pytest.raises(ValueError, match="NaN"):
+    with pytest.raises(ValueError, match="query features contain NaN"):
         list(distances.distance_blocks([[np.nan, 0.0]], np.ones((2, 2))))
+    with pytest.raises(ValueError, match="gallery features contain NaN or inf"):
+        list(distances.distance_blocks(np.ones((2, 2)), [[1.0, np.inf]], "cosine"))
+    with pytest.raises(ValueError, match="gallery features contain NaN"):
+        list(distances.mahalanobis_blocks(np.ones((1, 2)), [[1.0, np.nan]], np.eye(2)))
     with pytest.raises(ValueError, match="dim"):
         list(distances.distance_blocks(np.ones((2, 3)), np.ones((2, 2))))
 

@@ -37,17 +37,23 @@ def default_block_size(num_gallery: int, block_bytes: int = DEFAULT_BLOCK_BYTES)
 
 
 def as_features(x, name: str = "features") -> np.ndarray:
-    """2-D C-contiguous float32 copy-if-needed of a feature matrix, checked for NaN/inf."""
+    """2-D C-contiguous float32 view, or copy if needed, of a feature matrix."""
     x = np.ascontiguousarray(x, dtype=np.float32)
     if x.ndim != 2:
         raise ValueError(f"{name} must be 2-D (num_items, dim), got shape {x.shape}")
-    if not np.isfinite(x).all():
-        raise ValueError(f"{name} contains NaN or inf")
     return x
 
 
-def _l2_normalise(x: np.ndarray) -> np.ndarray:
+def _check_finite(squared_norms: np.ndarray, name: str) -> None:
+    # A NaN/inf feature makes its squared norm NaN/inf: one check per row instead of a scan
+    # (and a bool temporary) over every feature value.
+    if not np.isfinite(squared_norms).all():
+        raise ValueError(f"{name} features contain NaN or inf (or values too large for float32)")
+
+
+def _l2_normalise(x: np.ndarray, name: str) -> np.ndarray:
     norms = np.linalg.norm(x, axis=1, keepdims=True)
+    _check_finite(norms, name)
     return x / np.maximum(norms, np.finfo(np.float32).tiny)  # zero vectors stay zero
 
 
@@ -86,7 +92,7 @@ def distance_blocks(query, gallery, metric: str = "l2",
     block_size = block_size or default_block_size(len(gallery))
     if metric == "cosine":
         # 1 - cos = |a - b|^2 / 2 for unit vectors a, b: reuse the Gram path, halve at the end.
-        query, gallery = _l2_normalise(query), _l2_normalise(gallery)
+        query, gallery = _l2_normalise(query, "query"), _l2_normalise(gallery, "gallery")
         for rows, block in _gram_blocks(query, gallery, np.ones(len(query), np.float32),
                                         np.ones(len(gallery), np.float32), block_size, False):
             block *= np.float32(0.5)
@@ -94,6 +100,8 @@ def distance_blocks(query, gallery, metric: str = "l2",
         return
     query_sq = np.einsum("ij,ij->i", query, query)
     gallery_sq = np.einsum("ij,ij->i", gallery, gallery)
+    _check_finite(query_sq, "query")
+    _check_finite(gallery_sq, "gallery")
     yield from _gram_blocks(query, gallery, query_sq, gallery_sq, block_size,
                             sqrt=(metric == "l2"))
 
@@ -122,6 +130,8 @@ def mahalanobis_blocks(query, gallery, matrix, projection=None,
     query_sq = np.einsum("ij,ij->i", query_m, query).astype(np.float32)
     gallery_sq = np.einsum("ij,ij->i", gallery.astype(np.float64) @ matrix,
                            gallery).astype(np.float32)
+    _check_finite(query_sq, "query")
+    _check_finite(gallery_sq, "gallery")
     block_size = block_size or default_block_size(len(gallery))
     yield from _gram_blocks(query_m.astype(np.float32), gallery, query_sq, gallery_sq,
                             block_size, sqrt=False)

@@ -56,6 +56,7 @@ _MATCH = 1  # flag bit: same pid as the query
 _JUNK = 2  # flag bit: same pid and same camera (only set together with _MATCH)
 # Word order of a uint64 seen as two uint32: which one is the high (most significant) half.
 _HI, _LO = (1, 0) if sys.byteorder == "little" else (0, 1)
+_LSB = 0 if sys.byteorder == "little" else 7  # the byte holding the flag bits
 _MAX_GALLERY = 2**30  # the gallery index must fit in 30 bits beside the 2 flag bits
 
 
@@ -205,15 +206,16 @@ def per_query_metrics(blocks: Iterable[tuple[slice, np.ndarray]], query_pids, qu
             block = block[:, keep]
         if keys is None or len(keys) < b:  # buffers reused across blocks: no page faults
             keys = np.empty((b, num_gallery), np.uint64)
-            flag_buf = np.empty((b, num_gallery), np.uint32)
+            flag_buf = np.empty((b, num_gallery), np.uint8)
         key_block, f = keys[:b], flag_buf[:b]
         _write_sort_keys(block, key_block, low_words)
         lo, hi = np.searchsorted(q_idx, [rows.start, rows.stop])
         key_block.view(np.uint32).reshape(b, num_gallery, 2)[:, :, _LO][
             q_idx[lo:hi] - rows.start, g_idx[lo:hi]] |= pair_flags[lo:hi]
         key_block.sort(axis=1)
-        np.bitwise_and(key_block.view(np.uint32).reshape(b, num_gallery, 2)[:, :, _LO],
-                       np.uint32(_MATCH | _JUNK), out=f)
+        # Only the lowest byte of each key holds the flags: read that, 1 byte per item.
+        np.bitwise_and(key_block.view(np.uint8).reshape(b, num_gallery, 8)[:, :, _LSB],
+                       np.uint8(_MATCH | _JUNK), out=f)
         flat = np.flatnonzero(f)
         block_rows, positions = np.divmod(flat, num_gallery)
         results = _block_metrics(block_rows, positions, f.reshape(-1)[flat], b)

@@ -131,7 +131,8 @@ def evaluate(query_features, query_pids, query_camids, gallery_features, gallery
     if gallery_pooling is not None:
         g, gp, gc = pool_gallery(g, gp, gc, gallery_pooling)
     keep = gp != metrics.JUNK_PID
-    g, gp, gc = g[keep], gp[keep], gc[keep]
+    if not keep.all():  # (indexing would copy the gallery even when nothing is dropped)
+        g, gp, gc = g[keep], gp[keep], gc[keep]
     blocks = _distance_blocks(metric, q, g, block_size)
     return metrics.evaluate_blocks(blocks, qp, qc, gp, gc, same_camera_junk, ranks)
 
