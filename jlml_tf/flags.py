@@ -52,7 +52,7 @@ flags.DEFINE_float("global_group_lasso", 5e-4, "Group LASSO (l2,1) weight on the
                    "classifier; 0 turns it off.", lower_bound=0.0)
 flags.DEFINE_integer("global_group_axis", 0, "Group axis of the global classifier kernel "
                      "(0: a feature's weights over all identities).", lower_bound=0, upper_bound=1)
-flags.DEFINE_float("local_exclusive_lasso", 5e-4, "Exclusive group LASSO weight on the local "
+flags.DEFINE_float("local_exclusive_lasso", 1e-6, "Exclusive group LASSO weight on the local "
                    "classifier; 0 turns it off.", lower_bound=0.0)
 flags.DEFINE_integer("local_group_axis", 1, "Group axis of the local classifier kernel "
                      "(1: an identity's weights over all features).", lower_bound=0, upper_bound=1)

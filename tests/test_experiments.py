@@ -1,0 +1,76 @@
+"""Every experiment flagfile parses, names a real protocol and says how to run it and what to expect."""
+import pathlib
+
+from absl import flags
+import pytest
+
+import jlml_tf.train  # noqa: F401  (defines the flags)
+from jlml_tf import flags as jflags, paper
+
+from conftest import PROJECT_ROOT
+
+FLAGS = flags.FLAGS
+CONFIGS = sorted((PROJECT_ROOT / "experiments").rglob("*.cfg"))
+
+
+@pytest.fixture
+def parse(monkeypatch):
+    monkeypatch.chdir(PROJECT_ROOT)  # nested --flagfile paths are relative to the project
+
+    def _parse(*args):
+        FLAGS.unparse_flags()
+        FLAGS(["train", *args])
+        return FLAGS
+
+    yield _parse
+    FLAGS.unparse_flags()
+
+
+def test_every_benchmark_and_ablation_has_a_config():
+    names = {p.relative_to(PROJECT_ROOT / "experiments").as_posix() for p in CONFIGS}
+    for required in ["synthetic.cfg", "market.cfg", "market_multi_query.cfg", "cuhk03_labeled.cfg",
+                     "cuhk03_detected.cfg", "cuhk01_485_486_single.cfg", "cuhk01_871_100_multi.cfg",
+                     "grid.cfg", "viper.cfg"] + [f"ablations/{a}.cfg" for a in paper.ABLATIONS]:
+        assert required in names
+
+
+@pytest.mark.parametrize("path", CONFIGS, ids=lambda p: p.name)
+def test_config_header_gives_command_and_expectation(path: pathlib.Path):
+    header = [l for l in path.read_text().splitlines() if l.startswith("#")]
+    rel = path.relative_to(PROJECT_ROOT).as_posix()
+    assert any(f"python -m jlml_tf.train --flagfile={rel}" in l for l in header)
+    assert any(("The paper" in l) or ("Not in the paper" in l) or ("Expect" in l) for l in header)
+
+
+@pytest.mark.parametrize("path", CONFIGS, ids=lambda p: p.name)
+def test_config_parses_to_valid_settings(parse, path):
+    import jlml_tf_datasets
+
+    values = parse(f"--flagfile={path.relative_to(PROJECT_ROOT)}")
+    protocols = jlml_tf_datasets.protocols(values.dataset)
+    assert values.protocol is None or values.protocol in protocols
+    model = jflags.model_config(num_classes=10)
+    assert model.num_stripes == values.num_stripes
+    jflags.optimizer_config(steps_per_epoch=10)
+    if values.paper_key:
+        assert paper.reference(values.paper_key) is not None
+
+
+def test_ablation_overrides_the_base_config(parse):
+    values = parse("--flagfile=experiments/ablations/m6.cfg")
+    assert values.num_stripes == 6 and values.dataset == "market1501"
+    assert paper.reference(values.paper_key)["rank1"] == 83.4
+
+
+@pytest.mark.parametrize("argv,fragment", [
+    (["--branches=both_ways"], "branches"), (["--num_stripes=11"], "num_stripes"),
+    (["--optimizer=rmsprop"], "optimizer"), (["--global_widths=32,x"], "global_widths"),
+    (["--dataset=imagenet"], "dataset")])
+def test_bad_flag_value_names_the_flag(parse, argv, fragment):
+    with pytest.raises(flags.Error, match=fragment):
+        parse(*argv)
+
+
+def test_enum_error_lists_allowed_values(parse):
+    with pytest.raises(flags.Error, match="global.*local"):
+        parse("--branches=neither")
