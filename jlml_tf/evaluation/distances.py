@@ -76,6 +76,7 @@ def _gram_blocks(query: np.ndarray, gallery: np.ndarray, query_sq: np.ndarray,
         if sqrt:
             np.sqrt(block, out=block)
         yield rows, block
+        del block  # let the consumer's release free it before the next block is allocated
 
 
 def distance_blocks(query, gallery, metric: str = "l2",
@@ -97,6 +98,7 @@ def distance_blocks(query, gallery, metric: str = "l2",
                                         np.ones(len(gallery), np.float32), block_size, False):
             block *= np.float32(0.5)
             yield rows, block
+            del block
         return
     query_sq = np.einsum("ij,ij->i", query, query)
     gallery_sq = np.einsum("ij,ij->i", gallery, gallery)

@@ -209,6 +209,7 @@ def per_query_metrics(blocks: Iterable[tuple[slice, np.ndarray]], query_pids, qu
             flag_buf = np.empty((b, num_gallery), np.uint8)
         key_block, f = keys[:b], flag_buf[:b]
         _write_sort_keys(block, key_block, low_words)
+        del block  # with the producer's del, at most one distance block is alive at a time
         lo, hi = np.searchsorted(q_idx, [rows.start, rows.stop])
         key_block.view(np.uint32).reshape(b, num_gallery, 2)[:, :, _LO][
             q_idx[lo:hi] - rows.start, g_idx[lo:hi]] |= pair_flags[lo:hi]
