@@ -1,0 +1,149 @@
+"""TFLite files converted from the exported SavedModel's `serving_default` signature.
+
+Every variant takes the same input as `serving_default`: RGB pixels as a uint8 batch
+[N, H, W, 3] (N is dynamic: resize the input tensor), decoded and resized outside the model
+(`preprocessing.load_image`), and returns float32 L2-normalised embeddings [N, D].
+
+- `float32`:      the float graph, weights frozen.
+- `float16`:      weights stored as float16 (half the size), computed in float32 on CPU.
+- `dynamic_int8`: dynamic-range quantisation: int8 weights, float activations (TFLite keeps
+                  weight tensors of fewer than 1024 values in float).
+- `int8`:         full integer quantisation: int8 weights and int8 activations, calibrated on
+                  real training images (`representative_dataset`): every Conv2D and
+                  FullyConnected op runs in int8. The uint8 pixel input is cast and quantised
+                  inside the model, and the last int8 tensor (the concatenated feature) is
+                  dequantised and L2-normalised in float32 (`INT8_FLOAT_OPS`), so clients use
+                  every variant the same way and the output is exactly unit-norm.
+"""
+from __future__ import annotations
+
+import os
+import pathlib
+from typing import Sequence
+
+import numpy as np
+import tensorflow as tf
+
+from jlml_tf.data.types import ImageTable
+from jlml_tf.export import preprocessing
+from jlml_tf.export.saved_model import DEFAULT_SIGNATURE, PIXELS_INPUT
+
+VARIANTS = ("float32", "float16", "dynamic_int8", "int8")
+DESCRIPTIONS = {
+    "float32": "float32 weights and activations",
+    "float16": "float16 weights, float32 activations",
+    "dynamic_int8": "int8 weights (dynamic-range quantisation), float32 activations",
+    "int8": "int8 weights and activations in every conv/FC op (full integer, calibrated), "
+            "uint8 pixel input, float32 L2-normalised output",
+}
+
+
+def calibration_images(source: Sequence[str | os.PathLike] | ImageTable, height: int, width: int,
+                       count: int = 200, seed: int = 0) -> np.ndarray:
+    """Decodes up to `count` images (a random sample) from files or an ImageTable -> uint8 batch.
+
+    Unreadable files are an error here: calibration data should be clean training images.
+    """
+    items = list(source.images) if isinstance(source, ImageTable) else [os.fspath(p) for p in source]
+    if not items:
+        raise ValueError("calibration needs at least one training image; got none")
+    if count < 1:
+        raise ValueError(f"--calibration_count={count}: expected at least 1")
+    rng = np.random.default_rng(seed)
+    if len(items) > count:
+        items = [items[i] for i in sorted(rng.choice(len(items), count, replace=False))]
+    return preprocessing.load_images(items, height, width)
+
+
+def representative_dataset(images: np.ndarray, batch_size: int = 1):
+    """A TFLiteConverter.representative_dataset over a uint8 pixel batch."""
+    images = np.asarray(images)
+    if images.dtype != np.uint8 or images.ndim != 4 or len(images) == 0:
+        raise ValueError(f"representative images must be a non-empty uint8 [N, H, W, 3] batch, "
+                         f"got {images.dtype} {images.shape}")
+
+    def generate():
+        for start in range(0, len(images), batch_size):
+            yield {PIXELS_INPUT: images[start:start + batch_size]}
+
+    return generate
+
+
+# Elementwise ops left in float32 in the full-int8 model: the final L2 normalisation (square,
+# sum, rsqrt, minimum, multiply) and the input normalisation's multiply. Quantised, the
+# normalisation rounds the unit-norm output to a coarse int8 grid (norms off by up to ~4%);
+# kept in float it costs nothing measurable and the embedding leaves the model exactly
+# unit-norm. Every Conv2D and FullyConnected op stays int8 in weights and activations.
+INT8_FLOAT_OPS = ["SQUARE", "SUM", "RSQRT", "MINIMUM", "MAXIMUM", "MUL"]
+
+
+def convert(saved_model_dir: str | os.PathLike, variant: str,
+            calibration: np.ndarray | None = None) -> bytes:
+    """Converts the SavedModel's `serving_default` signature into one TFLite variant."""
+    if variant not in VARIANTS:
+        raise ValueError(f"unknown TFLite variant {variant!r}; known: {list(VARIANTS)}")
+    if variant == "int8" and calibration is None:
+        raise ValueError("the full int8 variant needs calibration images (training images "
+                         "decoded to a uint8 batch); pass calibration=")
+    converter = tf.lite.TFLiteConverter.from_saved_model(os.fspath(saved_model_dir),
+                                                         signature_keys=[DEFAULT_SIGNATURE])
+    if variant != "float32":
+        converter.optimizations = [tf.lite.Optimize.DEFAULT]
+    if variant == "float16":
+        converter.target_spec.supported_types = [tf.float16]
+    elif variant == "int8":
+        converter.representative_dataset = representative_dataset(calibration, batch_size=8)
+        converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8]
+        # inference_input/output_type stay float32 (the default): the uint8 pixel input is not
+        # a float tensor so it is left alone (cast, then quantised inside the model), and the
+        # output is the float32 L2-normalised embedding. The selective quantisation below is
+        # TFLite's documented way to keep chosen ops in float (QuantizationDebugger).
+        options = tf.lite.experimental.QuantizationDebugOptions(
+            denylisted_ops=INT8_FLOAT_OPS, fully_quantize=False)
+        debugger = tf.lite.experimental.QuantizationDebugger(
+            converter=converter, debug_dataset=representative_dataset(calibration, batch_size=8),
+            debug_options=options)
+        return debugger.get_nondebug_quantized_model()
+    return converter.convert()
+
+
+def write(content: bytes, path: str | os.PathLike) -> pathlib.Path:
+    path = pathlib.Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_bytes(content)
+    tmp.replace(path)
+    return path
+
+
+def describe(model_path: str | os.PathLike) -> dict:
+    """Input/output tensors and the data types of weights and activations of a .tflite file."""
+    from ai_edge_litert.interpreter import Interpreter
+
+    interpreter = Interpreter(model_path=os.fspath(model_path))
+    tensors = {t["index"]: t for t in interpreter.get_tensor_details()}
+
+    def io(detail):
+        scale, zero = detail["quantization"]
+        return {"name": detail["name"], "dtype": np.dtype(detail["dtype"]).name,
+                "shape": [int(d) for d in detail["shape_signature"]],
+                "quantization": {"scale": float(scale), "zero_point": int(zero)} if scale else None}
+
+    compute_ops = {"CONV_2D", "DEPTHWISE_CONV_2D", "FULLY_CONNECTED"}
+    weights, activations = {}, {}
+    for op in interpreter._get_ops_details():  # noqa: SLF001 - the only op-level view LiteRT gives
+        if op["op_name"] not in compute_ops:
+            continue
+        ins = [tensors[i] for i in op["inputs"] if i >= 0]
+        if len(ins) >= 2:
+            kind = np.dtype(ins[1]["dtype"]).name
+            weights[kind] = weights.get(kind, 0) + 1
+        kind = np.dtype(ins[0]["dtype"]).name
+        activations[kind] = activations.get(kind, 0) + 1
+    return {"inputs": [io(d) for d in interpreter.get_input_details()],
+            "outputs": [io(d) for d in interpreter.get_output_details()],
+            "ops": sorted({op["op_name"] for op in interpreter._get_ops_details()}),  # noqa: SLF001
+            # per Conv2D / FullyConnected op: data type of its weights and of its input activation
+            "compute_op_weight_dtypes": weights, "compute_op_activation_dtypes": activations,
+            "size_bytes": os.path.getsize(model_path)}
+
