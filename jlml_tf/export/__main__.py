@@ -1,0 +1,182 @@
+"""python -m jlml_tf.export: a trained run -> SavedModel (TF Serving), TFLite, model card, parity.
+
+    python -m jlml_tf.export --run_dir=runs/market1501-single_query --export_dir=export_out \
+        [--model_name=jlml] [--version=N] [--tflite=float32,float16,dynamic_int8,int8] \
+        [--parity_data=NAME --parity_protocol=P | --parity_images=DIR] [--calibration_images=DIR]
+
+Without --parity_data / --parity_images the data set recorded in RUN/config.json is used (its
+first trial's query + gallery for parity, its training images for int8 calibration).
+--noparity skips the parity report; then int8 needs --calibration_images or --parity_data.
+See jlml_tf/export/pipeline.py for the layout written.
+"""
+from __future__ import annotations
+
+import os
+import sys
+
+from absl import app, flags, logging
+
+FLAGS = flags.FLAGS
+flags.DEFINE_string("run_dir", None, "Run directory written by `python -m jlml_tf.train` (or a "
+                    "checkpoint prefix RUN/checkpoints/ckpt-N).")
+flags.DEFINE_string("export_dir", None, "Where to write DIR/<model_name>/<version>/ and "
+                    "DIR/<model_name>_v<version>/.")
+flags.DEFINE_string("model_name", "jlml", "Model name (the TF Serving model name).")
+flags.DEFINE_integer("version", None, "Version number (default: one more than the newest).")
+flags.DEFINE_bool("overwrite", False, "Replace an existing version.")
+flags.DEFINE_list("tflite", ["float32", "float16", "dynamic_int8", "int8"],
+                  "TFLite variants to write (empty: none).")
+flags.DEFINE_string("parity_data", None, "Data set (registry name) for the parity report and "
+                    "int8 calibration (default: the run's data set from config.json).")
+flags.DEFINE_string("parity_protocol", None, "Protocol of --parity_data (default: the run's, or "
+                    "the data set's first).")
+flags.DEFINE_string("parity_data_dir", None, "data_dir for --parity_data (TFDS cache).")
+flags.DEFINE_string("parity_manual_dir", None, "manual_dir for --parity_data (the release).")
+flags.DEFINE_list("parity_option", None, "key=value options for the --parity_data loader "
+                  "(default: the run's --dataset_option when the data set is the run's).")
+flags.DEFINE_integer("parity_max_query", None, "Use only the first N query images.")
+flags.DEFINE_integer("parity_max_gallery", None, "Use only the first N gallery images.")
+flags.DEFINE_list("parity_images", None, "Files or folders to parity-check on instead of a data "
+                  "set (no identities: no rank-1/mAP).")
+flags.DEFINE_bool("parity", True, "Write the parity report (--noparity to skip).")
+flags.DEFINE_list("calibration_images", None, "Training image files or folders for full-int8 "
+                  "calibration (default: the parity data set's training images).")
+flags.DEFINE_integer("calibration_count", 200, "How many calibration images (random sample).")
+flags.DEFINE_list("latency_runs", ["30", "10"], "Timed runs at batch 1 and batch 32.")
+flags.DEFINE_integer("num_threads", 2, "CPU threads for TensorFlow and LiteRT.")
+
+
+def _literal(text: str):
+    if text.lower() in ("true", "false"):
+        return text.lower() == "true"
+    for cast in (int, float):
+        try:
+            return cast(text)
+        except ValueError:
+            pass
+    return text
+
+
+def _options(items, flag) -> dict:
+    out = {}
+    for item in items or []:
+        key, sep, value = item.partition("=")
+        if not sep or not key:
+            raise app.UsageError(f"--{flag}: {item!r} is not key=value")
+        out[key] = _literal(value)
+    return out
+
+
+def _data_source(run_config: dict):
+    """(name, protocol, data_dir, manual_dir, options) of the data set to check on, or None."""
+    train, data = run_config.get("train", {}), run_config.get("data", {})
+    if FLAGS.parity_data:
+        same = FLAGS.parity_data == data.get("dataset")
+        protocol = FLAGS.parity_protocol or (data.get("protocol") if same else None)
+        options = (_options(FLAGS.parity_option, "parity_option") if FLAGS.parity_option is not None
+                   else _options(train.get("dataset_option") if same else [], "dataset_option"))
+        return (FLAGS.parity_data, protocol, FLAGS.parity_data_dir or (train.get("data_dir") if same
+                                                                       else None),
+                FLAGS.parity_manual_dir or (train.get("manual_dir") if same else None), options)
+    name = data.get("dataset")
+    import jlml_tf_datasets
+
+    if not name or name not in jlml_tf_datasets.MODULES:
+        return None
+    options = (_options(FLAGS.parity_option, "parity_option") if FLAGS.parity_option is not None
+               else _options(train.get("dataset_option"), "dataset_option"))
+    return (name, FLAGS.parity_protocol or data.get("protocol"),
+            FLAGS.parity_data_dir or train.get("data_dir"),
+            FLAGS.parity_manual_dir or train.get("manual_dir"), options)
+
+
+def main(argv):
+    if len(argv) > 1:
+        raise app.UsageError(f"unexpected arguments {argv[1:]}; flags take the form --name=value")
+    for name in ("run_dir", "export_dir"):
+        if not FLAGS[name].value:
+            raise app.UsageError(f"--{name} is required")
+    try:
+        runs = tuple(int(v) for v in FLAGS.latency_runs)
+    except ValueError:
+        raise app.UsageError(f"--latency_runs={FLAGS.latency_runs}: expected two integers")
+    if len(runs) != 2 or min(runs) < 1:
+        raise app.UsageError(f"--latency_runs={FLAGS.latency_runs}: expected two positive integers")
+
+    logging.set_verbosity(logging.WARNING)
+    import tensorflow as tf
+
+    try:
+        tf.config.threading.set_intra_op_parallelism_threads(FLAGS.num_threads)
+        tf.config.threading.set_inter_op_parallelism_threads(1)
+    except RuntimeError:
+        pass  # TensorFlow already initialised; it keeps its defaults
+
+    from jlml_tf import run_dir as run_dir_lib
+    from jlml_tf.export import parity, pipeline
+
+    try:
+        run_path, _ = run_dir_lib.resolve_checkpoint(FLAGS.run_dir)
+    except FileNotFoundError as e:
+        raise app.UsageError(f"--run_dir: {e}")
+    run_config = run_dir_lib.read_config(run_path)
+    cfg = run_dir_lib.model_config(run_path)
+
+    data = None
+    need_data = (FLAGS.parity and not FLAGS.parity_images) or (
+        "int8" in FLAGS.tflite and not FLAGS.calibration_images)
+    if need_data:
+        source = _data_source(run_config)
+        if source is None:
+            raise app.UsageError(
+                f"{run_path}/config.json names no data set of the registry: pass --parity_data=NAME "
+                "(and --parity_protocol), or --parity_images and --calibration_images, or "
+                "--noparity and --tflite without int8")
+        import jlml_tf_datasets
+
+        name, protocol, data_dir, manual_dir, options = source
+        print(f"data: {name}/{protocol or '(default protocol)'} {options or ''}", flush=True)
+        data = jlml_tf_datasets.load(name, protocol, data_dir=data_dir, manual_dir=manual_dir,
+                                     **options)
+
+    eval_set = None
+    if FLAGS.parity:
+        if FLAGS.parity_images:
+            eval_set = parity.eval_set_from_files(FLAGS.parity_images, cfg.input_height,
+                                                  cfg.input_width)
+        else:
+            eval_set = parity.eval_set_from_reid(data, cfg.input_height, cfg.input_width,
+                                                 FLAGS.parity_max_query, FLAGS.parity_max_gallery)
+    calibration = None
+    if "int8" in FLAGS.tflite:
+        if FLAGS.calibration_images:
+            from jlml_tf.export import preprocessing
+
+            calibration = preprocessing.list_images(FLAGS.calibration_images)
+        else:
+            calibration = data.table.subset(data.trials[0].train)
+
+    result = pipeline.export_run(
+        FLAGS.run_dir, FLAGS.export_dir, FLAGS.model_name, FLAGS.version, FLAGS.tflite,
+        calibration, FLAGS.calibration_count, eval_set, runs, FLAGS.num_threads, FLAGS.overwrite,
+        progress=lambda m: print(m, flush=True))
+    print(f"SavedModel:  {result.saved_model_dir}")
+    print(f"model card:  {result.extras_dir / 'model_card.md'}")
+    for variant, path in result.tflite_files.items():
+        print(f"TFLite {variant + ':':13s} {path}")
+    if result.parity is not None:
+        print(f"parity:      {result.extras_dir / 'parity.md'}\n")
+        print((result.extras_dir / "parity.md").read_text())
+
+
+def run():
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    try:
+        app.run(main)
+    except (ValueError, FileNotFoundError, FileExistsError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        sys.exit(2)
+
+
+if __name__ == "__main__":
+    run()

@@ -1,0 +1,184 @@
+"""The model card written beside every export (Markdown for people, JSON for tools).
+
+`multiply_adds` is the one place this package counts compute: analytically, from the model's
+Conv2D/DepthwiseConv2D/Dense layers (one multiply-add per weight use per output position),
+ignoring BN, pooling, additions and the normalisation layers.
+"""
+from __future__ import annotations
+
+import datetime
+import json
+import math
+import os
+import pathlib
+
+import keras
+from keras import layers
+
+from jlml_tf.config import ModelConfig
+from jlml_tf.export import preprocessing
+from jlml_tf.modeling import jlml
+
+CARD_MD = "model_card.md"
+CARD_JSON = "model_card.json"
+
+
+def multiply_adds(model: keras.Model) -> int:
+    """Multiply-adds of one forward pass of one image through `model`."""
+    total = 0
+    for layer in model.layers:
+        if isinstance(layer, keras.Model):
+            total += multiply_adds(layer)
+            continue
+        if not isinstance(layer, (layers.Conv2D, layers.DepthwiseConv2D, layers.Dense)):
+            continue
+        out_shape = layer.output.shape
+        positions = math.prod(out_shape[1:-1])  # output pixels (1 for a Dense on vectors)
+        # Each kernel weight is used once per output position: Conv2D [kh, kw, cin/groups,
+        # cout], DepthwiseConv2D [kh, kw, cin, multiplier], Dense [in, out].
+        total += positions * math.prod(layer.kernel.shape)
+    return int(total)
+
+
+def read_run(run_dir: str | os.PathLike) -> dict:
+    """config.json and (if present) results.json of a run directory."""
+    run_dir = pathlib.Path(run_dir)
+    out = {"config": json.loads((run_dir / "config.json").read_text())}
+    results = run_dir / "results.json"
+    if results.is_file():
+        try:
+            loaded = json.loads(results.read_text())
+        except json.JSONDecodeError as e:
+            raise ValueError(f"{results} is not valid JSON: {e}") from e
+        out["results"] = loaded.get("results", loaded) if isinstance(loaded, dict) else loaded
+    return out
+
+
+def _scalars(d) -> dict:
+    if not isinstance(d, dict):
+        return {}
+    return {k: v for k, v in d.items() if isinstance(v, (int, float, str, bool))}
+
+
+def build_card(cfg: ModelConfig, embedding_model: keras.Model, run_dir: str | os.PathLike,
+               checkpoint: str, model_name: str, version: int, saved_model_dir: str,
+               tflite_files: dict[str, dict] | None = None, parity: dict | None = None) -> dict:
+    run = read_run(run_dir)
+    data = run["config"].get("data", {})
+    train = run["config"].get("train", {})
+    h, w = cfg.input_height, cfg.input_width
+    params = embedding_model.count_params()
+    card = {
+        "model_name": model_name,
+        "version": int(version),
+        "created": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+        "description": "JLML person re-identification embedding (Li, Zhu, Gong, IJCAI 2017): a "
+                       "global branch and %d local stripe streams over a shared stem; the two "
+                       "%d-d branch features concatenated and L2-normalised."
+                       % (cfg.num_stripes, cfg.feature_dim),
+        "source": {"run_dir": os.fspath(run_dir), "checkpoint": checkpoint},
+        "architecture": cfg.to_dict(),
+        "input": {
+            "layout": f"NHWC [N, {h}, {w}, 3], any N",
+            "colour_order": preprocessing.COLOR_ORDER,
+            "saved_model": {
+                "serving_default": {"name": "images", "dtype": "uint8",
+                                    "shape": [-1, h, w, 3],
+                                    "meaning": "RGB pixels 0..255, already resized"},
+                "serving_bytes": {"name": "image_bytes", "dtype": "string", "shape": [-1],
+                                  "meaning": "encoded JPEG/PNG/BMP/GIF files, decoded and "
+                                             "resized inside the graph"},
+            },
+            "tflite": {"dtype": "uint8", "shape": [-1, h, w, 3],
+                       "meaning": "RGB pixels 0..255, decoded and resized by the caller "
+                                  "(resize the input tensor to the batch size)"},
+        },
+        "preprocessing": {
+            "outside_model": f"decode to 3-channel RGB, {preprocessing.RESIZE_METHOD} resize to "
+                             f"{h}x{w} (aspect ratio not kept), round to whole pixel values "
+                             "(jlml_tf.export.preprocessing.load_image; the bytes signature "
+                             "does this in its graph)",
+            "inside_model": "cast to float32, subtract the ImageNet mean "
+                            f"{list(jlml.PIXEL_MEAN)} and divide by the std "
+                            f"{list(jlml.PIXEL_STD)} (in 0..255 units)",
+        },
+        "output": {"name": "embeddings", "dtype": "float32", "shape": [-1, cfg.embedding_dim],
+                   "meaning": f"L2-normalised {cfg.embedding_dim}-d embedding (global and local "
+                              "branch features concatenated); match by L2 distance, "
+                              "equivalently cosine similarity"},
+        "parameters": int(params),
+        "multiply_adds": multiply_adds(embedding_model),
+        "training": {"data": _scalars(data),
+                     "flags": {k: train[k] for k in ("epochs", "batch_size", "optimizer",
+                                                     "learning_rate", "seed") if k in train}},
+        "accuracy": _scalars(run.get("results")) or None,
+        "formats": {"saved_model": {"path": saved_model_dir,
+                                    "signatures": ["serving_default", "serving_bytes"]},
+                    "tflite": tflite_files or {}},
+    }
+    if parity:
+        card["parity_summary"] = {name: {k: row.get(k) for k in (
+            "max_abs_diff", "mean_cosine", "rank1_change", "map_change")}
+            for name, row in parity.get("formats", {}).items()}
+    return card
+
+
+def _fmt(v) -> str:
+    if isinstance(v, float):
+        return f"{v:.4g}"
+    return str(v)
+
+
+def card_markdown(card: dict) -> str:
+    inp, pre, out = card["input"], card["preprocessing"], card["output"]
+    lines = [f"# Model card: {card['model_name']} version {card['version']}", "",
+             card["description"], "",
+             f"Created {card['created']} from `{card['source']['checkpoint']}`.", "",
+             "## Input", "",
+             f"- Layout: {inp['layout']}; colour order **{inp['colour_order']}**.",
+             "- SavedModel `serving_default`: `images`, uint8 [N, H, W, 3], "
+             f"{inp['saved_model']['serving_default']['meaning']}.",
+             "- SavedModel `serving_bytes`: `image_bytes`, string [N], "
+             f"{inp['saved_model']['serving_bytes']['meaning']}.",
+             f"- TFLite (every variant): uint8 [N, H, W, 3], {inp['tflite']['meaning']}.", "",
+             "## Preprocessing", "",
+             f"- Outside the model: {pre['outside_model']}.",
+             f"- Inside the model: {pre['inside_model']}.", "",
+             "## Output", "",
+             f"`{out['name']}`, {out['dtype']} [N, {out['shape'][1]}]: {out['meaning']}.", "",
+             "## Size and compute", "",
+             f"- Parameters: {card['parameters']:,} ({card['parameters'] / 1e6:.2f}M, identity "
+             "classifiers excluded).",
+             f"- Multiply-adds per image: {card['multiply_adds']:,} "
+             f"({card['multiply_adds'] / 1e9:.3f}e9).", "",
+             "## Training", ""]
+    data = card["training"]["data"]
+    lines += [f"- {k}: {_fmt(v)}" for k, v in data.items()] or ["- (not recorded)"]
+    lines += [f"- {k}: {_fmt(v)}" for k, v in card["training"]["flags"].items()]
+    lines += ["", "## Accuracy", ""]
+    if card["accuracy"]:
+        lines += [f"- {k}: {_fmt(v)}" for k, v in card["accuracy"].items()]
+    else:
+        lines += ["- no results.json in the run directory"]
+    lines += ["", "## Files", "", f"- SavedModel: `{card['formats']['saved_model']['path']}` "
+              "(TF Serving layout)"]
+    for name, info in card["formats"]["tflite"].items():
+        lines.append(f"- TFLite {name}: `{info['path']}`, {info['size_bytes']:,} bytes; "
+                     f"{info['description']}")
+    if card.get("parity_summary"):
+        lines += ["", "## Parity with the Keras model (details in parity.md)", "",
+                  "| format | max abs diff | mean cosine | rank-1 change | mAP change |",
+                  "|---|---|---|---|---|"]
+        for name, row in card["parity_summary"].items():
+            lines.append(f"| {name} | {_fmt(row['max_abs_diff'])} | {row['mean_cosine']:.6f} "
+                         f"| {_fmt(row['rank1_change'])} | {_fmt(row['map_change'])} |")
+    return "\n".join(lines) + "\n"
+
+
+def write_card(card: dict, directory: str | os.PathLike) -> tuple[pathlib.Path, pathlib.Path]:
+    directory = pathlib.Path(directory)
+    directory.mkdir(parents=True, exist_ok=True)
+    md, js = directory / CARD_MD, directory / CARD_JSON
+    js.write_text(json.dumps(card, indent=2, sort_keys=False, default=str) + "\n")
+    md.write_text(card_markdown(card))
+    return md, js

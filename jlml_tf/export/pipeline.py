@@ -1,0 +1,159 @@
+"""The whole export of a trained run, as `python -m jlml_tf.export` runs it.
+
+    EXPORT_DIR/<model_name>/<version>/            SavedModel, TF Serving layout (+ assets.extra/
+                                                  model_card.json)
+    EXPORT_DIR/<model_name>_v<version>/           everything else about that version:
+        model_card.md, model_card.json, parity.md, parity.json,
+        tflite/{float32,float16,dynamic_int8,int8}.tflite
+
+The SavedModel is staged under a hidden name, the TFLite files are converted from it and
+the parity report is computed on it; only then is it renamed into place, so a model server
+polling EXPORT_DIR/<model_name> only ever sees finished, checked versions.
+"""
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import pathlib
+import shutil
+from typing import Callable, Sequence
+
+import numpy as np
+
+from jlml_tf import inference
+from jlml_tf import run_dir as run_dir_lib
+from jlml_tf.data.types import ImageTable
+from jlml_tf.export import model_card, parity, saved_model, tflite
+
+DEFAULT_MODEL_NAME = "jlml"
+
+
+@dataclasses.dataclass
+class ExportResult:
+    saved_model_dir: pathlib.Path
+    extras_dir: pathlib.Path
+    tflite_files: dict[str, pathlib.Path]
+    card: dict
+    parity: dict | None
+
+
+def extras_dir(export_dir: str | os.PathLike, model_name: str, version: int) -> pathlib.Path:
+    return pathlib.Path(export_dir) / f"{model_name}_v{int(version)}"
+
+
+def _saved_model_candidates(path: pathlib.Path, size: int) -> list[parity.Candidate]:
+    pixels = inference.SavedModelEmbedder(path)
+    raw = pixels.loaded.signatures[saved_model.BYTES_SIGNATURE]
+
+    def embed_bytes(encoded) -> np.ndarray:
+        import tensorflow as tf
+
+        outs = [raw(**{saved_model.BYTES_INPUT: tf.constant(encoded[i:i + 32])})
+                [saved_model.OUTPUT].numpy() for i in range(0, len(encoded), 32)]
+        return np.concatenate(outs)
+
+    cands = [parity.Candidate(
+        "saved_model", "SavedModel `serving_default` (uint8 pixels), loaded with "
+        "tf.saved_model.load", lambda s: pixels.embed(s.images), pixels.embed, os.fspath(path), size)]
+    cands.append(parity.Candidate(
+        "saved_model_bytes", "SavedModel `serving_bytes` (encoded images, decoded in the graph; "
+        "latency includes decoding)",
+        lambda s: embed_bytes(s.encoded), embed_bytes, os.fspath(path), size,
+        batch_input=lambda s: np.array(s.encoded, dtype=object)))
+    return cands
+
+
+def export_run(run_dir: str | os.PathLike, export_dir: str | os.PathLike,
+               model_name: str = DEFAULT_MODEL_NAME, version: int | None = None,
+               tflite_variants: Sequence[str] = tflite.VARIANTS,
+               calibration: Sequence[str] | ImageTable | None = None, calibration_count: int = 200,
+               eval_set: parity.EvalSet | None = None, latency_runs: tuple[int, int] = (30, 10),
+               num_threads: int = 2, overwrite: bool = False,
+               progress: Callable[[str], None] = print) -> ExportResult:
+    """Exports a run directory (or checkpoint prefix); see the module docstring for the layout.
+
+    `calibration` (training image files or an ImageTable) is needed for the int8 variant;
+    `eval_set` (see `parity.eval_set_from_reid` / `eval_set_from_files`) for the parity report.
+    """
+    unknown = [v for v in tflite_variants if v not in tflite.VARIANTS]
+    if unknown:
+        raise ValueError(f"--tflite: unknown variants {unknown}; known: {list(tflite.VARIANTS)}")
+    if "int8" in tflite_variants and calibration is None:
+        raise ValueError("the full int8 TFLite variant needs calibration images: pass "
+                         "--calibration_images or a data set (--parity_data), or leave int8 out "
+                         "of --tflite")
+    if not model_name or "/" in model_name or model_name.isdigit():
+        raise ValueError(f"--model_name={model_name!r}: expected a plain, non-numeric name")
+    run_path, checkpoint = run_dir_lib.resolve_checkpoint(run_dir)
+    base = pathlib.Path(export_dir) / model_name
+    version = saved_model.next_version(base) if version is None else int(version)
+    target = saved_model.check_version(base, version, overwrite)
+    extras = extras_dir(export_dir, model_name, version)
+    if extras.exists() and not overwrite:
+        raise FileExistsError(f"{extras} already exists: choose another --version or pass "
+                              "--overwrite")
+
+    progress(f"loading {checkpoint}")
+    cfg, _, embedding_model = run_dir_lib.load_models(run_dir)
+    l2 = saved_model.l2_model(embedding_model)
+    height, width = cfg.input_height, cfg.input_width
+
+    calib_images = None
+    if "int8" in tflite_variants:
+        calib_images = tflite.calibration_images(calibration, height, width, calibration_count)
+        progress(f"calibration: {len(calib_images)} training images")
+
+    staged = saved_model.stage_dir(base, version)
+    try:
+        progress(f"writing SavedModel (staged in {staged})")
+        saved_model.write_saved_model(embedding_model, staged)
+        sm_size = saved_model.directory_size(staged)
+        if extras.exists():
+            shutil.rmtree(extras)
+        tflite_files, tflite_info = {}, {}
+        for variant in tflite_variants:
+            progress(f"converting TFLite {variant}")
+            content = tflite.convert(staged, variant, calib_images)
+            path = tflite.write(content, extras / "tflite" / f"{variant}.tflite")
+            tflite_files[variant] = path
+            tflite_info[variant] = {"path": os.fspath(path), "size_bytes": len(content),
+                                    "description": tflite.DESCRIPTIONS[variant],
+                                    **{k: v for k, v in tflite.describe(path).items()
+                                       if k in ("inputs", "outputs", "compute_op_weight_dtypes",
+                                                "compute_op_activation_dtypes")}}
+
+        report = None
+        if eval_set is not None:
+            keras_ref = inference.KerasEmbedder(l2)
+            reference = parity.Candidate("keras", "the Keras model restored from the checkpoint "
+                                         "(float32, the reference; called eagerly)",
+                                         lambda s: keras_ref.embed(s.images), keras_ref.embed,
+                                         checkpoint, None)
+            cands = _saved_model_candidates(staged, sm_size)
+            if eval_set.encoded is None:
+                cands = cands[:1]
+            for variant, path in tflite_files.items():
+                emb = inference.TFLiteEmbedder(path, num_threads=num_threads)
+                cands.append(parity.Candidate(f"tflite_{variant}", tflite.DESCRIPTIONS[variant],
+                                              lambda s, e=emb: e.embed(s.images), emb.embed,
+                                              os.fspath(path), path.stat().st_size))
+            report = parity.run(reference, cands, eval_set, latency_runs=latency_runs,
+                                num_threads=num_threads, progress=progress)
+            # the staged path is about to be renamed: name the published one
+            for row in report["formats"].values():
+                if row["path"] == os.fspath(staged):
+                    row["path"] = os.fspath(target)
+            parity.write_report(report, extras)
+
+        card = model_card.build_card(cfg, l2, run_path, checkpoint, model_name, version,
+                                     os.fspath(target), tflite_info, report)
+        model_card.write_card(card, extras)
+        saved_model.write_extra_files(staged, {
+            model_card.CARD_JSON: json.dumps(card, indent=2, default=str) + "\n"})
+        published = saved_model.publish(staged, base, version, overwrite)
+    finally:
+        if staged.exists():
+            shutil.rmtree(staged, ignore_errors=True)
+    progress(f"published {published}")
+    return ExportResult(published, extras, tflite_files, card, report)

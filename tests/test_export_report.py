@@ -1,0 +1,163 @@
+"""Model card (analytic multiply-adds, run facts) and the export pipeline with its parity report."""
+import json
+import os
+import subprocess
+import sys
+
+import keras
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from jlml_tf import model_summary
+from jlml_tf import run_dir as run_dir_lib
+from jlml_tf.export import fixtures, model_card, parity, pipeline
+
+
+def test_multiply_adds_by_hand():
+    x = keras.Input((8, 6, 3))
+    y = keras.layers.Conv2D(4, 3, padding="same")(x)  # 8*6 positions * 3*3*3*4
+    y = keras.layers.DepthwiseConv2D(3, strides=2, padding="same")(y)  # 4*3 * 3*3*4
+    y = keras.layers.Conv2D(6, 1, groups=2)(y)  # 4*3 * 1*1*2*6
+    y = keras.layers.GlobalAveragePooling2D()(y)
+    y = keras.layers.Dense(5)(y)  # 6*5
+    model = keras.Model(x, y)
+    assert model_card.multiply_adds(model) == 48 * 108 + 12 * 36 + 12 * 12 + 30
+
+
+def test_multiply_adds_of_jlml_agree_with_model_summary():
+    from jlml_tf.modeling import jlml
+
+    cfg = fixtures.tiny_config()
+    training_model, embedding_model = jlml.build_jlml(cfg)
+    heads = tuple(jlml.classifier_layers(training_model))
+    assert model_card.multiply_adds(embedding_model) == model_summary.count_macs(
+        training_model, exclude=heads)
+
+
+@pytest.fixture(scope="module")
+def exported(tmp_path_factory):
+    root = tmp_path_factory.mktemp("report")
+    data = fixtures.tiny_synthetic(root / "data")
+    run = fixtures.make_synthetic_run(root / "run", data, data_dir=root / "data",
+                                      results={"rank1": 0.25, "map": 0.2})
+    cfg = run_dir_lib.model_config(run)
+    eval_set = parity.eval_set_from_reid(data, cfg.input_height, cfg.input_width)
+    calibration = data.table.subset(data.trials[0].train)
+    result = pipeline.export_run(run, root / "out", "reid", None, ("float32", "int8"),
+                                 calibration, 20, eval_set, latency_runs=(3, 2),
+                                 progress=lambda m: None)
+    return root, run, data, result
+
+
+@pytest.mark.slow  # shares a ~30-50 s export
+def test_layout(exported):
+    root, _, _, result = exported
+    assert result.saved_model_dir == root / "out" / "reid" / "1"
+    assert (result.saved_model_dir / "saved_model.pb").is_file()
+    assert (result.saved_model_dir / "assets.extra" / "model_card.json").is_file()
+    assert result.extras_dir == root / "out" / "reid_v1"
+    for name in ("model_card.md", "model_card.json", "parity.md", "parity.json",
+                 "tflite/float32.tflite", "tflite/int8.tflite"):
+        assert (result.extras_dir / name).is_file(), name
+    # only version folders under the model base path (what TF Serving polls)
+    assert [p.name for p in (root / "out" / "reid").iterdir()] == ["1"]
+
+
+@pytest.mark.slow  # shares a ~30-50 s export
+def test_model_card(exported):
+    _, run, _, result = exported
+    card = json.loads((result.extras_dir / "model_card.json").read_text())
+    _, _, embedding_model = run_dir_lib.load_models(run)
+    assert card["parameters"] == embedding_model.count_params()
+    assert card["multiply_adds"] == model_card.multiply_adds(embedding_model) > 0
+    assert card["input"]["colour_order"] == "RGB"
+    assert card["input"]["saved_model"]["serving_default"]["dtype"] == "uint8"
+    assert card["input"]["tflite"]["dtype"] == "uint8"
+    assert card["output"]["shape"] == [-1, 32]
+    assert card["accuracy"] == {"rank1": 0.25, "map": 0.2}
+    assert card["training"]["data"]["dataset"] == "synthetic"
+    assert set(card["formats"]["tflite"]) == {"float32", "int8"}
+    md = (result.extras_dir / "model_card.md").read_text()
+    assert "RGB" in md and f"{card['parameters']:,}" in md and "rank1: 0.25" in md
+
+
+@pytest.mark.slow  # shares a ~30-50 s export
+def test_parity_report(exported):
+    _, _, data, result = exported
+    report = json.loads((result.extras_dir / "parity.json").read_text())
+    trial = data.trials[0]
+    assert report["num_images"] == len(trial.query) + len(trial.gallery)
+    rows = report["formats"]
+    assert set(rows) == {"keras", "saved_model", "saved_model_bytes", "tflite_float32",
+                         "tflite_int8"}
+    for name in ("saved_model", "saved_model_bytes", "tflite_float32"):
+        assert rows[name]["max_abs_diff"] < 1e-5 and rows[name]["mean_cosine"] > 0.99999
+        assert rows[name]["rank1_change"] == 0 and abs(rows[name]["map_change"]) < 1e-6
+    assert rows["tflite_int8"]["mean_cosine"] > 0.99
+    for name, row in rows.items():
+        assert 0 <= row["rank1"] <= 100 and 0 <= row["map"] <= 100
+        for batch in ("batch1", "batch32"):
+            lat = row["latency"][batch]
+            assert 0 < lat["median_ms"] <= lat["p95_ms"]
+        if name != "keras":
+            assert row["size_bytes"] > 0
+    assert rows["tflite_int8"]["size_bytes"] < rows["tflite_float32"]["size_bytes"]
+    assert isinstance(report["int8_meets_goal"], bool)
+    md = (result.extras_dir / "parity.md").read_text()
+    assert "| tflite_int8 |" in md and "batch 32" in md
+
+
+@pytest.mark.slow  # shares a ~30-50 s export
+def test_refuses_existing_version(exported):
+    root, run, _, _ = exported
+    with pytest.raises(FileExistsError, match="--overwrite"):
+        pipeline.export_run(run, root / "out", "reid", 1, (), progress=lambda m: None)
+    with pytest.raises(ValueError, match="calibration"):
+        pipeline.export_run(run, root / "out", "reid", 2, ("int8",), progress=lambda m: None)
+
+
+def test_parity_on_a_folder(tmp_path):
+    rng = np.random.default_rng(0)
+    for i in range(3):
+        (tmp_path / f"{i}.png").write_bytes(tf.io.encode_png(
+            rng.integers(0, 256, (70, 30, 3), dtype=np.uint8)).numpy())
+    s = parity.eval_set_from_files([tmp_path], 64, 32)
+    assert s.images.shape == (3, 64, 32, 3) and not s.has_identities
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(ValueError, match="no images"):
+        parity.eval_set_from_files([tmp_path / "empty"], 64, 32)
+
+
+def _run_cli(*args, timeout=600):
+    env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2"}
+    return subprocess.run([sys.executable, "-m", "jlml_tf.export", *args], capture_output=True,
+                          text=True, env=env, timeout=timeout)
+
+
+def test_cli_errors_name_the_flag(tmp_path):
+    res = _run_cli(f"--run_dir={tmp_path / 'nope'}", f"--export_dir={tmp_path / 'out'}")
+    assert res.returncode != 0 and "--run_dir" in res.stderr
+    res = _run_cli(f"--export_dir={tmp_path / 'out'}")
+    assert res.returncode != 0 and "--run_dir is required" in res.stderr
+
+
+@pytest.mark.slow
+def test_cli_end_to_end_on_a_folder(tmp_path):
+    """The CLI with parity on a folder and calibration files (no data set in the run)."""
+    run = fixtures.make_run(tmp_path / "run")
+    rng = np.random.default_rng(1)
+    (tmp_path / "imgs").mkdir()
+    for i in range(6):
+        (tmp_path / "imgs" / f"{i}.jpg").write_bytes(tf.io.encode_jpeg(
+            rng.integers(0, 256, (64, 32, 3), dtype=np.uint8)).numpy())
+    res = _run_cli(f"--run_dir={run}", f"--export_dir={tmp_path / 'out'}", "--version=3",
+                   "--tflite=float16,int8", f"--parity_images={tmp_path / 'imgs'}",
+                   f"--calibration_images={tmp_path / 'imgs'}", "--latency_runs=2,1")
+    assert res.returncode == 0, res.stderr[-3000:]
+    assert (tmp_path / "out" / "jlml" / "3" / "saved_model.pb").is_file()
+    report = json.loads((tmp_path / "out" / "jlml_v3" / "parity.json").read_text())
+    assert set(report["formats"]) == {"keras", "saved_model", "saved_model_bytes",
+                                      "tflite_float16", "tflite_int8"}
+    assert report["formats"]["tflite_int8"]["rank1"] is None  # no identities in a folder
+    assert "Parity report" in res.stdout
