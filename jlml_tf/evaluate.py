@@ -1,0 +1,531 @@
+"""Evaluate a trained run again, with another metric, re-ranking or pooling, and calibrate a
+"no match" threshold.
+
+    python -m jlml_tf.evaluate --run_dir=runs/market
+    python -m jlml_tf.evaluate --run_dir=runs/market --rerank --k1=20 --k2=6 --lambda_value=0.3
+    python -m jlml_tf.evaluate --run_dir=runs/market --metric=xqda
+    python -m jlml_tf.evaluate --checkpoint=runs/market/checkpoints/ckpt-4000
+    python -m jlml_tf.evaluate --run_dir=runs/cuhk03-classic_labeled     # all trial_NN/
+    python -m jlml_tf.evaluate --run_dir=runs/market --calibrate_threshold \
+        --target_false_match_rate=0.01
+
+The data set, protocol and trial come from RUN/config.json (override with --dataset,
+--protocol, --data_dir, --manual_dir, --dataset_option, --trial). A run of several trials
+(RUN/trial_NN/, one run directory each) is evaluated trial by trial, each model on its own trial,
+and summarised as mean ± std, as training does.
+
+Files (in --output_dir, default the run directory; per trial in its trial directory), named with
+a suffix per option so training's own results.* are never overwritten:
+    results_<suffix>.json / .md, cmc_<suffix>.png   metrics, the paper's figures beside them
+    worst_best_<suffix>.png                         ranked lists of the worst and best queries
+e.g. results_rerank.json, results_xqda.json, results_l2.json for plain L2.
+
+--calibrate_threshold computes L2 distances between the trial's training images (held out
+from the test identities): same identity across cameras = true matches, different identities =
+false matches; it picks the distance at which the false-match rate equals
+--target_false_match_rate, reports the true-match rate there (and both rates on the test
+split) and stores it with the model as RUN/threshold.json, where `jlml_tf.search` finds it.
+"""
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import pathlib
+import shutil
+import sys
+import tempfile
+from typing import Callable, Sequence
+
+import numpy as np
+
+from jlml_tf import paper as paper_lib
+from jlml_tf import threshold as threshold_lib
+from jlml_tf.evaluation import distances as dist_lib
+from jlml_tf.evaluation import metrics, protocol, report
+from jlml_tf.evaluation import rerank as rerank_lib
+from jlml_tf.evaluation.metric_learning import Metric, fit_metric
+
+METRICS = ("l2", "cosine", "kissme", "xqda")
+LEARNED_METRICS = ("kissme", "xqda")
+POOLINGS = ("mean", "max")
+DATASETS = ("synthetic", "market1501", "cuhk03", "cuhk01", "grid", "viper", "folder")
+
+
+# ----------------------------------------------------------------------------------------------
+# Evaluation of features (no TensorFlow)
+
+
+@dataclasses.dataclass(frozen=True)
+class RerankConfig:
+    k1: int = 20
+    k2: int = 6
+    lambda_value: float = 0.3
+
+    def describe(self) -> str:
+        return f"k-reciprocal re-ranking (k1={self.k1}, k2={self.k2}, λ={self.lambda_value})"
+
+
+@dataclasses.dataclass
+class FeatureEvaluation:
+    """What `evaluate_features` found: the metrics and what a picture of the rankings needs."""
+
+    results: dict  # as protocol.evaluate returns
+    per_query: metrics.QueryMetrics
+    gallery_keep: np.ndarray  # bool mask of the gallery items ranked (pid -1 junk dropped)
+    query_distances: Callable[[np.ndarray], np.ndarray]  # query indices -> rows of distances
+    distances: np.ndarray | None = None  # the full (query x kept gallery) matrix, re-ranking only
+
+
+def as_metric(metric: str | Metric) -> Metric:
+    return fit_metric(metric) if isinstance(metric, str) else metric
+
+
+def full_distances(metric: str | Metric, a, b) -> np.ndarray:
+    """The full float32 distance matrix between two feature sets under a metric."""
+    return as_metric(metric).pairwise(np.asarray(a, np.float32), np.asarray(b, np.float32))
+
+
+def rerank_distances(metric: str | Metric, query, gallery, cfg: RerankConfig) -> np.ndarray:
+    """k-reciprocal re-ranked query x gallery distances: the library function fed with the
+    query-gallery, query-query and gallery-gallery distances of the same features and metric
+    (self-distances set to exactly 0, so every item is its own nearest neighbour)."""
+    q_q = full_distances(metric, query, query)
+    g_g = full_distances(metric, gallery, gallery)
+    np.fill_diagonal(q_q, 0.0)
+    np.fill_diagonal(g_g, 0.0)
+    return rerank_lib.k_reciprocal_rerank(full_distances(metric, query, gallery), q_q, g_g,
+                                          cfg.k1, cfg.k2, cfg.lambda_value)
+
+
+def evaluate_features(query, query_pids, query_camids, gallery, gallery_pids, gallery_camids,
+                      metric: str | Metric = "l2", same_camera_junk: bool = True,
+                      rerank: RerankConfig | None = None, multi_query: tuple | None = None,
+                      multi_query_pooling: str = "mean") -> FeatureEvaluation:
+    """protocol.evaluate, optionally re-ranked, keeping the per-query metrics.
+
+    Without re-ranking the numbers are those of protocol.evaluate (the same pooling, junk
+    removal, blocked distances and metrics); with it, the re-ranked matrix replaces the
+    distances. Multi-query pooling happens before re-ranking, so the neighbour graph is built
+    on the pooled queries.
+    """
+    metric = as_metric(metric)
+    q = np.asarray(query, np.float32)
+    qp, qc = np.asarray(query_pids, np.int64), np.asarray(query_camids, np.int64)
+    if multi_query is not None:
+        q = protocol.pool_multi_query(q, qp, qc, *multi_query, pooling=multi_query_pooling)
+    gp_all = np.asarray(gallery_pids, np.int64)
+    keep = gp_all != metrics.JUNK_PID
+    g = np.asarray(gallery, np.float32)[keep]
+    gp, gc = gp_all[keep], np.asarray(gallery_camids, np.int64)[keep]
+    distances = None
+    if rerank is not None:
+        distances = rerank_distances(metric, q, g, rerank)
+        blocks = dist_lib.blocks_of(distances)
+        rows_of = lambda idx: distances[np.asarray(idx)]  # noqa: E731
+    else:
+        blocks = metric.distance_blocks(q, g)
+        rows_of = lambda idx: metric.pairwise(q[np.asarray(idx)], g)  # noqa: E731
+    per_query = metrics.per_query_metrics(blocks, qp, qc, gp, gc, same_camera_junk)
+    return FeatureEvaluation(metrics.summarise(per_query), per_query, keep, rows_of, distances)
+
+
+def worst_and_best(per_query: metrics.QueryMetrics, count: int) -> tuple[np.ndarray, np.ndarray]:
+    """Indices of the `count` worst queries (lowest AP, then latest first match) and the
+    `count` best (highest AP, then earliest first match), disjoint; skipped queries excluded."""
+    valid = np.flatnonzero(per_query.valid)
+    order = valid[np.lexsort((-per_query.first_rank[valid], per_query.ap[valid]))]  # worst first
+    n_worst = min(count, len(order))
+    n_best = min(count, len(order) - n_worst)
+    return order[:n_worst], order[::-1][:n_best]
+
+
+# ----------------------------------------------------------------------------------------------
+# Result files
+
+
+def option_suffix(metric: str, rerank: bool, multi_query_pooling: str = "mean",
+                  dataset_override: str | None = None) -> str:
+    """'_l2', '_rerank', '_xqda_rerank', '_l2_mqmax', '_cuhk03-labeled_l2', ..."""
+    parts = [dataset_override] if dataset_override else []
+    if metric != "l2" or not rerank:
+        parts.append(metric)
+    if rerank:
+        parts.append("rerank")
+    if multi_query_pooling != "mean":
+        parts.append(f"mq{multi_query_pooling}")
+    return "_" + "_".join(p.replace("/", "-") for p in parts)
+
+
+def write_results(out_dir: str | os.PathLike, suffix: str, results: dict, **report_kwargs
+                  ) -> dict[str, pathlib.Path]:
+    """report.write_report, with the suffix in the file names (results<suffix>.json, ...)."""
+    out = pathlib.Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    staging = pathlib.Path(tempfile.mkdtemp(prefix=".eval_", dir=out))
+    try:
+        written = report.write_report(staging, results, **report_kwargs)
+        paths = {}
+        for kind, path in written.items():
+            target = out / f"{path.stem}{suffix}{path.suffix}"
+            os.replace(path, target)
+            paths[kind] = target
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+    return paths
+
+
+def paper_key_for(data_name: str, protocol_name: str, metric: str, explicit: str | None) -> str:
+    """The paper's figures to compare with; KISSME/XQDA have their own Market-1501 rows."""
+    if explicit:
+        return explicit
+    key = f"{data_name}/{protocol_name}"
+    if metric in LEARNED_METRICS and paper_lib.reference(f"{key}/{metric}"):
+        return f"{key}/{metric}"
+    return key
+
+
+def method_name(metric: str, rerank: RerankConfig | None, pooling: str) -> str:
+    name = f"JLML {metric}"
+    if rerank:
+        name += f" + re-ranking (k1={rerank.k1}, k2={rerank.k2}, λ={rerank.lambda_value})"
+    if pooling != "mean":
+        name += f", {pooling}-pooled multi-query"
+    return name
+
+
+# ----------------------------------------------------------------------------------------------
+# Pictures of rankings
+
+
+def ranking_rows(evaluation: FeatureEvaluation, table, query_rows, gallery_rows, chosen,
+                 same_camera_junk: bool, top_k: int = 10):
+    """visualize.Row per chosen query: the query image, then its top-k gallery images after
+    junk removal (as the metrics rank them), green for true matches, red otherwise."""
+    from jlml_tf import visualize
+
+    gallery_rows = np.asarray(gallery_rows)[evaluation.gallery_keep]
+    gp, gc = table.pids[gallery_rows], table.camids[gallery_rows]
+    rows = []
+    if not len(chosen):
+        return rows
+    distances = evaluation.query_distances(np.asarray(chosen))
+    for i, d in zip(chosen, distances):
+        qrow = query_rows[i]
+        qp, qc = table.pids[qrow], table.camids[qrow]
+        order = metrics.argsort_rows(d[None, :])[0]
+        junk = (gp[order] == qp) & (gc[order] == qc) & (qc != metrics.UNKNOWN_CAMERA) \
+            if same_camera_junk else np.zeros(len(order), bool)
+        order = order[~junk][:top_k]
+        colours = [visualize.MATCH if qp > 0 and gp[j] == qp else visualize.NON_MATCH
+                   for j in order]
+        pq = evaluation.per_query
+        header = (f"{table.filenames[qrow]}   AP {100 * pq.ap[i]:.1f}%, first true match at "
+                  f"rank {pq.first_rank[i]}")
+        rows.append(visualize.ranked_list_row(
+            table.images[qrow], [table.images[gallery_rows[j]] for j in order], d[order],
+            colours, header=header,
+            identities=[(int(gp[j]), int(gc[j])) for j in order],
+            query_identity=(int(qp), int(qc))))
+    return rows
+
+
+# ----------------------------------------------------------------------------------------------
+# The command line
+
+
+def define_flags():
+    from absl import flags
+
+    fv = flags.FlagValues()
+    d = dict(flag_values=fv)
+    flags.DEFINE_string("run_dir", None, "Run directory written by `python -m jlml_tf.train` "
+                        "(its latest checkpoint), or a folder of trial_NN/ run directories.", **d)
+    flags.DEFINE_string("checkpoint", None, "A checkpoint prefix RUN/checkpoints/ckpt-N instead "
+                        "of --run_dir.", **d)
+    flags.DEFINE_enum("dataset", None, DATASETS, "Evaluate on another data set than the run's.", **d)
+    flags.DEFINE_string("protocol", None, "Protocol (default: the run's, or the data set's first "
+                        "with --dataset).", **d)
+    flags.DEFINE_string("trial", None, "Trial name or index (default: the run's trial; with "
+                        "--dataset, index 0).", **d)
+    flags.DEFINE_string("data_dir", None, "Prepared data sets cache (default: the run's, or "
+                        "$JLML_DATA_DIR / ~/jlml_data).", **d)
+    flags.DEFINE_string("manual_dir", None, "Downloaded release (default: the run's).", **d)
+    flags.DEFINE_list("dataset_option", None, "key=value loader options (default: the run's).", **d)
+    flags.DEFINE_enum("metric", "l2", METRICS, "Matching metric: L2 (the paper), cosine, or "
+                      "KISSME/XQDA fitted on the training split's features.", **d)
+    flags.DEFINE_bool("rerank", False, "k-reciprocal re-ranking (Zhong et al. 2017).", **d)
+    flags.DEFINE_integer("k1", 20, "Re-ranking k1.", lower_bound=1, **d)
+    flags.DEFINE_integer("k2", 6, "Re-ranking k2.", lower_bound=1, **d)
+    flags.DEFINE_float("lambda_value", 0.3, "Re-ranking weight of the original distance.",
+                       lower_bound=0.0, upper_bound=1.0, **d)
+    flags.DEFINE_enum("multi_query_pooling", "mean", POOLINGS, "Pooling of multi-query "
+                      "features (protocols with extra query images, e.g. Market multi query).", **d)
+    flags.DEFINE_string("output_dir", None, "Where to write results (default: the run "
+                        "directory, per trial its trial directory).", **d)
+    flags.DEFINE_string("suffix", None, "File name suffix (default from the options, e.g. "
+                        "_rerank).", **d)
+    flags.DEFINE_string("paper_key", None, "Paper figures to compare with (jlml_tf/paper.py).", **d)
+    flags.DEFINE_integer("batch_size", 64, "Feature extraction batch size.", lower_bound=1, **d)
+    flags.DEFINE_integer("num_queries_shown", 4, "Worst and best queries drawn (each).",
+                         lower_bound=0, **d)
+    flags.DEFINE_integer("top_k_shown", 10, "Ranked gallery images drawn per query.",
+                         lower_bound=1, **d)
+    flags.DEFINE_bool("evaluation", True, "Evaluate (--noevaluation with "
+                      "--calibrate_threshold calibrates only).", **d)
+    flags.DEFINE_bool("calibrate_threshold", False, "Calibrate a no-match distance threshold "
+                      "on the training identities and store it as RUN/threshold.json.", **d)
+    flags.DEFINE_float("target_false_match_rate", 0.01, "False-match rate at the threshold.",
+                       lower_bound=0.0, upper_bound=1.0, **d)
+    flags.DEFINE_integer("max_false_pairs", threshold_lib.DEFAULT_MAX_FALSE_PAIRS,
+                         "Sample at most this many false-match pairs for the calibration.",
+                         lower_bound=1, **d)
+    flags.DEFINE_integer("verbose", 1, "0: quiet, 1: progress bars.", **d)
+    return fv
+
+
+class UsageError(Exception):
+    """Bad input: printed as `error: ...` with exit status 2."""
+
+
+def _literal(text: str):
+    if text.lower() in ("true", "false"):
+        return text.lower() == "true"
+    for cast in (int, float):
+        try:
+            return cast(text)
+        except ValueError:
+            pass
+    return text
+
+
+def parse_options(items: Sequence[str], flag: str = "--dataset_option") -> dict:
+    out = {}
+    for item in items or []:
+        key, sep, value = item.partition("=")
+        if not sep or not key:
+            raise UsageError(f"{flag}: {item!r} is not key=value")
+        out[key] = _literal(value)
+    return out
+
+
+def trial_dirs(run: pathlib.Path) -> list[pathlib.Path]:
+    """[run] for a run directory, its trial_NN/ run directories for a multi-trial run."""
+    from jlml_tf import run_dir as run_dir_lib
+
+    if (run / run_dir_lib.CONFIG_FILE).is_file():
+        return [run]
+    trials = sorted(t for t in run.glob("trial_*") if (t / run_dir_lib.CONFIG_FILE).is_file())
+    if not trials:
+        what = "no such folder" if not run.exists() else \
+            f"no {run_dir_lib.CONFIG_FILE} and no trial_NN/ run directories in it"
+        raise UsageError(f"--run_dir={run}: not a run directory ({what}); pass a folder "
+                         "written by `python -m jlml_tf.train`")
+    return trials
+
+
+@dataclasses.dataclass
+class Target:
+    """One model to evaluate: its run directory, checkpoint (or None: latest), trial index."""
+
+    run_dir: pathlib.Path
+    checkpoint: str | None
+    config: dict
+
+
+def _load_data(fv, config: dict):
+    import jlml_tf_datasets
+
+    train, data_conf = config.get("train", {}), config.get("data", {})
+    override = fv.dataset is not None and fv.dataset != data_conf.get("dataset")
+    name = fv.dataset or data_conf.get("dataset")
+    if not name:
+        raise UsageError("config.json names no data set; pass --dataset")
+    protocol_name = fv.protocol or (None if override else data_conf.get("protocol"))
+    options = parse_options(fv.dataset_option) if fv.dataset_option is not None else \
+        ({} if override else parse_options(train.get("dataset_option", []), "dataset_option"))
+    manual_dir = fv.manual_dir or (None if override else train.get("manual_dir"))
+    try:
+        return jlml_tf_datasets.load(name, protocol_name, data_dir=fv.data_dir or train.get("data_dir"),
+                                     manual_dir=manual_dir, **options), override
+    except ValueError as e:
+        raise UsageError(f"--dataset={name} --protocol={protocol_name}: {e}") from e
+
+
+def _pick_trial(fv, data, config: dict, override: bool, position: int | None):
+    """The trial a model is evaluated on: --trial, else the one it was trained for (by name),
+    else (another data set) the trial at the model's position among the run's trials."""
+    wanted = fv.trial
+    names = [t.name for t in data.trials]
+    if wanted is None and not override:
+        wanted = config.get("data", {}).get("trial")
+    if wanted is None:
+        wanted = str(position or 0)
+    if wanted in names:
+        return data.trials[names.index(wanted)]
+    if wanted.isdigit() and int(wanted) < len(data.trials):
+        return data.trials[int(wanted)]
+    raise UsageError(f"--trial={wanted}: {data.name}/{data.protocol} has trials {names}")
+
+
+def evaluate_target(fv, target: Target, data, trial, out_dir: pathlib.Path, suffix: str,
+                    paper_key: str, log=print) -> tuple[dict | None, dict[str, pathlib.Path]]:
+    """Features -> metrics, report files and worst/best picture; the calibration if asked.
+
+    Returns (the results dict, None with --noevaluation; the files written)."""
+    from jlml_tf import eval_trial, gallery_index, run_dir as run_dir_lib, visualize
+
+    ckpt_path = target.checkpoint or target.run_dir
+    cfg, _, embedding_model = run_dir_lib.load_models(ckpt_path)
+    table = data.table
+    rerank = RerankConfig(fv.k1, fv.k2, fv.lambda_value) if fv.rerank else None
+    needed = []
+    if fv.evaluation:
+        needed += [trial.query, trial.gallery, trial.multi_query]
+        if fv.metric in LEARNED_METRICS:
+            needed.append(trial.train)
+    if fv.calibrate_threshold:
+        needed.append(trial.train)
+        needed += [trial.query, trial.gallery]
+    rows = np.unique(np.concatenate(needed))
+    features = eval_trial.extract_features(embedding_model, table, rows, cfg.input_height,
+                                           cfg.input_width, fv.batch_size, fv.verbose)
+    lookup = lambda r: features[np.searchsorted(rows, r)]  # noqa: E731
+    results, paths = None, {}
+    if fv.evaluation:
+        metric = fit_metric(fv.metric, lookup(trial.train) if fv.metric in LEARNED_METRICS else None,
+                            table.pids[trial.train], table.camids[trial.train])
+        multi = None
+        if len(trial.multi_query):
+            mq = trial.multi_query
+            multi = (lookup(mq), table.pids[mq], table.camids[mq])
+        evaluation = evaluate_features(
+            lookup(trial.query), table.pids[trial.query], table.camids[trial.query],
+            lookup(trial.gallery), table.pids[trial.gallery], table.camids[trial.gallery],
+            metric, data.same_camera_junk, rerank, multi, fv.multi_query_pooling)
+        results = evaluation.results
+        title = f"{data.name} / {data.protocol} / {trial.name}"
+        paths = write_results(out_dir, suffix, {method_name(fv.metric, rerank, fv.multi_query_pooling): [results]},
+                              paper=paper_lib.reference(paper_key), paper_label=f"Paper ({paper_key})",
+                              title=title, extra={"checkpoint": str(ckpt_path), "metric": fv.metric,
+                                                  "rerank": dataclasses.asdict(rerank) if rerank else None,
+                                                  "multi_query_pooling": fv.multi_query_pooling,
+                                                  "dataset": data.name, "protocol": data.protocol,
+                                                  "trial": trial.name})
+        worst, best = worst_and_best(evaluation.per_query, fv.num_queries_shown)
+        if len(worst) + len(best):
+            make = lambda chosen: ranking_rows(evaluation, table, trial.query, trial.gallery,  # noqa: E731
+                                               chosen, data.same_camera_junk, fv.top_k_shown)
+            paths["worst_best"] = visualize.plot_worst_best(
+                out_dir / f"worst_best{suffix}.png", make(worst), make(best),
+                title=f"{title}: {method_name(fv.metric, rerank, fv.multi_query_pooling)}",
+                worst_title="Worst queries (lowest AP)", best_title="Best queries (highest AP)")
+        log(f"{title}: rank-1 {100 * results['rank1']:.1f}%, mAP {100 * results['map']:.1f}% "
+            f"-> {', '.join(str(p) for p in paths.values())}")
+    if fv.calibrate_threshold:
+        true_d, false_d, total_false = threshold_lib.pair_distances(
+            lookup(trial.train), table.pids[trial.train], table.camids[trial.train],
+            fv.max_false_pairs)
+        source = {"dataset": data.name, "protocol": data.protocol, "trial": trial.name,
+                  "split": "train", "checkpoint": str(run_dir_lib.resolve_checkpoint(ckpt_path)[1]),
+                  "model_fingerprint": gallery_index.model_fingerprint(ckpt_path)}
+        try:
+            calibration = threshold_lib.calibrate(true_d, false_d, fv.target_false_match_rate,
+                                                  total_false, "l2", source)
+        except ValueError as e:
+            raise UsageError(f"--calibrate_threshold on {data.name}/{trial.name}: {e}") from e
+        calibration.test = threshold_lib.cross_set_rates(
+            calibration.threshold, lookup(trial.query), table.pids[trial.query],
+            table.camids[trial.query], lookup(trial.gallery), table.pids[trial.gallery],
+            table.camids[trial.gallery])
+        path = paths["threshold"] = threshold_lib.save(calibration,
+                                                       target.run_dir / threshold_lib.FILE_NAME)
+        log(f"Threshold {calibration.threshold:.4f} (L2): false-match rate "
+            f"{100 * calibration.false_match_rate:.2f}% (target "
+            f"{100 * calibration.target_false_match_rate:.2f}%), true-match rate "
+            f"{100 * calibration.true_match_rate:.1f}% on {calibration.num_true_pairs} true / "
+            f"{calibration.num_false_pairs} false training pairs; on the test split "
+            f"{100 * calibration.test['true_match_rate']:.1f}% true, "
+            f"{100 * calibration.test['false_match_rate']:.2f}% false matches -> {path}")
+    return results, paths
+
+
+def run(fv) -> str:
+    """Evaluates every target of the flags; returns the Markdown summary printed."""
+    from jlml_tf import run_dir as run_dir_lib
+
+    if bool(fv.run_dir) == bool(fv.checkpoint):
+        raise UsageError("pass exactly one of --run_dir=RUN or --checkpoint=RUN/checkpoints/ckpt-N")
+    if not fv.evaluation and not fv.calibrate_threshold:
+        raise UsageError("--noevaluation leaves nothing to do without --calibrate_threshold")
+    if fv.checkpoint:
+        try:
+            run, ckpt = run_dir_lib.resolve_checkpoint(fv.checkpoint)
+        except FileNotFoundError as e:
+            raise UsageError(f"--checkpoint={fv.checkpoint}: {e}") from e
+        targets, top = [Target(run, ckpt, run_dir_lib.read_config(run))], run
+    else:
+        top = pathlib.Path(fv.run_dir)
+        targets = []
+        for t in trial_dirs(top):
+            if run_dir_lib.latest_checkpoint(t) is None:
+                raise UsageError(f"--run_dir={t}: no checkpoint in {t / run_dir_lib.CHECKPOINT_DIR}")
+            targets.append(Target(t, None, run_dir_lib.read_config(t)))
+    data, override = _load_data(fv, targets[0].config)
+    suffix = fv.suffix if fv.suffix is not None else option_suffix(
+        fv.metric, fv.rerank, fv.multi_query_pooling,
+        f"{data.name}-{data.protocol}" if override else None)
+    if suffix and not suffix.startswith("_"):
+        suffix = "_" + suffix
+    explicit_key = fv.paper_key or targets[0].config.get("train", {}).get("paper_key")
+    paper_key = paper_key_for(data.name, data.protocol, fv.metric, None if override else explicit_key)
+    out_top = pathlib.Path(fv.output_dir) if fv.output_dir else top
+    multi = len(targets) > 1 or targets[0].run_dir != top
+    rerank = RerankConfig(fv.k1, fv.k2, fv.lambda_value) if fv.rerank else None
+    per_trial, paths = {}, {}
+    for position, target in enumerate(targets):
+        trial = _pick_trial(fv, data, target.config, override, position)
+        out_dir = out_top / target.run_dir.name if multi and fv.output_dir else \
+            (target.run_dir if multi else out_top)
+        results, paths = evaluate_target(fv, target, data, trial, out_dir, suffix, paper_key)
+        if results is not None:
+            per_trial[trial.name] = results
+    if not per_trial:
+        return ""
+    if multi:
+        paths = write_results(
+            out_top, suffix,
+            {method_name(fv.metric, rerank, fv.multi_query_pooling): list(per_trial.values())},
+            paper=paper_lib.reference(paper_key), paper_label=f"Paper ({paper_key})",
+            title=f"{data.name} / {data.protocol}",
+            extra={"trials": list(per_trial), "dataset": data.name, "protocol": data.protocol})
+    return paths["markdown"].read_text() + f"\nWritten to {out_top.resolve()} (suffix {suffix})\n"
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """The CLI; returns the exit status (0 ok, 2 bad input)."""
+    from absl import flags
+
+    argv = list(sys.argv if argv is None else argv)
+    fv = define_flags()
+    if any(a in ("--help", "-h", "--helpshort", "--helpfull") for a in argv[1:]):
+        print(__doc__ + "\nFlags:\n" + fv.get_help())
+        return 0
+    try:
+        rest = fv(argv)
+        if len(rest) > 1:
+            raise UsageError(f"unexpected arguments {rest[1:]}; flags take the form --name=value")
+        summary = run(fv)
+    except (flags.Error, UsageError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    except FileNotFoundError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    if summary:
+        print(summary)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
