@@ -488,8 +488,9 @@ def run(fv) -> str:
         out_dir = out_top / target.run_dir.name if multi and fv.output_dir else \
             (target.run_dir if multi else out_top)
         results, paths = evaluate_target(fv, target, data, trial, out_dir, suffix, paper_key)
-        if results is not None:
-            per_trial[trial.name] = results
+        if results is not None:  # keyed by trial (by trial folder if two share a trial)
+            per_trial[trial.name if trial.name not in per_trial
+                      else f"{target.run_dir.name}/{trial.name}"] = results
     if not per_trial:
         return ""
     if multi:

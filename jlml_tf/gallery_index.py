@@ -31,6 +31,7 @@ import dataclasses
 import hashlib
 import os
 import pathlib
+import re
 import sys
 from typing import Callable, Iterable
 
@@ -201,6 +202,15 @@ def _read_image(path: pathlib.Path, height: int, width: int) -> np.ndarray:
     return preprocessing.load_image(path, height, width)
 
 
+def _reason(error: Exception, path: pathlib.Path) -> str:
+    """A one-line reason without the file name (printed beside it) or TF's op decorations."""
+    text = (str(error).splitlines() or [type(error).__name__])[0]
+    text = text.removeprefix(f"{path}: ")
+    text = re.sub(r"\{\{function_node [^}]*\}\}\s*", "", text)
+    text = re.sub(r"\s*\[Op:[^\]]*\][^)]*", "", text)
+    return text or type(error).__name__
+
+
 def embed_paths(embedder, root: pathlib.Path, paths: list[str], batch_size: int = 32,
                 progress: bool = True, read: Callable | None = None
                 ) -> tuple[list[str], np.ndarray, list[tuple[str, str]]]:
@@ -226,7 +236,7 @@ def embed_paths(embedder, root: pathlib.Path, paths: list[str], batch_size: int 
             batch.append(read(root / rel, embedder.height, embedder.width))
             names.append(rel)
         except Exception as e:  # noqa: BLE001 - any undecodable file is skipped, not fatal
-            skipped.append((rel, str(e).splitlines()[0] if str(e) else type(e).__name__))
+            skipped.append((rel, _reason(e, root / rel)))
         if len(batch) >= batch_size:
             flush()
     flush()

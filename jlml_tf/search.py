@@ -1,0 +1,326 @@
+"""Search a folder of person images for the people in query images.
+
+    python -m jlml_tf.search --model=runs/market --gallery_dir=photos/ --query=q1.jpg --query=q2.jpg
+    python -m jlml_tf.search --model=export_out/jlml/1 --gallery_dir=photos/ --query=queries/ \
+        --top_k=5 --output_dir=out/ --rerank
+
+--model is a training run directory (or RUN/checkpoints/ckpt-N), a SavedModel folder (or a TF
+Serving base path) or a .tflite file. Embeddings are L2-normalised and compared by L2 distance,
+as in the paper. --query may be given several times, and may name folders.
+
+The gallery's embeddings are kept in an index (GALLERY/.jlml_index.npz, or --index_path) and
+reused while the images and the model are unchanged: new or changed images are embedded,
+removed ones dropped, and a different model rebuilds it (see gallery_index.py). Unreadable
+gallery or query images are listed and skipped.
+
+Output: for each query, the top-k gallery images with their distances on stdout, and a PNG of
+its ranked list in --output_dir (the query first, then the top-k; borders green / red when the
+file names carry identities, Market-style `<pid>_c<cam>...` or `<pid>_...`, grey otherwise),
+plus search_results.json with everything printed.
+
+"No match": with a threshold (calibrated by `python -m jlml_tf.evaluate --calibrate_threshold`
+and stored with the model as threshold.json, or --threshold), a query whose nearest gallery
+image is farther (plain L2, also under --rerank) is reported as "no match", and its picture
+says so (orange query border).
+"""
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import pathlib
+import sys
+from typing import Sequence
+
+import numpy as np
+
+from jlml_tf import gallery_index, threshold as threshold_lib, visualize
+
+DEFAULT_OUTPUT_DIR = "search_results"
+RESULTS_FILE = "search_results.json"
+
+
+# ----------------------------------------------------------------------------------------------
+# Models
+
+
+def is_run_model(path: str | os.PathLike) -> bool:
+    """A training run directory or a checkpoint prefix inside one (else: an export)."""
+    from jlml_tf import run_dir as run_dir_lib
+
+    p = pathlib.Path(path)
+    return (p / run_dir_lib.CONFIG_FILE).is_file() or p.parent.name == run_dir_lib.CHECKPOINT_DIR
+
+
+def _run_embedder_class():
+    from jlml_tf import inference
+
+    class RunEmbedder(inference.KerasEmbedder):
+        """A training run's embedding model (restored from its checkpoint), L2-normalised like
+        the exported models' output."""
+
+        kind = "run"
+
+        def __init__(self, path: str | os.PathLike):
+            from jlml_tf import run_dir as run_dir_lib
+
+            self.config, _, model = run_dir_lib.load_models(path)
+            super().__init__(model)
+
+        def _run(self, pixels):
+            x = super()._run(pixels)
+            return x / np.maximum(np.linalg.norm(x, axis=1, keepdims=True), 1e-12)
+
+    return RunEmbedder
+
+
+def load_model(path: str | os.PathLike, num_threads: int = 2):
+    """--model -> an embedder (uint8 pixels -> L2-normalised embeddings)."""
+    from jlml_tf import inference
+
+    if is_run_model(path):
+        return _run_embedder_class()(path)
+    return inference.load_embedder(path, num_threads=num_threads)
+
+
+# ----------------------------------------------------------------------------------------------
+# Searching
+
+
+@dataclasses.dataclass
+class Hit:
+    path: str  # relative to the gallery folder
+    distance: float  # the ranking distance (re-ranked with --rerank)
+    l2: float  # plain L2 distance
+    pid: int | None
+    camera: int | None
+
+
+@dataclasses.dataclass
+class QueryResult:
+    query: str
+    pid: int | None
+    camera: int | None
+    hits: list[Hit]
+    best_l2: float  # the nearest gallery image's L2 distance
+    no_match: bool  # best_l2 > threshold
+    picture: str | None = None
+
+    def status(self, hit: Hit) -> str:
+        colour = visualize.match_colour(self.pid, hit.pid)
+        return {visualize.MATCH: "yes", visualize.NON_MATCH: "no"}.get(colour, "?")
+
+
+def expand_queries(queries: Sequence[str]) -> list[str]:
+    """Query files, and the images in query folders (recursively, sorted)."""
+    out = []
+    for q in queries:
+        p = pathlib.Path(q)
+        if p.is_dir():
+            out += [str(p / rel) for rel in gallery_index.scan_gallery(p)]
+        else:
+            out.append(q)  # missing or unreadable files are reported when they are read
+    return out
+
+
+def embed_queries(embedder, queries: Sequence[str]) -> tuple[list[str], np.ndarray, list[tuple[str, str]]]:
+    """(readable queries, their L2-normalised embeddings, skipped (path, reason))."""
+    root = pathlib.Path(".")
+    done, embeddings, skipped = gallery_index.embed_paths(
+        embedder, root, [os.fspath(q) for q in queries], progress=False)
+    if embeddings is None:
+        embeddings = np.zeros((0, 0), np.float32)
+    return done, embeddings, skipped
+
+
+def search(query_embeddings: np.ndarray, query_paths: Sequence[str], index: gallery_index.GalleryIndex,
+           top_k: int = 10, rerank=None, threshold: float | None = None) -> list[QueryResult]:
+    """Ranks the gallery for every query. rerank: an evaluate.RerankConfig or None."""
+    from jlml_tf.evaluate import rerank_distances
+    from jlml_tf.evaluation import distances as dist_lib
+    from jlml_tf.evaluation.metrics import argsort_rows
+
+    if not len(index):
+        raise ValueError("the gallery has no readable images")
+    q = np.asarray(query_embeddings, np.float32)
+    l2 = dist_lib.pairwise_distances(q, index.embeddings, "l2")
+    ranking = rerank_distances("l2", q, index.embeddings, rerank) if rerank is not None else l2
+    k = min(top_k, len(index))
+    order = argsort_rows(ranking, k)
+    identities = [visualize.parse_identity(p) for p in index.paths]
+    results = []
+    for i, path in enumerate(query_paths):
+        pid, cam = visualize.parse_identity(path)
+        hits = [Hit(index.paths[j], float(ranking[i, j]), float(l2[i, j]), *identities[j])
+                for j in order[i]]
+        best = float(l2[i].min())
+        results.append(QueryResult(os.fspath(path), pid, cam, hits, best,
+                                   threshold is not None and best > threshold))
+    return results
+
+
+def format_result(result: QueryResult, threshold: float | None, reranked: bool) -> str:
+    who = f" (id {result.pid}" + (f", camera {result.camera})" if result.camera is not None else ")") \
+        if result.pid is not None else ""
+    lines = [f"Query {result.query}{who}"]
+    if result.no_match:
+        lines.append(f"  NO MATCH: the nearest gallery image is at L2 distance "
+                     f"{result.best_l2:.4f} > threshold {threshold:.4f}")
+    head = "re-ranked" if reranked else "distance"
+    lines.append(f"  {'rank':>4}  {head:>9}  {'L2':>7}  match  image")
+    for rank, hit in enumerate(result.hits, start=1):
+        lines.append(f"  {rank:>4}  {hit.distance:>9.4f}  {hit.l2:>7.4f}  {result.status(hit):>5}  "
+                     f"{hit.path}")
+    return "\n".join(lines)
+
+
+def draw_result(path, result: QueryResult, index: gallery_index.GalleryIndex, reranked: bool
+                ) -> pathlib.Path:
+    colours = [visualize.match_colour(result.pid, h.pid) for h in result.hits]
+    header = pathlib.Path(result.query).name + ("   NO MATCH (nearest L2 "
+                                                f"{result.best_l2:.3f} > threshold)"
+                                                if result.no_match else "") \
+        + ("   re-ranked" if reranked else "")
+    row = visualize.ranked_list_row(
+        result.query, [index.root / h.path for h in result.hits], [h.distance for h in result.hits],
+        colours, header=header, identities=[(h.pid, h.camera) for h in result.hits],
+        query_identity=(result.pid, result.camera), no_match=result.no_match)
+    return visualize.draw_rows(path, [row])
+
+
+def picture_names(queries: Sequence[str]) -> list[str]:
+    """One distinct PNG name per query: NN_<file stem>.png."""
+    return [f"{i:02d}_{pathlib.Path(q).stem}.png" for i, q in enumerate(queries)]
+
+
+def resolve_threshold(model: str, value: float | None, file: str | None, fingerprint: str,
+                      log) -> float | None:
+    """--threshold, else --threshold_file, else the threshold.json stored with the model."""
+    if value is not None:
+        return value
+    path = pathlib.Path(file) if file else threshold_lib.find(model)
+    if path is None:
+        return None
+    calibration = threshold_lib.load(path)
+    calibrated_for = calibration.source.get("model_fingerprint")
+    if calibrated_for and calibrated_for != fingerprint:
+        log(f"warning: {path} was calibrated for another model file (checkpoint "
+            f"{calibration.source.get('checkpoint')}); recalibrate with `python -m "
+            "jlml_tf.evaluate --calibrate_threshold`")
+    log(f"No-match threshold {calibration.threshold:.4f} from {path} (false-match rate "
+        f"{100 * calibration.false_match_rate:.2f}%, true-match rate "
+        f"{100 * calibration.true_match_rate:.1f}% on {calibration.source.get('dataset', '?')})")
+    return calibration.threshold
+
+
+# ----------------------------------------------------------------------------------------------
+# The command line
+
+
+def define_flags():
+    from absl import flags
+
+    fv = flags.FlagValues()
+    d = dict(flag_values=fv)
+    flags.DEFINE_string("model", None, "Run directory, checkpoint, SavedModel folder or .tflite.", **d)
+    flags.DEFINE_string("gallery_dir", None, "Folder of gallery images (searched recursively).", **d)
+    flags.DEFINE_multi_string("query", [], "Query image or folder (repeatable).", **d)
+    flags.DEFINE_integer("top_k", 10, "Gallery images listed per query.", lower_bound=1, **d)
+    flags.DEFINE_string("output_dir", DEFAULT_OUTPUT_DIR, "Where the ranked-list PNGs go.", **d)
+    flags.DEFINE_bool("rerank", False, "k-reciprocal re-ranking over queries and gallery.", **d)
+    flags.DEFINE_integer("k1", 20, "Re-ranking k1.", lower_bound=1, **d)
+    flags.DEFINE_integer("k2", 6, "Re-ranking k2.", lower_bound=1, **d)
+    flags.DEFINE_float("lambda_value", 0.3, "Re-ranking weight of the original distance.",
+                       lower_bound=0.0, upper_bound=1.0, **d)
+    flags.DEFINE_string("index_path", None, "Gallery index file (default "
+                        f"GALLERY/{gallery_index.INDEX_FILE}).", **d)
+    flags.DEFINE_bool("reindex", False, "Embed the whole gallery afresh.", **d)
+    flags.DEFINE_float("threshold", None, "No-match L2 distance threshold (default: the "
+                       "model's threshold.json, if any).", **d)
+    flags.DEFINE_string("threshold_file", None, "A threshold.json to use.", **d)
+    flags.DEFINE_integer("batch_size", 32, "Images per model call.", lower_bound=1, **d)
+    flags.DEFINE_integer("num_threads", 2, "CPU threads of a TFLite model.", lower_bound=1, **d)
+    flags.DEFINE_bool("progress", True, "Progress bar while embedding the gallery.", **d)
+    return fv
+
+
+class UsageError(Exception):
+    pass
+
+
+def run(fv, log=lambda msg: print(msg, file=sys.stderr)) -> list[QueryResult]:
+    from jlml_tf.evaluate import RerankConfig
+
+    if not fv.model:
+        raise UsageError("--model is required (a run directory, SavedModel or .tflite)")
+    if not fv.gallery_dir:
+        raise UsageError("--gallery_dir is required")
+    if not fv.query:
+        raise UsageError("--query is required (an image or folder; repeat for several)")
+    gallery = pathlib.Path(fv.gallery_dir)
+    if not gallery.is_dir():
+        raise UsageError(f"--gallery_dir={gallery}: no such folder")
+    if not pathlib.Path(fv.model).exists() and not is_run_model(fv.model):
+        raise UsageError(f"--model={fv.model}: no such file or folder")
+    try:
+        fingerprint = gallery_index.model_fingerprint(fv.model)
+        embedder = load_model(fv.model, fv.num_threads)
+    except (FileNotFoundError, ValueError) as e:
+        raise UsageError(f"--model={fv.model}: {e}") from e
+    threshold = resolve_threshold(fv.model, fv.threshold, fv.threshold_file, fingerprint, log)
+    out = pathlib.Path(fv.output_dir)
+    index_path = pathlib.Path(fv.index_path) if fv.index_path else None
+    if fv.reindex:
+        target = index_path or gallery_index.default_index_path(gallery)
+        if target.is_file():
+            target.unlink()
+    index, report = gallery_index.update_index(gallery, embedder, fingerprint, index_path,
+                                               fv.batch_size, fv.progress, exclude=[out], log=log)
+    log(f"Gallery {gallery}: {len(index)} images ({report.summary()})")
+    for path, reason in report.skipped:
+        log(f"  skipped unreadable gallery image {path}: {reason}")
+    if not len(index):
+        raise UsageError(f"--gallery_dir={gallery}: no readable images")
+    queries, embeddings, skipped = embed_queries(embedder, expand_queries(fv.query))
+    for path, reason in skipped:
+        log(f"skipped unreadable query {path}: {reason}")
+    if not queries:
+        raise UsageError("no readable query image among --query " + " ".join(fv.query))
+    rerank = RerankConfig(fv.k1, fv.k2, fv.lambda_value) if fv.rerank else None
+    results = search(embeddings, queries, index, fv.top_k, rerank, threshold)
+    out.mkdir(parents=True, exist_ok=True)
+    for result, name in zip(results, picture_names(queries)):
+        result.picture = str(draw_result(out / name, result, index, rerank is not None))
+        print(format_result(result, threshold, rerank is not None))
+        print(f"  -> {result.picture}\n")
+    (out / RESULTS_FILE).write_text(json.dumps({
+        "model": str(fv.model), "gallery_dir": str(gallery), "threshold": threshold,
+        "rerank": dataclasses.asdict(rerank) if rerank else None,
+        "skipped_queries": [list(s) for s in skipped],
+        "skipped_gallery": [list(s) for s in report.skipped],
+        "results": [dataclasses.asdict(r) for r in results]}, indent=2) + "\n")
+    return results
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """The CLI; returns the exit status (0 ok, 2 bad input)."""
+    from absl import flags
+
+    argv = list(sys.argv if argv is None else argv)
+    fv = define_flags()
+    if any(a in ("--help", "-h", "--helpshort", "--helpfull") for a in argv[1:]):
+        print(__doc__ + "\nFlags:\n" + fv.get_help())
+        return 0
+    try:
+        rest = fv(argv)
+        if len(rest) > 1:
+            raise UsageError(f"unexpected arguments {rest[1:]}; flags take the form --name=value")
+        run(fv)
+    except (flags.Error, UsageError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

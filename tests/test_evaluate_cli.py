@@ -1,0 +1,228 @@
+"""python -m jlml_tf.evaluate on a tiny run directory, and the evaluation glue behind it."""
+import json
+import shutil
+import types
+
+import matplotlib.image as mpimg
+import numpy as np
+import pytest
+
+from jlml_tf import evaluate as ev
+from jlml_tf import threshold as th
+from jlml_tf import visualize as vis
+from jlml_tf.evaluation import distances, metrics, protocol, rerank
+
+
+@pytest.fixture(scope="module")
+def tiny_run(tmp_path_factory):
+    """An untrained tiny JLML saved as a run directory of the tiny synthetic data set."""
+    import keras
+    import tensorflow as tf
+
+    import jlml_tf_datasets
+    from jlml_tf import run_dir
+    from jlml_tf.config import ModelConfig
+    from jlml_tf.modeling import jlml
+
+    root = tmp_path_factory.mktemp("evaluate_cli")
+    data_dir = root / "data"
+    data = jlml_tf_datasets.load("synthetic", None, data_dir=str(data_dir), config="tiny")
+    cfg = ModelConfig(input_height=64, input_width=32, stem_filters=8, global_widths=(4, 8),
+                      local_widths=(2, 4), units_per_stage=(1, 1), stage_strides=(1, 2),
+                      feature_dim=16, num_classes=6)
+    keras.utils.set_random_seed(0)
+    training_model, embedding_model = jlml.build_jlml(cfg)
+    run = root / "run"
+    run_dir.write_config(run, cfg, train={"dataset_option": ["config=tiny"],
+                                          "data_dir": str(data_dir), "manual_dir": None},
+                         data={"dataset": "synthetic", "protocol": "default", "trial": "default"})
+    tf.train.Checkpoint(model=training_model).save(str(run / "checkpoints" / "ckpt"))
+    from jlml_tf import eval_trial
+
+    features = eval_trial.extract_features(embedding_model, data.table, np.arange(len(data.table)),
+                                           64, 32, verbose=0)  # every image, in table order
+    return types.SimpleNamespace(run=run, data=data, cfg=cfg, features=features, root=root)
+
+
+def features_of(tiny_run, rows):
+    return tiny_run.features[rows]
+
+
+def read_results(path):
+    document = json.loads(path.read_text())
+    (summary,) = document["results"].values()
+    return summary
+
+
+def test_cli_writes_suffixed_results_the_worst_best_picture_and_a_threshold(tiny_run, capsys):
+    rc = ev.main(["evaluate", f"--run_dir={tiny_run.run}", "--verbose=0",
+                  "--num_queries_shown=2", "--top_k_shown=3", "--calibrate_threshold",
+                  "--target_false_match_rate=0.1"])
+    assert rc == 0
+    printed = capsys.readouterr().out
+    assert "| JLML l2 |" in printed and "synthetic / default / default" in printed
+    for name in ("results_l2.json", "results_l2.md", "cmc_l2.png", "worst_best_l2.png"):
+        assert (tiny_run.run / name).is_file(), name
+    assert not (tiny_run.run / "results.json").exists()  # training's own file name is left alone
+    # The same numbers as training's evaluation (eval_trial.evaluate_trial: these features
+    # into protocol.evaluate).
+    data, trial = tiny_run.data, tiny_run.data.trials[0]
+    table, f = data.table, tiny_run.features
+    expected = protocol.evaluate(f[trial.query], table.pids[trial.query], table.camids[trial.query],
+                                 f[trial.gallery], table.pids[trial.gallery],
+                                 table.camids[trial.gallery])
+    summary = read_results(tiny_run.run / "results_l2.json")
+    assert summary["num_trials"] == 1
+    for key in ("rank1", "rank5", "map", "map_official"):
+        assert summary["mean"][key] == pytest.approx(expected[key], abs=1e-6), key
+    # Worst/best picture: 2 + 2 of the 6 queries, each the query and its top 3.
+    png = tiny_run.run / "worst_best_l2.png"
+    rows = [vis.Row([None] * 4, section="s" if i in (0, 2) else "") for i in range(4)]
+    assert mpimg.imread(png).shape[:2] == vis.canvas_size(rows, title=True)
+    from test_visualize import count_frames
+
+    assert count_frames(png, vis.QUERY) == 4
+    assert count_frames(png, vis.MATCH) + count_frames(png, vis.NON_MATCH) == 12
+    check_threshold(tiny_run)
+
+
+def test_rerank_cli_uses_the_library_rerank_on_the_same_features(tiny_run, tmp_path):
+    out = tmp_path / "out"
+    ckpt = tiny_run.run / "checkpoints" / "ckpt-1"
+    rc = ev.main(["evaluate", f"--checkpoint={ckpt}", "--verbose=0", "--rerank", "--k1=5",
+                  "--k2=2", "--lambda_value=0.3", f"--output_dir={out}", "--num_queries_shown=1"])
+    assert rc == 0
+    assert json.loads((out / "results_rerank.json").read_text())["extra"]["checkpoint"] == str(ckpt)
+    assert {p.name for p in out.iterdir()} == {"results_rerank.json", "results_rerank.md",
+                                               "cmc_rerank.png", "worst_best_rerank.png"}
+    table, trial = tiny_run.data.table, tiny_run.data.trials[0]
+    gallery = trial.gallery[table.pids[trial.gallery] != -1]
+    q, g = features_of(tiny_run, trial.query), features_of(tiny_run, gallery)
+    reranked = rerank.rerank_features(q, g, "l2", k1=5, k2=2, lambda_value=0.3)
+    plain = distances.pairwise_distances(q, g)
+    assert not np.allclose(reranked, plain)
+    expected = metrics.evaluate_distance_matrix(reranked, table.pids[trial.query],
+                                                table.camids[trial.query], table.pids[gallery],
+                                                table.camids[gallery])
+    summary = read_results(out / "results_rerank.json")
+    for key in ("rank1", "map", "map_official", "minp"):
+        assert summary["mean"][key] == pytest.approx(expected[key], abs=1e-6), key
+    assert "re-ranking (k1=5, k2=2" in (out / "results_rerank.md").read_text()
+
+
+def test_rerank_improves_rank1_on_a_constructed_case():
+    # The query's nearest gallery item (pid 2) sits next to its own crowd, which does not have
+    # the query among its neighbours; the true match (pid 1) is a little farther but has the
+    # query as its nearest neighbour: k-reciprocal neighbours put it first.
+    q = np.array([[0.0, 0.0]], np.float32)
+    g = np.array([[1.0, 0], [1.5, 0.1], [1.5, -0.1], [1.7, 0], [-1.1, 0]], np.float32)
+    gp, gc = [2, 2, 2, 2, 1], [2] * 5
+    plain = ev.evaluate_features(q, [1], [1], g, gp, gc)
+    cfg = ev.RerankConfig(k1=2, k2=1, lambda_value=0.3)
+    reranked = ev.evaluate_features(q, [1], [1], g, gp, gc, rerank=cfg)
+    assert plain.results["rank1"] == 0.0 and reranked.results["rank1"] == 1.0
+    g_g = distances.pairwise_distances(g, g)
+    np.fill_diagonal(g_g, 0)
+    library = rerank.k_reciprocal_rerank(distances.pairwise_distances(q, g), np.zeros((1, 1)),
+                                         g_g, 2, 1, 0.3)
+    np.testing.assert_allclose(reranked.distances, library, rtol=1e-6)
+    np.testing.assert_allclose(reranked.query_distances([0]), library, rtol=1e-6)
+
+
+def test_evaluate_features_matches_protocol_evaluate_with_pooling_and_junk():
+    rng = np.random.default_rng(0)
+    q, g, mq = (rng.normal(size=(n, 8)).astype(np.float32) for n in (6, 20, 9))
+    qp, qc = rng.integers(1, 5, 6), rng.integers(1, 3, 6)
+    gp, gc = rng.integers(-1, 5, 20), rng.integers(1, 4, 20)
+    mqp, mqc = rng.integers(1, 5, 9), rng.integers(1, 3, 9)
+    for pooling in ("mean", "max"):
+        for metric in ("l2", "cosine"):
+            expected = protocol.evaluate(q, qp, qc, g, gp, gc, metric=metric,
+                                         multi_query=(mq, mqp, mqc), multi_query_pooling=pooling)
+            got = ev.evaluate_features(q, qp, qc, g, gp, gc, metric, multi_query=(mq, mqp, mqc),
+                                       multi_query_pooling=pooling)
+            assert got.gallery_keep.sum() == (gp != -1).sum()
+            for key in ("rank1", "map", "map_official", "minp", "num_queries"):
+                assert got.results[key] == pytest.approx(expected[key]), (pooling, metric, key)
+
+
+def test_worst_and_best_queries():
+    pq = metrics.QueryMetrics(first_rank=np.array([1, 5, 2, 0, 9]), ap_official=np.zeros(5),
+                              ap=np.array([1.0, 0.2, 0.5, 0.0, 0.2]), inp=np.zeros(5),
+                              num_matches=np.array([1, 1, 2, 0, 1]), num_gallery=10)
+    worst, best = ev.worst_and_best(pq, 2)
+    assert list(worst) == [4, 1]  # equal AP: the later first match is worse
+    assert list(best) == [0, 2]  # query 3 has no match: never shown
+    worst, best = ev.worst_and_best(pq, 3)
+    assert list(worst) == [4, 1, 2] and list(best) == [0]
+
+
+def test_option_suffixes():
+    assert ev.option_suffix("l2", False) == "_l2"
+    assert ev.option_suffix("l2", True) == "_rerank"
+    assert ev.option_suffix("xqda", True, "max") == "_xqda_rerank_mqmax"
+    assert ev.option_suffix("cosine", False, dataset_override="grid-125_125") == "_grid-125_125_cosine"
+    assert ev.paper_key_for("market1501", "single_query", "kissme", None) == \
+        "market1501/single_query/kissme"
+    assert ev.paper_key_for("cuhk01", "871_100_single_shot", "xqda", None) == \
+        "cuhk01/871_100_single_shot"
+
+
+def test_bad_input_names_the_path_or_flag(tiny_run, tmp_path, capsys):
+    assert ev.main(["evaluate", f"--run_dir={tmp_path / 'not_a_run'}"]) == 2
+    assert "not_a_run" in capsys.readouterr().err
+    (tmp_path / "empty").mkdir()
+    assert ev.main(["evaluate", f"--run_dir={tmp_path / 'empty'}"]) == 2
+    assert "empty: not a run directory" in capsys.readouterr().err
+    assert ev.main(["evaluate", f"--run_dir={tiny_run.run}", "--metric=mahalanobis"]) == 2
+    assert "--metric" in capsys.readouterr().err
+    assert ev.main(["evaluate", f"--checkpoint={tiny_run.run}/checkpoints/ckpt-99"]) == 2
+    assert "ckpt-99" in capsys.readouterr().err
+    assert ev.main(["evaluate"]) == 2
+    assert "--run_dir" in capsys.readouterr().err
+    assert ev.main(["evaluate", f"--run_dir={tiny_run.run}", "--noevaluation"]) == 2
+    assert "--calibrate_threshold" in capsys.readouterr().err
+
+
+def check_threshold(tiny_run):
+    """--calibrate_threshold stored RUN/threshold.json, the calibration of the training pairs."""
+    saved = th.load(tiny_run.run / th.FILE_NAME)
+    table, trial = tiny_run.data.table, tiny_run.data.trials[0]
+    true, false, total = th.pair_distances(features_of(tiny_run, trial.train),
+                                           table.pids[trial.train], table.camids[trial.train])
+    expected = th.calibrate(true, false, 0.1)
+    assert saved.threshold == pytest.approx(expected.threshold, rel=1e-5)
+    assert saved.false_match_rate == pytest.approx(expected.false_match_rate)
+    assert saved.false_match_rate <= 0.1
+    assert saved.true_match_rate == pytest.approx(expected.true_match_rate)
+    assert saved.num_false_pairs_total == total
+    assert saved.source["trial"] == "default" and len(saved.source["model_fingerprint"]) == 64
+    assert 0.0 <= saved.test["false_match_rate"] <= 1.0
+    assert th.find(tiny_run.run) == tiny_run.run / th.FILE_NAME
+
+
+@pytest.mark.slow
+def test_multi_trial_run(tiny_run, tmp_path, capsys):
+    multi = tmp_path / "multi"
+    for trial in ("trial_00", "trial_01"):
+        shutil.copytree(tiny_run.run / "checkpoints", multi / trial / "checkpoints")
+        shutil.copy(tiny_run.run / "config.json", multi / trial / "config.json")
+    rc = ev.main(["evaluate", f"--run_dir={multi}", "--verbose=0", "--metric=cosine",
+                  "--num_queries_shown=1"])
+    assert rc == 0
+    top = read_results(multi / "results_cosine.json")
+    per = [read_results(multi / t / "results_cosine.json") for t in ("trial_00", "trial_01")]
+    assert top["num_trials"] == 2 and len(top["trials"]) == 2
+    assert top["mean"]["rank1"] == pytest.approx(np.mean([p["mean"]["rank1"] for p in per]))
+    assert (multi / "trial_01" / "worst_best_cosine.png").is_file()
+
+
+def test_trial_dirs(tmp_path):
+    run = tmp_path / "run"
+    for name in ("trial_01", "trial_00", "trial_02"):
+        (run / name).mkdir(parents=True)
+        if name != "trial_02":  # an unfinished trial without config.json is not evaluated
+            (run / name / "config.json").write_text("{}")
+    assert [p.name for p in ev.trial_dirs(run)] == ["trial_00", "trial_01"]
+    (run / "config.json").write_text("{}")
+    assert ev.trial_dirs(run) == [run]
