@@ -68,6 +68,14 @@ def test_cmc_png_has_the_expected_size(written):
     assert image[..., :3].std() > 0.01  # not a blank canvas
 
 
+def test_single_result_dict_is_one_trial(tmp_path):
+    paths = report.write_report(tmp_path, {"l2": _trial(0.25, 0.5, [0.25, 1.0])},
+                                extra={"dataset": "cuhk03"})
+    doc = json.loads(paths["json"].read_text())
+    assert doc["results"]["l2"]["num_trials"] == 1 and doc["extra"] == {"dataset": "cuhk03"}
+    assert "| l2 | 25.0 | 90.0 |" in paths["markdown"].read_text()
+
+
 def test_empty_results_rejected(tmp_path):
     with pytest.raises(ValueError):
         report.write_report(tmp_path, {})

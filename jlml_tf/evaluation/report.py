@@ -98,6 +98,10 @@ def write_report(out_dir: str | os.PathLike, results: Mapping[str, Sequence[dict
                  extra: Mapping | None = None) -> dict[str, pathlib.Path]:
     """Writes results.json, results.md and cmc.png into out_dir; returns their paths.
 
+    results: {name: list of per-trial result dicts (or one dict)}; paper: published figures
+    in percent for a comparison row (see markdown_table); extra: anything JSON-able to keep
+    with the numbers (data set, checkpoint, options).
+
     results.json = {"title", "paper", "extra", "results": {name: {"trials": [...],
     "num_trials", "mean": {...}, "std": {...}}}}.
     """
@@ -105,7 +109,10 @@ def write_report(out_dir: str | os.PathLike, results: Mapping[str, Sequence[dict
     out.mkdir(parents=True, exist_ok=True)
     if not results:
         raise ValueError("no results to report")
-    summaries = {name: aggregate_trials(list(trials)) for name, trials in results.items()}
+    # A single result dict (one-split benchmark) counts as a list of one trial.
+    results = {name: [trials] if isinstance(trials, Mapping) else list(trials)
+               for name, trials in results.items()}
+    summaries = {name: aggregate_trials(trials) for name, trials in results.items()}
     document = {"title": title, "paper": dict(paper) if paper else None,
                 "extra": dict(extra) if extra else None,
                 "results": {name: {"trials": list(results[name]), **summaries[name]}
