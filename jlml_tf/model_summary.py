@@ -98,10 +98,14 @@ def markdown_table(rows: list[dict]) -> str:
 
 
 FLAGS = flags.FLAGS
-flags.DEFINE_integer("input_height", 224, "Input height.")
-flags.DEFINE_integer("input_width", 96, "Input width.")
-flags.DEFINE_integer("num_stripes", 4, "Local stripes m.")
-flags.DEFINE_list("compare", [], f"keras.applications networks to add: {sorted(REFERENCES)}.")
+
+
+def define_flags() -> None:
+    """CLI flags, defined only when run as a program so importing this module defines none."""
+    flags.DEFINE_integer("input_height", 224, "Input height.")
+    flags.DEFINE_integer("input_width", 96, "Input width.")
+    flags.DEFINE_integer("num_stripes", 4, "Local stripes m.")
+    flags.DEFINE_list("compare", [], f"keras.applications networks to add: {sorted(REFERENCES)}.")
 
 
 def main(argv):
@@ -114,4 +118,5 @@ def main(argv):
 
 
 if __name__ == "__main__":
+    define_flags()
     app.run(main)
