@@ -29,7 +29,6 @@ split) and stores it with the model as RUN/threshold.json, where `jlml_tf.search
 from __future__ import annotations
 
 import dataclasses
-import json
 import os
 import pathlib
 import shutil
@@ -243,7 +242,8 @@ def define_flags():
                         "(its latest checkpoint), or a folder of trial_NN/ run directories.", **d)
     flags.DEFINE_string("checkpoint", None, "A checkpoint prefix RUN/checkpoints/ckpt-N instead "
                         "of --run_dir.", **d)
-    flags.DEFINE_enum("dataset", None, DATASETS, "Evaluate on another data set than the run's.", **d)
+    flags.DEFINE_enum("dataset", None, DATASETS, "Evaluate on another data set than the run's.",
+                      **d)
     flags.DEFINE_string("protocol", None, "Protocol (default: the run's, or the data set's first "
                         "with --dataset).", **d)
     flags.DEFINE_string("trial", None, "Trial name or index (default: the run's trial; with "
@@ -346,7 +346,8 @@ def _load_data(fv, config: dict):
         ({} if override else parse_options(train.get("dataset_option", []), "dataset_option"))
     manual_dir = fv.manual_dir or (None if override else train.get("manual_dir"))
     try:
-        return jlml_tf_datasets.load(name, protocol_name, data_dir=fv.data_dir or train.get("data_dir"),
+        data_dir = fv.data_dir or train.get("data_dir")
+        return jlml_tf_datasets.load(name, protocol_name, data_dir=data_dir,
                                      manual_dir=manual_dir, **options), override
     except ValueError as e:
         raise UsageError(f"--dataset={name} --protocol={protocol_name}: {e}") from e
@@ -368,85 +369,103 @@ def _pick_trial(fv, data, config: dict, override: bool, position: int | None):
     raise UsageError(f"--trial={wanted}: {data.name}/{data.protocol} has trials {names}")
 
 
+def _report_trial(fv, evaluation: FeatureEvaluation, data, trial, out_dir: pathlib.Path,
+                  suffix: str, paper_key: str, checkpoint: str, log) -> dict[str, pathlib.Path]:
+    """results<suffix>.json/.md, cmc<suffix>.png and worst_best<suffix>.png of one trial."""
+    from jlml_tf import visualize
+
+    rerank = RerankConfig(fv.k1, fv.k2, fv.lambda_value) if fv.rerank else None
+    name = method_name(fv.metric, rerank, fv.multi_query_pooling)
+    title = f"{data.name} / {data.protocol} / {trial.name}"
+    extra = {"checkpoint": checkpoint, "metric": fv.metric,
+             "rerank": dataclasses.asdict(rerank) if rerank else None,
+             "multi_query_pooling": fv.multi_query_pooling, "dataset": data.name,
+             "protocol": data.protocol, "trial": trial.name}
+    paths = write_results(out_dir, suffix, {name: [evaluation.results]},
+                          paper=paper_lib.reference(paper_key),
+                          paper_label=f"Paper ({paper_key})", title=title, extra=extra)
+    worst, best = worst_and_best(evaluation.per_query, fv.num_queries_shown)
+    if len(worst) + len(best):
+        rows = [ranking_rows(evaluation, data.table, trial.query, trial.gallery, chosen,
+                             data.same_camera_junk, fv.top_k_shown) for chosen in (worst, best)]
+        paths["worst_best"] = visualize.plot_worst_best(
+            out_dir / f"worst_best{suffix}.png", *rows, title=f"{title}: {name}",
+            worst_title="Worst queries (lowest AP)", best_title="Best queries (highest AP)")
+    results = evaluation.results
+    log(f"{title}: rank-1 {100 * results['rank1']:.1f}%, mAP {100 * results['map']:.1f}% "
+        f"-> {', '.join(str(p) for p in paths.values())}")
+    return paths
+
+
+def _calibrate_trial(fv, lookup, data, trial, run_dir: pathlib.Path, checkpoint: str, log
+                     ) -> pathlib.Path:
+    """RUN/threshold.json from the trial's training pairs, checked on its test pairs."""
+    from jlml_tf import gallery_index
+
+    table = data.table
+    source = {"dataset": data.name, "protocol": data.protocol, "trial": trial.name,
+              "split": "train", "checkpoint": checkpoint,
+              "model_fingerprint": gallery_index.model_fingerprint(checkpoint)}
+    try:
+        calibration = threshold_lib.calibrate_features(
+            lookup(trial.train), table.pids[trial.train], table.camids[trial.train],
+            fv.target_false_match_rate, fv.max_false_pairs, source)
+    except ValueError as e:
+        raise UsageError(f"--calibrate_threshold on {data.name}/{trial.name}: {e}") from e
+    q, g = trial.query, trial.gallery
+    calibration.test = threshold_lib.cross_set_rates(
+        calibration.threshold, lookup(q), table.pids[q], table.camids[q], lookup(g),
+        table.pids[g], table.camids[g])
+    path = threshold_lib.save(calibration, run_dir / threshold_lib.FILE_NAME)
+    c = calibration
+    log(f"Threshold {c.threshold:.4f} (L2): false-match rate {100 * c.false_match_rate:.2f}% "
+        f"(target {100 * c.target_false_match_rate:.2f}%), true-match rate "
+        f"{100 * c.true_match_rate:.1f}% on {c.num_true_pairs} true / {c.num_false_pairs} false "
+        f"training pairs; on the test split {100 * c.test['true_match_rate']:.1f}% true, "
+        f"{100 * c.test['false_match_rate']:.2f}% false matches -> {path}")
+    return path
+
+
 def evaluate_target(fv, target: Target, data, trial, out_dir: pathlib.Path, suffix: str,
                     paper_key: str, log=print) -> tuple[dict | None, dict[str, pathlib.Path]]:
     """Features -> metrics, report files and worst/best picture; the calibration if asked.
 
     Returns (the results dict, None with --noevaluation; the files written)."""
-    from jlml_tf import eval_trial, gallery_index, run_dir as run_dir_lib, visualize
+    from jlml_tf import eval_trial, run_dir as run_dir_lib
 
-    ckpt_path = target.checkpoint or target.run_dir
-    cfg, _, embedding_model = run_dir_lib.load_models(ckpt_path)
+    _, checkpoint = run_dir_lib.resolve_checkpoint(target.checkpoint or target.run_dir)
+    cfg, _, embedding_model = run_dir_lib.load_models(checkpoint)
     table = data.table
-    rerank = RerankConfig(fv.k1, fv.k2, fv.lambda_value) if fv.rerank else None
     needed = []
     if fv.evaluation:
         needed += [trial.query, trial.gallery, trial.multi_query]
         if fv.metric in LEARNED_METRICS:
             needed.append(trial.train)
     if fv.calibrate_threshold:
-        needed.append(trial.train)
-        needed += [trial.query, trial.gallery]
+        needed += [trial.train, trial.query, trial.gallery]
     rows = np.unique(np.concatenate(needed))
     features = eval_trial.extract_features(embedding_model, table, rows, cfg.input_height,
                                            cfg.input_width, fv.batch_size, fv.verbose)
     lookup = lambda r: features[np.searchsorted(rows, r)]  # noqa: E731
     results, paths = None, {}
     if fv.evaluation:
-        metric = fit_metric(fv.metric, lookup(trial.train) if fv.metric in LEARNED_METRICS else None,
+        learned = fv.metric in LEARNED_METRICS
+        metric = fit_metric(fv.metric, lookup(trial.train) if learned else None,
                             table.pids[trial.train], table.camids[trial.train])
-        multi = None
-        if len(trial.multi_query):
-            mq = trial.multi_query
-            multi = (lookup(mq), table.pids[mq], table.camids[mq])
-        evaluation = evaluate_features(
-            lookup(trial.query), table.pids[trial.query], table.camids[trial.query],
-            lookup(trial.gallery), table.pids[trial.gallery], table.camids[trial.gallery],
-            metric, data.same_camera_junk, rerank, multi, fv.multi_query_pooling)
+        mq = trial.multi_query
+        multi = (lookup(mq), table.pids[mq], table.camids[mq]) if len(mq) else None
+        q, g = trial.query, trial.gallery
+        rerank = RerankConfig(fv.k1, fv.k2, fv.lambda_value) if fv.rerank else None
+        evaluation = evaluate_features(lookup(q), table.pids[q], table.camids[q], lookup(g),
+                                       table.pids[g], table.camids[g], metric,
+                                       data.same_camera_junk, rerank, multi,
+                                       fv.multi_query_pooling)
         results = evaluation.results
-        title = f"{data.name} / {data.protocol} / {trial.name}"
-        paths = write_results(out_dir, suffix, {method_name(fv.metric, rerank, fv.multi_query_pooling): [results]},
-                              paper=paper_lib.reference(paper_key), paper_label=f"Paper ({paper_key})",
-                              title=title, extra={"checkpoint": str(ckpt_path), "metric": fv.metric,
-                                                  "rerank": dataclasses.asdict(rerank) if rerank else None,
-                                                  "multi_query_pooling": fv.multi_query_pooling,
-                                                  "dataset": data.name, "protocol": data.protocol,
-                                                  "trial": trial.name})
-        worst, best = worst_and_best(evaluation.per_query, fv.num_queries_shown)
-        if len(worst) + len(best):
-            make = lambda chosen: ranking_rows(evaluation, table, trial.query, trial.gallery,  # noqa: E731
-                                               chosen, data.same_camera_junk, fv.top_k_shown)
-            paths["worst_best"] = visualize.plot_worst_best(
-                out_dir / f"worst_best{suffix}.png", make(worst), make(best),
-                title=f"{title}: {method_name(fv.metric, rerank, fv.multi_query_pooling)}",
-                worst_title="Worst queries (lowest AP)", best_title="Best queries (highest AP)")
-        log(f"{title}: rank-1 {100 * results['rank1']:.1f}%, mAP {100 * results['map']:.1f}% "
-            f"-> {', '.join(str(p) for p in paths.values())}")
+        paths = _report_trial(fv, evaluation, data, trial, out_dir, suffix, paper_key,
+                              str(target.checkpoint or checkpoint), log)
     if fv.calibrate_threshold:
-        true_d, false_d, total_false = threshold_lib.pair_distances(
-            lookup(trial.train), table.pids[trial.train], table.camids[trial.train],
-            fv.max_false_pairs)
-        source = {"dataset": data.name, "protocol": data.protocol, "trial": trial.name,
-                  "split": "train", "checkpoint": str(run_dir_lib.resolve_checkpoint(ckpt_path)[1]),
-                  "model_fingerprint": gallery_index.model_fingerprint(ckpt_path)}
-        try:
-            calibration = threshold_lib.calibrate(true_d, false_d, fv.target_false_match_rate,
-                                                  total_false, "l2", source)
-        except ValueError as e:
-            raise UsageError(f"--calibrate_threshold on {data.name}/{trial.name}: {e}") from e
-        calibration.test = threshold_lib.cross_set_rates(
-            calibration.threshold, lookup(trial.query), table.pids[trial.query],
-            table.camids[trial.query], lookup(trial.gallery), table.pids[trial.gallery],
-            table.camids[trial.gallery])
-        path = paths["threshold"] = threshold_lib.save(calibration,
-                                                       target.run_dir / threshold_lib.FILE_NAME)
-        log(f"Threshold {calibration.threshold:.4f} (L2): false-match rate "
-            f"{100 * calibration.false_match_rate:.2f}% (target "
-            f"{100 * calibration.target_false_match_rate:.2f}%), true-match rate "
-            f"{100 * calibration.true_match_rate:.1f}% on {calibration.num_true_pairs} true / "
-            f"{calibration.num_false_pairs} false training pairs; on the test split "
-            f"{100 * calibration.test['true_match_rate']:.1f}% true, "
-            f"{100 * calibration.test['false_match_rate']:.2f}% false matches -> {path}")
+        paths["threshold"] = _calibrate_trial(fv, lookup, data, trial, target.run_dir,
+                                              checkpoint, log)
     return results, paths
 
 
@@ -469,7 +488,8 @@ def run(fv) -> str:
         targets = []
         for t in trial_dirs(top):
             if run_dir_lib.latest_checkpoint(t) is None:
-                raise UsageError(f"--run_dir={t}: no checkpoint in {t / run_dir_lib.CHECKPOINT_DIR}")
+                raise UsageError(f"--run_dir={t}: no checkpoint in "
+                                 f"{t / run_dir_lib.CHECKPOINT_DIR}")
             targets.append(Target(t, None, run_dir_lib.read_config(t)))
     data, override = _load_data(fv, targets[0].config)
     suffix = fv.suffix if fv.suffix is not None else option_suffix(
@@ -478,7 +498,8 @@ def run(fv) -> str:
     if suffix and not suffix.startswith("_"):
         suffix = "_" + suffix
     explicit_key = fv.paper_key or targets[0].config.get("train", {}).get("paper_key")
-    paper_key = paper_key_for(data.name, data.protocol, fv.metric, None if override else explicit_key)
+    paper_key = paper_key_for(data.name, data.protocol, fv.metric,
+                              None if override else explicit_key)
     out_top = pathlib.Path(fv.output_dir) if fv.output_dir else top
     multi = len(targets) > 1 or targets[0].run_dir != top
     rerank = RerankConfig(fv.k1, fv.k2, fv.lambda_value) if fv.rerank else None

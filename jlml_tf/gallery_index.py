@@ -47,7 +47,8 @@ _HASH_CHUNK = 1 << 20
 # Fingerprints and keys
 
 
-def fingerprint_files(files: Iterable[str | os.PathLike], root: str | os.PathLike | None = None) -> str:
+def fingerprint_files(files: Iterable[str | os.PathLike],
+                      root: str | os.PathLike | None = None) -> str:
     """SHA-256 over the names (relative to `root`) and contents of files, in sorted order."""
     files = sorted(pathlib.Path(f) for f in files)
     digest = hashlib.sha256()
@@ -69,12 +70,12 @@ def model_files(model_path: str | os.PathLike) -> tuple[list[pathlib.Path], path
     path = pathlib.Path(model_path)
     from jlml_tf import run_dir as run_dir_lib
 
-    is_run = (path / run_dir_lib.CONFIG_FILE).is_file() or path.parent.name == run_dir_lib.CHECKPOINT_DIR
-    if is_run:
+    if (path / run_dir_lib.CONFIG_FILE).is_file() or path.parent.name == run_dir_lib.CHECKPOINT_DIR:
         run, ckpt = run_dir_lib.resolve_checkpoint(path)
-        ckpt = pathlib.Path(ckpt)
+        run, ckpt = run.resolve(), pathlib.Path(ckpt).resolve()
         files = [run / run_dir_lib.CONFIG_FILE] + sorted(ckpt.parent.glob(ckpt.name + ".*"))
         return files, run
+    path = path.resolve()
     if path.is_dir():
         files = sorted(p for p in path.rglob("*") if p.is_file() and p.name != INDEX_FILE)
         if not files:
@@ -82,7 +83,8 @@ def model_files(model_path: str | os.PathLike) -> tuple[list[pathlib.Path], path
         return files, path
     if path.is_file():
         return [path], path.parent
-    raise FileNotFoundError(f"{path}: no such model (run directory, checkpoint, SavedModel or .tflite)")
+    raise FileNotFoundError(f"{path}: no such model (run directory, checkpoint, SavedModel "
+                            "or .tflite)")
 
 
 def model_fingerprint(model_path: str | os.PathLike) -> str:
@@ -96,7 +98,8 @@ def image_key(path: str | os.PathLike) -> tuple[int, int]:
     return st.st_size, st.st_mtime_ns
 
 
-def scan_gallery(root: str | os.PathLike, exclude: Iterable[str | os.PathLike] = ()) -> dict[str, tuple[int, int]]:
+def scan_gallery(root: str | os.PathLike, exclude: Iterable[str | os.PathLike] = ()
+                 ) -> dict[str, tuple[int, int]]:
     """{relative posix path: (size, mtime_ns)} of the images under root, recursively.
 
     Hidden files and folders (names starting with ".") and the folders in `exclude` (e.g. an
@@ -288,7 +291,8 @@ def update_index(root: str | os.PathLike, embedder, fingerprint: str,
         to_embed = list(current)
     report.reused = len(reuse_rows)
 
-    done, new_embeddings, newly_skipped = embed_paths(embedder, root, to_embed, batch_size, progress)
+    done, new_embeddings, newly_skipped = embed_paths(embedder, root, to_embed, batch_size,
+                                                      progress)
     report.embedded = done
     if old is not None and new_embeddings is not None and reuse_rows \
             and new_embeddings.shape[1] != old.embeddings.shape[1]:

@@ -123,7 +123,8 @@ def expand_queries(queries: Sequence[str]) -> list[str]:
     return out
 
 
-def embed_queries(embedder, queries: Sequence[str]) -> tuple[list[str], np.ndarray, list[tuple[str, str]]]:
+def embed_queries(embedder, queries: Sequence[str]
+                  ) -> tuple[list[str], np.ndarray, list[tuple[str, str]]]:
     """(readable queries, their L2-normalised embeddings, skipped (path, reason))."""
     root = pathlib.Path(".")
     done, embeddings, skipped = gallery_index.embed_paths(
@@ -133,8 +134,8 @@ def embed_queries(embedder, queries: Sequence[str]) -> tuple[list[str], np.ndarr
     return done, embeddings, skipped
 
 
-def search(query_embeddings: np.ndarray, query_paths: Sequence[str], index: gallery_index.GalleryIndex,
-           top_k: int = 10, rerank=None, threshold: float | None = None) -> list[QueryResult]:
+def search(query_embeddings: np.ndarray, query_paths: Sequence[str],
+           index: gallery_index.GalleryIndex, top_k: int = 10, rerank=None, threshold: float | None = None) -> list[QueryResult]:
     """Ranks the gallery for every query. rerank: an evaluate.RerankConfig or None."""
     from jlml_tf.evaluate import rerank_distances
     from jlml_tf.evaluation import distances as dist_lib
@@ -160,8 +161,10 @@ def search(query_embeddings: np.ndarray, query_paths: Sequence[str], index: gall
 
 
 def format_result(result: QueryResult, threshold: float | None, reranked: bool) -> str:
-    who = f" (id {result.pid}" + (f", camera {result.camera})" if result.camera is not None else ")") \
-        if result.pid is not None else ""
+    who = ""
+    if result.pid is not None:
+        camera = f", camera {result.camera}" if result.camera is not None else ""
+        who = f" (id {result.pid}{camera})"
     lines = [f"Query {result.query}{who}"]
     if result.no_match:
         lines.append(f"  NO MATCH: the nearest gallery image is at L2 distance "
@@ -222,8 +225,10 @@ def define_flags():
 
     fv = flags.FlagValues()
     d = dict(flag_values=fv)
-    flags.DEFINE_string("model", None, "Run directory, checkpoint, SavedModel folder or .tflite.", **d)
-    flags.DEFINE_string("gallery_dir", None, "Folder of gallery images (searched recursively).", **d)
+    flags.DEFINE_string("model", None, "Run directory, checkpoint, SavedModel folder or "
+                        ".tflite.", **d)
+    flags.DEFINE_string("gallery_dir", None, "Folder of gallery images (searched "
+                        "recursively).", **d)
     flags.DEFINE_multi_string("query", [], "Query image or folder (repeatable).", **d)
     flags.DEFINE_integer("top_k", 10, "Gallery images listed per query.", lower_bound=1, **d)
     flags.DEFINE_string("output_dir", DEFAULT_OUTPUT_DIR, "Where the ranked-list PNGs go.", **d)
@@ -265,7 +270,7 @@ def run(fv, log=lambda msg: print(msg, file=sys.stderr)) -> list[QueryResult]:
     try:
         fingerprint = gallery_index.model_fingerprint(fv.model)
         embedder = load_model(fv.model, fv.num_threads)
-    except (FileNotFoundError, ValueError) as e:
+    except (FileNotFoundError, ValueError, ImportError) as e:
         raise UsageError(f"--model={fv.model}: {e}") from e
     threshold = resolve_threshold(fv.model, fv.threshold, fv.threshold_file, fingerprint, log)
     out = pathlib.Path(fv.output_dir)

@@ -180,8 +180,19 @@ def pair_distances(features, pids, camids, max_false_pairs: int | None = DEFAULT
         if keep_prob < 1.0:
             values = values[rng.random(values.size) < keep_prob]
         false_parts.append(values)
-    cat = lambda parts: (np.concatenate(parts) if parts else np.zeros(0)).astype(np.float32)  # noqa: E731
-    return cat(true_parts), cat(false_parts), total_false
+    return _concat(true_parts), _concat(false_parts), total_false
+
+
+def _concat(parts: list[np.ndarray]) -> np.ndarray:
+    return (np.concatenate(parts) if parts else np.zeros(0)).astype(np.float32)
+
+
+def calibrate_features(features, pids, camids, target_false_match_rate: float,
+                       max_false_pairs: int | None = DEFAULT_MAX_FALSE_PAIRS,
+                       source: dict | None = None, seed: int = 0) -> Calibration:
+    """calibrate() on the labelled pairs of L2-normalised features (pair_distances)."""
+    true, false, total = pair_distances(features, pids, camids, max_false_pairs, seed)
+    return calibrate(true, false, target_false_match_rate, total, "l2", source)
 
 
 def cross_set_rates(threshold: float, query, query_pids, query_camids, gallery, gallery_pids,

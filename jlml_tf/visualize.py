@@ -175,7 +175,8 @@ def _layout(rows: Sequence[Row], title: str | None = None):
     return canvas, texts
 
 
-def draw_rows(path: str | os.PathLike, rows: Sequence[Row], title: str | None = None) -> pathlib.Path:
+def draw_rows(path: str | os.PathLike, rows: Sequence[Row], title: str | None = None
+              ) -> pathlib.Path:
     """Writes the rows as a PNG of exactly canvas_size(rows, bool(title)) pixels."""
     import matplotlib
 
@@ -216,7 +217,8 @@ def ranked_list_row(query_image, gallery_images: Sequence, distances: Sequence[f
     colours: one border colour per gallery image (default: from the identities, grey when
     unknown). no_match: the query's border is orange and the header says so.
     """
-    identities = list(identities) if identities is not None else [(None, None)] * len(gallery_images)
+    if identities is None:
+        identities = [(None, None)] * len(gallery_images)
     if colours is None:
         colours = [match_colour(query_identity[0], pid) for pid, _ in identities]
     panels = [Panel(query_image, NO_MATCH if no_match else QUERY,
@@ -225,7 +227,8 @@ def ranked_list_row(query_image, gallery_images: Sequence, distances: Sequence[f
                                                          identities), start=1):
         label = f"{d:.3f}"
         ident_text = _identity_text(*ident)
-        panels.append(Panel(image, colour, f"#{rank}", label + ("\n" + ident_text if ident_text else "")))
+        bottom = label + ("\n" + ident_text if ident_text else "")
+        panels.append(Panel(image, colour, f"#{rank}", bottom))
     return Row(panels, header=header, header_colour="darkorange" if no_match else "black")
 
 

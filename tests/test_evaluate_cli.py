@@ -161,7 +161,8 @@ def test_option_suffixes():
     assert ev.option_suffix("l2", False) == "_l2"
     assert ev.option_suffix("l2", True) == "_rerank"
     assert ev.option_suffix("xqda", True, "max") == "_xqda_rerank_mqmax"
-    assert ev.option_suffix("cosine", False, dataset_override="grid-125_125") == "_grid-125_125_cosine"
+    assert ev.option_suffix("cosine", False, dataset_override="grid-125_125") == \
+        "_grid-125_125_cosine"
     assert ev.paper_key_for("market1501", "single_query", "kissme", None) == \
         "market1501/single_query/kissme"
     assert ev.paper_key_for("cuhk01", "871_100_single_shot", "xqda", None) == \
@@ -196,7 +197,11 @@ def check_threshold(tiny_run):
     assert saved.false_match_rate <= 0.1
     assert saved.true_match_rate == pytest.approx(expected.true_match_rate)
     assert saved.num_false_pairs_total == total
-    assert saved.source["trial"] == "default" and len(saved.source["model_fingerprint"]) == 64
+    assert saved.source["trial"] == "default"
+    # Keyed like the gallery index, so `search --model=RUN` knows it is this model's threshold.
+    from jlml_tf import gallery_index
+
+    assert saved.source["model_fingerprint"] == gallery_index.model_fingerprint(tiny_run.run)
     assert 0.0 <= saved.test["false_match_rate"] <= 1.0
     assert th.find(tiny_run.run) == tiny_run.run / th.FILE_NAME
 
