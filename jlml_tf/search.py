@@ -206,7 +206,8 @@ def resolve_threshold(model: str, value: float | None, file: str | None, fingerp
         return None
     calibration = threshold_lib.load(path)
     calibrated_for = calibration.source.get("model_fingerprint")
-    if calibrated_for and calibrated_for != fingerprint:
+    # Only a run's own checkpoint can be compared: an export of it has other files.
+    if calibrated_for and calibrated_for != fingerprint and is_run_model(model):
         log(f"warning: {path} was calibrated for another model file (checkpoint "
             f"{calibration.source.get('checkpoint')}); recalibrate with `python -m "
             "jlml_tf.evaluate --calibrate_threshold`")
