@@ -38,6 +38,7 @@ from typing import Callable, Sequence
 
 import numpy as np
 
+from jlml_tf import cli
 from jlml_tf import paper as paper_lib
 from jlml_tf import threshold as threshold_lib
 from jlml_tf.evaluation import distances as dist_lib
@@ -284,29 +285,11 @@ def define_flags():
     return fv
 
 
-class UsageError(Exception):
-    """Bad input: printed as `error: ...` with exit status 2."""
-
-
-def _literal(text: str):
-    if text.lower() in ("true", "false"):
-        return text.lower() == "true"
-    for cast in (int, float):
-        try:
-            return cast(text)
-        except ValueError:
-            pass
-    return text
+UsageError = cli.UsageError
 
 
 def parse_options(items: Sequence[str], flag: str = "--dataset_option") -> dict:
-    out = {}
-    for item in items or []:
-        key, sep, value = item.partition("=")
-        if not sep or not key:
-            raise UsageError(f"{flag}: {item!r} is not key=value")
-        out[key] = _literal(value)
-    return out
+    return cli.key_values(items, flag)
 
 
 def trial_dirs(run: pathlib.Path) -> list[pathlib.Path]:
@@ -526,27 +509,7 @@ def run(fv) -> str:
 
 def main(argv: Sequence[str] | None = None) -> int:
     """The CLI; returns the exit status (0 ok, 2 bad input)."""
-    from absl import flags
-
-    argv = list(sys.argv if argv is None else argv)
-    fv = define_flags()
-    if any(a in ("--help", "-h", "--helpshort", "--helpfull") for a in argv[1:]):
-        print(__doc__ + "\nFlags:\n" + fv.get_help())
-        return 0
-    try:
-        rest = fv(argv)
-        if len(rest) > 1:
-            raise UsageError(f"unexpected arguments {rest[1:]}; flags take the form --name=value")
-        summary = run(fv)
-    except (flags.Error, UsageError) as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
-    except FileNotFoundError as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
-    if summary:
-        print(summary)
-    return 0
+    return cli.run_main(define_flags, run, __doc__, argv)
 
 
 if __name__ == "__main__":

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from absl import flags
 
-from jlml_tf import distribute, optimization
+from jlml_tf import cli, distribute, optimization
 from jlml_tf.config import BRANCHES, LOSS_MODES, ModelConfig, SparsityConfig
 from jlml_tf.trainer import PRECISIONS, TrainConfig
 
@@ -160,21 +160,7 @@ def train_config() -> TrainConfig:
 
 def key_values(name: str) -> dict:
     """Parses a list flag of key=value items; numbers and booleans are converted."""
-    out = {}
-    for item in FLAGS[name].value:
-        key, sep, value = item.partition("=")
-        if not sep or not key:
-            raise flags.ValidationError(f"--{name}: {item!r} is not key=value")
-        out[key] = _literal(value)
-    return out
-
-
-def _literal(text: str):
-    if text.lower() in ("true", "false"):
-        return text.lower() == "true"
-    for cast in (int, float):
-        try:
-            return cast(text)
-        except ValueError:
-            pass
-    return text
+    try:
+        return cli.key_values(FLAGS[name].value, name)
+    except cli.UsageError as e:
+        raise flags.ValidationError(str(e)) from None

@@ -34,7 +34,7 @@ from typing import Sequence
 
 import numpy as np
 
-from jlml_tf import gallery_index, threshold as threshold_lib, visualize
+from jlml_tf import cli, gallery_index, threshold as threshold_lib, visualize
 
 DEFAULT_OUTPUT_DIR = "search_results"
 RESULTS_FILE = "search_results.json"
@@ -250,8 +250,7 @@ def define_flags():
     return fv
 
 
-class UsageError(Exception):
-    pass
+UsageError = cli.UsageError
 
 
 def run(fv, log=lambda msg: print(msg, file=sys.stderr)) -> list[QueryResult]:
@@ -310,22 +309,7 @@ def run(fv, log=lambda msg: print(msg, file=sys.stderr)) -> list[QueryResult]:
 
 def main(argv: Sequence[str] | None = None) -> int:
     """The CLI; returns the exit status (0 ok, 2 bad input)."""
-    from absl import flags
-
-    argv = list(sys.argv if argv is None else argv)
-    fv = define_flags()
-    if any(a in ("--help", "-h", "--helpshort", "--helpfull") for a in argv[1:]):
-        print(__doc__ + "\nFlags:\n" + fv.get_help())
-        return 0
-    try:
-        rest = fv(argv)
-        if len(rest) > 1:
-            raise UsageError(f"unexpected arguments {rest[1:]}; flags take the form --name=value")
-        run(fv)
-    except (flags.Error, UsageError) as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
-    return 0
+    return cli.run_main(define_flags, lambda fv: run(fv) and None, __doc__, argv)
 
 
 if __name__ == "__main__":
