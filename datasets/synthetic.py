@@ -30,15 +30,23 @@ Splits (Market-1501 style)
     `same_camera_gallery_prob`, one more image from the query camera (junk under the
     same-camera rule), plus `num_distractors` single images of other people with pid 0.
 
-Default size (config "default"): 160 training and 100 test identities, 5 cameras,
-4 images per identity per camera, 100 distractors, 128x64 pixels, JPEG: about 1.9k training,
-100 query and 0.9k gallery images. This is a few thousand images, enough identities for the
-classifier heads to learn fine distinctions and a 100-identity test set (chance rank-1 is about
-1/100 identities plus distractors) while a small JLML still runs several epochs in a few CPU
-minutes; 128x64 keeps enough pixels for stripes and shoes and is resized by the model.
-Generation takes a few seconds on 2 cores (see `generate`); the TFDS build caches it under
-`data_dir`. The "tiny" config (12 identities, 3 cameras, 64x32) builds in about a second for
-unit tests.
+Default size (config "default"): 160 training and 100 test identities, 5 cameras, each
+identity in 2-4 of them, 4 images per identity per camera, 100 distractors, 128x64 pixels, JPEG
+(about 4 KB each): 1,908 training, 100 query and 931 gallery images (2,939 in all). Why: enough
+training identities (and sibling pairs) for the classifiers to learn fine distinctions, a test set
+big enough that rank-1 is not noisy in steps of 10% (chance rank-1 is about 1%), and few enough
+images that a small JLML runs an epoch in well under a minute on 2 CPU cores; 128x64 (the
+Market-1501 size) keeps enough pixels for stripes and shoes, and the model resizes. Generation
+takes about 9 s on 2 idle cores (`generate`), the TFDS build about 10 s; it is cached under
+`data_dir`. The "tiny" config (12 identities, 3 cameras, 64x32, 59 images) renders in 0.1 s and
+builds in about a second, for unit tests.
+
+Difficulty, measured: nearest neighbour on hand-made features is near chance (rank-1 0% on the
+image mean colour, 1-8% on stripe mean colours, colour histograms or 16x8 thumbnails), while a
+small JLML (stem 16, widths 16-128 / 8-32, one unit per stage, 128x64, Adam 1e-3, pad-crop,
+flip, erasing) reached rank-1 18% after 6 epochs and 23% after 12 epochs (~700 steps). In an
+earlier, slightly harder version of this generator the same run gave global-only 13%,
+local-only 16%, both 18%.
 """
 from __future__ import annotations
 
@@ -281,11 +289,14 @@ def make_cameras(rng: np.random.Generator, count: int) -> list[Camera]:
             cast = rng.uniform(0.85, 1.15, 3)
             scale, blur = rng.uniform(0.75, 0.95), rng.uniform(0.0, 1.2)
             noise, occ = rng.uniform(2, 7), rng.uniform(0.05, 0.25)
+        # Backgrounds: desaturated scene colours, so clothes stand out but still vary.
         palette = np.stack([_colour(rng, CLOTH_COLOURS, 30) * rng.uniform(0.6, 1.0)
                             for _ in range(4)])
+        palette = palette.mean(1, keepdims=True) + 0.55 * (palette - palette.mean(1, keepdims=True))
+        cast = 1.0 + 0.8 * (cast - 1.0)  # casts shift colours but keep them recognisable
         cameras.append(Camera(float(gain), float(gamma), cast.astype(np.float32), float(scale),
                               float(blur), float(noise), float(occ), palette,
-                              float(rng.uniform(10, 35))))
+                              float(rng.uniform(8, 22))))
     return cameras
 
 
@@ -330,7 +341,7 @@ def _background(canvas: _Canvas, cam: Camera, rng: np.random.Generator):
     horizon = h * rng.uniform(0.55, 0.8)
     grad = (canvas.yy[..., None] / h) * 0.3 + 0.85
     canvas.img[:] = np.where((canvas.yy >= horizon)[..., None], floor, wall) * grad
-    for _ in range(int(rng.integers(2, 6))):  # clutter: doors, poles, signs, parked things
+    for _ in range(int(rng.integers(1, 5))):  # clutter: doors, poles, signs, parked things
         y0, x0 = rng.uniform(-0.2, 0.9) * h, rng.uniform(-0.3, 1.0) * w
         hh, ww = rng.uniform(0.1, 0.6) * h, rng.uniform(0.08, 0.5) * w
         colour = cam.palette[rng.integers(len(cam.palette))] * rng.uniform(0.7, 1.3)
@@ -364,7 +375,7 @@ def draw_person(canvas: _Canvas, ident: Identity, cam: Camera, rng: np.random.Ge
     aw = 0.05 * u  # arm width
     lw = 0.4 * bw  # leg half-width
     sep = lw * rng.uniform(1.0, 1.4)  # leg centre offset from the body axis
-    front = rng.random() < 0.6
+    front = rng.random() < 0.7
     Y = lambda f: y0 + f * u  # noqa: E731  fraction of person height -> pixel row
 
     skin = ident.skin
