@@ -22,7 +22,9 @@ from jlml_tf.export import preprocessing
 
 PARITY_MD = "parity.md"
 PARITY_JSON = "parity.json"
-RANK1_GOAL_POINTS = 1.0  # full int8 within 1 rank-1 point of float32
+# Goal: full int8 rank-1 at most 1 point below TFLite float32. A gain is not a failure: on a
+# test set of Q queries one point is 100/Q queries, so small gains and losses are both noise.
+RANK1_GOAL_POINTS = 1.0
 
 
 @dataclasses.dataclass
@@ -154,7 +156,8 @@ def run(reference: Candidate, candidates: list[Candidate], eval_set: EvalSet,
         base = rows.get("tflite_float32", rows[reference.name])
         gap = rows["tflite_int8"]["rank1"] - base["rank1"]
         report["int8_rank1_gap_to_float32"] = gap
-        report["int8_meets_goal"] = bool(abs(gap) <= RANK1_GOAL_POINTS)
+        report["int8_meets_goal"] = bool(gap >= -RANK1_GOAL_POINTS)
+        report["num_queries"] = int(eval_set.num_query)
     return report
 
 
@@ -183,8 +186,10 @@ def report_markdown(report: dict) -> str:
     if "int8_meets_goal" in report:
         verdict = "meets" if report["int8_meets_goal"] else "MISSES"
         lines.append(f"Full int8 rank-1 is {report['int8_rank1_gap_to_float32']:+.2f} points from "
-                     f"TFLite float32: it {verdict} the goal of {report['rank1_goal_points']:g} "
-                     "point.")
+                     f"TFLite float32: it {verdict} the goal (at most "
+                     f"{report['rank1_goal_points']:g} point lower). With "
+                     f"{report.get('num_queries', '?')} queries one query is "
+                     f"{100 / max(report.get('num_queries', 1), 1):.2g} points.")
     elif not any(r["rank1"] is not None for r in report["formats"].values()):
         lines.append("No identities in the evaluation set: rank-1 and mAP are not measured.")
     lines += ["", "Formats:", ""]
