@@ -11,7 +11,7 @@ from jlml_tf import inference
 from jlml_tf.data import pipeline
 from jlml_tf.embed import embed_files
 from jlml_tf.evaluation import evaluate
-from jlml_tf.export import fixtures, tflite
+from jlml_tf.export import fixtures, parity, tflite
 
 
 @pytest.fixture(scope="module")
@@ -43,8 +43,9 @@ def test_tflite_ranks_the_gallery_like_the_saved_model(setup):
     assert res32["rank1"] == ref["rank1"] and abs(res32["map"] - ref["map"]) < 1e-6
     assert np.array_equal(order32[:, 0], ref_order[:, 0])  # same top match for every query
     res8, order8 = _ranking(inference.load_embedder(int8), data)
-    assert abs(res8["rank1"] - ref["rank1"]) * 100 <= 1.0  # the parity goal: within 1 point
-    assert np.mean(order8[:, 0] == ref_order[:, 0]) >= 0.8
+    # the parity goal (jlml_tf.export.parity): int8 rank-1 at most 1 point below float
+    assert (res8["rank1"] - ref["rank1"]) * 100 >= -parity.RANK1_GOAL_POINTS
+    assert np.mean(order8[:, 0] == ref_order[:, 0]) >= 0.6  # 6 queries on random weights
 
 
 def test_load_embedder_errors(setup, tmp_path):
