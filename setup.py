@@ -30,6 +30,7 @@ setup(
         "scipy>=1.13",
         "matplotlib>=3.8",
         "pillow>=10",
+        "tqdm>=4.60",  # embed progress bar
     ],
     extras_require={
         "test": ["pytest>=8"],

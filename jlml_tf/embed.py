@@ -21,12 +21,14 @@ import sys
 from absl import app, flags
 
 FLAGS = flags.FLAGS
-flags.DEFINE_string("model", None, "SavedModel folder or .tflite file.")
-flags.DEFINE_list("images", None, "Image files and/or folders.")
-flags.DEFINE_string("output", "embeddings.npz", "Where to write the .npz.")
-flags.DEFINE_integer("batch_size", 32, "Images per model call.")
-flags.DEFINE_integer("num_threads", 2, "CPU threads (TFLite interpreter).")
-flags.DEFINE_bool("progress", True, "Show a progress bar on stderr.")
+def define_flags() -> None:
+    """CLI flags, defined only when run as a program (importing this module defines none)."""
+    flags.DEFINE_string("model", None, "SavedModel folder or .tflite file.")
+    flags.DEFINE_list("images", None, "Image files and/or folders.")
+    flags.DEFINE_string("output", "embeddings.npz", "Where to write the .npz.")
+    flags.DEFINE_integer("batch_size", 32, "Images per model call.")
+    flags.DEFINE_integer("num_threads", 2, "CPU threads (TFLite interpreter).")
+    flags.DEFINE_bool("progress", True, "Show a progress bar on stderr.")
 
 
 def embed_files(embedder, files: list[str], batch_size: int = 32, progress: bool = True,
@@ -100,4 +102,5 @@ def run():
 
 
 if __name__ == "__main__":
+    define_flags()
     run()

@@ -19,15 +19,17 @@ import threading
 from absl import app, flags
 
 FLAGS = flags.FLAGS
-flags.DEFINE_string("model_base_path", None, "DIR/<model_name>: the folder of version folders.")
-flags.DEFINE_string("model_name", None, "Model name in request URLs (default: the folder name).")
-flags.DEFINE_string("host", "127.0.0.1", "Address to listen on (0.0.0.0 for every interface).")
-flags.DEFINE_integer("rest_port", 8501, "REST port; 0 for a free port, -1 for no REST API.")
-flags.DEFINE_integer("grpc_port", 8500, "gRPC port; 0 for a free port, -1 for no gRPC API.")
-flags.DEFINE_float("poll_seconds", 1.0, "How often to look for new versions (0: never).")
-flags.DEFINE_integer("max_request_bytes", 64 * 1024 * 1024, "Largest request body / message.")
-flags.DEFINE_integer("max_batch", 1024, "Largest batch in one request.")
-flags.DEFINE_integer("num_threads", 0, "TensorFlow intra-op threads (0: all cores).")
+def define_flags() -> None:
+    """CLI flags, defined only when run as a program (importing this module defines none)."""
+    flags.DEFINE_string("model_base_path", None, "DIR/<model_name>: the folder of version folders.")
+    flags.DEFINE_string("model_name", None, "Model name in request URLs (default: the folder name).")
+    flags.DEFINE_string("host", "127.0.0.1", "Address to listen on (0.0.0.0 for every interface).")
+    flags.DEFINE_integer("rest_port", 8501, "REST port; 0 for a free port, -1 for no REST API.")
+    flags.DEFINE_integer("grpc_port", 8500, "gRPC port; 0 for a free port, -1 for no gRPC API.")
+    flags.DEFINE_float("poll_seconds", 1.0, "How often to look for new versions (0: never).")
+    flags.DEFINE_integer("max_request_bytes", 64 * 1024 * 1024, "Largest request body / message.")
+    flags.DEFINE_integer("max_batch", 1024, "Largest batch in one request.")
+    flags.DEFINE_integer("num_threads", 0, "TensorFlow intra-op threads (0: all cores).")
 
 
 def main(argv):
@@ -81,4 +83,5 @@ def run():
 
 
 if __name__ == "__main__":
+    define_flags()
     sys.exit(run())

@@ -17,33 +17,35 @@ import sys
 from absl import app, flags, logging
 
 FLAGS = flags.FLAGS
-flags.DEFINE_string("run_dir", None, "Run directory written by `python -m jlml_tf.train` (or a "
-                    "checkpoint prefix RUN/checkpoints/ckpt-N).")
-flags.DEFINE_string("export_dir", None, "Where to write DIR/<model_name>/<version>/ and "
-                    "DIR/<model_name>_v<version>/.")
-flags.DEFINE_string("model_name", "jlml", "Model name (the TF Serving model name).")
-flags.DEFINE_integer("version", None, "Version number (default: one more than the newest).")
-flags.DEFINE_bool("overwrite", False, "Replace an existing version.")
-flags.DEFINE_list("tflite", ["float32", "float16", "dynamic_int8", "int8"],
-                  "TFLite variants to write (empty: none).")
-flags.DEFINE_string("parity_data", None, "Data set (registry name) for the parity report and "
-                    "int8 calibration (default: the run's data set from config.json).")
-flags.DEFINE_string("parity_protocol", None, "Protocol of --parity_data (default: the run's, or "
-                    "the data set's first).")
-flags.DEFINE_string("parity_data_dir", None, "data_dir for --parity_data (TFDS cache).")
-flags.DEFINE_string("parity_manual_dir", None, "manual_dir for --parity_data (the release).")
-flags.DEFINE_list("parity_option", None, "key=value options for the --parity_data loader "
-                  "(default: the run's --dataset_option when the data set is the run's).")
-flags.DEFINE_integer("parity_max_query", None, "Use only the first N query images.")
-flags.DEFINE_integer("parity_max_gallery", None, "Use only the first N gallery images.")
-flags.DEFINE_list("parity_images", None, "Files or folders to parity-check on instead of a data "
-                  "set (no identities: no rank-1/mAP).")
-flags.DEFINE_bool("parity", True, "Write the parity report (--noparity to skip).")
-flags.DEFINE_list("calibration_images", None, "Training image files or folders for full-int8 "
-                  "calibration (default: the parity data set's training images).")
-flags.DEFINE_integer("calibration_count", 200, "How many calibration images (random sample).")
-flags.DEFINE_list("latency_runs", ["30", "10"], "Timed runs at batch 1 and batch 32.")
-flags.DEFINE_integer("num_threads", 2, "CPU threads for TensorFlow and LiteRT.")
+def define_flags() -> None:
+    """CLI flags, defined only when run as a program (importing this module defines none)."""
+    flags.DEFINE_string("run_dir", None, "Run directory written by `python -m jlml_tf.train` (or a "
+                        "checkpoint prefix RUN/checkpoints/ckpt-N).")
+    flags.DEFINE_string("export_dir", None, "Where to write DIR/<model_name>/<version>/ and "
+                        "DIR/<model_name>_v<version>/.")
+    flags.DEFINE_string("model_name", "jlml", "Model name (the TF Serving model name).")
+    flags.DEFINE_integer("version", None, "Version number (default: one more than the newest).")
+    flags.DEFINE_bool("overwrite", False, "Replace an existing version.")
+    flags.DEFINE_list("tflite", ["float32", "float16", "dynamic_int8", "int8"],
+                      "TFLite variants to write (empty: none).")
+    flags.DEFINE_string("parity_data", None, "Data set (registry name) for the parity report and "
+                        "int8 calibration (default: the run's data set from config.json).")
+    flags.DEFINE_string("parity_protocol", None, "Protocol of --parity_data (default: the run's, or "
+                        "the data set's first).")
+    flags.DEFINE_string("parity_data_dir", None, "data_dir for --parity_data (TFDS cache).")
+    flags.DEFINE_string("parity_manual_dir", None, "manual_dir for --parity_data (the release).")
+    flags.DEFINE_list("parity_option", None, "key=value options for the --parity_data loader "
+                      "(default: the run's --dataset_option when the data set is the run's).")
+    flags.DEFINE_integer("parity_max_query", None, "Use only the first N query images.")
+    flags.DEFINE_integer("parity_max_gallery", None, "Use only the first N gallery images.")
+    flags.DEFINE_list("parity_images", None, "Files or folders to parity-check on instead of a data "
+                      "set (no identities: no rank-1/mAP).")
+    flags.DEFINE_bool("parity", True, "Write the parity report (--noparity to skip).")
+    flags.DEFINE_list("calibration_images", None, "Training image files or folders for full-int8 "
+                      "calibration (default: the parity data set's training images).")
+    flags.DEFINE_integer("calibration_count", 200, "How many calibration images (random sample).")
+    flags.DEFINE_list("latency_runs", ["30", "10"], "Timed runs at batch 1 and batch 32.")
+    flags.DEFINE_integer("num_threads", 2, "CPU threads for TensorFlow and LiteRT.")
 
 
 def _literal(text: str):
@@ -179,4 +181,5 @@ def run():
 
 
 if __name__ == "__main__":
+    define_flags()
     run()
