@@ -14,6 +14,7 @@ from __future__ import annotations
 import os
 import sys
 
+from jlml_tf import cli
 from absl import app, flags, logging
 
 FLAGS = flags.FLAGS
@@ -48,25 +49,11 @@ def define_flags() -> None:
     flags.DEFINE_integer("num_threads", 2, "CPU threads for TensorFlow and LiteRT.")
 
 
-def _literal(text: str):
-    if text.lower() in ("true", "false"):
-        return text.lower() == "true"
-    for cast in (int, float):
-        try:
-            return cast(text)
-        except ValueError:
-            pass
-    return text
-
-
 def _options(items, flag) -> dict:
-    out = {}
-    for item in items or []:
-        key, sep, value = item.partition("=")
-        if not sep or not key:
-            raise app.UsageError(f"--{flag}: {item!r} is not key=value")
-        out[key] = _literal(value)
-    return out
+    try:
+        return cli.key_values(items, flag)
+    except cli.UsageError as e:
+        raise app.UsageError(str(e)) from None
 
 
 def _data_source(run_config: dict):
