@@ -94,6 +94,9 @@ flags.DEFINE_integer("cpu_devices", 1, "Logical CPU devices (for MirroredStrateg
                      lower_bound=1)
 flags.DEFINE_string("tpu", "", "TPU address for --strategy=tpu.")
 flags.DEFINE_bool("cache_decoded", True, "Keep decoded training images in memory.")
+flags.DEFINE_string("init_from", None, "Start from another run's weights (a run directory or "
+                    "RUN/checkpoints/ckpt-N): every layer but the identity classifiers. Used "
+                    "only when the run has no checkpoint of its own yet.")
 
 # Evaluation.
 flags.DEFINE_enum("metric", "l2", METRICS, "Matching metric: L2 on JLML features (the paper) "
@@ -155,7 +158,7 @@ def train_config() -> TrainConfig:
         log_every_steps=FLAGS.log_every_steps, eval_every_epochs=FLAGS.eval_every_epochs,
         mixed_precision=FLAGS.mixed_precision, jit_compile=FLAGS.jit_compile,
         sampler=FLAGS.sampler, images_per_identity=FLAGS.images_per_identity,
-        cache_decoded=FLAGS.cache_decoded)
+        cache_decoded=FLAGS.cache_decoded, init_from=FLAGS.init_from)
 
 
 def key_values(name: str) -> dict:

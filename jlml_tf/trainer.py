@@ -21,7 +21,7 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from jlml_tf import distribute, losses, optimization, run_dir as run_dir_lib
+from jlml_tf import distribute, losses, optimization, run_dir as run_dir_lib, warm_start
 from jlml_tf.config import ModelConfig, SparsityConfig
 from jlml_tf.data import pipeline
 from jlml_tf.data.types import ImageTable
@@ -50,6 +50,7 @@ class TrainConfig:
     sampler: str = "random"  # "pk": P identities x K images per batch
     images_per_identity: int = 4
     cache_decoded: bool = True
+    init_from: str | None = None  # a run or checkpoint to copy feature weights from
     verbose: int = 1
 
 
@@ -169,6 +170,13 @@ class Trainer:
             self.checkpoint.restore(latest).assert_existing_objects_matched()
             if self.chief and self.train_cfg.verbose:
                 print(f"Resumed from {latest} at step {self.step}/{self.total_steps}")
+        elif self.train_cfg.init_from:
+            with self.strategy.scope():
+                copied = warm_start.copy_feature_weights(self.train_cfg.init_from, self.model,
+                                                         self.model_cfg)
+            self._log_event("init_from", source=self.train_cfg.init_from, tensors=copied)
+            if self.chief and self.train_cfg.verbose:
+                print(f"Initialised {copied} weight tensors from {self.train_cfg.init_from}")
         return self.step
 
     def save(self) -> str:
