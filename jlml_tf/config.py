@@ -30,6 +30,8 @@ class ModelConfig:
     dropout: float = 0.0
     batch_norm_momentum: float = 0.9
     sync_batch_norm: bool = False
+    # Training through tf.nn.fused_batch_norm: same outputs and weights, faster (BENCHMARKS.md).
+    fused_batch_norm: bool = True
 
     def __post_init__(self):
         for name in ("global_widths", "local_widths", "units_per_stage", "stage_strides"):

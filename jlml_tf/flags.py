@@ -46,6 +46,8 @@ flags.DEFINE_list("stage_strides", ["1", "2", "2", "2"], "Stride of each stage."
 flags.DEFINE_integer("feature_dim", 512, "Feature size of each branch.", lower_bound=1)
 flags.DEFINE_float("dropout", 0.0, "Dropout before the classifiers.", lower_bound=0.0, upper_bound=0.99)
 flags.DEFINE_bool("sync_batch_norm", False, "Synchronise batch norm statistics across replicas.")
+flags.DEFINE_bool("fused_batch_norm", True, "Train batch norm through the fused TF kernel (same "
+                  "outputs, faster); --nofused_batch_norm uses Keras' plain layer.")
 
 # Selective feature learning.
 flags.DEFINE_float("global_group_lasso", 5e-4, "Group LASSO (l2,1) weight on the global "
@@ -126,7 +128,8 @@ def model_config(num_classes: int = 2) -> ModelConfig:
             local_widths=_int_list("local_widths"), units_per_stage=_int_list("units_per_stage"),
             stage_strides=_int_list("stage_strides"), feature_dim=FLAGS.feature_dim,
             branches=FLAGS.branches, loss_mode=FLAGS.loss_mode, num_classes=num_classes,
-            dropout=FLAGS.dropout, sync_batch_norm=FLAGS.sync_batch_norm)
+            dropout=FLAGS.dropout, sync_batch_norm=FLAGS.sync_batch_norm,
+            fused_batch_norm=FLAGS.fused_batch_norm)
     except ValueError as e:  # name the flag, not the dataclass field
         raise flags.ValidationError(str(e).replace("ModelConfig.", "--")) from None
 

@@ -257,8 +257,8 @@ def find(model_path: str | os.PathLike) -> pathlib.Path | None:
     p = pathlib.Path(model_path)
     if p.is_dir():
         candidates = [p / FILE_NAME]
-        if p.name.isdigit():  # a SavedModel version folder: also its base path
-            candidates.append(p.parent / FILE_NAME)
+        if p.name.isdigit():  # a SavedModel version folder: its assets.extra, its base path
+            candidates += [p / "assets.extra" / FILE_NAME, p.parent / FILE_NAME]
     elif p.parent.name == "checkpoints":  # RUN/checkpoints/ckpt-N
         candidates = [p.parent.parent / FILE_NAME]
     else:  # a .tflite file: its folder, or the export folder above (EXPORT/tflite/x.tflite)

@@ -19,6 +19,7 @@ import numpy as np
 
 from jlml_tf import distribute, eval_trial, paper, run_dir as run_dir_lib
 from jlml_tf import flags as jflags
+from jlml_tf.config import ModelConfig
 from jlml_tf.data import pipeline
 from jlml_tf.data.types import ReidData, Trial, union_for_training
 from jlml_tf.trainer import Trainer, TrainingDivergedError
@@ -69,7 +70,8 @@ def check_same_run(trial_dir: pathlib.Path, model_cfg) -> None:
     path = trial_dir / run_dir_lib.CONFIG_FILE
     if not path.is_file() or FLAGS.overwrite:
         return
-    old = json.loads(path.read_text())["model"]
+    # Through ModelConfig so fields added since the run was written take their defaults.
+    old = ModelConfig.from_dict(json.loads(path.read_text())["model"]).to_dict()
     new = model_cfg.to_dict()
     diff = {k: (old.get(k), v) for k, v in new.items() if old.get(k) != v}
     if diff:

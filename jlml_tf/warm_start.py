@@ -15,7 +15,8 @@ from jlml_tf.config import ModelConfig
 from jlml_tf.modeling import jlml
 
 # Fields that may differ between the source and the new run without changing any feature weight.
-_FREE_FIELDS = {"num_classes", "dropout", "loss_mode"}
+_FREE_FIELDS = {"num_classes", "dropout", "loss_mode", "fused_batch_norm", "sync_batch_norm",
+                "batch_norm_momentum"}
 
 
 def check_compatible(source: ModelConfig, target: ModelConfig, source_path: str) -> None:

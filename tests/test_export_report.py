@@ -9,9 +9,9 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from jlml_tf import model_summary
+from jlml_tf import model_summary, threshold as threshold_lib
 from jlml_tf import run_dir as run_dir_lib
-from jlml_tf.export import fixtures, model_card, parity, pipeline
+from jlml_tf.export import fixtures, parity, pipeline
 
 
 def test_multiply_adds_by_hand():
@@ -22,17 +22,7 @@ def test_multiply_adds_by_hand():
     y = keras.layers.GlobalAveragePooling2D()(y)
     y = keras.layers.Dense(5)(y)  # 6*5
     model = keras.Model(x, y)
-    assert model_card.multiply_adds(model) == 48 * 108 + 12 * 36 + 12 * 12 + 30
-
-
-def test_multiply_adds_of_jlml_agree_with_model_summary():
-    from jlml_tf.modeling import jlml
-
-    cfg = fixtures.tiny_config()
-    training_model, embedding_model = jlml.build_jlml(cfg)
-    heads = tuple(jlml.classifier_layers(training_model))
-    assert model_card.multiply_adds(embedding_model) == model_summary.count_macs(
-        training_model, exclude=heads)
+    assert model_summary.count_macs(model) == 48 * 108 + 12 * 36 + 12 * 12 + 30
 
 
 @pytest.fixture(scope="module")
@@ -41,6 +31,9 @@ def exported(tmp_path_factory):
     data = fixtures.tiny_synthetic(root / "data")
     run = fixtures.make_synthetic_run(root / "run", data, data_dir=root / "data",
                                       results={"rank1": 0.25, "map": 0.2})
+    threshold_lib.save(threshold_lib.Calibration(
+        threshold=0.75, target_false_match_rate=0.01, false_match_rate=0.01, true_match_rate=0.5,
+        num_true_pairs=4, num_false_pairs=100), run)
     cfg = run_dir_lib.model_config(run)
     eval_set = parity.eval_set_from_reid(data, cfg.input_height, cfg.input_width)
     calibration = data.table.subset(data.trials[0].train)
@@ -60,6 +53,9 @@ def test_layout(exported):
     for name in ("model_card.md", "model_card.json", "parity.md", "parity.json",
                  "tflite/float32.tflite", "tflite/int8.tflite"):
         assert (result.extras_dir / name).is_file(), name
+    # the run's "no match" threshold travels with the export, where search looks for it
+    for model_path in (result.saved_model_dir, result.extras_dir / "tflite" / "int8.tflite"):
+        assert threshold_lib.load(threshold_lib.find(model_path)).threshold == 0.75
     # only version folders under the model base path (what TF Serving polls)
     assert [p.name for p in (root / "out" / "reid").iterdir()] == ["1"]
 
@@ -70,7 +66,7 @@ def test_model_card(exported):
     card = json.loads((result.extras_dir / "model_card.json").read_text())
     _, _, embedding_model = run_dir_lib.load_models(run)
     assert card["parameters"] == embedding_model.count_params()
-    assert card["multiply_adds"] == model_card.multiply_adds(embedding_model) > 0
+    assert card["multiply_adds"] == model_summary.count_macs(embedding_model) > 0
     assert card["input"]["colour_order"] == "RGB"
     assert card["input"]["saved_model"]["serving_default"]["dtype"] == "uint8"
     assert card["input"]["tflite"]["dtype"] == "uint8"

@@ -1,43 +1,24 @@
 """The model card written beside every export (Markdown for people, JSON for tools).
 
-`multiply_adds` is the one place this package counts compute: analytically, from the model's
-Conv2D/DepthwiseConv2D/Dense layers (one multiply-add per weight use per output position),
-ignoring BN, pooling, additions and the normalisation layers.
+Multiply-adds come from `jlml_tf.model_summary.count_macs`, the one place this package counts
+compute (analytically, from the weighted layers).
 """
 from __future__ import annotations
 
 import datetime
 import json
-import math
 import os
 import pathlib
 
 import keras
-from keras import layers
 
+from jlml_tf import model_summary
 from jlml_tf.config import ModelConfig
 from jlml_tf.export import preprocessing
 from jlml_tf.modeling import jlml
 
 CARD_MD = "model_card.md"
 CARD_JSON = "model_card.json"
-
-
-def multiply_adds(model: keras.Model) -> int:
-    """Multiply-adds of one forward pass of one image through `model`."""
-    total = 0
-    for layer in model.layers:
-        if isinstance(layer, keras.Model):
-            total += multiply_adds(layer)
-            continue
-        if not isinstance(layer, (layers.Conv2D, layers.DepthwiseConv2D, layers.Dense)):
-            continue
-        out_shape = layer.output.shape
-        positions = math.prod(out_shape[1:-1])  # output pixels (1 for a Dense on vectors)
-        # Each kernel weight is used once per output position: Conv2D [kh, kw, cin/groups,
-        # cout], DepthwiseConv2D [kh, kw, cin, multiplier], Dense [in, out].
-        total += positions * math.prod(layer.kernel.shape)
-    return int(total)
 
 
 def read_run(run_dir: str | os.PathLike) -> dict:
@@ -107,7 +88,7 @@ def build_card(cfg: ModelConfig, embedding_model: keras.Model, run_dir: str | os
                               "branch features concatenated); match by L2 distance, "
                               "equivalently cosine similarity"},
         "parameters": int(params),
-        "multiply_adds": multiply_adds(embedding_model),
+        "multiply_adds": model_summary.count_macs(embedding_model),
         "training": {"data": _scalars(data),
                      "flags": {k: train[k] for k in ("epochs", "batch_size", "optimizer",
                                                      "learning_rate", "seed") if k in train}},

@@ -3,7 +3,7 @@
     EXPORT_DIR/<model_name>/<version>/            SavedModel, TF Serving layout (+ assets.extra/
                                                   model_card.json)
     EXPORT_DIR/<model_name>_v<version>/           everything else about that version:
-        model_card.md, model_card.json, parity.md, parity.json,
+        model_card.md, model_card.json, parity.md, parity.json, threshold.json (if the run has one),
         tflite/{float32,float16,dynamic_int8,int8}.tflite
 
 The SavedModel is staged under a hidden name, the TFLite files are converted from it and
@@ -21,7 +21,7 @@ from typing import Callable, Sequence
 
 import numpy as np
 
-from jlml_tf import inference
+from jlml_tf import inference, threshold as threshold_lib
 from jlml_tf import run_dir as run_dir_lib
 from jlml_tf.data.types import ImageTable
 from jlml_tf.export import model_card, parity, saved_model, tflite
@@ -149,8 +149,12 @@ def export_run(run_dir: str | os.PathLike, export_dir: str | os.PathLike,
         card = model_card.build_card(cfg, l2, run_path, checkpoint, model_name, version,
                                      os.fspath(target), tflite_info, report)
         model_card.write_card(card, extras)
-        saved_model.write_extra_files(staged, {
-            model_card.CARD_JSON: json.dumps(card, indent=2, default=str) + "\n"})
+        extra_files = {model_card.CARD_JSON: json.dumps(card, indent=2, default=str) + "\n"}
+        threshold_file = run_path / threshold_lib.FILE_NAME
+        if threshold_file.is_file():  # the run's "no match" threshold travels with its model
+            extra_files[threshold_lib.FILE_NAME] = threshold_file.read_text()
+            shutil.copyfile(threshold_file, extras / threshold_lib.FILE_NAME)
+        saved_model.write_extra_files(staged, extra_files)
         published = saved_model.publish(staged, base, version, overwrite)
     finally:
         if staged.exists():

@@ -22,8 +22,13 @@ LOCAL_CLASSIFIER = "local_classifier"
 UNI_CLASSIFIER = "uni_classifier"
 
 
+def _batch_norm_options(cfg: ModelConfig) -> dict:
+    return dict(bn_momentum=cfg.batch_norm_momentum, sync_bn=cfg.sync_batch_norm,
+                fused_bn=cfg.fused_batch_norm)
+
+
 def _global_branch(x, cfg: ModelConfig):
-    bn = dict(bn_momentum=cfg.batch_norm_momentum, sync_bn=cfg.sync_batch_norm)
+    bn = _batch_norm_options(cfg)
     x = residual.residual_stages(x, cfg.global_widths, cfg.units_per_stage, cfg.stage_strides,
                                  cfg.expansion, "global", **bn)
     x = layers.GlobalAveragePooling2D(name="global_pool")(x)
@@ -31,7 +36,7 @@ def _global_branch(x, cfg: ModelConfig):
 
 
 def _local_branch(x, cfg: ModelConfig):
-    bn = dict(bn_momentum=cfg.batch_norm_momentum, sync_bn=cfg.sync_batch_norm)
+    bn = _batch_norm_options(cfg)
     stripes = residual.HorizontalStripes(cfg.num_stripes, name="stripes")(x)
     pooled = []
     for i, stripe in enumerate(stripes):
@@ -51,7 +56,7 @@ def _classifier(x, cfg: ModelConfig, name):
 
 def build_jlml(cfg: ModelConfig) -> tuple[keras.Model, keras.Model]:
     """Returns (training_model, embedding_model), sharing all weights."""
-    bn = dict(bn_momentum=cfg.batch_norm_momentum, sync_bn=cfg.sync_batch_norm)
+    bn = _batch_norm_options(cfg)
     pixels = keras.Input((cfg.input_height, cfg.input_width, 3), name="pixels")
     x = layers.Normalization(mean=PIXEL_MEAN, variance=[s * s for s in PIXEL_STD],
                              name="normalize")(pixels)

@@ -4,22 +4,26 @@ from __future__ import annotations
 import keras
 from keras import layers
 
+from jlml_tf.modeling.fused_batch_norm import FusedBatchNormalization
+
 
 def conv_bn(x, filters, kernel_size, strides, name, activation=True, bn_momentum=0.9,
-            sync_bn=False):
+            sync_bn=False, fused_bn=False):
     x = layers.Conv2D(filters, kernel_size, strides=strides, padding="same", use_bias=False,
                       kernel_initializer="he_normal", name=f"{name}_conv")(x)
-    x = layers.BatchNormalization(momentum=bn_momentum, epsilon=1e-5, synchronized=sync_bn,
+    batch_norm = FusedBatchNormalization if fused_bn else layers.BatchNormalization
+    x = batch_norm(momentum=bn_momentum, epsilon=1e-5, synchronized=sync_bn,
                                   name=f"{name}_bn")(x)
     if activation:
         x = layers.ReLU(name=f"{name}_relu")(x)
     return x
 
 
-def bottleneck_unit(x, mid_filters, strides, expansion, name, bn_momentum=0.9, sync_bn=False):
+def bottleneck_unit(x, mid_filters, strides, expansion, name, bn_momentum=0.9, sync_bn=False,
+                    fused_bn=False):
     """1x1 reduce, 3x3 (strided), 1x1 expand; projection shortcut when the shape changes."""
     out_filters = mid_filters * expansion
-    kw = dict(bn_momentum=bn_momentum, sync_bn=sync_bn)
+    kw = dict(bn_momentum=bn_momentum, sync_bn=sync_bn, fused_bn=fused_bn)
     shortcut = x
     if strides != 1 or x.shape[-1] != out_filters:
         shortcut = conv_bn(x, out_filters, 1, strides, f"{name}_proj", activation=False, **kw)
@@ -31,17 +35,18 @@ def bottleneck_unit(x, mid_filters, strides, expansion, name, bn_momentum=0.9, s
 
 
 def residual_stages(x, widths, units_per_stage, strides, expansion, name, bn_momentum=0.9,
-                    sync_bn=False):
+                    sync_bn=False, fused_bn=False):
     for stage, (width, units, stride) in enumerate(zip(widths, units_per_stage, strides)):
         for unit in range(units):
             x = bottleneck_unit(x, width, stride if unit == 0 else 1, expansion,
-                                f"{name}_s{stage + 1}u{unit + 1}", bn_momentum, sync_bn)
+                                f"{name}_s{stage + 1}u{unit + 1}", bn_momentum, sync_bn, fused_bn)
     return x
 
 
-def stem(x, filters, name, bn_momentum=0.9, sync_bn=False):
+def stem(x, filters, name, bn_momentum=0.9, sync_bn=False, fused_bn=False):
     """conv 3x3/1, BN, ReLU, max-pool 3x3/2: the shared low-level layers."""
-    x = conv_bn(x, filters, 3, 1, name, bn_momentum=bn_momentum, sync_bn=sync_bn)
+    x = conv_bn(x, filters, 3, 1, name, bn_momentum=bn_momentum, sync_bn=sync_bn,
+                fused_bn=fused_bn)
     return layers.MaxPooling2D(3, strides=2, padding="same", name=f"{name}_pool")(x)
 
 

@@ -1,0 +1,40 @@
+"""Batch normalisation that trains through TensorFlow's fused kernel.
+
+Keras 3's BatchNormalization computes moments and the normalisation as separate ops, which on a
+CPU makes several passes over every activation; at JLML's high-resolution early stages that is
+memory-bound work comparable to the convolutions. `tf.nn.fused_batch_norm` (oneDNN on CPU, cuDNN
+on GPU) does it in one pass. Same variables, same formula, same moving-average update: a model
+built with it loads the plain model's checkpoints and computes the same outputs (see the test).
+Inference and every case the fused kernel does not cover use the parent's code.
+"""
+from __future__ import annotations
+
+import keras
+import tensorflow as tf
+
+
+@keras.saving.register_keras_serializable(package="jlml_tf")
+class FusedBatchNormalization(keras.layers.BatchNormalization):
+
+    def _fused_applies(self, inputs, training, mask) -> bool:
+        return (bool(training) and self.trainable and mask is None and not self.synchronized
+                and not self.renorm and len(inputs.shape) == 4
+                and self.axis in (-1, 3) and keras.backend.backend() == "tensorflow")
+
+    def call(self, inputs, training=None, mask=None):
+        if not self._fused_applies(inputs, training, mask):
+            return super().call(inputs, training=training, mask=mask)
+        channels = inputs.shape[-1]
+        gamma = self.gamma if self.scale else tf.ones([channels], "float32")
+        beta = self.beta if self.center else tf.zeros([channels], "float32")
+        x = tf.cast(inputs, "float32")  # as the parent: statistics in float32 under mixed precision
+        y, mean, variance = tf.compat.v1.nn.fused_batch_norm(
+            x, tf.cast(gamma, "float32"), tf.cast(beta, "float32"), epsilon=self.epsilon,
+            is_training=True)
+        # The kernel returns the unbiased (n - 1) variance; Keras averages the biased one.
+        n = tf.cast(tf.size(x) // channels, "float32")
+        variance = variance * (n - 1.0) / n
+        self.moving_mean.assign(self.moving_mean * self.momentum + mean * (1.0 - self.momentum))
+        self.moving_variance.assign(
+            self.moving_variance * self.momentum + variance * (1.0 - self.momentum))
+        return tf.cast(y, self.compute_dtype)

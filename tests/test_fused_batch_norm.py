@@ -1,0 +1,81 @@
+"""The fused batch norm trains exactly like Keras' plain layer: outputs, gradients, statistics."""
+import dataclasses
+
+import keras
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from jlml_tf.modeling import jlml
+from jlml_tf.modeling.fused_batch_norm import FusedBatchNormalization
+
+
+def _pair(**kwargs):
+    plain = keras.layers.BatchNormalization(**kwargs)
+    fused = FusedBatchNormalization(**kwargs)
+    for layer in (plain, fused):
+        layer.build((None, 6, 5, 3))
+    gamma, beta = np.array([1.5, 0.5, 2.0], np.float32), np.array([0.1, -0.2, 0.3], np.float32)
+    moving = [np.array([0.2, 0.0, -0.1], np.float32), np.array([1.0, 2.0, 0.5], np.float32)]
+    weights = [gamma] * kwargs.get("scale", True) + [beta] * kwargs.get("center", True) + moving
+    plain.set_weights(weights)
+    fused.set_weights(weights)
+    return plain, fused
+
+
+def _train_step(layer, x):
+    with tf.GradientTape() as tape:
+        tape.watch(x)
+        y = layer(x, training=True)
+        # Non-uniform weights: the gradient of a plain sum through BN is zero.
+        weights = tf.reshape(tf.range(tf.size(y), dtype=y.dtype), y.shape) / 100.0
+        loss = tf.reduce_sum(y * weights + 0.5 * y * y)
+    return y, tape.gradient(loss, [x] + layer.trainable_variables)
+
+
+@pytest.mark.parametrize("center,scale", [(True, True), (False, True), (True, False)])
+def test_training_step_matches_plain_layer(center, scale):
+    plain, fused = _pair(momentum=0.9, epsilon=1e-5, center=center, scale=scale)
+    x = tf.constant(np.random.default_rng(0).normal(2.0, 3.0, (4, 6, 5, 3)), tf.float32)
+    y_plain, g_plain = _train_step(plain, x)
+    y_fused, g_fused = _train_step(fused, x)
+    np.testing.assert_allclose(y_fused, y_plain, atol=2e-5)
+    for a, b in zip(g_fused, g_plain):
+        np.testing.assert_allclose(a, b, atol=2e-4)
+    # The moving statistics follow the same (biased-variance) update.
+    for a, b in zip(fused.non_trainable_weights, plain.non_trainable_weights):
+        np.testing.assert_allclose(a.numpy(), b.numpy(), rtol=1e-5)
+
+
+def test_inference_uses_moving_statistics():
+    plain, fused = _pair()
+    x = tf.random.stateless_normal((2, 6, 5, 3), seed=(1, 2))
+    np.testing.assert_array_equal(fused(x, training=False), plain(x, training=False))
+
+
+def test_whole_network_trains_the_same(tiny_model_config):
+    plain_cfg = dataclasses.replace(tiny_model_config, fused_batch_norm=False)
+    fused_cfg = dataclasses.replace(tiny_model_config, fused_batch_norm=True)
+    keras.utils.set_random_seed(3)
+    plain, _ = jlml.build_jlml(plain_cfg)
+    fused, _ = jlml.build_jlml(fused_cfg)
+    fused.set_weights(plain.get_weights())
+    assert any(isinstance(l, FusedBatchNormalization) for l in fused.layers)
+    assert not any(isinstance(l, FusedBatchNormalization) for l in plain.layers)
+    images = tf.random.stateless_uniform((4, 64, 32, 3), seed=(4, 5), maxval=255.0)
+    labels = tf.constant([0, 1, 2, 3])
+
+    def step(model):
+        with tf.GradientTape() as tape:
+            logits = model(images, training=True)
+            loss = tf.add_n([tf.reduce_mean(tf.keras.losses.sparse_categorical_crossentropy(
+                labels, v, from_logits=True)) for v in logits.values()])
+        return logits, tape.gradient(loss, model.trainable_variables)
+
+    (logits_p, grads_p), (logits_f, grads_f) = step(plain), step(fused)
+    for name in logits_p:
+        np.testing.assert_allclose(logits_f[name], logits_p[name], rtol=1e-3, atol=1e-4)
+    for a, b in zip(grads_f, grads_p):
+        np.testing.assert_allclose(a, b, rtol=1e-2, atol=1e-4)
+    for a, b in zip(fused.non_trainable_weights, plain.non_trainable_weights):
+        np.testing.assert_allclose(a.numpy(), b.numpy(), rtol=1e-4, atol=1e-6)
