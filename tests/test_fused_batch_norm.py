@@ -79,3 +79,20 @@ def test_whole_network_trains_the_same(tiny_model_config):
         np.testing.assert_allclose(a, b, rtol=1e-2, atol=1e-4)
     for a, b in zip(fused.non_trainable_weights, plain.non_trainable_weights):
         np.testing.assert_allclose(a.numpy(), b.numpy(), rtol=1e-4, atol=1e-6)
+
+
+def test_mixed_bfloat16_matches_plain_layer_within_bfloat16_precision():
+    keras.mixed_precision.set_global_policy("mixed_bfloat16")
+    try:
+        plain, fused = _pair(momentum=0.9, epsilon=1e-5)
+    finally:
+        keras.mixed_precision.set_global_policy("float32")
+    x = tf.cast(np.random.default_rng(1).normal(1.0, 2.0, (4, 6, 5, 3)), tf.bfloat16)
+    y_plain, _ = _train_step(plain, x)
+    y_fused, _ = _train_step(fused, x)
+    assert y_fused.dtype == y_plain.dtype == tf.bfloat16
+    # bfloat16 has an 8-bit mantissa: outputs of size ~2 agree to a few 1e-2.
+    np.testing.assert_allclose(tf.cast(y_fused, tf.float32), tf.cast(y_plain, tf.float32),
+                               atol=3e-2)
+    for a, b in zip(fused.non_trainable_weights, plain.non_trainable_weights):
+        np.testing.assert_allclose(a.numpy(), b.numpy(), rtol=1e-2, atol=1e-3)
