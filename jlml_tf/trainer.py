@@ -99,8 +99,11 @@ class Trainer:
         if self.chief:
             return os.fspath(self.run_dir / run_dir_lib.CHECKPOINT_DIR)
         # Non-chief workers must write too (collective ops) but to a throw-away place.
-        task = self.strategy.cluster_resolver.task_id
-        return os.fspath(self.run_dir / f"tmp_worker{task}" / run_dir_lib.CHECKPOINT_DIR)
+        return os.fspath(self._scratch_dir() / run_dir_lib.CHECKPOINT_DIR)
+
+    def _scratch_dir(self) -> pathlib.Path:
+        """A non-chief worker's throw-away directory, deleted after every save."""
+        return self.run_dir / f"tmp_worker{self.strategy.cluster_resolver.task_id}"
 
     def _steps_per_epoch(self) -> int:
         steps = len(self.labels) // self.train_cfg.batch_size
@@ -165,7 +168,10 @@ class Trainer:
 
     # -- the loop ---------------------------------------------------------------------------
     def restore(self) -> int:
-        latest = self.manager.latest_checkpoint
+        # Every worker resumes from the chief's checkpoints (a non-chief keeps none of its own),
+        # so all replicas start from the same weights and step. Workers share the run directory.
+        latest = self.manager.latest_checkpoint if self.chief else \
+            run_dir_lib.latest_checkpoint(self.run_dir)
         if latest:
             self.checkpoint.restore(latest).assert_existing_objects_matched()
             if self.chief and self.train_cfg.verbose:
@@ -184,7 +190,7 @@ class Trainer:
             self._diverged({"loss": float("nan"), "weights": "not finite"})
         path = self.manager.save(checkpoint_number=self.step)
         if not self.chief:
-            tf.io.gfile.rmtree(os.path.dirname(path))
+            tf.io.gfile.rmtree(os.fspath(self._scratch_dir()))
         return path
 
     def fit(self) -> dict:

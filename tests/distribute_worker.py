@@ -1,0 +1,88 @@
+"""One Trainer under one tf.distribute strategy, in a fresh process (used by test_distribute.py).
+
+Logical CPU devices and MultiWorkerMirroredStrategy must be set up before TensorFlow initialises,
+so every configuration the test compares runs in its own interpreter:
+
+    python tests/distribute_worker.py steps   --strategy=default|mirrored --cpu_devices=N ...
+        runs --steps training steps on the first epoch's batches and writes the per-step losses
+    python tests/distribute_worker.py fit     --strategy=multi_worker --epochs=E ... (TF_CONFIG set)
+        runs Trainer.fit() (resuming if RUN/checkpoints holds a checkpoint) and reports the
+        step it started from
+
+Both write a JSON report (with a digest of the final weights) to --out. The data are
+test_trainer.colour_table (24 images, 4 identities), the same in every process; the model comes
+from --model (ModelConfig JSON).
+"""
+import argparse
+import json
+import os
+import pathlib
+import sys
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+os.environ.setdefault("CUDA_VISIBLE_DEVICES", "")
+
+TESTS = pathlib.Path(__file__).resolve().parent
+sys.path[:0] = [str(TESTS), str(TESTS.parent)]
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("mode", choices=("steps", "fit"))
+    parser.add_argument("--strategy", default="default")
+    parser.add_argument("--cpu_devices", type=int, default=1)
+    parser.add_argument("--model", required=True, help="ModelConfig as JSON")
+    parser.add_argument("--run_dir", required=True)
+    parser.add_argument("--out", required=True)
+    parser.add_argument("--steps", type=int, default=3)
+    parser.add_argument("--epochs", type=int, default=1)
+    parser.add_argument("--batch_size", type=int, default=8)
+    parser.add_argument("--checkpoint_every_steps", type=int, default=1000)
+    args = parser.parse_args()
+
+    from jlml_tf import distribute  # imports TensorFlow, which is not initialised yet
+
+    distribute.split_cpu(args.cpu_devices)  # before anything touches a device
+    strategy = distribute.make_strategy(args.strategy)
+
+    import tensorflow as tf
+    from jlml_tf import optimization
+    from jlml_tf.config import ModelConfig, SparsityConfig
+    from jlml_tf.data import pipeline
+    from jlml_tf.trainer import Trainer, TrainConfig
+    from test_trainer import colour_table
+
+    tf.config.experimental.enable_op_determinism()
+    table = colour_table()
+    train_cfg = TrainConfig(epochs=args.epochs, batch_size=args.batch_size, seed=3,
+                            checkpoint_every_steps=args.checkpoint_every_steps, log_every_steps=1,
+                            verbose=0)
+    trainer = Trainer(args.run_dir, ModelConfig.from_dict(json.loads(args.model)), SparsityConfig(),
+                      optimization.OptimizerConfig(learning_rate=0.05, schedule="constant"),
+                      train_cfg, pipeline.AugmentConfig(flip=False, pad=0, erasing_probability=0.0),
+                      table, table.pids - 1, strategy=strategy)
+    report = {"replicas": strategy.num_replicas_in_sync, "chief": trainer.chief,
+              "checkpoint_dir": trainer._checkpoint_dir()}
+    if args.mode == "steps":
+        batches = iter(trainer._dataset(0, 0))
+        report["losses"] = [{k: float(v) for k, v in trainer._train_step(next(batches)).items()}
+                            for _ in range(args.steps)]
+    else:
+        restore = trainer.restore
+
+        def recording_restore():  # the step fit() starts from, on every worker
+            report["start_step"] = restore()
+            return report["start_step"]
+
+        trainer.restore = recording_restore
+        trainer.fit()
+    # Per-variable sums of squares: equal on every worker iff all replicas hold the same weights.
+    report["weights"] = {v.path: float(tf.reduce_sum(tf.square(tf.cast(v, tf.float64))))
+                         for v in trainer.model.weights}
+    report["step"] = trainer.step
+    report["total_steps"] = trainer.total_steps
+    pathlib.Path(args.out).write_text(json.dumps(report, indent=1))
+
+
+if __name__ == "__main__":
+    main()
