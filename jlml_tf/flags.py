@@ -7,9 +7,9 @@ from __future__ import annotations
 
 from absl import flags
 
-from jlml_tf import cli, distribute, optimization
+from jlml_tf import cli, distribute, optimization, precision
 from jlml_tf.config import BRANCHES, LOSS_MODES, ModelConfig, SparsityConfig
-from jlml_tf.trainer import PRECISIONS, TrainConfig
+from jlml_tf.trainer import TrainConfig
 
 DATASETS = ("synthetic", "market1501", "cuhk03", "cuhk01", "grid", "viper", "folder")
 METRICS = ("l2", "cosine", "kissme", "xqda")
@@ -89,7 +89,8 @@ flags.DEFINE_integer("keep_checkpoints", 3, "Checkpoints kept.", lower_bound=1)
 flags.DEFINE_integer("log_every_steps", 20, "TensorBoard period.", lower_bound=1)
 flags.DEFINE_integer("eval_every_epochs", 0, "Evaluate every N epochs (0: at the end only).",
                      lower_bound=0)
-flags.DEFINE_enum("mixed_precision", "float32", PRECISIONS, "Numeric precision policy.")
+flags.DEFINE_enum("mixed_precision", "float32", precision.CHOICES, "Numeric precision policy; "
+                  "auto: the fastest correct one for the device (jlml_tf/precision.py).")
 flags.DEFINE_bool("jit_compile", False, "XLA-compile the train step (about 3x slower on CPU).")
 flags.DEFINE_enum("strategy", "default", distribute.STRATEGIES, "tf.distribute strategy.")
 flags.DEFINE_integer("cpu_devices", 1, "Logical CPU devices (for MirroredStrategy on a CPU).",
@@ -159,7 +160,8 @@ def train_config() -> TrainConfig:
         weight_decay=FLAGS.weight_decay, label_smoothing=FLAGS.label_smoothing,
         checkpoint_every_steps=FLAGS.checkpoint_every_steps, keep_checkpoints=FLAGS.keep_checkpoints,
         log_every_steps=FLAGS.log_every_steps, eval_every_epochs=FLAGS.eval_every_epochs,
-        mixed_precision=FLAGS.mixed_precision, jit_compile=FLAGS.jit_compile,
+        mixed_precision=precision.resolve(FLAGS.mixed_precision, FLAGS.strategy),
+        jit_compile=FLAGS.jit_compile,
         sampler=FLAGS.sampler, images_per_identity=FLAGS.images_per_identity,
         cache_decoded=FLAGS.cache_decoded, init_from=FLAGS.init_from)
 

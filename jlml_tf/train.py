@@ -17,7 +17,7 @@ import sys
 from absl import app, flags, logging
 import numpy as np
 
-from jlml_tf import distribute, eval_trial, paper, run_dir as run_dir_lib
+from jlml_tf import distribute, eval_trial, paper, precision, run_dir as run_dir_lib
 from jlml_tf import flags as jflags
 from jlml_tf.config import ModelConfig
 from jlml_tf.data import pipeline
@@ -124,6 +124,8 @@ def main(argv):
         logging.set_verbosity(logging.WARNING)  # TFDS and checkpoint INFO lines drown the bar
     distribute.split_cpu(FLAGS.cpu_devices)
     strategy = distribute.make_strategy(FLAGS.strategy, FLAGS.tpu)
+    if FLAGS.mixed_precision == "auto":
+        print(f"--mixed_precision=auto: {precision.resolve('auto', FLAGS.strategy)} on this machine")
     data = load_data(FLAGS.dataset, FLAGS.protocol, FLAGS.manual_dir, jflags.key_values("dataset_option"))
     run_dir = pathlib.Path(FLAGS.run_dir or default_run_dir(data))
     chosen = select_trials(data)

@@ -21,13 +21,13 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from jlml_tf import distribute, losses, optimization, run_dir as run_dir_lib, warm_start
+from jlml_tf import distribute, losses, optimization, precision, run_dir as run_dir_lib, warm_start
 from jlml_tf.config import ModelConfig, SparsityConfig
 from jlml_tf.data import pipeline
 from jlml_tf.data.types import ImageTable
 from jlml_tf.modeling import jlml
 
-PRECISIONS = ("float32", "mixed_bfloat16", "mixed_float16")
+PRECISIONS = precision.PRECISIONS
 
 
 class TrainingDivergedError(RuntimeError):
@@ -55,9 +55,7 @@ class TrainConfig:
 
 
 def set_precision(policy: str) -> None:
-    if policy not in PRECISIONS:
-        raise ValueError(f"--mixed_precision={policy!r}; expected one of {PRECISIONS}")
-    keras.mixed_precision.set_global_policy(policy)
+    precision.set_policy(policy)
 
 
 class Trainer:

@@ -1,0 +1,32 @@
+"""The `auto` precision policy per device type, and flag/value validation."""
+import pytest
+
+from jlml_tf import precision
+
+
+@pytest.mark.parametrize("strategy, gpus, cpu_flags, expected", [
+    ("tpu", [], set(), "mixed_bfloat16"),
+    ("mirrored", [(8, 0), (8, 0)], {"avx512_bf16"}, "mixed_float16"),
+    ("default", [(8, 0), (6, 1)], set(), "float32"),  # one old GPU: no tensor cores on it
+    ("default", [], {"avx512f", "avx512_bf16"}, "mixed_bfloat16"),
+    ("default", [], {"amx_bf16"}, "mixed_bfloat16"),
+    ("default", [], {"avx2", "avx512f"}, "float32"),
+])
+def test_choose_per_device_type(strategy, gpus, cpu_flags, expected):
+    assert precision.choose(strategy, gpus, cpu_flags) == expected
+
+
+def test_cpu_flags_read_from_cpuinfo(tmp_path):
+    info = tmp_path / "cpuinfo"
+    info.write_text("processor\t: 0\nflags\t\t: fpu avx2 avx512_bf16\n\nprocessor\t: 1\n")
+    assert precision.cpu_flags(str(info)) == {"fpu", "avx2", "avx512_bf16"}
+    assert precision.cpu_flags(str(tmp_path / "absent")) == set()
+
+
+def test_explicit_policy_kept_and_unknown_rejected():
+    assert precision.resolve("mixed_float16") == "mixed_float16"
+    assert precision.resolve("auto") in precision.PRECISIONS
+    with pytest.raises(ValueError, match="--mixed_precision='half'"):
+        precision.resolve("half")
+    with pytest.raises(ValueError, match="auto"):
+        precision.set_policy("auto")  # only resolved policies reach Keras
