@@ -89,7 +89,7 @@ flags.DEFINE_integer("keep_checkpoints", 3, "Checkpoints kept.", lower_bound=1)
 flags.DEFINE_integer("log_every_steps", 20, "TensorBoard period.", lower_bound=1)
 flags.DEFINE_integer("eval_every_epochs", 0, "Evaluate every N epochs (0: at the end only).",
                      lower_bound=0)
-flags.DEFINE_enum("mixed_precision", "float32", precision.CHOICES, "Numeric precision policy; "
+flags.DEFINE_enum("mixed_precision", "auto", precision.CHOICES, "Numeric precision policy; "
                   "auto: the fastest correct one for the device (jlml_tf/precision.py).")
 flags.DEFINE_bool("jit_compile", False, "XLA-compile the train step (about 3x slower on CPU).")
 flags.DEFINE_enum("strategy", "default", distribute.STRATEGIES, "tf.distribute strategy.")

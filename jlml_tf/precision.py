@@ -3,11 +3,13 @@
     TPU                          mixed_bfloat16  (the MXU computes in bfloat16)
     GPU, compute capability >= 7 mixed_float16   (tensor cores; loss scaling keeps gradients)
     GPU, older                   float32         (no fast float16 path)
-    CPU with native bfloat16     mixed_bfloat16  (AVX512_BF16 / AMX: faster, see BENCHMARKS.md)
-    CPU without it               float32         (bfloat16 would be emulated, slower)
+    CPU with AMX                 mixed_bfloat16  (AMX tiles compute in bfloat16; not measured here)
+    any other CPU                float32
 
-mixed_float16 is never picked for a CPU: float16 convolution gradients have no fast CPU kernel
-(hundreds of times slower here, BENCHMARKS.md).
+On this project's CPU (AVX512_BF16, no AMX) `python benchmarks/run.py` measured bfloat16
+slower than float32: matmul peak 151 vs 291 GFLOP/s, JLML training 22 vs 30 img/s at 160x64 with
+the fused batch norm (BENCHMARKS.md). mixed_float16 is never picked for a CPU: float16
+convolution gradients have no fast CPU kernel.
 """
 from __future__ import annotations
 
@@ -18,7 +20,7 @@ import tensorflow as tf
 
 PRECISIONS = ("float32", "mixed_bfloat16", "mixed_float16")
 CHOICES = ("auto",) + PRECISIONS
-CPU_BF16_FLAGS = ("avx512_bf16", "amx_bf16")
+CPU_BF16_FLAGS = ("amx_bf16",)  # AVX512_BF16 alone measured slower than float32
 
 
 def choose(strategy_name: str, gpu_capabilities: list[tuple[int, int]],
