@@ -125,7 +125,9 @@ def main(argv):
     distribute.split_cpu(FLAGS.cpu_devices)
     strategy = distribute.make_strategy(FLAGS.strategy, FLAGS.tpu)
     if FLAGS.mixed_precision == "auto":
-        print(f"--mixed_precision=auto: {precision.resolve('auto', FLAGS.strategy)} on this machine")
+        # Resolved once, here; config.json then records the policy that actually ran.
+        FLAGS.mixed_precision = precision.resolve("auto", FLAGS.strategy)
+        print(f"--mixed_precision=auto: {FLAGS.mixed_precision} on this machine")
     data = load_data(FLAGS.dataset, FLAGS.protocol, FLAGS.manual_dir, jflags.key_values("dataset_option"))
     run_dir = pathlib.Path(FLAGS.run_dir or default_run_dir(data))
     chosen = select_trials(data)

@@ -27,9 +27,6 @@ from jlml_tf.data import pipeline
 from jlml_tf.data.types import ImageTable
 from jlml_tf.modeling import jlml
 
-PRECISIONS = precision.PRECISIONS
-
-
 class TrainingDivergedError(RuntimeError):
     """The loss became NaN or Inf; the last good checkpoint is kept."""
 
@@ -54,10 +51,6 @@ class TrainConfig:
     verbose: int = 1
 
 
-def set_precision(policy: str) -> None:
-    precision.set_policy(policy)
-
-
 class Trainer:
     """Trains one model on one training set and writes checkpoints and logs to `run_dir`."""
 
@@ -75,7 +68,7 @@ class Trainer:
         self.steps_per_epoch = self._steps_per_epoch()
         self.total_steps = self.steps_per_epoch * train_cfg.epochs
         opt_cfg = dataclasses.replace(opt_cfg, total_steps=self.total_steps)
-        set_precision(train_cfg.mixed_precision)
+        precision.set_policy(train_cfg.mixed_precision)
         keras.utils.set_random_seed(train_cfg.seed)  # initial weights (Python, NumPy, TF seeds)
         with self.strategy.scope():
             self.model, self.embedding_model = jlml.build_jlml(model_cfg)

@@ -12,8 +12,7 @@ def conv_bn(x, filters, kernel_size, strides, name, activation=True, bn_momentum
     x = layers.Conv2D(filters, kernel_size, strides=strides, padding="same", use_bias=False,
                       kernel_initializer="he_normal", name=f"{name}_conv")(x)
     batch_norm = FusedBatchNormalization if fused_bn else layers.BatchNormalization
-    x = batch_norm(momentum=bn_momentum, epsilon=1e-5, synchronized=sync_bn,
-                                  name=f"{name}_bn")(x)
+    x = batch_norm(momentum=bn_momentum, epsilon=1e-5, synchronized=sync_bn, name=f"{name}_bn")(x)
     if activation:
         x = layers.ReLU(name=f"{name}_relu")(x)
     return x
