@@ -1,4 +1,4 @@
-"""The builders on the real images in ../shared/data (GRID, CUHK01, CUHK03 pair-1 subset).
+"""The builders on the real images in ../shared/data (GRID, CUHK01, CUHK03 camera pair 1).
 
 Skipped when that folder is absent. Each data set is built once per module into a temporary
 data_dir; nothing from the real data is written into the project.
@@ -102,7 +102,10 @@ def test_cuhk03_market_layout_subset(real_data_dir, cuhk03_data):
     counts = {name: (len(rows), len(np.unique(table.pids[rows])))
               for name, rows in (("train", trial.train), ("query", trial.query),
                                  ("gallery", trial.gallery))}
-    assert counts == {"train": (2912, 300), "query": (200, 100), "gallery": (738, 100)}
+    assert counts == {"train": (7239, 743), "query": (200, 100), "gallery": (738, 100)}
+    # pids 0001-0743 train (0001-0300 the earlier subset, unchanged), 0744-0843 test
+    assert np.array_equal(np.unique(table.pids[trial.train]), np.arange(1, 744))
+    assert np.array_equal(np.unique(table.pids[trial.query]), np.arange(744, 844))
     assert set(table.camids.tolist()) == {1, 2}
     assert set(table.pids[trial.train].tolist()).isdisjoint(table.pids[trial.query].tolist())
     # one query per identity and camera
