@@ -6,8 +6,13 @@ Release: `VIPeR/` (from `VIPeR.v1.0.zip`, extracted or not) under the manual dir
 (numbers run 000-873 with gaps), the angle is the viewpoint in degrees. pid = number + 1, so
 that `000` does not become the distractor pid 0; camid 1 = cam_a, 2 = cam_b. The full release
 is checked: 632 images per camera, each identity exactly once in each camera
-(`check_counts=False` for a subset). BMP bytes are stored as they are (tf.io.decode_image
-reads BMP).
+(`check_counts=False` for a subset).
+
+Images are stored as PNG, converted losslessly from the BMPs at build time (same pixels): most
+release BMPs carry 2 bytes after their pixel data, which TensorFlow's BMP decoder rejects
+("Input size should match (header_size + row_size * abs_height) but they differ by 2"), so the
+table holds bytes that `tf.io.decode_image`, `jlml_tf.data.pipeline.decode_and_resize` and the
+export's `serving_bytes` signature all read. Builder version 1.1.0 (1.0.0 stored the BMPs).
 
 Protocol 316_316: 10 trials, trial t uses `numpy.random.default_rng(t)` to permute the sorted
 identities; the first 316 are training identities (both images), the next 316 test
@@ -21,6 +26,7 @@ from __future__ import annotations
 import re
 
 import numpy as np
+import tensorflow_datasets as tfds
 
 from jlml_tf.data.types import Trial
 from jlml_tf_datasets import release as rl
@@ -46,6 +52,11 @@ def _parser(camid: int):
     return parse
 
 
+def bmp_to_png(data: bytes) -> bytes:
+    """Encoded image bytes (the release BMPs) -> RGB PNG bytes with the same pixels."""
+    return data if data[:8] == b"\x89PNG\r\n\x1a\n" else rl.to_rgb_png(data)
+
+
 class Viper(rl.ReleaseBuilder):
     """VIPeR: 632 identities, one image each in cam_a and cam_b."""
 
@@ -53,6 +64,18 @@ class Viper(rl.ReleaseBuilder):
     DATASET = "VIPeR"
     HOMEPAGE = "https://vision.soe.ucsc.edu/node/178"
     MANUAL_DOWNLOAD_INSTRUCTIONS = DOWNLOAD
+    VERSION = tfds.core.Version("1.1.0")
+    RELEASE_NOTES = {
+        "1.0.0": "First version (the release BMPs stored as they are).",
+        "1.1.0": "Images stored as lossless PNG: TensorFlow's BMP decoder rejects the release "
+                 "BMPs that carry 2 bytes after their pixel data.",
+    }
+
+    def _generate_examples(self, plan, records, converted):
+        # The base class has already checked every image (corrupt ones raise or are skipped).
+        for key, example in super()._generate_examples(plan, records, converted):
+            example["image"] = bmp_to_png(example["image"])
+            yield key, example
 
     def _plan(self, manual_dir):
         release = rl.find_release(manual_dir, dataset="VIPeR", required=["cam_a", "cam_b"],

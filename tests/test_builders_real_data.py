@@ -1,4 +1,4 @@
-"""The builders on the real images in ../shared/data (GRID, CUHK01, CUHK03 camera pair 1).
+"""The builders on the real images in ../shared/data (GRID, CUHK01, CUHK03 camera pair 1, VIPeR).
 
 Skipped when that folder is absent. Each data set is built once per module into a temporary
 data_dir; nothing from the real data is written into the project.
@@ -12,7 +12,8 @@ import tensorflow as tf
 from PIL import Image
 
 from conftest import REAL_DATA
-from jlml_tf_datasets import cuhk01, cuhk03, folder, grid
+from jlml_tf.data import pipeline
+from jlml_tf_datasets import cuhk01, cuhk03, folder, grid, viper
 
 pytestmark = pytest.mark.real_data
 
@@ -45,6 +46,12 @@ def cuhk01_data(data_dir):
 def cuhk03_data(data_dir):
     _need_real_data()
     return cuhk03.load("market_layout", data_dir=data_dir, manual_dir=str(REAL_DATA))
+
+
+@pytest.fixture(scope="module")
+def viper_data(data_dir):
+    _need_real_data()
+    return viper.load(data_dir=data_dir, manual_dir=str(REAL_DATA / "viper"))
 
 
 def _check_decoded(table, rows, root):
@@ -120,3 +127,31 @@ def test_cuhk03_subset_through_the_folder_data_set(real_data_dir, cuhk03_data, d
     assert data.info["counts"] == cuhk03_data.info["counts"]
     assert np.array_equal(data.table.filenames, cuhk03_data.table.filenames)
     assert data.same_camera_junk
+
+
+def test_viper_counts_cameras_and_trials(viper_data):
+    table = viper_data.table
+    assert len(table) == 1264 and len(np.unique(table.pids)) == 632
+    assert collections.Counter(table.camids.tolist()) == {1: 632, 2: 632}
+    for cam in (1, 2):
+        assert sorted(table.pids[table.camids == cam].tolist()) == sorted(np.unique(table.pids))
+    assert viper_data.info["counts_checked"] and viper_data.info["skipped_corrupt"] == 0
+    assert len(viper_data.trials) == 10
+    for trial in viper_data.trials:
+        assert len(np.unique(table.pids[trial.train])) == 316 and len(trial.train) == 632
+        assert len(trial.query) == 316 and len(trial.gallery) == 316
+        assert set(table.pids[trial.train].tolist()).isdisjoint(table.pids[trial.query].tolist())
+
+
+def test_viper_every_image_decodes_with_the_release_pixels(real_data_dir, viper_data):
+    """Most release BMPs carry 2 bytes after the pixel data, which tf.io.decode_image rejects;
+    the table holds PNGs with the same pixels, which the project's decoder reads."""
+    table = viper_data.table
+    assert all(data[:4] == b"\x89PNG" for data in table.images)
+    decoded = pipeline.decode_all(table, 128, 48)  # the release size: no resampling
+    root = real_data_dir / "viper" / "VIPeR"
+    for row in range(len(table)):
+        with Image.open(root / table.filenames[row]) as original:
+            assert original.format == "BMP" and original.size == (48, 128)
+            assert np.array_equal(decoded[row], np.asarray(original.convert("RGB"))), \
+                table.filenames[row]

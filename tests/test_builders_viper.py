@@ -1,13 +1,18 @@
 """VIPeR builder on a full-size generated release (632 pairs of tiny BMPs)."""
 import os
+import struct
 
 import numpy as np
 import pytest
 import tensorflow as tf
+from PIL import Image
 
 import fixtures_release as fr
+from jlml_tf.data import pipeline
 from jlml_tf_datasets import viper
 from jlml_tf_datasets.release import ReleaseError
+
+PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 
 
 @pytest.fixture(scope="module")
@@ -33,11 +38,50 @@ def test_table_pids_are_the_numbers_plus_one(loaded, release):
         assert pid == int(base[:3]) + 1 and camid == {"cam_a": 1, "cam_b": 2}[folder]
 
 
-def test_bmp_images_decode(loaded):
-    for data in loaded.table.images[:3]:
-        assert data[:2] == b"BM"
+def test_images_are_stored_as_png_with_the_bmp_pixels(loaded, release):
+    _, files = release
+    root = files["root"]
+    assert viper.Viper.VERSION == "1.1.0"  # 1.0.0 caches held the BMPs and are not reused
+    for row in (0, 1, 631, 632, 1263):
+        data = loaded.table.images[row]
+        assert data[:8] == PNG_SIGNATURE
         image = tf.io.decode_image(data)
         assert image.dtype == tf.uint8 and tuple(image.shape) == (8, 4, 3)
+        with Image.open(root / loaded.table.filenames[row]) as original:
+            assert np.array_equal(image.numpy(), np.asarray(original.convert("RGB")))
+
+
+def _append_bytes_to_bmp(path, extra: bytes = b"\x00\x00") -> None:
+    """Like most release BMPs: bytes after the pixel data, counted in the header's file size
+    (bfSize) and image size (biSizeImage)."""
+    data = bytearray(path.read_bytes() + extra)
+    data[2:6] = struct.pack("<I", len(data))
+    data[34:38] = struct.pack("<I", struct.unpack("<I", data[34:38])[0] + len(extra))
+    path.write_bytes(bytes(data))
+
+
+def test_bmps_with_trailing_bytes_are_stored_decodable(tmp_path):
+    manual = tmp_path / "manual"
+    files = fr.make_viper(manual, num_ids=6)
+    padded = sorted((files["root"] / "cam_a").iterdir())[:4] + sorted(
+        (files["root"] / "cam_b").iterdir())[1:3]
+    for path in padded:
+        _append_bytes_to_bmp(path)
+    raw = padded[0].read_bytes()
+    with Image.open(padded[0]) as im:  # PIL reads the file ...
+        assert im.size == (4, 8)
+    with pytest.raises(tf.errors.InvalidArgumentError, match="differ by 2"):
+        tf.io.decode_image(raw)  # ... TensorFlow's BMP decoder does not
+    data = viper.load(data_dir=str(tmp_path / "d"), manual_dir=str(manual), check_counts=False,
+                      num_train_ids=3, num_test_ids=3, num_trials=1)
+    table = data.table
+    assert len(table) == 12 and data.info["skipped_corrupt"] == 0
+    decoded = pipeline.decode_all(table, 8, 4)  # the training/evaluation/serving decoder
+    for row, name in enumerate(table.filenames):
+        with Image.open(files["root"] / name) as original:
+            assert np.array_equal(decoded[row], np.asarray(original.convert("RGB")))
+    pixels = pipeline.decode_and_resize(tf.constant(table.images[0]), 8, 4)
+    assert pixels.shape == (8, 4, 3)
 
 
 def test_trials(loaded):
