@@ -17,6 +17,7 @@ MODULES = {
     "cuhk01": "jlml_tf_datasets.cuhk01",
     "grid": "jlml_tf_datasets.grid",
     "viper": "jlml_tf_datasets.viper",
+    "caviar4reid": "jlml_tf_datasets.caviar4reid",
     "folder": "jlml_tf_datasets.folder",
 }
 

@@ -11,7 +11,8 @@ from jlml_tf import cli, distribute, optimization, precision
 from jlml_tf.config import BRANCHES, LOSS_MODES, ModelConfig, SparsityConfig
 from jlml_tf.trainer import TrainConfig
 
-DATASETS = ("synthetic", "market1501", "cuhk03", "cuhk01", "grid", "viper", "folder")
+DATASETS = ("synthetic", "market1501", "cuhk03", "cuhk01", "grid", "viper", "caviar4reid",
+            "folder")
 METRICS = ("l2", "cosine", "kissme", "xqda")
 
 FLAGS = flags.FLAGS

@@ -1,4 +1,5 @@
-"""The builders on the real images in ../shared/data (GRID, CUHK01, CUHK03 camera pair 1, VIPeR).
+"""The builders on the real images in ../shared/data (GRID, CUHK01, CUHK03 camera pair 1, VIPeR,
+CAVIAR4REID).
 
 Skipped when that folder is absent. Each data set is built once per module into a temporary
 data_dir; nothing from the real data is written into the project.
@@ -13,7 +14,8 @@ from PIL import Image
 
 from conftest import REAL_DATA
 from jlml_tf.data import pipeline
-from jlml_tf_datasets import cuhk01, cuhk03, folder, grid, viper
+from jlml_tf.data.types import UNKNOWN_CAMERA
+from jlml_tf_datasets import caviar4reid, cuhk01, cuhk03, folder, grid, viper
 
 pytestmark = pytest.mark.real_data
 
@@ -52,6 +54,13 @@ def cuhk03_data(data_dir):
 def viper_data(data_dir):
     _need_real_data()
     return viper.load(data_dir=data_dir, manual_dir=str(REAL_DATA / "viper"))
+
+
+@pytest.fixture(scope="module")
+def caviar_data(data_dir):
+    _need_real_data()
+    return {p: caviar4reid.load(p, data_dir=data_dir, manual_dir=str(REAL_DATA / "caviar4reid"))
+            for p in caviar4reid.PROTOCOLS}
 
 
 def _check_decoded(table, rows, root):
@@ -155,3 +164,40 @@ def test_viper_every_image_decodes_with_the_release_pixels(real_data_dir, viper_
             assert original.format == "BMP" and original.size == (48, 128)
             assert np.array_equal(decoded[row], np.asarray(original.convert("RGB"))), \
                 table.filenames[row]
+
+
+def test_caviar4reid_counts_cameras_and_trials(caviar_data):
+    data = caviar_data["25_25_multi_shot"]
+    table = data.table
+    per_id = collections.Counter(table.pids.tolist())
+    assert len(table) == 1220 and len(per_id) == 72
+    assert collections.Counter(per_id.values()) == {20: 50, 10: 22}
+    assert data.info["counts_checked"] and data.info["skipped_corrupt"] == 0
+    two_camera = {p for p, n in per_id.items() if n == 20}
+    for pid, camid in zip(table.pids.tolist(), table.camids.tolist()):
+        assert camid in ((1, 2) if pid in two_camera else (UNKNOWN_CAMERA,))
+    assert collections.Counter(table.camids.tolist()) == {1: 500, 2: 500, UNKNOWN_CAMERA: 220}
+    # the README's one pair of byte-identical images of one person: kept and reported
+    pair, = data.info["identical_images"]
+    assert len(pair) == 2 and len({name[:-7] for name in pair}) == 1
+    assert len(data.trials) == 10 and data.multi_shot_gallery
+    for trial in data.trials:
+        assert set(table.pids[trial.train].tolist()) | set(table.pids[trial.query].tolist()) \
+            == two_camera
+        assert len(trial.train) == 500 and len(trial.query) == 250 and len(trial.gallery) == 250
+    train, = caviar_data["train_all"].trials
+    assert len(train.train) == 1220 and len(train.query) == len(train.gallery) == 0
+
+
+def test_caviar4reid_every_image_decodes(real_data_dir, caviar_data):
+    table = caviar_data["train_all"].table
+    root = real_data_dir / "caviar4reid" / "CAVIAR4REID"
+    sizes = set()
+    for row in range(len(table)):
+        image = tf.io.decode_image(table.images[row], channels=0)
+        with Image.open(root / table.filenames[row]) as original:
+            assert tuple(image.shape) == (original.height, original.width, 3), table.filenames[row]
+            sizes.add(original.size)
+    assert len(sizes) > 100  # sizes vary
+    decoded = pipeline.decode_all(table, 128, 48)  # the training/evaluation/serving decoder
+    assert decoded.shape == (1220, 128, 48, 3)
