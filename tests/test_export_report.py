@@ -71,11 +71,13 @@ def test_model_card(exported):
     assert card["input"]["saved_model"]["serving_default"]["dtype"] == "uint8"
     assert card["input"]["tflite"]["dtype"] == "uint8"
     assert card["output"]["shape"] == [-1, 32]
-    assert card["accuracy"] == {"rank1": 0.25, "map": 0.2}
+    assert card["accuracy"]["methods"] == {"JLML": {"num_trials": 1,
+                                                    "mean": {"rank1": 0.25, "map": 0.2}}}
     assert card["training"]["data"]["dataset"] == "synthetic"
     assert set(card["formats"]["tflite"]) == {"float32", "int8"}
     md = (result.extras_dir / "model_card.md").read_text()
-    assert "RGB" in md and f"{card['parameters']:,}" in md and "rank1: 0.25" in md
+    assert "RGB" in md and f"{card['parameters']:,}" in md
+    assert "- JLML on fixture / default / default: rank-1 25.0%, mAP 20.0%" in md
 
 
 @pytest.mark.slow  # shares a ~30-50 s export
@@ -111,6 +113,49 @@ def test_refuses_existing_version(exported):
         pipeline.export_run(run, root / "out", "reid", 1, (), progress=lambda m: None)
     with pytest.raises(ValueError, match="calibration"):
         pipeline.export_run(run, root / "out", "reid", 2, ("int8",), progress=lambda m: None)
+
+
+def _card(run):
+    from jlml_tf.export import model_card
+
+    cfg, _, embedding_model = run_dir_lib.load_models(run)
+    card = model_card.build_card(cfg, embedding_model, run, "ckpt", "jlml", 1, "out/jlml/1")
+    return card, model_card.card_markdown(card)
+
+
+def test_model_card_reads_the_accuracy_training_writes(tmp_path):
+    """Issue 13 item 1: results.json nests the rates under the method name; the card read only
+    top-level values and said "no results.json" beside an existing file."""
+    from jlml_tf.evaluation import protocol, report
+
+    rng = np.random.default_rng(0)
+    pids = np.repeat(np.arange(1, 9), 2)
+    trials = []
+    for t in range(2):
+        feats = rng.normal(size=(16, 8)).astype(np.float32)
+        trials.append(protocol.evaluate(feats[::2], pids[::2], np.ones(8), feats[1::2],
+                                        pids[1::2], np.full(8, 2)))
+    run = fixtures.make_run(tmp_path / "run")
+    card, md = _card(run)
+    assert card["accuracy"] is None
+    assert "results.json does not exist" in md
+    # one trial, written by the writer training uses (eval_trial.write_trial_report)
+    report.write_report(run, {"JLML": trials[:1]}, title="synthetic / default / default")
+    card, md = _card(run)
+    mean = card["accuracy"]["methods"]["JLML"]["mean"]
+    assert mean["rank1"] == pytest.approx(trials[0]["rank1"])
+    assert mean["map"] == pytest.approx(trials[0]["map"])
+    assert "no accuracy" not in md and "no results.json" not in md
+    assert (f"- JLML on synthetic / default / default: rank-1 {100 * trials[0]['rank1']:.1f}%"
+            in md)
+    # several trials: mean ± std
+    report.write_report(run, {"JLML (this run)": trials}, title="grid / 125_125")
+    card, md = _card(run)
+    entry = card["accuracy"]["methods"]["JLML (this run)"]
+    assert entry["num_trials"] == 2
+    assert entry["mean"]["rank1"] == pytest.approx(np.mean([t["rank1"] for t in trials]))
+    assert entry["std"]["rank1"] == pytest.approx(np.std([t["rank1"] for t in trials]))
+    assert "(mean ± std over 2 trials)" in md and " ± " in md
 
 
 def test_parity_on_a_folder(tmp_path):

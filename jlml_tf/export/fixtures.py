@@ -47,8 +47,24 @@ def make_run(run_dir: str | os.PathLike, cfg: ModelConfig | None = None,
                              data=data or {"dataset": "none", "note": "random weights (fixture)"})
     tf.train.Checkpoint(model=training_model).save(os.fspath(run_dir / "checkpoints" / "ckpt"))
     if results is not None:
-        (run_dir / "results.json").write_text(__import__("json").dumps({"results": results}))
+        write_results(run_dir, results)
     return run_dir
+
+
+def write_results(run_dir: str | os.PathLike, *trials: dict, method: str = "JLML",
+                  title: str = "fixture / default / default") -> pathlib.Path:
+    """RUN/results.json laid out as training writes it (`jlml_tf.evaluation.report`: the rates
+    nested under the method name, mean and std over the trials), without the CMC plot."""
+    import json
+
+    from jlml_tf.evaluation import protocol, report
+
+    document = {"title": title, "paper": None, "extra": None,
+                "results": {method: {"trials": list(trials),
+                                     **protocol.aggregate_trials(list(trials))}}}
+    path = pathlib.Path(run_dir) / report.JSON_FILE
+    path.write_text(json.dumps(report._jsonable(document), indent=2) + "\n")  # noqa: SLF001
+    return path
 
 
 def tiny_synthetic(data_dir: str | os.PathLike):

@@ -19,19 +19,23 @@ from jlml_tf.modeling import jlml
 
 CARD_MD = "model_card.md"
 CARD_JSON = "model_card.json"
+RESULTS_FILE = "results.json"
+# Rates reported on the card, in this order, with their names (fractions in results.json).
+ACCURACY_KEYS = ("rank1", "rank5", "rank10", "rank20", "map_official", "map", "minp")
+ACCURACY_NAMES = {"rank1": "rank-1", "rank5": "rank-5", "rank10": "rank-10", "rank20": "rank-20",
+                  "map_official": "mAP (official)", "map": "mAP", "minp": "mINP"}
 
 
 def read_run(run_dir: str | os.PathLike) -> dict:
     """config.json and (if present) results.json of a run directory."""
     run_dir = pathlib.Path(run_dir)
     out = {"config": json.loads((run_dir / "config.json").read_text())}
-    results = run_dir / "results.json"
+    results = run_dir / RESULTS_FILE
     if results.is_file():
         try:
-            loaded = json.loads(results.read_text())
+            out["results_document"] = json.loads(results.read_text())
         except json.JSONDecodeError as e:
             raise ValueError(f"{results} is not valid JSON: {e}") from e
-        out["results"] = loaded.get("results", loaded) if isinstance(loaded, dict) else loaded
     return out
 
 
@@ -39,6 +43,44 @@ def _scalars(d) -> dict:
     if not isinstance(d, dict):
         return {}
     return {k: v for k, v in d.items() if isinstance(v, (int, float, str, bool))}
+
+
+def accuracy_from_results(document) -> dict | None:
+    """The test-split accuracy in a run's results.json, or None when it holds none.
+
+    Training and `jlml_tf.evaluate` write {"title", "extra", "results": {method: {"num_trials",
+    "mean": {...}, "std": {...}, "trials": [...]}}} (jlml_tf.evaluation.report), rates as
+    fractions; older files had the rates directly under "results". Returns {"title", "methods":
+    {method: {"num_trials", "mean": {metric: fraction}, "std": {...} (several trials only)}}}.
+    """
+    if not isinstance(document, dict):
+        return None
+    results = document.get("results", document)
+    if not isinstance(results, dict):
+        return None
+    if _scalars(results).keys() & set(ACCURACY_KEYS):  # the rates directly (older files)
+        methods = {"results": {"num_trials": 1, "mean": _pick(results)}}
+    else:
+        methods = {}
+        for name, summary in results.items():
+            if not isinstance(summary, dict):
+                continue
+            mean = _pick(summary.get("mean", summary))
+            if not mean:
+                continue
+            entry = {"num_trials": int(summary.get("num_trials", 1)), "mean": mean}
+            if entry["num_trials"] > 1 and isinstance(summary.get("std"), dict):
+                entry["std"] = _pick(summary["std"])
+            methods[str(name)] = entry
+    if not methods:
+        return None
+    return {"title": document.get("title"), "methods": methods}
+
+
+def _pick(d) -> dict:
+    return {k: float(d[k]) for k in ACCURACY_KEYS
+            if isinstance(d, dict) and isinstance(d.get(k), (int, float))
+            and not isinstance(d.get(k), bool)}
 
 
 def build_card(cfg: ModelConfig, embedding_model: keras.Model, run_dir: str | os.PathLike,
@@ -92,7 +134,7 @@ def build_card(cfg: ModelConfig, embedding_model: keras.Model, run_dir: str | os
         "training": {"data": _scalars(data),
                      "flags": {k: train[k] for k in ("epochs", "batch_size", "optimizer",
                                                      "learning_rate", "seed") if k in train}},
-        "accuracy": _scalars(run.get("results")) or None,
+        "accuracy": accuracy_from_results(run.get("results_document")),
         "formats": {"saved_model": {"path": saved_model_dir,
                                     "signatures": ["serving_default", "serving_bytes"]},
                     "tflite": tflite_files or {}},
@@ -137,10 +179,7 @@ def card_markdown(card: dict) -> str:
     lines += [f"- {k}: {_fmt(v)}" for k, v in data.items()] or ["- (not recorded)"]
     lines += [f"- {k}: {_fmt(v)}" for k, v in card["training"]["flags"].items()]
     lines += ["", "## Accuracy", ""]
-    if card["accuracy"]:
-        lines += [f"- {k}: {_fmt(v)}" for k, v in card["accuracy"].items()]
-    else:
-        lines += ["- no results.json in the run directory"]
+    lines += accuracy_markdown(card["accuracy"], card["source"]["run_dir"])
     lines += ["", "## Files", "", f"- SavedModel: `{card['formats']['saved_model']['path']}` "
               "(TF Serving layout)"]
     for name, info in card["formats"]["tflite"].items():
@@ -154,6 +193,26 @@ def card_markdown(card: dict) -> str:
             lines.append(f"| {name} | {_fmt(row['max_abs_diff'])} | {row['mean_cosine']:.6f} "
                          f"| {_fmt(row['rank1_change'])} | {_fmt(row['map_change'])} |")
     return "\n".join(lines) + "\n"
+
+
+def accuracy_markdown(accuracy: dict | None, run_dir: str) -> list[str]:
+    """Lines of the card's accuracy section: per method, its rates in percent (± std)."""
+    if not accuracy:
+        results = pathlib.Path(run_dir) / RESULTS_FILE
+        return [f"- no accuracy recorded: {results} "
+                + ("holds no rank-1/mAP figures" if results.is_file() else "does not exist")
+                + " (training writes it when it finishes)"]
+    title = f" on {accuracy['title']}" if accuracy.get("title") else ""
+    lines = []
+    for name, entry in accuracy["methods"].items():
+        mean, std = entry["mean"], entry.get("std", {})
+        trials = entry["num_trials"]
+        rates = ", ".join(
+            f"{ACCURACY_NAMES[k]} {100 * v:.1f}%" + (f" ± {100 * std[k]:.1f}" if k in std else "")
+            for k, v in mean.items())
+        over = f" (mean ± std over {trials} trials)" if trials > 1 else ""
+        lines.append(f"- {name}{title}: {rates}{over}")
+    return lines
 
 
 def write_card(card: dict, directory: str | os.PathLike) -> tuple[pathlib.Path, pathlib.Path]:
