@@ -21,25 +21,40 @@ import sys
 from absl import app, flags
 
 FLAGS = flags.FLAGS
+ODD_IMAGE_POLICIES = ("warn", "refuse", "accept")
+
+
 def define_flags() -> None:
     """CLI flags, defined only when run as a program (importing this module defines none)."""
-    flags.DEFINE_string("model", None, "SavedModel folder or .tflite file.")
+    flags.DEFINE_string("model", None, "SavedModel folder (version folder or TF Serving base "
+                        "path) or .tflite file.")
     flags.DEFINE_list("images", None, "Image files and/or folders.")
     flags.DEFINE_string("output", "embeddings.npz", "Where to write the .npz.")
     flags.DEFINE_integer("batch_size", 32, "Images per model call.")
     flags.DEFINE_integer("num_threads", 2, "CPU threads (TFLite interpreter).")
     flags.DEFINE_bool("progress", True, "Show a progress bar on stderr.")
+    flags.DEFINE_enum("odd_images", "warn", ODD_IMAGE_POLICIES, "Images that look odd for a "
+                      "person crop (tiny, or square/wide like a whole frame): warn and embed "
+                      "them, refuse them (listed as skipped), or accept them silently.")
+
+
+class UsageError(Exception):
+    """Bad input: `error: ...` on stderr, exit status 2 (no help text)."""
 
 
 def embed_files(embedder, files: list[str], batch_size: int = 32, progress: bool = True,
-                report=lambda msg: print(msg, file=sys.stderr)):
-    """-> (embeddings [N, D], embedded paths, skipped paths). Unreadable files are skipped."""
+                report=None, odd_images: str = "accept"):
+    """-> (embeddings [N, D], embedded paths, skipped paths). Unreadable files are skipped and
+    reported; odd images (see `preprocessing.odd_image_reason`) are reported and embedded
+    ("warn"), skipped ("refuse") or embedded silently ("accept")."""
     import numpy as np
     from tqdm import tqdm
 
     from jlml_tf.export import preprocessing
 
     done, skipped, chunks, batch, names = [], [], [], [], []
+    if report is None:  # above the progress bar
+        report = lambda msg: tqdm.write(msg, file=sys.stderr)  # noqa: E731
 
     def flush():
         if batch:
@@ -48,16 +63,29 @@ def embed_files(embedder, files: list[str], batch_size: int = 32, progress: bool
             batch.clear()
             names.clear()
 
-    for path in tqdm(files, unit="img", disable=not progress, file=sys.stderr):
+    bar = tqdm(files, unit="img", disable=not progress, file=sys.stderr)
+    for path in bar:
         try:
-            batch.append(preprocessing.load_image(path, embedder.height, embedder.width))
-            names.append(path)
+            pixels, why = preprocessing.load_image_checked(path, embedder.height, embedder.width)
         except preprocessing.UnreadableImageError as e:
             skipped.append(path)
             report(f"skipped {e}")
+            continue
+        if why is not None and odd_images != "accept":
+            if odd_images == "refuse":
+                skipped.append(path)
+                message = f"skipped {path}: refused as an odd image: {why}"
+            else:
+                message = f"warning: {path} looks odd for a person crop: {why}"
+            report(message)
+            if odd_images == "refuse":
+                continue
+        batch.append(pixels)
+        names.append(path)
         if len(batch) == batch_size:
             flush()
     flush()
+    bar.close()
     dim = chunks[0].shape[1] if chunks else embedder.dim
     features = np.concatenate(chunks) if chunks else np.zeros((0, dim), np.float32)
     return features, done, skipped
@@ -65,13 +93,16 @@ def embed_files(embedder, files: list[str], batch_size: int = 32, progress: bool
 
 def main(argv):
     if len(argv) > 1:
-        raise app.UsageError(f"unexpected arguments {argv[1:]}; flags take the form --name=value")
+        raise UsageError(f"unexpected arguments {argv[1:]}; flags take the form --name=value")
     if not FLAGS.model:
-        raise app.UsageError("--model is required (a SavedModel folder or a .tflite file)")
+        raise UsageError("--model is required (a SavedModel folder or a .tflite file)")
     if not FLAGS.images:
-        raise app.UsageError("--images is required (image files and/or folders)")
+        raise UsageError("--images is required (image files and/or folders)")
     if FLAGS.batch_size < 1:
-        raise app.UsageError(f"--batch_size={FLAGS.batch_size}: expected at least 1")
+        raise UsageError(f"--batch_size={FLAGS.batch_size}: expected at least 1")
+    from jlml_tf import tf_quiet
+
+    tf_quiet.quiet_tensorflow()
     import numpy as np
 
     from jlml_tf import inference
@@ -80,25 +111,36 @@ def main(argv):
     try:
         files = preprocessing.list_images(FLAGS.images)
     except FileNotFoundError as e:
-        raise app.UsageError(f"--images: {e}")
+        raise UsageError(f"--images: {e}")
     if not files:
-        raise app.UsageError(f"--images={','.join(FLAGS.images)}: no image files found")
+        raise UsageError(f"--images={','.join(FLAGS.images)}: no image files found")
     try:
         embedder = inference.load_embedder(FLAGS.model, num_threads=FLAGS.num_threads)
     except (ValueError, FileNotFoundError) as e:
-        raise app.UsageError(str(e))
-    features, done, skipped = embed_files(embedder, files, FLAGS.batch_size, FLAGS.progress)
+        raise UsageError(inference.flag_error("model", FLAGS.model, e))
+    features, done, skipped = embed_files(embedder, files, FLAGS.batch_size, FLAGS.progress,
+                                          odd_images=FLAGS.odd_images)
     out = pathlib.Path(FLAGS.output)
     out.parent.mkdir(parents=True, exist_ok=True)
     np.savez(out, embeddings=features, paths=np.array(done, dtype=str),
              skipped=np.array(skipped, dtype=str), model=np.array(os.fspath(FLAGS.model)))
     print(f"{len(done)} embeddings ({features.shape[1]}-d) -> {out}"
-          + (f"; {len(skipped)} unreadable files skipped" if skipped else ""))
+          + (f"; {len(skipped)} files skipped (listed above)" if skipped else ""))
+
+
+def _main(argv):
+    try:
+        main(argv)
+    except UsageError as e:
+        print(f"error: {e}", file=sys.stderr)
+        sys.exit(2)
 
 
 def run():
-    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-    app.run(main)
+    from jlml_tf import tf_quiet
+
+    os.environ.setdefault(tf_quiet.ENV, tf_quiet.QUIET_LEVEL)  # before anything imports TF
+    app.run(_main)
 
 
 if __name__ == "__main__":

@@ -149,20 +149,34 @@ class TFLiteEmbedder(Embedder):
 
 
 def load_embedder(path: str | os.PathLike, num_threads: int = 2) -> Embedder:
-    """A SavedModel directory (the version directory) or a .tflite file -> an Embedder."""
+    """A SavedModel folder (a version folder, or a TF Serving base path: its newest version,
+    as a model server would serve) or a .tflite file -> an Embedder.
+
+    Errors name the path, not a flag: the command that passed it adds its flag."""
+    from jlml_tf.gallery_index import resolve_model_path
+
     path = pathlib.Path(path)
     if path.is_dir():
-        if (path / "saved_model.pb").is_file():
-            return SavedModelEmbedder(path)
-        from jlml_tf.export.saved_model import version_dirs
-
-        versions = version_dirs(path)
-        if versions:  # a TF Serving base path: take the newest version, as a server would
-            return SavedModelEmbedder(versions[max(versions)])
-        raise ValueError(f"--model={path}: a folder without saved_model.pb or numbered version "
-                         "folders is not a SavedModel")
+        resolved = resolve_model_path(path)
+        if (resolved / "saved_model.pb").is_file():
+            return SavedModelEmbedder(resolved)
+        raise ValueError(f"{path}: a folder without saved_model.pb or numbered version folders "
+                         "holding one is not a SavedModel")
     if path.is_file():
         if path.suffix != ".tflite":
-            raise ValueError(f"--model={path}: expected a SavedModel folder or a .tflite file")
+            raise ValueError(f"{path}: expected a SavedModel folder or a .tflite file")
         return TFLiteEmbedder(path, num_threads=num_threads)
-    raise FileNotFoundError(f"--model={path}: no such file or folder")
+    raise FileNotFoundError(f"{path}: no such file or folder")
+
+
+def flag_error(flag: str, value, error: Exception | str) -> str:
+    """"--flag=value: reason" from an error that may already start with the value (library
+    errors name the path they were given): the value is never repeated."""
+    text = str(error).strip()
+    value = os.fspath(value) if isinstance(value, os.PathLike) else str(value)
+    for prefix in (f"--{flag}={value}:", f"{value}:", f"{pathlib.Path(value)}:"):
+        if text.startswith(prefix):
+            text = text[len(prefix):].strip()
+            break
+    return f"--{flag}={value}: {text}"
+

@@ -38,6 +38,7 @@ from jlml_tf import cli, gallery_index, threshold as threshold_lib, visualize
 
 DEFAULT_OUTPUT_DIR = "search_results"
 RESULTS_FILE = "search_results.json"
+ODD_IMAGE_POLICIES = ("warn", "refuse", "accept")  # = preprocessing.ODD_IMAGE_POLICIES (no TF)
 
 
 # ----------------------------------------------------------------------------------------------
@@ -94,6 +95,7 @@ class Hit:
     l2: float  # plain L2 distance
     pid: int | None
     camera: int | None
+    odd: str | None = None  # why the image looks odd for a person crop (see --odd_images)
 
 
 @dataclasses.dataclass
@@ -105,6 +107,7 @@ class QueryResult:
     best_l2: float  # the nearest gallery image's L2 distance
     no_match: bool  # best_l2 > threshold
     picture: str | None = None
+    odd: str | None = None  # why the query image looks odd for a person crop
 
     def status(self, hit: Hit) -> str:
         colour = visualize.match_colour(self.pid, hit.pid)
@@ -112,26 +115,42 @@ class QueryResult:
 
 
 def expand_queries(queries: Sequence[str]) -> list[str]:
-    """Query files, and the images in query folders (recursively, sorted)."""
-    out = []
+    """Query files, and the images in query folders (recursively, sorted).
+
+    Checked before anything is embedded: a missing path or a folder without images is a
+    UsageError (the gallery is not embedded for nothing)."""
+    out, missing, empty = [], [], []
     for q in queries:
         p = pathlib.Path(q)
         if p.is_dir():
-            out += [str(p / rel) for rel in gallery_index.scan_gallery(p)]
+            found = [str(p / rel) for rel in gallery_index.scan_gallery(p)]
+            out += found
+            if not found:
+                empty.append(q)
+        elif p.is_file():
+            out.append(q)  # unreadable files are reported when they are read
         else:
-            out.append(q)  # missing or unreadable files are reported when they are read
+            missing.append(q)
+    if missing:
+        raise UsageError("--query: no such file or folder: " + ", ".join(missing))
+    if empty:
+        raise UsageError("--query: no images (.jpg, .jpeg, .png, .bmp, .gif) in the folder "
+                         + ", ".join(empty))
     return out
 
 
-def embed_queries(embedder, queries: Sequence[str]
-                  ) -> tuple[list[str], np.ndarray, list[tuple[str, str]]]:
-    """(readable queries, their L2-normalised embeddings, skipped (path, reason))."""
+def embed_queries(embedder, queries: Sequence[str], odd_images: str = "accept"
+                  ) -> tuple[list[str], np.ndarray, list[tuple[str, str]], dict[str, str]]:
+    """(readable queries, their L2-normalised embeddings, skipped (path, reason), odd
+    {path: why} of the queries that look odd for person crops)."""
     root = pathlib.Path(".")
+    odd = []
     done, embeddings, skipped = gallery_index.embed_paths(
-        embedder, root, [os.fspath(q) for q in queries], progress=False)
+        embedder, root, [os.fspath(q) for q in queries], progress=False, odd_images=odd_images,
+        odd=odd)
     if embeddings is None:
         embeddings = np.zeros((0, 0), np.float32)
-    return done, embeddings, skipped
+    return done, embeddings, skipped, dict(odd)
 
 
 def search(query_embeddings: np.ndarray, query_paths: Sequence[str],
@@ -152,7 +171,8 @@ def search(query_embeddings: np.ndarray, query_paths: Sequence[str],
     results = []
     for i, path in enumerate(query_paths):
         pid, cam = visualize.parse_identity(path)
-        hits = [Hit(index.paths[j], float(ranking[i, j]), float(l2[i, j]), *identities[j])
+        hits = [Hit(index.paths[j], float(ranking[i, j]), float(l2[i, j]), *identities[j],
+                    odd=index.odd.get(index.paths[j]))
                 for j in order[i]]
         best = float(l2[i].min())
         results.append(QueryResult(os.fspath(path), pid, cam, hits, best,
@@ -166,6 +186,8 @@ def format_result(result: QueryResult, threshold: float | None, reranked: bool) 
         camera = f", camera {result.camera}" if result.camera is not None else ""
         who = f" (id {result.pid}{camera})"
     lines = [f"Query {result.query}{who}"]
+    if result.odd:
+        lines.append(f"  warning: the query looks odd for a person crop: {result.odd}")
     if result.no_match:
         lines.append(f"  NO MATCH: the nearest gallery image is at L2 distance "
                      f"{result.best_l2:.4f} > threshold {threshold:.4f}")
@@ -173,7 +195,7 @@ def format_result(result: QueryResult, threshold: float | None, reranked: bool) 
     lines.append(f"  {'rank':>4}  {head:>9}  {'L2':>7}  match  image")
     for rank, hit in enumerate(result.hits, start=1):
         lines.append(f"  {rank:>4}  {hit.distance:>9.4f}  {hit.l2:>7.4f}  {result.status(hit):>5}  "
-                     f"{hit.path}")
+                     f"{hit.path}" + (f"  [odd image: {hit.odd}]" if hit.odd else ""))
     return "\n".join(lines)
 
 
@@ -247,6 +269,9 @@ def define_flags():
     flags.DEFINE_integer("batch_size", 32, "Images per model call.", lower_bound=1, **d)
     flags.DEFINE_integer("num_threads", 2, "CPU threads of a TFLite model.", lower_bound=1, **d)
     flags.DEFINE_bool("progress", True, "Progress bar while embedding the gallery.", **d)
+    flags.DEFINE_enum("odd_images", "warn", ODD_IMAGE_POLICIES, "Images that look odd for a "
+                      "person crop (tiny, or square/wide like a whole frame): warn and search "
+                      "them, refuse them (listed as skipped), or accept them silently.", **d)
     return fv
 
 
@@ -255,6 +280,7 @@ UsageError = cli.UsageError
 
 def run(fv, log=lambda msg: print(msg, file=sys.stderr)) -> list[QueryResult]:
     from jlml_tf.evaluate import RerankConfig
+    from jlml_tf.inference import flag_error
 
     if not fv.model:
         raise UsageError("--model is required (a run directory, SavedModel or .tflite)")
@@ -267,12 +293,22 @@ def run(fv, log=lambda msg: print(msg, file=sys.stderr)) -> list[QueryResult]:
         raise UsageError(f"--gallery_dir={gallery}: no such folder")
     if not pathlib.Path(fv.model).exists() and not is_run_model(fv.model):
         raise UsageError(f"--model={fv.model}: no such file or folder")
+    query_files = expand_queries(fv.query)  # before anything is loaded or embedded
     try:
         fingerprint = gallery_index.model_fingerprint(fv.model)
         embedder = load_model(fv.model, fv.num_threads)
     except (FileNotFoundError, ValueError, ImportError) as e:
-        raise UsageError(f"--model={fv.model}: {e}") from e
+        raise UsageError(flag_error("model", fv.model, e)) from e
     threshold = resolve_threshold(fv.model, fv.threshold, fv.threshold_file, fingerprint, log)
+    # The queries are read before the gallery: a search with no readable query stops here.
+    queries, embeddings, skipped, odd_queries = embed_queries(embedder, query_files, fv.odd_images)
+    for path, reason in skipped:
+        log(f"skipped query {path}: {reason}")
+    if not queries:
+        raise UsageError("no readable query image among --query " + " ".join(fv.query))
+    for path, why in odd_queries.items():
+        if fv.odd_images == "warn":
+            log(f"warning: query {path} looks odd for a person crop: {why}")
     out = pathlib.Path(fv.output_dir)
     index_path = pathlib.Path(fv.index_path) if fv.index_path else None
     if fv.reindex:
@@ -280,19 +316,28 @@ def run(fv, log=lambda msg: print(msg, file=sys.stderr)) -> list[QueryResult]:
         if target.is_file():
             target.unlink()
     index, report = gallery_index.update_index(gallery, embedder, fingerprint, index_path,
-                                               fv.batch_size, fv.progress, exclude=[out], log=log)
+                                               fv.batch_size, fv.progress, exclude=[out], log=log,
+                                               odd_images=fv.odd_images)
     log(f"Gallery {gallery}: {len(index)} images ({report.summary()})")
     for path, reason in report.skipped:
-        log(f"  skipped unreadable gallery image {path}: {reason}")
+        log(f"  skipped gallery image {path}: {reason}")
+    if fv.odd_images == "warn":
+        for path, why in report.odd:
+            log(f"  warning: gallery image {path} looks odd for a person crop: {why}")
+        if index.odd:
+            log(f"  {len(index.odd)} gallery image(s) look odd for person crops and are searched "
+                "anyway (marked [odd image] below); --odd_images=refuse leaves them out")
     if not len(index):
         raise UsageError(f"--gallery_dir={gallery}: no readable images")
-    queries, embeddings, skipped = embed_queries(embedder, expand_queries(fv.query))
-    for path, reason in skipped:
-        log(f"skipped unreadable query {path}: {reason}")
-    if not queries:
-        raise UsageError("no readable query image among --query " + " ".join(fv.query))
     rerank = RerankConfig(fv.k1, fv.k2, fv.lambda_value) if fv.rerank else None
     results = search(embeddings, queries, index, fv.top_k, rerank, threshold)
+    if fv.odd_images != "warn":  # accept: silent; refuse: none are left
+        for result in results:
+            for hit in result.hits:
+                hit.odd = None
+    else:
+        for result in results:
+            result.odd = odd_queries.get(result.query)
     out.mkdir(parents=True, exist_ok=True)
     for result, name in zip(results, picture_names(queries)):
         result.picture = str(draw_result(out / name, result, index, rerank is not None))
@@ -301,14 +346,19 @@ def run(fv, log=lambda msg: print(msg, file=sys.stderr)) -> list[QueryResult]:
     (out / RESULTS_FILE).write_text(json.dumps({
         "model": str(fv.model), "gallery_dir": str(gallery), "threshold": threshold,
         "rerank": dataclasses.asdict(rerank) if rerank else None,
+        "odd_images": fv.odd_images,
         "skipped_queries": [list(s) for s in skipped],
         "skipped_gallery": [list(s) for s in report.skipped],
+        "odd_gallery": [[p, why] for p, why in index.odd.items()],
         "results": [dataclasses.asdict(r) for r in results]}, indent=2) + "\n")
     return results
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     """The CLI; returns the exit status (0 ok, 2 bad input)."""
+    from jlml_tf import tf_quiet
+
+    tf_quiet.quiet_tensorflow()
     return cli.run_main(define_flags, lambda fv: run(fv) and None, __doc__, argv)
 
 

@@ -252,13 +252,26 @@ def load(path: str | os.PathLike) -> Calibration:
 
 
 def find(model_path: str | os.PathLike) -> pathlib.Path | None:
-    """The threshold file stored with a model: RUN/threshold.json for a run directory or a
-    checkpoint inside one, threshold.json in (or beside) an export; None when there is none."""
-    p = pathlib.Path(model_path)
+    """The threshold file stored with a model, or None when there is none.
+
+    - a run directory, or a checkpoint RUN/checkpoints/ckpt-N: RUN/threshold.json;
+    - a SavedModel version folder EXPORT/<name>/<v>: its assets.extra/threshold.json (where
+      the export puts it), else EXPORT/<name>_v<v>/threshold.json beside the other files of
+      that version;
+    - a TF Serving base path EXPORT/<name>: the same for its newest version (the one served,
+      embedded and searched with);
+    - a .tflite file EXPORT/<name>_v<v>/tflite/x.tflite: its folder, or the one above.
+    """
+    from jlml_tf.gallery_index import resolve_model_path
+
+    p = resolve_model_path(model_path)
     if p.is_dir():
         candidates = [p / FILE_NAME]
-        if p.name.isdigit():  # a SavedModel version folder: its assets.extra, its base path
-            candidates += [p / "assets.extra" / FILE_NAME, p.parent / FILE_NAME]
+        if (p / "saved_model.pb").is_file() or p.name.isdigit():
+            candidates.insert(0, p / "assets.extra" / FILE_NAME)
+            if p.name.isdigit():
+                candidates += [p.parent.parent / f"{p.parent.name}_v{p.name}" / FILE_NAME,
+                               p.parent / FILE_NAME]
     elif p.parent.name == "checkpoints":  # RUN/checkpoints/ckpt-N
         candidates = [p.parent.parent / FILE_NAME]
     else:  # a .tflite file: its folder, or the export folder above (EXPORT/tflite/x.tflite)

@@ -113,7 +113,9 @@ def test_a_corrupt_image_is_listed_and_skipped_not_fatal(gallery):
     assert emb.images_seen == 4 and len(index) == 4
     skipped = dict(report.skipped)
     assert set(skipped) == {"0005_c1s1_0004_00.jpg", "0006_c1s1_0005_00.png"}
-    assert "decodable" in skipped["0005_c1s1_0004_00.jpg"]
+    # plain words, not TensorFlow's op decorations (issue 13 item 8)
+    assert skipped["0005_c1s1_0004_00.jpg"] == \
+        "not an image (expected JPEG, PNG, BMP, GIF or WebP data)"
     assert "empty" in skipped["0006_c1s1_0005_00.png"]
     # Unchanged broken files stay listed without being decoded (or embedded) again...
     emb2 = CountingEmbedder()
@@ -165,3 +167,48 @@ def test_model_fingerprint_follows_file_contents(tmp_path):
     assert gi.model_fingerprint(lite) != gi.model_fingerprint(other)
     with pytest.raises(FileNotFoundError):
         gi.model_fingerprint(tmp_path / "missing.tflite")
+
+
+def test_base_path_and_newest_version_have_one_fingerprint(tmp_path):
+    """Issue 13 item 2: --model=EXPORT/jlml and --model=EXPORT/jlml/<newest> are one model."""
+    base = tmp_path / "export" / "jlml"
+    for version, weights in ((1, b"old"), (2, b"new")):
+        (base / str(version) / "variables").mkdir(parents=True)
+        (base / str(version) / "saved_model.pb").write_bytes(b"graph")
+        (base / str(version) / "variables" / "v.data").write_bytes(weights)
+    (base / "3").mkdir()  # a version still being copied (no saved_model.pb) is not served
+    (base / ".tmp-4-x").mkdir()
+    assert gi.resolve_model_path(base) == base / "2"
+    assert gi.resolve_model_path(base / "1") == base / "1"
+    assert gi.model_fingerprint(base) == gi.model_fingerprint(base / "2") \
+        == gi.model_fingerprint(str(base / "2") + "/")
+    assert gi.model_fingerprint(base) != gi.model_fingerprint(base / "1")
+
+
+def test_odd_images_are_flagged_refused_and_taken_back(gallery):
+    """Issue 13 item 9: a 1x1 image and a big square one are flagged (warn), left out (refuse)
+    and taken back without a rebuild when the policy changes back."""
+    write_png(gallery / "tiny.png", (5, 5, 5), size=(1, 1))
+    write_png(gallery / "frame.png", (7, 7, 7), size=(300, 300))
+    emb = CountingEmbedder()
+    index, report = gi.update_index(gallery, emb, "model-A", progress=False, odd_images="warn")
+    assert len(index) == 6 and emb.images_seen == 6
+    assert set(index.odd) == {"tiny.png", "frame.png"} == {p for p, _ in report.odd}
+    assert "1x1 px" in index.odd["tiny.png"] and "height/width 1.00" in index.odd["frame.png"]
+    # reused: still known as odd, nothing embedded again
+    again, report = gi.update_index(gallery, CountingEmbedder(), "model-A", progress=False,
+                                    odd_images="warn")
+    assert set(again.odd) == {"tiny.png", "frame.png"} and not report.odd
+    # refuse: left out and listed, without embedding anything
+    emb = CountingEmbedder()
+    refused, report = gi.update_index(gallery, emb, "model-A", progress=False,
+                                      odd_images="refuse")
+    assert emb.images_seen == 0 and len(refused) == 4 and not refused.odd
+    skipped = dict(report.skipped)
+    assert set(skipped) == {"tiny.png", "frame.png"}
+    assert skipped["tiny.png"].startswith(gi.REFUSED)
+    # back to warn: the two are embedded again, the rest reused
+    emb = CountingEmbedder()
+    back, report = gi.update_index(gallery, emb, "model-A", progress=False, odd_images="warn")
+    assert emb.images_seen == 2 and len(back) == 6 and report.reused == 4
+    assert not report.skipped and report.rebuilt is None

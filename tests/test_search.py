@@ -75,7 +75,8 @@ def test_search_cli_end_to_end(world, capsys):
                   "--noprogress"])
     assert rc == 0
     captured = capsys.readouterr()
-    assert "skipped unreadable gallery image broken.jpg" in captured.err
+    assert "skipped gallery image broken.jpg: not an image (expected JPEG" in captured.err
+    assert "function_node" not in captured.err and "[Op:" not in captured.err
     assert "0 reused, 8 embedded" in captured.err
     assert (world.gallery / gi.INDEX_FILE).is_file()
     lines = captured.out.splitlines()
@@ -106,14 +107,16 @@ def test_search_cli_reuses_the_index_reranks_and_skips_bad_queries(world, capsys
     se.main(["search", f"--model={world.run}", f"--gallery_dir={world.gallery}", f"--query={q1}",
              "--output_dir=" + str(world.root / "warmup"), "--noprogress"])
     capsys.readouterr()
+    broken = world.root / "broken_query.jpg"
+    broken.write_bytes(b"\xff\xd8\xff\xe0 truncated")
     rc = se.main(["search", f"--model={world.run}", f"--gallery_dir={world.gallery}",
-                  f"--query={world.queries}", f"--query={world.root / 'missing.png'}",
+                  f"--query={world.queries}", f"--query={broken}",
                   "--top_k=8", "--rerank", "--k1=3", "--k2=2", f"--output_dir={out}",
                   "--noprogress"])
     assert rc == 0
     captured = capsys.readouterr()
     assert "8 reused, 0 embedded" in captured.err  # the index of the first search
-    assert "skipped unreadable query" in captured.err and "missing.png" in captured.err
+    assert f"skipped query {broken}: corrupt or truncated JPEG data" in captured.err
     saved = json.loads((out / se.RESULTS_FILE).read_text())
     assert saved["rerank"] == {"k1": 3, "k2": 2, "lambda_value": 0.3}
     assert len(saved["results"]) == 2 and len(list(out.glob("*.png"))) == 2
@@ -171,6 +174,66 @@ def test_bad_input_names_the_flag(world, tmp_path, capsys):
     assert "top_k" in capsys.readouterr().err
 
 
+def test_missing_queries_are_reported_before_the_gallery_is_embedded(world, tmp_path, capsys):
+    """Issue 13 item 7: a mistyped --query used to cost a whole gallery embedding first."""
+    index = tmp_path / "index.npz"
+    (tmp_path / "no_images").mkdir()
+    for query, text in ((world.root / "missing.png", "no such file or folder"),
+                        (tmp_path / "no_images", "no images")):
+        rc = se.main(["search", f"--model={world.run}", f"--gallery_dir={world.gallery}",
+                      f"--query={world.queries}", f"--query={query}", f"--index_path={index}",
+                      f"--output_dir={tmp_path / 'out'}", "--noprogress"])
+        assert rc == 2
+        err = capsys.readouterr().err
+        assert f"--query: {text}" in err and str(query) in err
+        assert "Gallery" not in err and not index.exists()  # nothing embedded
+
+
+def test_errors_name_the_flag_once(world, tmp_path, capsys):
+    """Issue 13 item 8: "--model=X: --model=X: ..." printed the prefix twice."""
+    q1 = world.queries / "0002_c1s1_000100_00.png"
+    (tmp_path / "empty_export").mkdir()
+    (tmp_path / "empty_export" / "notes.txt").write_text("x")
+    for model in (tmp_path / "empty_export", tmp_path / "m.onnx"):
+        if model.suffix:
+            model.write_bytes(b"0")
+        assert se.main(["search", f"--model={model}", f"--gallery_dir={world.gallery}",
+                        f"--query={q1}"]) == 2
+        err = capsys.readouterr().err.strip()
+        assert err.startswith(f"error: --model={model}: ") and err.count(str(model)) == 1, err
+
+
+def test_odd_images_are_marked_or_refused(world, tmp_path, capsys):
+    """Issue 13 item 9: a 1x1 PNG and a big square noise image were searched silently (and the
+    noise image ranked first for a real query)."""
+    gallery = tmp_path / "gallery"
+    shutil.copytree(world.gallery, gallery)
+    Image.new("RGB", (1, 1), (120, 30, 30)).save(gallery / "one_pixel.png")
+    noise = np.random.default_rng(0).integers(0, 256, (400, 400, 3), dtype=np.uint8)
+    Image.fromarray(noise).save(gallery / "noise.png")
+    q1 = world.queries / "0002_c1s1_000100_00.png"
+    args = ["search", f"--model={world.run}", f"--gallery_dir={gallery}", f"--query={q1}",
+            "--top_k=10", "--noprogress"]
+    assert se.main(args + [f"--output_dir={tmp_path / 'warn'}"]) == 0
+    captured = capsys.readouterr()
+    assert "warning: gallery image one_pixel.png looks odd for a person crop: 1x1 px" \
+        in captured.err
+    assert "warning: gallery image noise.png looks odd" in captured.err
+    hits = {line.split()[4]: line for line in captured.out.splitlines()
+            if line.strip()[:1].isdigit()}
+    assert "[odd image: 1x1 px" in hits["one_pixel.png"] and "[odd image:" in hits["noise.png"]
+    assert "[odd image" not in hits["0002_c2s1_000003_00.png"]
+    saved = json.loads((tmp_path / "warn" / se.RESULTS_FILE).read_text())
+    assert {p for p, _ in saved["odd_gallery"]} == {"one_pixel.png", "noise.png"}
+    assert se.main(args + ["--odd_images=refuse", f"--output_dir={tmp_path / 'refuse'}"]) == 0
+    captured = capsys.readouterr()
+    assert "skipped gallery image noise.png: refused as an odd image" in captured.err
+    saved = json.loads((tmp_path / "refuse" / se.RESULTS_FILE).read_text())
+    assert {h["path"] for h in saved["results"][0]["hits"]}.isdisjoint(
+        {"one_pixel.png", "noise.png"})
+    assert len(saved["results"][0]["hits"]) == 8
+
+
 def test_search_function_ranks_and_flags_no_match():
     index = gi.GalleryIndex(root=None, model_fingerprint="x",
                             paths=["0001_c2_a.png", "0002_c2_b.png", "0001_c3_c.png", "misc.png"],
@@ -215,3 +278,31 @@ def test_an_exported_saved_model_finds_the_same_ranking(world, tmp_path, capsys)
     np.testing.assert_allclose([h["l2"] for h in results["run"]],
                                [h["l2"] for h in results["export"]], atol=1e-4)
     assert gi.model_fingerprint(export) != gi.model_fingerprint(world.run)
+
+
+@pytest.mark.slow  # writes a SavedModel
+def test_a_tf_serving_base_path_uses_the_exported_threshold(world, tmp_path, capsys):
+    """Issue 13 item 2: --model=EXPORT/jlml ignored jlml/1/assets.extra/threshold.json (never
+    "no match"), and switching to --model=EXPORT/jlml/1 rebuilt the gallery index."""
+    from jlml_tf import run_dir
+    from jlml_tf.export import saved_model
+
+    _, _, embedding_model = run_dir.load_models(world.run)
+    calibration = th.Calibration(threshold=1e-6, target_false_match_rate=0.01,
+                                 false_match_rate=0.0, true_match_rate=0.0, num_true_pairs=1,
+                                 num_false_pairs=1, source={"dataset": "hand-made"})
+    base = tmp_path / "export" / "jlml"
+    version = saved_model.export_saved_model(
+        embedding_model, base, extra_files={th.FILE_NAME: json.dumps(calibration.to_dict())})
+    q1 = world.queries / "0002_c1s1_000100_00.png"
+    index = tmp_path / "index.npz"
+    for model, summary in ((base, "0 reused, 8 embedded"), (version, "8 reused, 0 embedded"),
+                           (str(base) + "/", "8 reused, 0 embedded")):
+        rc = se.main(["search", f"--model={model}", f"--gallery_dir={world.gallery}",
+                      f"--query={q1}", "--top_k=2", f"--output_dir={tmp_path / 'out'}",
+                      f"--index_path={index}", "--noprogress"])
+        assert rc == 0
+        captured = capsys.readouterr()
+        assert f"from {version / 'assets.extra' / th.FILE_NAME}" in captured.err
+        assert "NO MATCH" in captured.out, model
+        assert summary in captured.err and "full rebuild: the model changed" not in captured.err

@@ -116,3 +116,25 @@ def test_file_round_trip_and_lookup_beside_models(tmp_path):
     (tmp_path / "bad.json").write_text("{}")
     with pytest.raises(ValueError, match="bad.json"):
         th.load(tmp_path / "bad.json")
+
+
+def test_lookup_in_an_export_by_every_spelling_of_the_model(tmp_path):
+    """Issue 13 item 2: the export stores the threshold in jlml/<v>/assets.extra/ and in
+    jlml_v<v>/; `--model=EXPORT/jlml` (a TF Serving base path) must find it too."""
+    cal = th.calibrate([0.1, 0.4], [0.3, 0.5, 0.7, 0.9], 0.25)
+    base = tmp_path / "export" / "jlml"
+    for v in (1, 2):
+        (base / str(v) / "assets.extra").mkdir(parents=True)
+        (base / str(v) / "saved_model.pb").write_bytes(b"graph")
+    newest = th.save(cal, base / "2" / "assets.extra" / th.FILE_NAME)
+    assert th.find(base) == newest  # the base path: its newest version, as it is served
+    assert th.find(base / "2") == newest
+    assert th.find(str(base) + "/") == newest
+    assert th.find(base / "1") is None
+    (tmp_path / "export" / "jlml_v1").mkdir()
+    beside = th.save(cal, tmp_path / "export" / "jlml_v1" / th.FILE_NAME)
+    assert th.find(base / "1") == beside  # EXPORT/jlml_v1/threshold.json
+    lite = tmp_path / "export" / "jlml_v1" / "tflite"
+    lite.mkdir()
+    (lite / "int8.tflite").write_bytes(b"x")
+    assert th.find(lite / "int8.tflite") == beside
