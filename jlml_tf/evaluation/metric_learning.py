@@ -13,7 +13,14 @@ set. Differences of ordered pairs have zero mean, so scatter / count is the cova
       PSD cone (negative eigenvalues set to 0); optionally after PCA to `pca_dim` dimensions.
   XQDA (Liao et al., CVPR 2015): W = the generalised eigenvectors of (Sigma_E, Sigma_I) with
       the largest eigenvalues (all those > 1 by default, as in the paper), then
-      M = inv(W^T Sigma_I W) - inv(W^T Sigma_E W) in the subspace.
+      M = inv(W^T Sigma_I W) - inv(W^T Sigma_E W) in the subspace. As in the paper and the
+      authors' code, Sigma_I gets 0.001 added to its diagonal (an absolute amount: the features
+      it was made for, LOMO's unit-norm blocks or L2-normalised embeddings, have a fixed
+      scale). Features with more dimensions than training images are first expressed in an
+      orthonormal basis of the training features' span (the authors use QR; here the
+      eigenvectors of the n x n Gram matrix): no distance changes, and the eigenproblem is
+      n x n instead of d x d (26,960 x 26,960 for LOMO). The paper's cross-view pairs (one
+      image from each view) are `cross_camera=True` with each image's view as its camera id.
 
 A `Metric` computes blocked query x gallery distances d(x, y) = (W^T (x - y))^T M W^T (x - y).
 """
@@ -125,10 +132,35 @@ def fit_kissme(features, pids, camids=None, pca_dim: int | None = None,
                   projection=None if projection is None else projection.astype(np.float32))
 
 
+def _span_coordinates(x: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Coordinates of the centred rows of x (n x d, n < d) in an orthonormal basis Q of their
+    span, from the n x n Gram matrix (no d x d or d x n factorisation).
+
+    Returns (z, centred, back): z (n x r) with x_i - x_j = Q (z_i - z_j), and Q = centred^T back
+    (d x r), r the rank. With Xc = U S V^T: Q = V = Xc^T U S^-1 and z = U S.
+    """
+    centred = x - x.mean(axis=0)
+    values, vectors = scipy.linalg.eigh(centred @ centred.T)
+    keep = values > values.max(initial=0.0) * len(x) * np.finfo(np.float64).eps * 10
+    s = np.sqrt(values[keep])
+    return vectors[:, keep] * s, centred, vectors[:, keep] / s
+
+
 def fit_xqda(features, pids, camids=None, dim: int | None = None,
-             regularisation: float = 1e-3, cross_camera: bool = False) -> Metric:
-    sigma_i, _, sigma_e, _ = pair_covariances(features, pids, camids, cross_camera)
-    sigma_i = _ridge(sigma_i, regularisation)
+             regularisation: float = 1e-3, cross_camera: bool = False,
+             subspace: bool | None = None) -> Metric:
+    """XQDA on training features (n x d), identities and (for cross_camera) camera/view ids.
+
+    dim: subspace dimension; None keeps every direction with eigenvalue > 1 (the paper).
+    regularisation: added to the diagonal of Sigma_I (the paper's 0.001).
+    subspace: work in the span of the training features; None = when d > n.
+    """
+    x = np.asarray(features, np.float64)
+    span = None
+    if subspace or (subspace is None and x.shape[1] > len(x)):
+        x, centred, back = span = _span_coordinates(x)
+    sigma_i, _, sigma_e, _ = pair_covariances(x, pids, camids, cross_camera)
+    sigma_i = sigma_i + regularisation * np.eye(len(sigma_i))
     # Generalised symmetric eigenproblem sigma_e w = l sigma_i w; W^T sigma_i W = I.
     values, vectors = scipy.linalg.eigh(sigma_e, sigma_i)
     values, vectors = values[::-1], vectors[:, ::-1]
@@ -136,7 +168,8 @@ def fit_xqda(features, pids, camids=None, dim: int | None = None,
         dim = max(1, int(np.sum(values > 1)))
     w = vectors[:, :dim]
     m = scipy.linalg.inv(w.T @ sigma_i @ w) - scipy.linalg.inv(w.T @ sigma_e @ w)
-    return Metric("xqda", matrix=(m + m.T) / 2, projection=w.astype(np.float32))
+    projection = w if span is None else centred.T @ (back @ w)
+    return Metric("xqda", matrix=(m + m.T) / 2, projection=projection.astype(np.float32))
 
 
 def fit_metric(name: str, train_features=None, train_pids=None, train_camids=None,
