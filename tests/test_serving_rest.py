@@ -96,7 +96,8 @@ def test_bad_requests_get_errors_and_the_server_keeps_serving(server):
         (":predict", {"instances": (pixels(1).astype(int) + 300).tolist()}, 400, "range"),
         (":predict", {"instances": [["a"] * 3]}, 400, "strings"),
         (":predict", {"instances": [True]}, 400, "booleans"),
-        (":predict", bad_image, 400, ""),
+        (":predict", bad_image, 400, "input 'image_bytes' item 0 (counting from 0) of the batch "
+         "of 1: not an image (expected JPEG, PNG, BMP, GIF or WebP data)"),
         (":predict", {"signature_name": "serving_bytes", "instances": [{"b64": "%%%"}]}, 400,
          "base64"),
         (":predict", {"signature_name": "serving_bytes", "instances": [5]}, 400, "strings"),
@@ -122,6 +123,50 @@ def test_bad_requests_get_errors_and_the_server_keeps_serving(server):
     assert status == 404 and "Malformed request" in reply["error"]
     status, reply = request(url(server, ":predict"), good)  # still serving
     assert status == 200 and np.array(reply["predictions"]).shape == (1, 32)
+
+
+def _b64(data: bytes) -> dict:
+    return {"b64": base64.b64encode(data).decode()}
+
+
+def test_bad_images_and_empty_batches_say_what_is_wrong(server, caplog):
+    """Issue 13 item 4: every kind of bad request used to get {"error": "Graph execution
+    error:"}; the answer names the problem and the item of the batch, and the server logs it."""
+    x = pixels(1)[0]
+    png = tf.io.encode_png(x).numpy()
+    jpeg = tf.io.encode_jpeg(x).numpy()
+    garbled = b"\xff\xd8\xff\xe0garbage"
+    item = "input 'image_bytes' item {} (counting from 0) of the batch of {}: {}"
+    cases = [  # (body, text of the error)
+        ({"signature_name": "serving_bytes", "instances": [_b64(png), _b64(b"plain text")]},
+         item.format(1, 2, "not an image (expected JPEG, PNG, BMP, GIF or WebP data)")),
+        ({"signature_name": "serving_bytes", "instances": [_b64(jpeg[:200]), _b64(png)]},
+         item.format(0, 2, "corrupt or truncated JPEG data")),
+        ({"signature_name": "serving_bytes", "inputs": {"image_bytes": [
+            _b64(png), _b64(png), _b64(garbled)]}},
+         item.format(2, 3, "corrupt or truncated JPEG data")),
+        ({"signature_name": "serving_bytes", "instances": [_b64(png), _b64(b"")]},
+         item.format(1, 2, "empty string, not an image")),
+        ({"signature_name": "serving_bytes", "instances": [""]},
+         item.format(0, 1, "empty string, not an image")),
+        ({"signature_name": "serving_bytes", "instances": []},
+         "input 'image_bytes': the batch is empty; send at least one encoded image"),
+        ({"instances": []}, "input 'images': the batch is empty; send at least one image"),
+        ({"inputs": {"images": []}}, "input 'images': the batch is empty"),
+        # base64 images sent to the pixel signature: point at serving_bytes
+        ({"instances": [_b64(png)]}, "\"signature_name\": \"serving_bytes\""),
+        ({"inputs": {"images": [_b64(png)]}}, "go to the signature 'serving_bytes'"),
+    ]
+    for body, text in cases:
+        caplog.clear()
+        with caplog.at_level("WARNING", logger="jlml_tf.serving.rest"):
+            status, reply = request(url(server, ":predict"), body)
+        assert status == 400, (body, reply)
+        assert text in reply["error"] and "Graph execution" not in reply["error"], reply
+        assert any(text in r.getMessage() for r in caplog.records), caplog.text
+    status, reply = request(url(server, ":predict"), {
+        "signature_name": "serving_bytes", "instances": [_b64(png), _b64(jpeg)]})
+    assert status == 200 and np.array(reply["predictions"]).shape == (2, 32)
 
 
 def test_concurrent_clients_get_identical_results(server):

@@ -59,6 +59,9 @@ def signatures_of(loaded) -> dict[str, Signature]:
 def check_input(name: str, value: np.ndarray, spec: tf.TensorSpec) -> np.ndarray:
     """Shape and dtype of one input against its spec; returns the array in the spec's dtype."""
     shape = spec.shape
+    if value.ndim >= 1 and value.shape[0] == 0 and (shape.rank is None or shape.rank >= 1):
+        raise invalid(f"input '{name}': the batch is empty; send at least one "
+                      + ("encoded image" if spec.dtype == tf.string else "image"))
     if shape.rank is not None:
         if value.ndim != shape.rank:
             raise invalid(f"input '{name}': expected rank {shape.rank} (shape "
@@ -122,15 +125,75 @@ def run_signature(signature: Signature, inputs: dict[str, np.ndarray],
         if unknown:
             raise invalid(f"output_filter {unknown} names no output of signature "
                           f"'{signature.name}' (outputs: {sorted(signature.outputs)})")
+    for name, value in checked.items():
+        check_items(name, value, signature.inputs[name])
     try:
         result = signature.fn(**{k: tf.constant(v, dtype=signature.inputs[k].dtype)
                                  for k, v in checked.items()})
     except (tf.errors.InvalidArgumentError, tf.errors.UnknownError) as e:
-        raise invalid(e.message.strip().splitlines()[0]) from e
+        for name, value in checked.items():  # which image of the batch? (error path only)
+            if signature.inputs[name].dtype == tf.string:
+                find_undecodable(name, value)
+        raise invalid(f"signature '{signature.name}': {tf_error_text(e)}") from e
     except tf.errors.ResourceExhaustedError as e:
-        raise ServingError(grpc.StatusCode.RESOURCE_EXHAUSTED, e.message.splitlines()[0]) from e
+        raise ServingError(grpc.StatusCode.RESOURCE_EXHAUSTED, tf_error_text(e)) from e
     names = output_filter or list(signature.outputs)
     return {k: result[k].numpy() for k in names}
+
+
+def tf_error_text(error: BaseException) -> str:
+    """TensorFlow's error without "Graph execution error:" and its node decorations."""
+    from jlml_tf.export.preprocessing import tf_error_text as text
+
+    return text(error)
+
+
+def _items(name: str, indices: list[int], total: int) -> str:
+    which = ", ".join(str(i) for i in indices[:10]) + (", ..." if len(indices) > 10 else "")
+    noun = "item" if len(indices) == 1 else "items"
+    return f"input '{name}' {noun} {which} (counting from 0) of the batch of {total}"
+
+
+def check_items(name: str, value: np.ndarray, spec: tf.TensorSpec) -> None:
+    """Checks a batch before it runs: no empty string where encoded images go (an empty batch
+    is refused by `check_input`)."""
+    if spec.dtype == tf.string:
+        empty = [i for i, v in enumerate(value.reshape(-1)) if not v]
+        if empty:
+            raise invalid(f"{_items(name, empty, value.size)}: empty string"
+                          + ("s" if len(empty) > 1 else "") + ", not an image")
+
+
+def find_undecodable(name: str, value: np.ndarray) -> None:
+    """Raises INVALID_ARGUMENT naming the items of a string batch that are not images (each
+    decoded alone, as the signature's graph decodes it); returns if every item decodes."""
+    from jlml_tf.export.preprocessing import decode_error_reason
+
+    bad = {}
+    for i, item in enumerate(value.reshape(-1)):
+        try:
+            tf.io.decode_image(tf.constant(item), channels=3, expand_animations=False)
+        except (tf.errors.InvalidArgumentError, tf.errors.UnknownError) as e:
+            bad[i] = decode_error_reason(e)
+    if not bad:
+        return
+    reasons = sorted(set(bad.values()))
+    if len(reasons) == 1:
+        detail = reasons[0]
+    else:
+        detail = "; ".join(f"{i}: {r}" for i, r in list(bad.items())[:10])
+    raise invalid(f"{_items(name, list(bad), value.size)}: {detail}")
+
+
+def bytes_hint(signatures: dict, current: str) -> str:
+    """A hint naming the signatures that take encoded images, for a request that sent strings
+    (or {"b64": ...}) to a signature that takes pixels."""
+    takers = [n for n, sig in signatures.items() if n != current
+              and any(spec.dtype == tf.string for spec in sig.inputs.values())]
+    if not takers:
+        return ""
+    return (f"; encoded images (base64 JPEG/PNG) go to the signature '{takers[0]}': set "
+            f"\"signature_name\": \"{takers[0]}\" (REST) or model_spec.signature_name (gRPC)")
 
 
 def signature_def_map(saved_model_dir) -> "object":

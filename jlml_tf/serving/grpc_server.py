@@ -25,7 +25,9 @@ def _version(model_spec) -> int | None:
     return model_spec.version.value if model_spec.HasField("version") else None
 
 
-def _abort(context, err: core.ServingError):
+def _abort(context, err: core.ServingError, method: str = ""):
+    # the server's log says what went wrong too, not only the client
+    log.warning("gRPC %s from %s: %s %s", method, context.peer(), err.code.name, err.message)
     context.abort(err.code, err.message)
 
 
@@ -44,8 +46,10 @@ class PredictionService(prediction_service_pb2_grpc.PredictionServiceServicer):
                 want = signature.inputs.get(name)
                 if want is not None and proto.dtype != want.dtype.as_datatype_enum:
                     got = tf.dtypes.as_dtype(proto.dtype).name if proto.dtype else "DT_INVALID"
+                    hint = core.bytes_hint(servable.signatures, signature.name) \
+                        if proto.dtype == tf.string.as_datatype_enum else ""
                     raise core.invalid(f"input '{name}': expects {want.dtype.name} but {got} is "
-                                       "provided")
+                                       f"provided{hint}")
                 try:
                     inputs[name] = tf.make_ndarray(proto)
                 except Exception as e:  # noqa: BLE001 - malformed TensorProto
@@ -60,10 +64,11 @@ class PredictionService(prediction_service_pb2_grpc.PredictionServiceServicer):
                 response.outputs[name].CopyFrom(tf.make_tensor_proto(value))
             return response
         except core.ServingError as e:
-            _abort(context, e)
+            _abort(context, e, "Predict")
         except Exception as e:  # noqa: BLE001
             log.exception("Predict failed")
-            _abort(context, core.ServingError(grpc.StatusCode.INTERNAL, f"internal error: {e}"))
+            _abort(context, core.ServingError(grpc.StatusCode.INTERNAL, f"internal error: {e}"),
+                   "Predict")
 
     def GetModelMetadata(self, request, context):  # noqa: N802
         try:

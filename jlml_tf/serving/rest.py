@@ -84,6 +84,9 @@ def to_array(value, name: str, spec) -> np.ndarray:
         raise core.invalid(f"input '{name}': ragged nested lists (every row must have the same "
                            "length)")
     if arr.dtype.kind in "USO":
+        if _contains(value, lambda v: isinstance(v, dict) and "b64" in v):
+            raise core.invalid(f"input '{name}': expected numbers of type {spec.dtype.name}, "
+                               "got {\"b64\": ...} (encoded bytes)")
         if _contains(value, lambda v: isinstance(v, (str, dict))):
             raise core.invalid(f"input '{name}': expected numbers of type {spec.dtype.name}, "
                                "got strings or objects")
@@ -200,6 +203,9 @@ class _Handler(http.server.BaseHTTPRequestHandler):
         self.wfile.write(data)
 
     def _error(self, err: core.ServingError):
+        # the server's log says what went wrong too, not only the client
+        log.warning("%s %s from %s: HTTP %d %s", self.command, self.path.split("?", 1)[0],
+                    self.address_string(), err.http_status, err.message)
         self._send(err.http_status, {"error": err.message})
 
     def _route(self, method: str):
@@ -280,7 +286,12 @@ class _Handler(http.server.BaseHTTPRequestHandler):
             if not isinstance(sig_name, str):
                 raise core.invalid("\"signature_name\" must be a string")
             signature = servable.signature(sig_name)
-            inputs, row_format = parse_predict(request, signature)
+            try:
+                inputs, row_format = parse_predict(request, signature)
+            except core.ServingError as e:
+                if "got strings" in e.message or "(encoded bytes)" in e.message:
+                    e.message += core.bytes_hint(servable.signatures, signature.name)
+                raise
             outputs = core.run_signature(signature, inputs, self.server.max_batch)
             self._send(200, format_predict(outputs, row_format))
         except core.ServingError as e:
