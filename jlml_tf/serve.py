@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import logging as py_logging
 import os
+import pathlib
 import signal
 import sys
 import threading
@@ -32,38 +33,62 @@ def define_flags() -> None:
     flags.DEFINE_integer("num_threads", 0, "TensorFlow intra-op threads (0: all cores).")
 
 
+class UsageError(Exception):
+    """Bad input: `error: ...` on stderr, exit status 2 (no help text)."""
+
+
 def main(argv):
     if len(argv) > 1:
-        raise app.UsageError(f"unexpected arguments {argv[1:]}; flags take the form --name=value")
+        raise UsageError(f"unexpected arguments {argv[1:]}; flags take the form --name=value")
     if not FLAGS.model_base_path:
-        raise app.UsageError("--model_base_path is required")
+        raise UsageError("--model_base_path is required (EXPORT_DIR/<model_name>, the folder "
+                         "of version folders 1, 2, ...)")
     for name in ("rest_port", "grpc_port"):
         if not -1 <= FLAGS[name].value <= 65535:
-            raise app.UsageError(f"--{name}={FLAGS[name].value}: expected -1..65535")
+            raise UsageError(f"--{name}={FLAGS[name].value}: expected -1..65535")
     if FLAGS.rest_port == -1 and FLAGS.grpc_port == -1:
-        raise app.UsageError("--rest_port=-1 and --grpc_port=-1: nothing to serve")
-    py_logging.basicConfig(level=py_logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
+        raise UsageError("--rest_port=-1 and --grpc_port=-1: nothing to serve")
+    from jlml_tf import tf_quiet
+
+    tf_quiet.quiet_tensorflow()
     import tensorflow as tf
+
+    from jlml_tf.serving.server import check_base_path
+
+    try:
+        check_base_path(pathlib.Path(FLAGS.model_base_path))
+    except (FileNotFoundError, ValueError) as e:
+        raise UsageError(str(e)) from None
+    py_logging.basicConfig(level=py_logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
 
     if FLAGS.num_threads:
         tf.config.threading.set_intra_op_parallelism_threads(FLAGS.num_threads)
-    from jlml_tf.serving.server import ModelServer
+    from jlml_tf.serving.server import BindError, ModelServer
 
     try:
         server = ModelServer(FLAGS.model_base_path, FLAGS.model_name, FLAGS.host,
                              None if FLAGS.rest_port == -1 else FLAGS.rest_port,
                              None if FLAGS.grpc_port == -1 else FLAGS.grpc_port,
                              FLAGS.poll_seconds, FLAGS.max_request_bytes, FLAGS.max_batch)
-    except FileNotFoundError as e:
-        raise app.UsageError(str(e))
+    except (FileNotFoundError, ValueError) as e:
+        raise UsageError(str(e)) from None
     stop = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: stop.set())
-    server.start()
+    try:
+        server.start()
+    except BindError as e:
+        flag = "--rest_port" if e.api == "REST" else "--grpc_port"
+        raise UsageError(f"{flag}={e.port}: {e}; is another server running there? Pick another "
+                         f"port, 0 for a free one, or -1 to leave the {e.api} API off") from None
     try:
         current = server.registry._current  # noqa: SLF001 - for the start-up message only
-        print(f"model {server.model_name}: "
-              + (f"version {current.version}" if current else "no version yet (waiting)"),
-              flush=True)
+        if current:
+            print(f"model {server.model_name}: version {current.version}", flush=True)
+        else:
+            print(f"model {server.model_name}: no version yet; waiting for a numbered folder "
+                  f"holding saved_model.pb under {server.base_path} (`python -m jlml_tf.export "
+                  f"--export_dir={server.base_path.parent} --model_name="
+                  f"{server.base_path.name}` writes one)", flush=True)
         if server.rest_port is not None:
             print(f"REST {FLAGS.host}:{server.rest_port}", flush=True)
         if server.grpc_port is not None:
@@ -77,9 +102,19 @@ def main(argv):
         print("stopped", flush=True)
 
 
+def _main(argv):
+    try:
+        main(argv)
+    except UsageError as e:
+        print(f"error: {e}", file=sys.stderr)
+        sys.exit(2)
+
+
 def run():
-    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-    app.run(main)
+    from jlml_tf import tf_quiet
+
+    os.environ.setdefault(tf_quiet.ENV, tf_quiet.QUIET_LEVEL)  # before anything imports TF
+    app.run(_main)
 
 
 if __name__ == "__main__":

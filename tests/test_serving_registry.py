@@ -142,6 +142,76 @@ def test_missing_base_path_is_a_clear_error(tmp_path):
         ModelServer(tmp_path / "nope")
 
 
+def _fake_export(root):
+    """EXPORT/jlml/1/saved_model.pb and EXPORT/jlml_v1/, as the export writes them."""
+    (root / "jlml" / "1").mkdir(parents=True)
+    (root / "jlml" / "1" / "saved_model.pb").write_bytes(b"graph")
+    (root / "jlml_v1").mkdir()
+    return root / "jlml"
+
+
+def test_a_base_path_one_level_off_says_where_the_model_is(tmp_path):
+    """Issue 13 item 6: pointing at the folder above the model waited forever ("no version
+    yet") with no hint; pointing at a version folder likewise."""
+    base = _fake_export(tmp_path / "export")
+    with pytest.raises(ValueError, match=f"the model is one level down: --model_base_path={base}$"):
+        ModelServer(tmp_path / "export")
+    with pytest.raises(ValueError, match=f"is a SavedModel version folder.*"
+                                         f"--model_base_path={base}$"):
+        ModelServer(base / "1")
+    (tmp_path / "empty").mkdir()  # no version yet: the server waits for the first one
+    assert ModelServer(tmp_path / "empty", rest_port=0, grpc_port=None).model_name == "empty"
+
+
+def test_a_port_in_use_is_a_bind_error_before_the_model_loads(tmp_path):
+    import socket
+
+    from jlml_tf.serving.server import BindError
+
+    (tmp_path / "jlml").mkdir()
+    with socket.socket() as busy:
+        busy.bind(("127.0.0.1", 0))
+        busy.listen()
+        port = busy.getsockname()[1]
+        for kwargs, api in ((dict(rest_port=port, grpc_port=None), "REST"),
+                            (dict(rest_port=None, grpc_port=port), "gRPC")):
+            server = ModelServer(tmp_path / "jlml", poll_seconds=0, **kwargs)
+            with pytest.raises(BindError, match=f"cannot serve the {api} API on 127.0.0.1:{port}"):
+                server.start()
+            assert server.rest is None and server.grpc is None
+
+
+def _serve(*args):
+    env = {k: v for k, v in os.environ.items() if k != "TF_CPP_MIN_LOG_LEVEL"}
+    return subprocess.run([sys.executable, "-m", "jlml_tf.serve", *args], capture_output=True,
+                          text=True, env=env, timeout=300)
+
+
+@pytest.mark.slow
+def test_serve_cli_errors_are_one_line_without_help_or_traceback(tmp_path):
+    import socket
+
+    base = _fake_export(tmp_path / "export")
+    res = _serve(f"--model_base_path={tmp_path / 'missing'}")
+    assert res.returncode == 2 and res.stderr.strip() == (
+        f"error: --model_base_path={tmp_path / 'missing'}: no such directory (expected "
+        "DIR/<model_name> holding version folders 1, 2, ...)")
+    res = _serve(f"--model_base_path={tmp_path / 'export'}")
+    assert res.returncode == 2 and len(res.stderr.strip().splitlines()) == 1
+    assert f"one level down: --model_base_path={base}" in res.stderr
+    (tmp_path / "jlml").mkdir()
+    with socket.socket() as busy:
+        busy.bind(("127.0.0.1", 0))
+        busy.listen()
+        port = busy.getsockname()[1]
+        res = _serve(f"--model_base_path={tmp_path / 'jlml'}", f"--rest_port={port}",
+                     "--grpc_port=-1")
+    assert res.returncode == 2 and "Traceback" not in res.stderr, res.stderr
+    assert res.stderr.strip().splitlines()[-1].startswith(
+        f"error: --rest_port={port}: cannot serve the REST API on 127.0.0.1:{port}")
+    assert "I0000" not in res.stderr and "absl::InitializeLog" not in res.stderr
+
+
 @pytest.mark.slow
 def test_serve_cli(models, tmp_path):
     """python -m jlml_tf.serve on free ports; SIGTERM stops it cleanly."""
