@@ -37,15 +37,16 @@ def exported(tmp_path_factory):
     cfg = run_dir_lib.model_config(run)
     eval_set = parity.eval_set_from_reid(data, cfg.input_height, cfg.input_width)
     calibration = data.table.subset(data.trials[0].train)
+    messages = []
     result = pipeline.export_run(run, root / "out", "reid", None, ("float32", "int8"),
                                  calibration, 20, eval_set, latency_runs=(3, 2),
-                                 progress=lambda m: None)
-    return root, run, data, result
+                                 progress=messages.append, progress_bars=True)
+    return root, run, data, result, messages
 
 
 @pytest.mark.slow  # shares a ~30-50 s export
 def test_layout(exported):
-    root, _, _, result = exported
+    root, _, _, result, _ = exported
     assert result.saved_model_dir == root / "out" / "reid" / "1"
     assert (result.saved_model_dir / "saved_model.pb").is_file()
     assert (result.saved_model_dir / "assets.extra" / "model_card.json").is_file()
@@ -62,7 +63,7 @@ def test_layout(exported):
 
 @pytest.mark.slow  # shares a ~30-50 s export
 def test_model_card(exported):
-    _, run, _, result = exported
+    _, run, _, result, _ = exported
     card = json.loads((result.extras_dir / "model_card.json").read_text())
     _, _, embedding_model = run_dir_lib.load_models(run)
     assert card["parameters"] == embedding_model.count_params()
@@ -82,7 +83,7 @@ def test_model_card(exported):
 
 @pytest.mark.slow  # shares a ~30-50 s export
 def test_parity_report(exported):
-    _, _, data, result = exported
+    _, _, data, result, _ = exported
     report = json.loads((result.extras_dir / "parity.json").read_text())
     trial = data.trials[0]
     assert report["num_images"] == len(trial.query) + len(trial.gallery)
@@ -108,11 +109,64 @@ def test_parity_report(exported):
 
 @pytest.mark.slow  # shares a ~30-50 s export
 def test_refuses_existing_version(exported):
-    root, run, _, _ = exported
+    root, run, _, _, _ = exported
     with pytest.raises(FileExistsError, match="--overwrite"):
         pipeline.export_run(run, root / "out", "reid", 1, (), progress=lambda m: None)
     with pytest.raises(ValueError, match="calibration"):
         pipeline.export_run(run, root / "out", "reid", 2, ("int8",), progress=lambda m: None)
+
+
+@pytest.mark.slow  # shares a ~30-50 s export
+def test_export_reports_numbered_steps_with_their_time(exported):
+    """Issue 13 item 11: four minutes without a sign of progress inside conversion and parity."""
+    _, _, _, _, messages = exported
+    steps = [m for m in messages if m.startswith("[")]
+    total = int(steps[0].split("/")[1].split("]")[0])
+    assert total == 7  # load, calibration images, SavedModel, 2 conversions, parity, card
+    starts = [m for m in steps if "done in" not in m]
+    assert [m.split("]")[0] for m in starts] == [f"[{i}/{total}" for i in range(1, total + 1)]
+    assert any(m.startswith("[5/7] converting TFLite int8: done in ") for m in steps)
+    assert sum("done in" in m for m in steps) == total
+    assert "parity [5/5]: tflite_int8" in messages
+
+
+def test_parity_progress_bars_cover_every_image_and_timed_call():
+    calls = []
+
+    class Bar:
+        def __init__(self, total, desc, unit):
+            self.total, self.desc, self.n = total, desc, 0
+            calls.append(self)
+
+        def update(self, n=1):
+            self.n += n
+
+        def close(self):
+            pass
+
+    images = np.random.default_rng(0).integers(0, 256, (70, 8, 4, 3), dtype=np.uint8)
+    s = parity.EvalSet(images=images, description="70 images")
+    embed = lambda x: x.reshape(len(x), -1)[:, :6].astype(np.float32)  # noqa: E731
+    ref = parity.Candidate("ref", "reference", lambda e: embed(e.images), embed)
+    other = parity.Candidate("other", "the same", lambda e: embed(e.images), embed)
+    report = parity.run(ref, [other], s, latency_runs=(3, 2), progress=lambda m: None, bar=Bar)
+    assert report["formats"]["other"]["max_abs_diff"] == 0
+    assert [(b.desc, b.total, b.n) for b in calls] == [
+        ("ref: embedding", 70, 70), ("ref: timing", 9, 9),
+        ("other: embedding", 70, 70), ("other: timing", 9, 9)]
+
+
+def test_parity_report_wording():
+    """Issue 13 item 8: "one query is 1 points"."""
+    report = {"eval_set": "x", "reference": "keras", "num_threads": 2, "rank1_goal_points": 1.0,
+              "formats": {}, "int8_rank1_gap_to_float32": -1.0, "int8_meets_goal": True,
+              "num_queries": 100}
+    md = parity.report_markdown(report)
+    assert "(at most 1 point lower). With 100 queries one query is 1 point." in md
+    assert "1 points" not in md
+    report["num_queries"] = 6
+    assert "With 6 queries one query is 16.7 points." in parity.report_markdown(report)
+    assert parity.points(0.5) == "0.5 points" and parity.points(2) == "2 points"
 
 
 def _card(run):
@@ -171,7 +225,8 @@ def test_parity_on_a_folder(tmp_path):
 
 
 def _run_cli(*args, timeout=600):
-    env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2"}
+    # as a user runs it: no TF_CPP_MIN_LOG_LEVEL of the test session
+    env = {k: v for k, v in os.environ.items() if k != "TF_CPP_MIN_LOG_LEVEL"}
     return subprocess.run([sys.executable, "-m", "jlml_tf.export", *args], capture_output=True,
                           text=True, env=env, timeout=timeout)
 
@@ -180,7 +235,7 @@ def test_cli_errors_name_the_flag(tmp_path):
     res = _run_cli(f"--run_dir={tmp_path / 'nope'}", f"--export_dir={tmp_path / 'out'}")
     assert res.returncode != 0 and "--run_dir" in res.stderr
     res = _run_cli(f"--export_dir={tmp_path / 'out'}")
-    assert res.returncode != 0 and "--run_dir is required" in res.stderr
+    assert res.returncode == 2 and res.stderr.strip() == "error: --run_dir is required"
 
 
 @pytest.mark.slow
@@ -202,3 +257,8 @@ def test_cli_end_to_end_on_a_folder(tmp_path):
                                       "tflite_float16", "tflite_int8"}
     assert report["formats"]["tflite_int8"]["rank1"] is None  # no identities in a folder
     assert "Parity report" in res.stdout
+    assert "`embeddings`: float32 [N, 32], L2-normalised" in res.stdout
+    assert "[4/7] converting TFLite float16: done in" in res.stdout
+    from test_embed import assert_no_tf_noise
+
+    assert_no_tf_noise(res.stdout + res.stderr)  # issue 13 item 8

@@ -15,7 +15,7 @@ import os
 import sys
 
 from jlml_tf import cli
-from absl import app, flags, logging
+from absl import app, flags
 
 FLAGS = flags.FLAGS
 def define_flags() -> None:
@@ -47,13 +47,18 @@ def define_flags() -> None:
     flags.DEFINE_integer("calibration_count", 200, "How many calibration images (random sample).")
     flags.DEFINE_list("latency_runs", ["30", "10"], "Timed runs at batch 1 and batch 32.")
     flags.DEFINE_integer("num_threads", 2, "CPU threads for TensorFlow and LiteRT.")
+    flags.DEFINE_bool("progress", True, "Progress bars on stderr inside conversion and parity.")
+
+
+class UsageError(Exception):
+    """Bad input: `error: ...` on stderr, exit status 2 (no help text)."""
 
 
 def _options(items, flag) -> dict:
     try:
         return cli.key_values(items, flag)
     except cli.UsageError as e:
-        raise app.UsageError(str(e)) from None
+        raise UsageError(str(e)) from None
 
 
 def _data_source(run_config: dict):
@@ -81,18 +86,20 @@ def _data_source(run_config: dict):
 
 def main(argv):
     if len(argv) > 1:
-        raise app.UsageError(f"unexpected arguments {argv[1:]}; flags take the form --name=value")
+        raise UsageError(f"unexpected arguments {argv[1:]}; flags take the form --name=value")
     for name in ("run_dir", "export_dir"):
         if not FLAGS[name].value:
-            raise app.UsageError(f"--{name} is required")
+            raise UsageError(f"--{name} is required")
     try:
         runs = tuple(int(v) for v in FLAGS.latency_runs)
     except ValueError:
-        raise app.UsageError(f"--latency_runs={FLAGS.latency_runs}: expected two integers")
+        raise UsageError(f"--latency_runs={FLAGS.latency_runs}: expected two integers")
     if len(runs) != 2 or min(runs) < 1:
-        raise app.UsageError(f"--latency_runs={FLAGS.latency_runs}: expected two positive integers")
+        raise UsageError(f"--latency_runs={FLAGS.latency_runs}: expected two positive integers")
 
-    logging.set_verbosity(logging.WARNING)
+    from jlml_tf import tf_quiet
+
+    tf_quiet.quiet_tensorflow()
     import tensorflow as tf
 
     try:
@@ -107,7 +114,7 @@ def main(argv):
     try:
         run_path, _ = run_dir_lib.resolve_checkpoint(FLAGS.run_dir)
     except FileNotFoundError as e:
-        raise app.UsageError(f"--run_dir: {e}")
+        raise UsageError(f"--run_dir: {e}")
     run_config = run_dir_lib.read_config(run_path)
     cfg = run_dir_lib.model_config(run_path)
 
@@ -117,7 +124,7 @@ def main(argv):
     if need_data:
         source = _data_source(run_config)
         if source is None:
-            raise app.UsageError(
+            raise UsageError(
                 f"{run_path}/config.json names no data set of the registry: pass --parity_data=NAME "
                 "(and --parity_protocol), or --parity_images and --calibration_images, or "
                 "--noparity and --tflite without int8")
@@ -148,8 +155,10 @@ def main(argv):
     result = pipeline.export_run(
         FLAGS.run_dir, FLAGS.export_dir, FLAGS.model_name, FLAGS.version, FLAGS.tflite,
         calibration, FLAGS.calibration_count, eval_set, runs, FLAGS.num_threads, FLAGS.overwrite,
-        progress=lambda m: print(m, flush=True))
-    print(f"SavedModel:  {result.saved_model_dir}")
+        progress=lambda m: print(m, flush=True), progress_bars=FLAGS.progress)
+    out = result.card["output"]
+    print(f"\nSavedModel:  {result.saved_model_dir} (`{out['name']}`: {out['dtype']} "
+          f"[N, {out['shape'][1]}], L2-normalised)")
     print(f"model card:  {result.extras_dir / 'model_card.md'}")
     for variant, path in result.tflite_files.items():
         print(f"TFLite {variant + ':':13s} {path}")
@@ -158,13 +167,19 @@ def main(argv):
         print((result.extras_dir / "parity.md").read_text())
 
 
-def run():
-    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+def _main(argv):
     try:
-        app.run(main)
-    except (ValueError, FileNotFoundError, FileExistsError) as e:
+        main(argv)
+    except (UsageError, ValueError, FileNotFoundError, FileExistsError) as e:
         print(f"error: {e}", file=sys.stderr)
         sys.exit(2)
+
+
+def run():
+    from jlml_tf import tf_quiet
+
+    os.environ.setdefault(tf_quiet.ENV, tf_quiet.QUIET_LEVEL)  # before anything imports TF
+    app.run(_main)
 
 
 if __name__ == "__main__":

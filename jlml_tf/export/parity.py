@@ -89,17 +89,20 @@ def evaluate_ranking(features: np.ndarray, s: EvalSet) -> dict | None:
 
 
 def latency(fn: Callable[[np.ndarray], object], images: np.ndarray, batch_size: int, runs: int,
-            warmup: int = 2) -> dict:
-    """Milliseconds per image of fn(batch): median and p95 over `runs` timed calls."""
+            warmup: int = 2, tick: Callable[[], object] = lambda: None) -> dict:
+    """Milliseconds per image of fn(batch): median and p95 over `runs` timed calls.
+    `tick()` is called after every call (warm-up included), for a progress bar."""
     reps = -(-batch_size // len(images))
     batch = np.concatenate([images] * reps)[:batch_size] if reps > 1 else images[:batch_size]
     for _ in range(warmup):
         fn(batch)
+        tick()
     times = []
     for _ in range(runs):
         start = time.perf_counter()
         fn(batch)
         times.append((time.perf_counter() - start) * 1000.0 / batch_size)
+        tick()
     return {"median_ms": float(np.median(times)), "p95_ms": float(np.percentile(times, 95)),
             "runs": runs}
 
@@ -125,17 +128,44 @@ class Candidate:
     batch_input: Callable[[EvalSet], object] | None = None  # what `timed` takes; default pixels
 
 
+def _subset(s: EvalSet, start: int, stop: int) -> EvalSet:
+    return dataclasses.replace(s, images=s.images[start:stop],
+                               encoded=None if s.encoded is None else s.encoded[start:stop],
+                               pids=None, camids=None, num_query=0)
+
+
+def embed_in_chunks(cand: Candidate, s: EvalSet, chunk: int = 64, bar=None) -> np.ndarray:
+    """cand.embed over the evaluation set a chunk at a time, behind a progress bar."""
+    progress = bar(total=len(s.images), desc=f"{cand.name}: embedding", unit="img") \
+        if bar else None
+    try:
+        outs = []
+        for start in range(0, len(s.images), chunk):
+            outs.append(np.asarray(cand.embed(_subset(s, start, start + chunk))))
+            if progress is not None:
+                progress.update(len(outs[-1]))
+        return np.concatenate(outs)
+    finally:
+        if progress is not None:
+            progress.close()
+
+
 def run(reference: Candidate, candidates: list[Candidate], eval_set: EvalSet,
         latency_runs: tuple[int, int] = (30, 10), num_threads: int = 2,
-        batch_sizes: tuple[int, int] = (1, 32), progress: Callable[[str], None] = print) -> dict:
-    """Compares every candidate to the reference on eval_set; returns the report dict."""
-    progress(f"parity: reference {reference.name} on {eval_set.description}")
-    ref_features = reference.embed(eval_set)
-    ref_rank = evaluate_ranking(ref_features, eval_set)
-    rows = {}
-    for cand in [reference] + candidates:
-        progress(f"parity: {cand.name}")
-        feats = ref_features if cand is reference else cand.embed(eval_set)
+        batch_sizes: tuple[int, int] = (1, 32), progress: Callable[[str], None] = print,
+        bar=None, warmup: int = 2) -> dict:
+    """Compares every candidate to the reference on eval_set; returns the report dict.
+
+    `progress(message)` is told each format as it starts; `bar`, a tqdm-like factory (called
+    with total=, desc=, unit=), draws progress bars over the images embedded and the timed
+    runs (None: no bars)."""
+    progress(f"parity on {eval_set.description}: {1 + len(candidates)} formats")
+    rows, ref_features, ref_rank = {}, None, None
+    for i, cand in enumerate([reference] + candidates, start=1):
+        progress(f"parity [{i}/{1 + len(candidates)}]: {cand.name}")
+        feats = embed_in_chunks(cand, eval_set, bar=bar)
+        if cand is reference:
+            ref_features, ref_rank = feats, evaluate_ranking(feats, eval_set)
         row = {"description": cand.description, "path": cand.path, "size_bytes": cand.size_bytes,
                **compare(ref_features, feats)}
         rank = evaluate_ranking(feats, eval_set)
@@ -146,8 +176,15 @@ def run(reference: Candidate, candidates: list[Candidate], eval_set: EvalSet,
         else:
             row.update(rank1=None, map=None, rank1_change=None, map_change=None)
         inputs = cand.batch_input(eval_set) if cand.batch_input else eval_set.images
-        row["latency"] = {f"batch{b}": latency(cand.timed, inputs, b, runs)
-                          for b, runs in zip(batch_sizes, latency_runs)}
+        timer = bar(total=sum(latency_runs) + warmup * len(batch_sizes),
+                    desc=f"{cand.name}: timing", unit="call") if bar else None
+        tick = timer.update if timer is not None else (lambda: None)
+        try:
+            row["latency"] = {f"batch{b}": latency(cand.timed, inputs, b, runs, warmup, tick)
+                              for b, runs in zip(batch_sizes, latency_runs)}
+        finally:
+            if timer is not None:
+                timer.close()
         rows[cand.name] = row
     report = {"eval_set": eval_set.description, "num_images": int(len(eval_set.images)),
               "reference": reference.name, "num_threads": num_threads,
@@ -159,6 +196,12 @@ def run(reference: Candidate, candidates: list[Candidate], eval_set: EvalSet,
         report["int8_meets_goal"] = bool(gap >= -RANK1_GOAL_POINTS)
         report["num_queries"] = int(eval_set.num_query)
     return report
+
+
+def points(value: float) -> str:
+    """'1 point', '0.5 points', '16.7 points' (rank-1 percentage points)."""
+    text = f"{value:.3g}"
+    return f"{text} point" + ("" if text == "1" else "s")
 
 
 def _f(v, spec=".4g") -> str:
@@ -185,11 +228,12 @@ def report_markdown(report: dict) -> str:
     lines.append("")
     if "int8_meets_goal" in report:
         verdict = "meets" if report["int8_meets_goal"] else "MISSES"
+        queries = report.get("num_queries") or 0
+        one_query = (f" With {queries} queries one query is {points(100 / queries)}."
+                     if queries else "")
         lines.append(f"Full int8 rank-1 is {report['int8_rank1_gap_to_float32']:+.2f} points from "
                      f"TFLite float32: it {verdict} the goal (at most "
-                     f"{report['rank1_goal_points']:g} point lower). With "
-                     f"{report.get('num_queries', '?')} queries one query is "
-                     f"{100 / max(report.get('num_queries', 1), 1):.2g} points.")
+                     f"{points(report['rank1_goal_points'])} lower).{one_query}")
     elif not any(r["rank1"] is not None for r in report["formats"].values()):
         lines.append("No identities in the evaluation set: rank-1 and mAP are not measured.")
     lines += ["", "Formats:", ""]

@@ -12,16 +12,20 @@ polling EXPORT_DIR/<model_name> only ever sees finished, checked versions.
 """
 from __future__ import annotations
 
+import contextlib
 import dataclasses
+import functools
 import json
 import os
 import pathlib
 import shutil
+import sys
+import time
 from typing import Callable, Sequence
 
 import numpy as np
 
-from jlml_tf import inference, threshold as threshold_lib
+from jlml_tf import inference, threshold as threshold_lib, tf_quiet
 from jlml_tf import run_dir as run_dir_lib
 from jlml_tf.data.types import ImageTable
 from jlml_tf.export import model_card, parity, saved_model, tflite
@@ -64,17 +68,45 @@ def _saved_model_candidates(path: pathlib.Path, size: int) -> list[parity.Candid
     return cands
 
 
+class _Steps:
+    """Numbered steps with their wall time: "[3/9] converting TFLite int8 ... 41.2 s"."""
+
+    def __init__(self, total: int, progress: Callable[[str], None]):
+        self.total, self.done, self.progress = total, 0, progress
+
+    @contextlib.contextmanager
+    def step(self, what: str):
+        self.done += 1
+        self.progress(f"[{self.done}/{self.total}] {what}")
+        start = time.perf_counter()
+        yield
+        self.progress(f"[{self.done}/{self.total}] {what}: done in "
+                      f"{time.perf_counter() - start:.1f} s")
+
+
+def _bar_factory(stream):
+    """A tqdm factory drawing on `stream` (the terminal, also while output is captured)."""
+    from tqdm import tqdm
+
+    return functools.partial(tqdm, file=stream, leave=False, dynamic_ncols=True)
+
+
 def export_run(run_dir: str | os.PathLike, export_dir: str | os.PathLike,
                model_name: str = DEFAULT_MODEL_NAME, version: int | None = None,
                tflite_variants: Sequence[str] = tflite.VARIANTS,
                calibration: Sequence[str] | ImageTable | None = None, calibration_count: int = 200,
                eval_set: parity.EvalSet | None = None, latency_runs: tuple[int, int] = (30, 10),
                num_threads: int = 2, overwrite: bool = False,
-               progress: Callable[[str], None] = print) -> ExportResult:
+               progress: Callable[[str], None] = print, progress_bars: bool = False
+               ) -> ExportResult:
     """Exports a run directory (or checkpoint prefix); see the module docstring for the layout.
 
     `calibration` (training image files or an ImageTable) is needed for the int8 variant;
     `eval_set` (see `parity.eval_set_from_reid` / `eval_set_from_files`) for the parity report.
+    `progress(message)` hears each numbered step and its wall time; `progress_bars` adds tqdm
+    bars on stderr inside the long steps (int8 calibration, parity embedding and timing).
+    What the TFLite converter prints on its own (`fully_quantize: 0, ...`, TensorFlow's
+    deprecation warnings) is kept from the terminal unless a conversion fails.
     """
     unknown = [v for v in tflite_variants if v not in tflite.VARIANTS]
     if unknown:
@@ -94,27 +126,35 @@ def export_run(run_dir: str | os.PathLike, export_dir: str | os.PathLike,
         raise FileExistsError(f"{extras} already exists: choose another --version or pass "
                               "--overwrite")
 
-    progress(f"loading {checkpoint}")
-    cfg, _, embedding_model = run_dir_lib.load_models(run_dir)
-    l2 = saved_model.l2_model(embedding_model)
+    steps = _Steps(2 + ("int8" in tflite_variants) + len(tflite_variants)
+                   + (eval_set is not None) + 1, progress)
+    with steps.step(f"loading {checkpoint}"):
+        cfg, _, embedding_model = run_dir_lib.load_models(run_dir)
+        l2 = saved_model.l2_model(embedding_model)
     height, width = cfg.input_height, cfg.input_width
+    progress(f"model: {height}x{width} RGB in, {cfg.embedding_dim}-d L2-normalised embedding "
+             f"out ({l2.count_params():,} parameters)")
 
     calib_images = None
     if "int8" in tflite_variants:
-        calib_images = tflite.calibration_images(calibration, height, width, calibration_count)
+        with steps.step(f"decoding up to {calibration_count} calibration images"):
+            calib_images = tflite.calibration_images(calibration, height, width,
+                                                     calibration_count)
         progress(f"calibration: {len(calib_images)} training images")
 
     staged = saved_model.stage_dir(base, version)
     try:
-        progress(f"writing SavedModel (staged in {staged})")
-        saved_model.write_saved_model(embedding_model, staged)
+        with steps.step(f"writing the SavedModel (staged in {staged})"):
+            saved_model.write_saved_model(embedding_model, staged)
         sm_size = saved_model.directory_size(staged)
         if extras.exists():
             shutil.rmtree(extras)
         tflite_files, tflite_info = {}, {}
         for variant in tflite_variants:
-            progress(f"converting TFLite {variant}")
-            content = tflite.convert(staged, variant, calib_images)
+            with steps.step(f"converting TFLite {variant}"), \
+                    tf_quiet.native_output_captured() as terminal:
+                content = tflite.convert(staged, variant, calib_images,
+                                         bar=_bar_factory(terminal) if progress_bars else None)
             path = tflite.write(content, extras / "tflite" / f"{variant}.tflite")
             tflite_files[variant] = path
             tflite_info[variant] = {"path": os.fspath(path), "size_bytes": len(content),
@@ -138,24 +178,28 @@ def export_run(run_dir: str | os.PathLike, export_dir: str | os.PathLike,
                 cands.append(parity.Candidate(f"tflite_{variant}", tflite.DESCRIPTIONS[variant],
                                               lambda s, e=emb: e.embed(s.images), emb.embed,
                                               os.fspath(path), path.stat().st_size))
-            report = parity.run(reference, cands, eval_set, latency_runs=latency_runs,
-                                num_threads=num_threads, progress=progress)
+            with steps.step(f"parity report ({1 + len(cands)} formats, "
+                            f"{len(eval_set.images)} images)"):
+                report = parity.run(reference, cands, eval_set, latency_runs=latency_runs,
+                                    num_threads=num_threads, progress=progress,
+                                    bar=_bar_factory(sys.stderr) if progress_bars else None)
             # the staged path is about to be renamed: name the published one
             for row in report["formats"].values():
                 if row["path"] == os.fspath(staged):
                     row["path"] = os.fspath(target)
             parity.write_report(report, extras)
 
-        card = model_card.build_card(cfg, l2, run_path, checkpoint, model_name, version,
-                                     os.fspath(target), tflite_info, report)
-        model_card.write_card(card, extras)
-        extra_files = {model_card.CARD_JSON: json.dumps(card, indent=2, default=str) + "\n"}
-        threshold_file = run_path / threshold_lib.FILE_NAME
-        if threshold_file.is_file():  # the run's "no match" threshold travels with its model
-            extra_files[threshold_lib.FILE_NAME] = threshold_file.read_text()
-            shutil.copyfile(threshold_file, extras / threshold_lib.FILE_NAME)
-        saved_model.write_extra_files(staged, extra_files)
-        published = saved_model.publish(staged, base, version, overwrite)
+        with steps.step("model card, threshold, publishing"):
+            card = model_card.build_card(cfg, l2, run_path, checkpoint, model_name, version,
+                                         os.fspath(target), tflite_info, report)
+            model_card.write_card(card, extras)
+            extra_files = {model_card.CARD_JSON: json.dumps(card, indent=2, default=str) + "\n"}
+            threshold_file = run_path / threshold_lib.FILE_NAME
+            if threshold_file.is_file():  # the run's "no match" threshold travels with it
+                extra_files[threshold_lib.FILE_NAME] = threshold_file.read_text()
+                shutil.copyfile(threshold_file, extras / threshold_lib.FILE_NAME)
+            saved_model.write_extra_files(staged, extra_files)
+            published = saved_model.publish(staged, base, version, overwrite)
     finally:
         if staged.exists():
             shutil.rmtree(staged, ignore_errors=True)

@@ -55,16 +55,27 @@ def calibration_images(source: Sequence[str | os.PathLike] | ImageTable, height:
     return preprocessing.load_images(items, height, width)
 
 
-def representative_dataset(images: np.ndarray, batch_size: int = 1):
-    """A TFLiteConverter.representative_dataset over a uint8 pixel batch."""
+def representative_dataset(images: np.ndarray, batch_size: int = 1, bar=None,
+                           description: str = "calibrating"):
+    """A TFLiteConverter.representative_dataset over a uint8 pixel batch.
+
+    `bar`: a tqdm-like factory (called with total=, desc=, unit=) for a progress bar over the
+    images each time the converter goes through them; None for none."""
     images = np.asarray(images)
     if images.dtype != np.uint8 or images.ndim != 4 or len(images) == 0:
         raise ValueError(f"representative images must be a non-empty uint8 [N, H, W, 3] batch, "
                          f"got {images.dtype} {images.shape}")
 
     def generate():
-        for start in range(0, len(images), batch_size):
-            yield {PIXELS_INPUT: images[start:start + batch_size]}
+        progress = bar(total=len(images), desc=description, unit="img") if bar else None
+        try:
+            for start in range(0, len(images), batch_size):
+                yield {PIXELS_INPUT: images[start:start + batch_size]}
+                if progress is not None:
+                    progress.update(len(images[start:start + batch_size]))
+        finally:
+            if progress is not None:
+                progress.close()
 
     return generate
 
@@ -78,8 +89,11 @@ INT8_FLOAT_OPS = ["SQUARE", "SUM", "RSQRT", "MINIMUM", "MAXIMUM", "MUL"]
 
 
 def convert(saved_model_dir: str | os.PathLike, variant: str,
-            calibration: np.ndarray | None = None) -> bytes:
-    """Converts the SavedModel's `serving_default` signature into one TFLite variant."""
+            calibration: np.ndarray | None = None, bar=None) -> bytes:
+    """Converts the SavedModel's `serving_default` signature into one TFLite variant.
+
+    `bar`: a tqdm-like factory for progress bars over the calibration images (int8 only: the
+    float conversions are single calls with nothing to count)."""
     if variant not in VARIANTS:
         raise ValueError(f"unknown TFLite variant {variant!r}; known: {list(VARIANTS)}")
     if variant == "int8" and calibration is None:
@@ -92,7 +106,8 @@ def convert(saved_model_dir: str | os.PathLike, variant: str,
     if variant == "float16":
         converter.target_spec.supported_types = [tf.float16]
     elif variant == "int8":
-        converter.representative_dataset = representative_dataset(calibration, batch_size=8)
+        converter.representative_dataset = representative_dataset(
+            calibration, batch_size=8, bar=bar, description="int8: calibrating")
         converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8]
         # inference_input/output_type stay float32 (the default): the uint8 pixel input is not
         # a float tensor so it is left alone (cast, then quantised inside the model), and the
@@ -101,7 +116,8 @@ def convert(saved_model_dir: str | os.PathLike, variant: str,
         options = tf.lite.experimental.QuantizationDebugOptions(
             denylisted_ops=INT8_FLOAT_OPS, fully_quantize=False)
         debugger = tf.lite.experimental.QuantizationDebugger(
-            converter=converter, debug_dataset=representative_dataset(calibration, batch_size=8),
+            converter=converter, debug_dataset=representative_dataset(
+                calibration, batch_size=8, bar=bar, description="int8: checking"),
             debug_options=options)
         return debugger.get_nondebug_quantized_model()
     return converter.convert()
