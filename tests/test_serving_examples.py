@@ -108,3 +108,13 @@ def test_rest_and_grpc_examples(tmp_path):
                               f"--port={server.rest_port}", "--model=other"],
                              capture_output=True, text=True, env=env, timeout=300)
         assert res.returncode != 0 and "HTTP 404" in res.stderr
+
+
+def test_export_readme_states_no_figure_the_model_decides():
+    """Issue 13 item 10: export/README.md said [N, 1024] for an export that gave [N, 512].
+    Shapes in it are symbolic ([N, D], H x W); the model card and metadata give the numbers."""
+    import re
+
+    text = (EXPORT / "README.md").read_text()
+    assert "`[N, D]`" in text
+    assert not re.findall(r"\[N, \d+\]|\[-1, \d+\]|\[N, \d+, \d+, 3\]", text)
