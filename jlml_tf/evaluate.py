@@ -20,11 +20,16 @@ a suffix per option so training's own results.* are never overwritten:
     worst_best_<suffix>.png                         ranked lists of the worst and best queries
 e.g. results_rerank.json, results_xqda.json, results_l2.json for plain L2.
 
---calibrate_threshold computes L2 distances between the trial's training images (held out
-from the test identities): same identity across cameras = true matches, different identities =
-false matches; it picks the distance at which the false-match rate equals
---target_false_match_rate, reports the true-match rate there (and both rates on the test
-split) and stores it with the model as RUN/threshold.json, where `jlml_tf.search` finds it.
+--calibrate_threshold computes L2 distances between images of people the model was not trained
+on: same identity across cameras = true matches, different identities = false matches; it picks
+the distance at which the false-match rate equals --target_false_match_rate, reports the
+true-match rate there and the false-match rate it implies on unseen people, and stores it with
+the model as RUN/threshold.json (recording which identities it used), where `jlml_tf.search`
+and the export find it. --calibration_split chooses the identities: `validation` (default), the
+training identities the run held out from training (RUN/config.json data.validation_pids);
+`test`, the test trial's identities (unseen in training; the unseen-people rate is then
+cross-validated over them); `train`, the training identities themselves, as before (the model
+knows these people, so unseen people match more often than the target).
 """
 from __future__ import annotations
 
@@ -275,9 +280,14 @@ def define_flags():
     flags.DEFINE_bool("evaluation", True, "Evaluate (--noevaluation with "
                       "--calibrate_threshold calibrates only).", **d)
     flags.DEFINE_bool("calibrate_threshold", False, "Calibrate a no-match distance threshold "
-                      "on the training identities and store it as RUN/threshold.json.", **d)
+                      "on identities held out from training (--calibration_split) and store it "
+                      "as RUN/threshold.json.", **d)
     flags.DEFINE_float("target_false_match_rate", 0.01, "False-match rate at the threshold.",
                        lower_bound=0.0, upper_bound=1.0, **d)
+    flags.DEFINE_enum("calibration_split", "validation", threshold_lib.SPLITS,
+                      "Identities to calibrate the threshold on: validation (held out from "
+                      "training by the run), test (the test trial's, unseen in training) or "
+                      "train (seen in training: too lenient for unseen people).", **d)
     flags.DEFINE_integer("max_false_pairs", threshold_lib.DEFAULT_MAX_FALSE_PAIRS,
                          "Sample at most this many false-match pairs for the calibration.",
                          lower_bound=1, **d)
@@ -380,32 +390,37 @@ def _report_trial(fv, evaluation: FeatureEvaluation, data, trial, out_dir: pathl
     return paths
 
 
-def _calibrate_trial(fv, lookup, data, trial, run_dir: pathlib.Path, checkpoint: str, log
+def _calibrate_trial(fv, lookup, data, trial, target: Target, checkpoint: str, log
                      ) -> pathlib.Path:
-    """RUN/threshold.json from the trial's training pairs, checked on its test pairs."""
+    """RUN/threshold.json from the identities --calibration_split names (see
+    threshold.calibrate_split), with the rates it implies on unseen people."""
     from jlml_tf import gallery_index
 
     table = data.table
     source = {"dataset": data.name, "protocol": data.protocol, "trial": trial.name,
-              "split": "train", "checkpoint": checkpoint,
+              "checkpoint": checkpoint,
               "model_fingerprint": gallery_index.model_fingerprint(checkpoint)}
+    validation = target.config.get("data", {}).get(threshold_lib.VALIDATION_KEY)
     try:
-        calibration = threshold_lib.calibrate_features(
-            lookup(trial.train), table.pids[trial.train], table.camids[trial.train],
-            fv.target_false_match_rate, fv.max_false_pairs, source)
+        c = threshold_lib.calibrate_split(
+            fv.calibration_split, lookup, table.pids, table.camids, trial.train, trial.query,
+            trial.gallery, fv.target_false_match_rate, validation, fv.max_false_pairs, source)
     except ValueError as e:
         raise UsageError(f"--calibrate_threshold on {data.name}/{trial.name}: {e}") from e
-    q, g = trial.query, trial.gallery
-    calibration.test = threshold_lib.cross_set_rates(
-        calibration.threshold, lookup(q), table.pids[q], table.camids[q], lookup(g),
-        table.pids[g], table.camids[g])
-    path = threshold_lib.save(calibration, run_dir / threshold_lib.FILE_NAME)
-    c = calibration
-    log(f"Threshold {c.threshold:.4f} (L2): false-match rate {100 * c.false_match_rate:.2f}% "
-        f"(target {100 * c.target_false_match_rate:.2f}%), true-match rate "
-        f"{100 * c.true_match_rate:.1f}% on {c.num_true_pairs} true / {c.num_false_pairs} false "
-        f"training pairs; on the test split {100 * c.test['true_match_rate']:.1f}% true, "
-        f"{100 * c.test['false_match_rate']:.2f}% false matches -> {path}")
+    path = threshold_lib.save(c, target.run_dir / threshold_lib.FILE_NAME)
+    log(f"Threshold {c.threshold:.4f} (L2), {threshold_lib.describe(c)}.\n"
+        f"  On the calibration pairs: false-match rate {100 * c.false_match_rate:.2f}%, "
+        f"true-match rate {100 * c.true_match_rate:.1f}% ({c.num_true_pairs} true / "
+        f"{c.num_false_pairs} false pairs, {c.source['identities']} identities)."
+        + (f"\n  On unseen people: false-match rate {100 * c.unseen['false_match_rate']:.2f}%, "
+           f"true-match rate {100 * c.unseen['true_match_rate']:.1f}% ({c.unseen['how']})."
+           if c.unseen else "")
+        + (f"\n  warning: calibrated on people the model was trained on; on unseen people the "
+           f"false-match rate is {100 * c.unseen['false_match_rate']:.2f}%, above the target "
+           f"{100 * c.target_false_match_rate:.2f}%"
+           if not c.source["held_out"] and c.unseen
+           and c.unseen["false_match_rate"] > c.target_false_match_rate else "")
+        + f"\n  -> {path}")
     return path
 
 
@@ -424,8 +439,10 @@ def evaluate_target(fv, target: Target, data, trial, out_dir: pathlib.Path, suff
         needed += [trial.query, trial.gallery, trial.multi_query]
         if fv.metric in LEARNED_METRICS:
             needed.append(trial.train)
-    if fv.calibrate_threshold:
-        needed += [trial.train, trial.query, trial.gallery]
+    if fv.calibrate_threshold:  # the calibration identities and the test trial's
+        needed += [trial.query, trial.gallery]
+        if fv.calibration_split != "test":
+            needed.append(trial.train)
     rows = np.unique(np.concatenate(needed))
     features = eval_trial.extract_features(embedding_model, table, rows, cfg.input_height,
                                            cfg.input_width, fv.batch_size, fv.verbose)
@@ -447,8 +464,7 @@ def evaluate_target(fv, target: Target, data, trial, out_dir: pathlib.Path, suff
         paths = _report_trial(fv, evaluation, data, trial, out_dir, suffix, paper_key,
                               str(target.checkpoint or checkpoint), log)
     if fv.calibrate_threshold:
-        paths["threshold"] = _calibrate_trial(fv, lookup, data, trial, target.run_dir,
-                                              checkpoint, log)
+        paths["threshold"] = _calibrate_trial(fv, lookup, data, trial, target, checkpoint, log)
     return results, paths
 
 

@@ -233,9 +233,13 @@ def resolve_threshold(model: str, value: float | None, file: str | None, fingerp
         log(f"warning: {path} was calibrated for another model file (checkpoint "
             f"{calibration.source.get('checkpoint')}); recalibrate with `python -m "
             "jlml_tf.evaluate --calibrate_threshold`")
-    log(f"No-match threshold {calibration.threshold:.4f} from {path} (false-match rate "
-        f"{100 * calibration.false_match_rate:.2f}%, true-match rate "
-        f"{100 * calibration.true_match_rate:.1f}% on {calibration.source.get('dataset', '?')})")
+    log(f"No-match threshold {calibration.threshold:.4f} from {path}: "
+        f"{threshold_lib.describe(calibration)}")
+    if not calibration.held_out:  # False, or None for files older than the split record
+        log("warning: this threshold was calibrated on people the model was trained on, so "
+            "unseen people are called a match more often than its target rate; recalibrate "
+            "with `python -m jlml_tf.evaluate --calibrate_threshold` (identities held out from "
+            "training, or --calibration_split=test)")
     return calibration.threshold
 
 

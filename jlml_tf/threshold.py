@@ -2,8 +2,11 @@
 
 A search returns the nearest gallery images whatever they are; to answer "this person is not in
 the gallery" it needs a distance beyond which a pair is called a non-match. The threshold is
-calibrated on a validation split with known identities (`evaluate --calibrate_threshold`: the
-trial's training identities, so the test identities stay unseen):
+calibrated on labelled people the model was not trained on (`evaluate --calibrate_threshold`,
+`calibrate_split`): identities the run held out from training, or, when the user asks for it,
+the test trial's. On the training identities themselves the threshold is too lenient: the model
+has learnt to tell those people apart, so unseen people, whom it separates less well, match
+more often than the target (kept as the split "train", recorded as not held out). Pairs:
 
   true matches   pairs of images of the same identity seen by different cameras (the pairs a
                  search must find; same-camera pairs are easier and would flatter the rate);
@@ -23,7 +26,11 @@ File (RUN/threshold.json):
     {"format": "jlml-threshold/1", "threshold": float, "metric": "l2",
      "target_false_match_rate": f, "false_match_rate": ..., "true_match_rate": ...,
      "num_true_pairs": ..., "num_false_pairs": ..., "num_false_pairs_total": ...,
-     "source": {...where it was calibrated...}, "test": {...rates on the test split...}}
+     "source": {...where it was calibrated: dataset, trial, checkpoint, model_fingerprint,
+                split ("validation" | "test" | "train"), held_out, identities, images...},
+     "test": {...rates on the test trial's query x gallery pairs...},
+     "unseen": {"false_match_rate", "true_match_rate", "how"}: the rates on people seen
+               neither in training nor in calibration}
 """
 from __future__ import annotations
 
@@ -53,6 +60,14 @@ class Calibration:
     metric: str = "l2"
     source: dict = dataclasses.field(default_factory=dict)
     test: dict = dataclasses.field(default_factory=dict)
+    # The rates this threshold implies on people seen neither in training nor in calibration,
+    # and how they were measured (see `calibrate_split`); empty in older files.
+    unseen: dict = dataclasses.field(default_factory=dict)
+
+    @property
+    def held_out(self) -> bool | None:
+        """True if calibrated on identities the model was not trained on; None if unknown."""
+        return self.source.get("held_out")
 
     def to_dict(self) -> dict:
         return {"format": FORMAT, **dataclasses.asdict(self)}
@@ -223,6 +238,145 @@ def cross_set_rates(threshold: float, query, query_pids, query_camids, gallery, 
     return {"true_match_rate": rate(counts[1], counts[0]),
             "false_match_rate": rate(counts[3], counts[2]),
             "num_true_pairs": int(counts[0]), "num_false_pairs": int(counts[2])}
+
+
+# ----------------------------------------------------------------------------------------------
+# Which identities to calibrate on
+
+# validation: identities of the run's training split that training held out (recorded by
+#   training in RUN/config.json as data.validation_pids): unseen by the model, and the test
+#   split stays an independent check;
+# test: the test trial's query and gallery identities: unseen by the model (asked for by the
+#   user); the rate on unseen people is then estimated by cross-validation over identities;
+# train: the training identities themselves (the old behaviour): the model has learnt to
+#   separate these people, so their false matches are rarer than unseen people's and the
+#   false-match rate on unseen people ends up above the target.
+SPLITS = ("validation", "test", "train")
+VALIDATION_KEY = "validation_pids"  # RUN/config.json "data" entry listing held-out identities
+
+
+def identity_folds(pids, folds: int = 2, seed: int = 0) -> np.ndarray:
+    """A fold index per item, all images of one identity in one fold (identities shuffled,
+    seeded, dealt round-robin); distractors (pid 0, each a different unknown person) are
+    dealt per image; junk (pid < 0) gets -1."""
+    pids = np.asarray(pids, np.int64).reshape(-1)
+    rng = np.random.default_rng(seed)
+    out = np.full(len(pids), -1, np.int64)
+    people = rng.permutation(np.unique(pids[pids > 0]))
+    fold_of = {int(p): i % folds for i, p in enumerate(people)}
+    for i, p in enumerate(pids):
+        if p > 0:
+            out[i] = fold_of[int(p)]
+    zeros = np.flatnonzero(pids == 0)
+    out[zeros] = rng.permutation(np.arange(len(zeros)) % folds) if len(zeros) else out[zeros]
+    return out
+
+
+def cross_validated_rates(features, pids, camids, target_false_match_rate: float,
+                          folds: int = 2, max_false_pairs: int | None = DEFAULT_MAX_FALSE_PAIRS,
+                          seed: int = 0) -> dict:
+    """The rates a calibration on these identities implies on other, unseen people: for each
+    fold of identities, a threshold calibrated on the other folds' pairs, and its true- and
+    false-match rates on the fold's own pairs; the mean over folds. {} if there are too few
+    identities (each fold needs two)."""
+    features = np.asarray(features, np.float32)
+    pids = np.asarray(pids, np.int64)
+    camids = np.asarray(camids, np.int64)
+    fold = identity_folds(pids, folds, seed)
+    rows = []
+    for k in range(folds):
+        calib, held = (fold >= 0) & (fold != k), fold == k
+        if len(np.unique(pids[calib & (pids > 0)])) < 2 or len(np.unique(
+                pids[held & (pids > 0)])) < 2:
+            return {}
+        cal = calibrate_features(features[calib], pids[calib], camids[calib],
+                                 target_false_match_rate, max_false_pairs, seed=seed)
+        true, false, _ = pair_distances(features[held], pids[held], camids[held],
+                                        max_false_pairs, seed)
+        tmr, fmr = match_rates(cal.threshold, true, false)
+        rows.append({"threshold": cal.threshold, "true_match_rate": tmr, "false_match_rate": fmr,
+                     "num_true_pairs": int(true.size), "num_false_pairs": int(false.size)})
+    mean = lambda key: float(np.nanmean([r[key] for r in rows]))  # noqa: E731
+    return {"false_match_rate": mean("false_match_rate"),
+            "true_match_rate": mean("true_match_rate"),
+            "how": f"{folds}-fold cross-validation over the calibration identities: each "
+                   "fold's people at a threshold calibrated on the other folds'",
+            "folds": rows}
+
+
+def calibrate_split(split: str, features_of, pids, camids, train, query, gallery,
+                    target_false_match_rate: float, validation_pids=None,
+                    max_false_pairs: int | None = DEFAULT_MAX_FALSE_PAIRS,
+                    source: dict | None = None, seed: int = 0) -> Calibration:
+    """The threshold of one trial, calibrated on the identities `split` names (see SPLITS).
+
+    `features_of(rows)` gives L2-normalised features of table rows; `pids`, `camids` are the
+    table's; `train`, `query`, `gallery` the trial's rows; `validation_pids` the identities
+    training held out (split "validation"). Records the split in `source` ("split",
+    "held_out", "identities", "images") and fills `test` (rates on the test trial's query x
+    gallery pairs) and `unseen` (the rates implied on people never seen: the test trial for
+    "validation" and "train", cross-validation over identities for "test")."""
+    if split not in SPLITS:
+        raise ValueError(f"calibration split {split!r}: expected one of {SPLITS}")
+    pids, camids = np.asarray(pids, np.int64), np.asarray(camids, np.int64)
+    train, query, gallery = (np.asarray(r, np.int64) for r in (train, query, gallery))
+    if split == "validation":
+        if validation_pids is None or not len(validation_pids):
+            raise ValueError(
+                "no identities were held out from training in this run (RUN/config.json "
+                f"records no data.{VALIDATION_KEY}): its model has seen every training identity, "
+                "so a threshold calibrated on them lets unseen people match more often than the "
+                "target. Calibrate on the test trial's identities, which the model has not "
+                "seen, with --calibration_split=test, or on the training identities as before "
+                "with --calibration_split=train")
+        rows = train[np.isin(pids[train], np.asarray(validation_pids, np.int64))]
+        if not len(rows):
+            raise ValueError(f"none of the {len(validation_pids)} held-out identities of "
+                             "RUN/config.json is in this trial's training split")
+    elif split == "test":
+        rows = np.unique(np.concatenate([query, gallery]))
+    else:
+        rows = train
+    features = features_of(rows)
+    identities = int(len(np.unique(pids[rows][pids[rows] > 0])))
+    source = {**(source or {}), "split": split, "held_out": split != "train",
+              "identities": identities, "images": int(len(rows))}
+    calibration = calibrate_features(features, pids[rows], camids[rows], target_false_match_rate,
+                                     max_false_pairs, source, seed)
+    calibration.test = cross_set_rates(calibration.threshold, features_of(query), pids[query],
+                                       camids[query], features_of(gallery), pids[gallery],
+                                       camids[gallery])
+    if split == "test":
+        calibration.test["in_sample"] = True  # the calibration saw these pairs
+        calibration.unseen = cross_validated_rates(features, pids[rows], camids[rows],
+                                                   target_false_match_rate, 2, max_false_pairs,
+                                                   seed)
+    else:
+        calibration.unseen = {
+            "false_match_rate": calibration.test["false_match_rate"],
+            "true_match_rate": calibration.test["true_match_rate"],
+            "how": "the test trial's query x gallery pairs, people neither the model nor the "
+                   "calibration has seen"}
+    return calibration
+
+
+def describe(calibration: Calibration) -> str:
+    """One line on where a threshold comes from and what it implies for unseen people."""
+    c, src = calibration, calibration.source
+    where = src.get("dataset", "?") + (f"/{src['trial']}" if src.get("trial") else "")
+    split = src.get("split", "train")
+    who = {"validation": "identities held out from training",
+           "test": "the test trial's identities (unseen in training)",
+           "train": "the training identities (seen in training)"}.get(split, split)
+    count = f"{src['identities']} " if src.get("identities") else ""
+    text = (f"calibrated on {count}{who} of {where} for a false-match rate of "
+            f"{100 * c.target_false_match_rate:.2f}%")
+    if c.unseen.get("false_match_rate") is not None and not math.isnan(
+            c.unseen["false_match_rate"]):
+        text += (f"; on unseen people it lets {100 * c.unseen['false_match_rate']:.2f}% of "
+                 f"non-matching pairs through and finds {100 * c.unseen['true_match_rate']:.1f}%"
+                 " of true matches")
+    return text
 
 
 # ----------------------------------------------------------------------------------------------

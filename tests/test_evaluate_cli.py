@@ -57,7 +57,7 @@ def read_results(path):
 def test_cli_writes_suffixed_results_the_worst_best_picture_and_a_threshold(tiny_run, capsys):
     rc = ev.main(["evaluate", f"--run_dir={tiny_run.run}", "--verbose=0",
                   "--num_queries_shown=2", "--top_k_shown=3", "--calibrate_threshold",
-                  "--target_false_match_rate=0.1"])
+                  "--calibration_split=test", "--target_false_match_rate=0.1"])
     assert rc == 0
     printed = capsys.readouterr().out
     assert "| JLML l2 |" in printed and "synthetic / default / default" in printed
@@ -186,11 +186,13 @@ def test_bad_input_names_the_path_or_flag(tiny_run, tmp_path, capsys):
 
 
 def check_threshold(tiny_run):
-    """--calibrate_threshold stored RUN/threshold.json, the calibration of the training pairs."""
+    """--calibrate_threshold --calibration_split=test stored RUN/threshold.json, calibrated on
+    the test trial's identities (unseen in training), with the rate on unseen people."""
     saved = th.load(tiny_run.run / th.FILE_NAME)
     table, trial = tiny_run.data.table, tiny_run.data.trials[0]
-    true, false, total = th.pair_distances(features_of(tiny_run, trial.train),
-                                           table.pids[trial.train], table.camids[trial.train])
+    rows = np.unique(np.concatenate([trial.query, trial.gallery]))
+    true, false, total = th.pair_distances(features_of(tiny_run, rows), table.pids[rows],
+                                           table.camids[rows])
     expected = th.calibrate(true, false, 0.1)
     assert saved.threshold == pytest.approx(expected.threshold, rel=1e-5)
     assert saved.false_match_rate == pytest.approx(expected.false_match_rate)
@@ -198,12 +200,63 @@ def check_threshold(tiny_run):
     assert saved.true_match_rate == pytest.approx(expected.true_match_rate)
     assert saved.num_false_pairs_total == total
     assert saved.source["trial"] == "default"
+    assert saved.source["split"] == "test" and saved.held_out is True
+    assert saved.source["identities"] == len(np.unique(table.pids[rows][table.pids[rows] > 0]))
+    assert "cross-validation" in saved.unseen["how"]
+    assert 0.0 <= saved.unseen["false_match_rate"] <= 1.0
     # Keyed like the gallery index, so `search --model=RUN` knows it is this model's threshold.
     from jlml_tf import gallery_index
 
     assert saved.source["model_fingerprint"] == gallery_index.model_fingerprint(tiny_run.run)
     assert 0.0 <= saved.test["false_match_rate"] <= 1.0
     assert th.find(tiny_run.run) == tiny_run.run / th.FILE_NAME
+
+
+def _copy_run(tiny_run, tmp_path, **data):
+    run = tmp_path / "run"
+    shutil.copytree(tiny_run.run / "checkpoints", run / "checkpoints")
+    config = json.loads((tiny_run.run / "config.json").read_text())
+    config["data"].update(data)
+    (run / "config.json").write_text(json.dumps(config))
+    return run
+
+
+def test_threshold_calibrates_on_identities_held_out_from_training(tiny_run, tmp_path, capsys):
+    """Issue 13 item 12: the default calibration uses identities the run held out from
+    training, says so in threshold.json, and reports the rate on unseen people."""
+    table, trial = tiny_run.data.table, tiny_run.data.trials[0]
+    train_ids = np.unique(table.pids[trial.train])
+    held = [int(p) for p in train_ids[: len(train_ids) // 2]]
+    run = _copy_run(tiny_run, tmp_path, validation_pids=held)
+    rc = ev.main(["evaluate", f"--run_dir={run}", "--verbose=0", "--noevaluation",
+                  "--calibrate_threshold", "--target_false_match_rate=0.1"])
+    assert rc == 0
+    out = capsys.readouterr().out
+    saved = th.load(run / th.FILE_NAME)
+    assert saved.source["split"] == "validation" and saved.held_out is True
+    assert saved.source["identities"] == len(held)
+    rows = trial.train[np.isin(table.pids[trial.train], held)]
+    expected = th.calibrate_features(features_of(tiny_run, rows), table.pids[rows],
+                                     table.camids[rows], 0.1)
+    assert saved.threshold == pytest.approx(expected.threshold, rel=1e-5)
+    assert saved.unseen["false_match_rate"] == saved.test["false_match_rate"]
+    assert f"calibrated on {len(held)} identities held out from training" in out
+    assert "On unseen people: false-match rate" in out
+    assert "(the test trial's query x gallery pairs, people neither" in out
+    # a run that held out nobody: a clear error naming the alternatives, no file written
+    run2 = _copy_run(tiny_run, tmp_path / "b")
+    assert ev.main(["evaluate", f"--run_dir={run2}", "--verbose=0", "--noevaluation",
+                    "--calibrate_threshold"]) == 2
+    err = capsys.readouterr().err
+    assert "no identities were held out from training" in err
+    assert "--calibration_split=test" in err and "--calibration_split=train" in err
+    assert not (run2 / th.FILE_NAME).exists()
+    # the old behaviour, asked for: recorded as not held out
+    assert ev.main(["evaluate", f"--run_dir={run2}", "--verbose=0", "--noevaluation",
+                    "--calibrate_threshold", "--calibration_split=train"]) == 0
+    capsys.readouterr()
+    saved = th.load(run2 / th.FILE_NAME)
+    assert saved.source["split"] == "train" and saved.held_out is False
 
 
 @pytest.mark.slow

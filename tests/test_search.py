@@ -142,6 +142,9 @@ def test_no_match_threshold_stored_with_the_model(world, tmp_path, capsys):
     assert rc == 0
     captured = capsys.readouterr()
     assert f"No-match threshold 0.0000 from {run / th.FILE_NAME}" in captured.err
+    # a file that does not say it was calibrated on held-out people gets a warning
+    assert "warning: this threshold was calibrated on people the model was trained on" \
+        in captured.err
     assert "NO MATCH: the nearest gallery image is at L2 distance" in captured.out
     (png,) = out.glob("*.png")
     assert frames(png, vis.NO_MATCH) == 1 and frames(png, vis.QUERY) == 0
@@ -290,7 +293,8 @@ def test_a_tf_serving_base_path_uses_the_exported_threshold(world, tmp_path, cap
     _, _, embedding_model = run_dir.load_models(world.run)
     calibration = th.Calibration(threshold=1e-6, target_false_match_rate=0.01,
                                  false_match_rate=0.0, true_match_rate=0.0, num_true_pairs=1,
-                                 num_false_pairs=1, source={"dataset": "hand-made"})
+                                 num_false_pairs=1, source={"dataset": "hand-made",
+                                                             "split": "test", "held_out": True})
     base = tmp_path / "export" / "jlml"
     version = saved_model.export_saved_model(
         embedding_model, base, extra_files={th.FILE_NAME: json.dumps(calibration.to_dict())})
@@ -303,6 +307,8 @@ def test_a_tf_serving_base_path_uses_the_exported_threshold(world, tmp_path, cap
                       f"--index_path={index}", "--noprogress"])
         assert rc == 0
         captured = capsys.readouterr()
-        assert f"from {version / 'assets.extra' / th.FILE_NAME}" in captured.err
+        assert f"from {version / 'assets.extra' / th.FILE_NAME}: calibrated on the test " \
+            "trial's identities (unseen in training) of hand-made" in captured.err
+        assert "warning: this threshold" not in captured.err
         assert "NO MATCH" in captured.out, model
         assert summary in captured.err and "full rebuild: the model changed" not in captured.err
