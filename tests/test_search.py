@@ -312,3 +312,29 @@ def test_a_tf_serving_base_path_uses_the_exported_threshold(world, tmp_path, cap
         assert "warning: this threshold" not in captured.err
         assert "NO MATCH" in captured.out, model
         assert summary in captured.err and "full rebuild: the model changed" not in captured.err
+
+
+@pytest.mark.slow  # a subprocess
+def test_search_command_shows_no_tensorflow_log_lines(world, tmp_path):
+    """Issue 13 item 8: jpeg_mem.cc / local_rendezvous.cc lines and {{function_node ...}}
+    reached the user of `python -m jlml_tf.search`."""
+    import os
+    import subprocess
+    import sys
+
+    from test_embed import assert_no_tf_noise
+
+    gallery = tmp_path / "gallery"
+    shutil.copytree(world.gallery, gallery)
+    person(3, 7).save(tmp_path / "q.jpg")
+    (gallery / "cut.jpg").write_bytes((tmp_path / "q.jpg").read_bytes()[:200])
+    (gallery / "garbled.jpg").write_bytes(b"\xff\xd8\xff\xe0garbage")
+    env = {k: v for k, v in os.environ.items() if k != "TF_CPP_MIN_LOG_LEVEL"}
+    res = subprocess.run([sys.executable, "-m", "jlml_tf.search", f"--model={world.run}",
+                          f"--gallery_dir={gallery}", f"--query={tmp_path / 'q.jpg'}",
+                          f"--output_dir={tmp_path / 'out'}", "--top_k=3", "--noprogress"],
+                         capture_output=True, text=True, env=env, timeout=300)
+    assert res.returncode == 0, res.stderr[-3000:]
+    assert "skipped gallery image cut.jpg: corrupt or truncated JPEG data" in res.stderr
+    assert "skipped gallery image garbled.jpg: corrupt or truncated JPEG data" in res.stderr
+    assert_no_tf_noise(res.stdout + res.stderr)
