@@ -7,7 +7,7 @@
     python -m jlml_tf.evaluate --checkpoint=runs/market/checkpoints/ckpt-4000
     python -m jlml_tf.evaluate --run_dir=runs/cuhk03-classic_labeled     # all trial_NN/
     python -m jlml_tf.evaluate --run_dir=runs/market --calibrate_threshold \
-        --target_false_match_rate=0.01
+        --calibration_split=test --target_false_match_rate=0.01
 
 The data set, protocol and trial come from RUN/config.json (override with --dataset,
 --protocol, --data_dir, --manual_dir, --dataset_option, --trial). A run of several trials
@@ -431,6 +431,11 @@ def evaluate_target(fv, target: Target, data, trial, out_dir: pathlib.Path, suff
     Returns (the results dict, None with --noevaluation; the files written)."""
     from jlml_tf import eval_trial, run_dir as run_dir_lib
 
+    if fv.calibrate_threshold and fv.calibration_split == "validation" \
+            and not target.config.get("data", {}).get(threshold_lib.VALIDATION_KEY):
+        # before any feature is computed: nothing to calibrate on
+        raise UsageError(f"--calibrate_threshold on {data.name}/{trial.name}: "
+                         f"{threshold_lib.NO_VALIDATION}")
     _, checkpoint = run_dir_lib.resolve_checkpoint(target.checkpoint or target.run_dir)
     cfg, _, embedding_model = run_dir_lib.load_models(checkpoint)
     table = data.table

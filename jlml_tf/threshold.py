@@ -253,6 +253,12 @@ def cross_set_rates(threshold: float, query, query_pids, query_camids, gallery, 
 #   false-match rate on unseen people ends up above the target.
 SPLITS = ("validation", "test", "train")
 VALIDATION_KEY = "validation_pids"  # RUN/config.json "data" entry listing held-out identities
+NO_VALIDATION = (
+    "no identities were held out from training in this run (RUN/config.json records no "
+    f"data.{VALIDATION_KEY}): its model has seen every training identity, so a threshold "
+    "calibrated on them lets unseen people match more often than the target. Calibrate on the "
+    "test trial's identities, which the model has not seen, with --calibration_split=test, or "
+    "on the training identities as before with --calibration_split=train")
 
 
 def identity_folds(pids, folds: int = 2, seed: int = 0) -> np.ndarray:
@@ -322,13 +328,7 @@ def calibrate_split(split: str, features_of, pids, camids, train, query, gallery
     train, query, gallery = (np.asarray(r, np.int64) for r in (train, query, gallery))
     if split == "validation":
         if validation_pids is None or not len(validation_pids):
-            raise ValueError(
-                "no identities were held out from training in this run (RUN/config.json "
-                f"records no data.{VALIDATION_KEY}): its model has seen every training identity, "
-                "so a threshold calibrated on them lets unseen people match more often than the "
-                "target. Calibrate on the test trial's identities, which the model has not "
-                "seen, with --calibration_split=test, or on the training identities as before "
-                "with --calibration_split=train")
+            raise ValueError(NO_VALIDATION)
         rows = train[np.isin(pids[train], np.asarray(validation_pids, np.int64))]
         if not len(rows):
             raise ValueError(f"none of the {len(validation_pids)} held-out identities of "
@@ -364,12 +364,13 @@ def describe(calibration: Calibration) -> str:
     """One line on where a threshold comes from and what it implies for unseen people."""
     c, src = calibration, calibration.source
     where = src.get("dataset", "?") + (f"/{src['trial']}" if src.get("trial") else "")
-    split = src.get("split", "train")
-    who = {"validation": "identities held out from training",
-           "test": "the test trial's identities (unseen in training)",
-           "train": "the training identities (seen in training)"}.get(split, split)
-    count = f"{src['identities']} " if src.get("identities") else ""
-    text = (f"calibrated on {count}{who} of {where} for a false-match rate of "
+    split = src.get("split")
+    n = f"{src['identities']} " if src.get("identities") else ""
+    who = {"validation": f"{n}identities held out from training",
+           "test": f"the {n}identities of the test trial (unseen in training)",
+           "train": f"the {n}training identities (seen in training)"}.get(
+               split, "identities not recorded")
+    text = (f"calibrated on {who} of {where} for a false-match rate of "
             f"{100 * c.target_false_match_rate:.2f}%")
     if c.unseen.get("false_match_rate") is not None and not math.isnan(
             c.unseen["false_match_rate"]):

@@ -307,8 +307,8 @@ def test_a_tf_serving_base_path_uses_the_exported_threshold(world, tmp_path, cap
                       f"--index_path={index}", "--noprogress"])
         assert rc == 0
         captured = capsys.readouterr()
-        assert f"from {version / 'assets.extra' / th.FILE_NAME}: calibrated on the test " \
-            "trial's identities (unseen in training) of hand-made" in captured.err
+        assert f"from {version / 'assets.extra' / th.FILE_NAME}: calibrated on the " \
+            "identities of the test trial (unseen in training) of hand-made" in captured.err
         assert "warning: this threshold" not in captured.err
         assert "NO MATCH" in captured.out, model
         assert summary in captured.err and "full rebuild: the model changed" not in captured.err

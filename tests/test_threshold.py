@@ -199,8 +199,11 @@ def test_calibrating_on_training_identities_lets_unseen_people_match_too_often()
         th.calibrate_split("validation", features_of, pids, cams, train, query, gallery, target)
     # the file keeps where it came from and what it implies
     text = th.describe(seen)
-    assert "training identities (seen in training)" in text and "on unseen people" in text
-    assert "test trial's identities (unseen in training)" in th.describe(unseen)
+    assert text.startswith("calibrated on the 40 training identities (seen in training) of ")
+    assert "on unseen people it lets 96." in text
+    assert th.describe(unseen).startswith(
+        "calibrated on the 40 identities of the test trial (unseen in training) of ")
+    assert th.describe(val).startswith("calibrated on 20 identities held out from training")
 
 
 def test_identity_folds_keep_identities_together():
