@@ -25,8 +25,6 @@ import time
 import urllib.error
 import urllib.request
 
-os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-
 import numpy as np  # noqa: E402
 
 
@@ -144,6 +142,9 @@ def main(argv=None):
     if not (1 <= args.clients <= 64 and 1 <= args.requests <= 10000):
         p.error("--clients must be 1..64 and --requests 1..10000 (bounded load)")
 
+    from jlml_tf import tf_quiet
+
+    tf_quiet.quiet_tensorflow()
     from jlml_tf.export import fixtures
     from jlml_tf.serving.server import ModelServer
 

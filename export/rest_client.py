@@ -77,8 +77,10 @@ def decode_rgb(path, decoder="auto"):
 
     "tensorflow" decodes as the model does (tf.io.decode_image, channels=3: its JPEG decoder
     uses the fast integer DCT); "pillow" uses Pillow, whose JPEG decoder uses the accurate
-    integer DCT, so JPEG pixels can differ by a few levels (PNG, BMP, GIF are identical);
-    "auto" takes TensorFlow when it is installed, else Pillow.
+    integer DCT, so JPEG pixels differ by a few levels (PNG, BMP, GIF are identical), which
+    can move embeddings noticeably (cosine down to 0.94 to the bytes path on real GRID JPEGs
+    with a weak model); "auto" takes TensorFlow when it is installed, else Pillow (with a
+    warning for JPEG files).
     """
     import numpy as np
 
@@ -96,7 +98,16 @@ def decode_rgb(path, decoder="auto"):
     from PIL import Image
 
     with Image.open(path) as img:
+        if img.format == "JPEG" and decoder == "auto" and not _warned:
+            _warned.append(True)
+            print("warning: TensorFlow is not installed, so Pillow decodes the JPEGs: their "
+                  "pixels differ from the model's decoder by a few levels and the embeddings "
+                  "move; for the model's exact pixels send the files (no --pixels) or install "
+                  "TensorFlow", file=sys.stderr)
         return np.asarray(img.convert("RGB"))
+
+
+_warned = []
 
 
 def load_pixels(path, height, width, decoder="auto"):

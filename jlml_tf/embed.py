@@ -125,7 +125,8 @@ def main(argv):
     np.savez(out, embeddings=features, paths=np.array(done, dtype=str),
              skipped=np.array(skipped, dtype=str), model=np.array(os.fspath(FLAGS.model)))
     print(f"{len(done)} embeddings ({features.shape[1]}-d) -> {out}"
-          + (f"; {len(skipped)} files skipped (listed above)" if skipped else ""))
+          + (f"; {len(skipped)} file{'s' if len(skipped) > 1 else ''} skipped (listed above)"
+             if skipped else ""))
 
 
 def _main(argv):

@@ -112,9 +112,13 @@ class TFLiteEmbedder(Embedder):
     def __init__(self, path: str | os.PathLike, num_threads: int = 2):
         from ai_edge_litert.interpreter import Interpreter
 
+        from jlml_tf import tf_quiet
+
         self.path = pathlib.Path(path)
-        try:
-            self.interpreter = Interpreter(model_path=os.fspath(self.path), num_threads=num_threads)
+        try:  # LiteRT prints "INFO: Created TensorFlow Lite XNNPACK delegate" natively
+            with tf_quiet.native_stderr_silenced():
+                self.interpreter = Interpreter(model_path=os.fspath(self.path),
+                                               num_threads=num_threads)
         except ValueError as e:
             raise ValueError(f"{self.path}: not a TFLite model ({e})") from e
         inputs, outputs = self.interpreter.get_input_details(), self.interpreter.get_output_details()
@@ -127,8 +131,11 @@ class TFLiteEmbedder(Embedder):
     def _run(self, pixels):
         interpreter, index = self.interpreter, self.input["index"]
         if self._batch != len(pixels):
+            from jlml_tf import tf_quiet
+
             interpreter.resize_tensor_input(index, pixels.shape, strict=False)
-            interpreter.allocate_tensors()
+            with tf_quiet.native_stderr_silenced():
+                interpreter.allocate_tensors()
             self._batch = len(pixels)
         dtype = self.input["dtype"]
         scale, zero = self.input["quantization"]

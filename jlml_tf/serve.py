@@ -59,6 +59,12 @@ def main(argv):
         check_base_path(pathlib.Path(FLAGS.model_base_path))
     except (FileNotFoundError, ValueError) as e:
         raise UsageError(str(e)) from None
+    # The server's own log (versions loaded, requests refused) at INFO; TensorFlow's stays
+    # quiet (its "tensorflow" logger is at ERROR). absl's handler, installed by app.run, is the
+    # root logger's, so it is absl's verbosity that lets these lines through.
+    from absl import logging as absl_logging
+
+    absl_logging.set_verbosity(absl_logging.INFO)
     py_logging.basicConfig(level=py_logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
 
     if FLAGS.num_threads:

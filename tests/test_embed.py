@@ -103,7 +103,7 @@ def _cli(*args):
 # What TensorFlow prints on its own (issue 13 item 8): none of it may reach a user.
 TF_NOISE = ("I0000", "W0000", "E0000", "absl::InitializeLog", "oneDNN", "jpeg_mem",
             "local_rendezvous", "function_node", "[Op:", "Improper call to JPEG",
-            "is deprecated", "fully_quantize")
+            "is deprecated", "fully_quantize", "XNNPACK")
 
 
 def assert_no_tf_noise(text):
