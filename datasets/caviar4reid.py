@@ -42,7 +42,7 @@ from jlml_tf_datasets import release as rl
 PROTOCOLS = {
     "25_25_multi_shot": "50 two-camera ids: 25 train / 25 test, queries = every camera-1 image, "
                         "gallery = every camera-2 image of the test ids, 10 seeded trials",
-    "train_all": "training only (for --extra_train): all 1,220 images of the 72 ids, one trial "
+    rl.TRAIN_ALL: "training only (for --extra_train): all 1,220 images of the 72 ids, one trial "
                  "with empty query and gallery",
 }
 NUM_IMAGES = 1220
@@ -151,7 +151,7 @@ def load(protocol: str | None = None, data_dir: str | None = None,
     info.update(identical_images=[list(g) for g in meta.get("identical_images", [])],
                 num_ids=int(len(np.unique(table.pids))),
                 one_camera_ids=[int(p) for p in meta.get("one_camera_ids", [])])
-    if protocol == "train_all":
+    if protocol == rl.TRAIN_ALL:
         empty = np.zeros(0, np.int64)
         trials = [Trial("all", np.arange(len(table), dtype=np.int64), empty, empty)]
         return rl.make_reid_data("caviar4reid", protocol, table, trials, info)

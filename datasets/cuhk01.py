@@ -37,6 +37,7 @@ PROTOCOLS = {
                            "image per id, 10 seeded trials",
     "485_486_multi_shot": "485 train / 486 test ids, probe 1 camera-A image, gallery both "
                           "camera-B images per id, 10 seeded trials",
+    rl.TRAIN_ALL: rl.TRAIN_ALL_DESCRIPTION,
 }
 NUM_IDS = 971
 IMAGES_PER_ID = 4
@@ -99,6 +100,12 @@ def load(protocol: str | None = None, data_dir: str | None = None,
          num_trials: int = NUM_TRIALS, num_train_ids: int | None = None,
          num_test_ids: int | None = None):
     protocol = rl.resolve_protocol(PROTOCOLS, protocol, "cuhk01")
+    if protocol == rl.TRAIN_ALL:
+        builder = rl.prepare_release(Cuhk01, data_dir=data_dir, manual_dir=manual_dir,
+                                     check_counts=check_counts, skip_corrupt=skip_corrupt)
+        table, _ = rl.read_splits(builder, ["images"])
+        return rl.make_reid_data("cuhk01", protocol, table, [rl.train_all_trial(table)],
+                                 rl.base_info(builder, PROTOCOLS[protocol]))
     n_train, n_test, multi_shot = protocol_sizes(protocol)
     n_train = n_train if num_train_ids is None else int(num_train_ids)
     n_test = n_test if num_test_ids is None else int(num_test_ids)

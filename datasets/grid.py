@@ -34,6 +34,7 @@ from jlml_tf_datasets import release as rl
 PROTOCOLS = {
     "125_125": "10 fixed splits: 125 train / 125 test ids; query = test probe images, gallery = "
                "test gallery images + 775 distractors",
+    rl.TRAIN_ALL: rl.TRAIN_ALL_DESCRIPTION + " (the 250 identities; distractors left out)",
 }
 NUM_IDS = 250
 NUM_PROBE = 250
@@ -189,6 +190,9 @@ def load(protocol: str | None = None, data_dir: str | None = None,
                                  check_counts=check_counts, skip_corrupt=skip_corrupt)
     table, rows = rl.read_splits(builder, ["probe", "gallery"])
     meta = builder.info.metadata
+    if protocol == rl.TRAIN_ALL:
+        return rl.make_reid_data("grid", protocol, table, [rl.train_all_trial(table)],
+                                 rl.base_info(builder, PROTOCOLS[protocol]))
     if splits is not None:
         split_list, source = read_splits_json(os.fspath(splits)), os.fspath(splits)
     elif meta.get("splits"):

@@ -32,7 +32,7 @@ import numpy as np
 import tensorflow_datasets as tfds
 from absl import logging
 
-from jlml_tf.data.types import ImageTable, ReidData, Trial
+from jlml_tf.data.types import DISTRACTOR_PID, ImageTable, ReidData, Trial
 from jlml_tf_datasets import base
 
 # Files that operating systems drop into image folders; never part of a release.
@@ -535,6 +535,18 @@ def one_per_id(table: ImageTable, rows: np.ndarray, rng: np.random.Generator) ->
 def make_reid_data(name: str, protocol: str, table: ImageTable, trials: list[Trial],
                    info: dict[str, Any], **flags) -> ReidData:
     return ReidData(name=name, protocol=protocol, table=table, trials=trials, info=info, **flags)
+
+
+TRAIN_ALL = "train_all"
+TRAIN_ALL_DESCRIPTION = ("training only (for --extra_train): every identity, one trial with "
+                         "empty query and gallery")
+
+
+def train_all_trial(table: ImageTable) -> Trial:
+    """The `train_all` protocol's one trial: every labelled image (no distractors, no junk)."""
+    empty = np.zeros(0, np.int64)
+    labelled = np.flatnonzero(table.pids > DISTRACTOR_PID).astype(np.int64)
+    return Trial("all", labelled, empty, empty)
 
 
 def resolve_protocol(protocols: dict[str, str], protocol: str | None, dataset: str) -> str:

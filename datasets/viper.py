@@ -33,6 +33,7 @@ from jlml_tf_datasets import release as rl
 
 PROTOCOLS = {
     "316_316": "316 train / 316 test ids, probe cam_a, gallery cam_b, 10 seeded trials",
+    rl.TRAIN_ALL: rl.TRAIN_ALL_DESCRIPTION,
 }
 NUM_IDS = 632
 NUM_TRIALS = 10
@@ -109,6 +110,9 @@ def load(protocol: str | None = None, data_dir: str | None = None,
     builder = rl.prepare_release(Viper, data_dir=data_dir, manual_dir=manual_dir,
                                  check_counts=check_counts, skip_corrupt=skip_corrupt)
     table, _ = rl.read_splits(builder, ["images"])
+    if protocol == rl.TRAIN_ALL:
+        return rl.make_reid_data("viper", protocol, table, [rl.train_all_trial(table)],
+                                 rl.base_info(builder, PROTOCOLS[protocol]))
     trials = []
     for t in range(min(int(num_trials), NUM_TRIALS)):
         rng = np.random.default_rng(t)

@@ -28,6 +28,9 @@ class ModelConfig:
     loss_mode: str = "multi"  # "uni": one classifier on the concatenated feature (UniLoss)
     num_classes: int = 751
     dropout: float = 0.0
+    # BNNeck (Luo et al. 2019): batch norm on each branch feature, feeding both the classifier
+    # and the embedding; keeps the softmax from shaping the metric space's scale.
+    feature_bn: bool = False
     batch_norm_momentum: float = 0.9
     sync_batch_norm: bool = False
     # Training through tf.nn.fused_batch_norm: same outputs and weights, faster (BENCHMARKS.md).

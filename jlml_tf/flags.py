@@ -7,12 +7,13 @@ from __future__ import annotations
 
 from absl import flags
 
+import jlml_tf_datasets
+
 from jlml_tf import cli, distribute, optimization, precision
 from jlml_tf.config import BRANCHES, LOSS_MODES, ModelConfig, SparsityConfig
 from jlml_tf.trainer import TrainConfig
 
-DATASETS = ("synthetic", "market1501", "cuhk03", "cuhk01", "grid", "viper", "caviar4reid",
-            "folder")
+DATASETS = tuple(jlml_tf_datasets.MODULES)
 METRICS = ("l2", "cosine", "kissme", "xqda")
 
 FLAGS = flags.FLAGS
@@ -46,6 +47,8 @@ flags.DEFINE_list("units_per_stage", ["3", "3", "3", "3"], "Residual units per s
 flags.DEFINE_list("stage_strides", ["1", "2", "2", "2"], "Stride of each stage.")
 flags.DEFINE_integer("feature_dim", 512, "Feature size of each branch.", lower_bound=1)
 flags.DEFINE_float("dropout", 0.0, "Dropout before the classifiers.", lower_bound=0.0, upper_bound=0.99)
+flags.DEFINE_bool("feature_bn", False, "Batch norm on each branch's feature before its classifier "
+                  "and in the embedding (BNNeck).")
 flags.DEFINE_bool("sync_batch_norm", False, "Synchronise batch norm statistics across replicas.")
 flags.DEFINE_bool("fused_batch_norm", True, "Train batch norm through the fused TF kernel (same "
                   "outputs, faster); --nofused_batch_norm uses Keras' plain layer.")
@@ -130,7 +133,7 @@ def model_config(num_classes: int = 2) -> ModelConfig:
             local_widths=_int_list("local_widths"), units_per_stage=_int_list("units_per_stage"),
             stage_strides=_int_list("stage_strides"), feature_dim=FLAGS.feature_dim,
             branches=FLAGS.branches, loss_mode=FLAGS.loss_mode, num_classes=num_classes,
-            dropout=FLAGS.dropout, sync_batch_norm=FLAGS.sync_batch_norm,
+            dropout=FLAGS.dropout, feature_bn=FLAGS.feature_bn, sync_batch_norm=FLAGS.sync_batch_norm,
             fused_batch_norm=FLAGS.fused_batch_norm)
     except ValueError as e:  # name the flag, not the dataclass field
         raise flags.ValidationError(str(e).replace("ModelConfig.", "--")) from None

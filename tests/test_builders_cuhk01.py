@@ -136,3 +136,10 @@ def test_zip_release_and_missing_release(small, tmp_path):
     with pytest.raises(ReleaseError) as err:
         cuhk01.load(data_dir=str(tmp_path / "d2"), manual_dir=str(tmp_path / "empty"))
     assert os.path.join(str(tmp_path / "empty"), "CUHK01.zip") in str(err.value)
+
+
+def test_train_all_protocol_trains_on_every_identity(loaded):
+    data = loaded["train_all"]
+    (trial,) = data.trials
+    assert len(trial.train) == 3884 and len(np.unique(data.table.pids[trial.train])) == 971
+    assert len(trial.query) == 0 and len(trial.gallery) == 0

@@ -185,3 +185,12 @@ def test_identity_only_in_probe(copy, tmp_path):
         grid.load(data_dir=str(tmp_path / "d"), manual_dir=str(manual))
     data = grid.load(data_dir=str(tmp_path / "d"), manual_dir=str(manual), check_counts=False)
     assert 5 not in data.table.pids[data.trials[0].gallery]
+
+
+def test_train_all_protocol_leaves_out_the_distractors(release, data_dir):
+    manual, _ = release
+    data = grid.load("train_all", data_dir=data_dir, manual_dir=str(manual))
+    (trial,) = data.trials
+    pids = data.table.pids[trial.train]
+    assert len(trial.train) == 500 and len(np.unique(pids)) == 250 and pids.min() > 0
+    assert len(trial.query) == 0 and len(trial.gallery) == 0

@@ -152,3 +152,11 @@ def test_zip_and_missing_release(copy, tmp_path):
     with pytest.raises(ReleaseError) as err:
         viper.load(data_dir=str(tmp_path / "d2"), manual_dir=str(tmp_path / "none"))
     assert os.path.join(str(tmp_path / "none"), "VIPeR.v1.0.zip") in str(err.value)
+
+
+def test_train_all_protocol_trains_on_both_cameras_of_every_person(release, tmp_path):
+    manual, _ = release
+    data = viper.load("train_all", data_dir=str(tmp_path), manual_dir=str(manual))
+    (trial,) = data.trials
+    assert len(trial.train) == 1264 and len(np.unique(data.table.pids[trial.train])) == 632
+    assert len(trial.query) == 0 and len(trial.gallery) == 0

@@ -1,4 +1,7 @@
 """JLML network: the paper's complexity figures, structure per configuration, shapes."""
+import dataclasses
+
+import keras
 import numpy as np
 import pytest
 
@@ -119,3 +122,22 @@ def test_bad_config_names_field(tiny_model_config, field, value, message):
 def test_unknown_config_field_is_rejected(tiny_model_config):
     with pytest.raises(ValueError, match="unknown ModelConfig fields"):
         ModelConfig.from_dict({**tiny_model_config.to_dict(), "stripes": 4})
+
+
+def test_feature_bn_normalises_each_branch_feature_in_the_embedding(tiny_model_config):
+    cfg = dataclasses.replace(tiny_model_config, feature_bn=True)
+    plain, _ = jlml.build_jlml(tiny_model_config)
+    training_model, embedding_model = jlml.build_jlml(cfg)
+    # gamma, beta, moving mean and variance per feature, for each of the two branches
+    assert training_model.count_params() - plain.count_params() == 2 * 4 * cfg.feature_dim
+    for branch in ("global", "local"):
+        bn = training_model.get_layer(f"{branch}_feature_bn")
+        bn.gamma.assign(np.full(cfg.feature_dim, 2.0, np.float32))
+        bn.beta.assign(np.full(cfg.feature_dim, 3.0, np.float32))
+    x = np.random.default_rng(0).uniform(0, 255, (4, cfg.input_height, cfg.input_width, 3))
+    # fresh moving statistics (mean 0, variance 1): y = 2 x / sqrt(1 + eps) + 3 on every feature
+    features = embedding_model(x.astype(np.float32), training=False).numpy()
+    raw = keras.Model(training_model.input, [training_model.get_layer("global_feature").output,
+                                             training_model.get_layer("local_feature").output])
+    expected = np.concatenate([f.numpy() for f in raw(x.astype(np.float32))], axis=-1)
+    np.testing.assert_allclose(features, 2 * expected / np.sqrt(1 + 1e-5) + 3, rtol=1e-4, atol=1e-4)

@@ -32,7 +32,7 @@ def _global_branch(x, cfg: ModelConfig):
     x = residual.residual_stages(x, cfg.global_widths, cfg.units_per_stage, cfg.stage_strides,
                                  cfg.expansion, "global", **bn)
     x = layers.GlobalAveragePooling2D(name="global_pool")(x)
-    return layers.Dense(cfg.feature_dim, name="global_feature")(x)
+    return _feature(layers.Dense(cfg.feature_dim, name="global_feature")(x), cfg, "global")
 
 
 def _local_branch(x, cfg: ModelConfig):
@@ -44,7 +44,14 @@ def _local_branch(x, cfg: ModelConfig):
                                      cfg.stage_strides, cfg.expansion, f"local{i + 1}", **bn)
         pooled.append(layers.GlobalAveragePooling2D(name=f"local{i + 1}_pool")(y))
     y = pooled[0] if len(pooled) == 1 else layers.Concatenate(name="local_concat")(pooled)
-    return layers.Dense(cfg.feature_dim, name="local_feature")(y)
+    return _feature(layers.Dense(cfg.feature_dim, name="local_feature")(y), cfg, "local")
+
+
+def _feature(x, cfg: ModelConfig, branch: str):
+    if not cfg.feature_bn:
+        return x
+    return layers.BatchNormalization(momentum=cfg.batch_norm_momentum, epsilon=1e-5,
+                                     name=f"{branch}_feature_bn")(x)
 
 
 def _classifier(x, cfg: ModelConfig, name):
