@@ -43,6 +43,8 @@ from typing import Callable, Sequence
 
 import numpy as np
 
+import jlml_tf_datasets
+
 from jlml_tf import cli
 from jlml_tf import paper as paper_lib
 from jlml_tf import threshold as threshold_lib
@@ -54,7 +56,8 @@ from jlml_tf.evaluation.metric_learning import Metric, fit_metric
 METRICS = ("l2", "cosine", "kissme", "xqda")
 LEARNED_METRICS = ("kissme", "xqda")
 POOLINGS = ("mean", "max")
-DATASETS = ("synthetic", "market1501", "cuhk03", "cuhk01", "grid", "viper", "folder")
+ALL_TRIALS = "all"
+DATASETS = tuple(jlml_tf_datasets.MODULES)
 
 
 # ----------------------------------------------------------------------------------------------
@@ -253,7 +256,8 @@ def define_flags():
     flags.DEFINE_string("protocol", None, "Protocol (default: the run's, or the data set's first "
                         "with --dataset).", **d)
     flags.DEFINE_string("trial", None, "Trial name or index (default: the run's trial; with "
-                        "--dataset, index 0).", **d)
+                        "--dataset, index 0); 'all': the one model on every trial, e.g. direct "
+                        "transfer to another data set's protocol (results in trial_NN/).", **d)
     flags.DEFINE_string("data_dir", None, "Prepared data sets cache (default: the run's, or "
                         "$JLML_DATA_DIR / ~/jlml_data).", **d)
     flags.DEFINE_string("manual_dir", None, "Downloaded release (default: the run's).", **d)
@@ -496,6 +500,12 @@ def run(fv) -> str:
                                  f"{t / run_dir_lib.CHECKPOINT_DIR}")
             targets.append(Target(t, None, run_dir_lib.read_config(t)))
     data, override = _load_data(fv, targets[0].config)
+    every_trial = fv.trial == ALL_TRIALS
+    if every_trial:
+        if len(targets) != 1:
+            raise UsageError(f"--trial={ALL_TRIALS} evaluates one model on every trial; "
+                             f"--run_dir={fv.run_dir} holds {len(targets)} (pick one trial_NN/)")
+        targets = targets * len(data.trials)
     suffix = fv.suffix if fv.suffix is not None else option_suffix(
         fv.metric, fv.rerank, fv.multi_query_pooling,
         f"{data.name}-{data.protocol}" if override else None)
@@ -505,13 +515,17 @@ def run(fv) -> str:
     paper_key = paper_key_for(data.name, data.protocol, fv.metric,
                               None if override else explicit_key)
     out_top = pathlib.Path(fv.output_dir) if fv.output_dir else top
-    multi = len(targets) > 1 or targets[0].run_dir != top
+    multi = len(targets) > 1 or targets[0].run_dir != top or every_trial
     rerank = RerankConfig(fv.k1, fv.k2, fv.lambda_value) if fv.rerank else None
     per_trial, paths = {}, {}
     for position, target in enumerate(targets):
-        trial = _pick_trial(fv, data, target.config, override, position)
-        out_dir = out_top / target.run_dir.name if multi and fv.output_dir else \
-            (target.run_dir if multi else out_top)
+        trial = data.trials[position] if every_trial else \
+            _pick_trial(fv, data, target.config, override, position)
+        if every_trial:
+            out_dir = out_top / f"trial_{position:02d}"
+        else:
+            out_dir = out_top / target.run_dir.name if multi and fv.output_dir else \
+                (target.run_dir if multi else out_top)
         results, paths = evaluate_target(fv, target, data, trial, out_dir, suffix, paper_key)
         if results is not None:  # keyed by trial (by trial folder if two share a trial)
             per_trial[trial.name if trial.name not in per_trial

@@ -1,4 +1,5 @@
 """python -m jlml_tf.evaluate on a tiny run directory, and the evaluation glue behind it."""
+import dataclasses
 import json
 import shutil
 import types
@@ -284,3 +285,21 @@ def test_trial_dirs(tmp_path):
     assert [p.name for p in ev.trial_dirs(run)] == ["trial_00", "trial_01"]
     (run / "config.json").write_text("{}")
     assert ev.trial_dirs(run) == [run]
+
+
+def test_trial_all_evaluates_one_model_on_every_trial_of_another_data_set(tiny_run, tmp_path,
+                                                                          monkeypatch):
+    data = tiny_run.data
+    second = dataclasses.replace(data.trials[0], name="other", query=data.trials[0].query[:5])
+    two_trials = dataclasses.replace(data, name="cuhk01", trials=[data.trials[0], second])
+    monkeypatch.setattr(ev, "_load_data", lambda fv, config: (two_trials, True))
+    out = tmp_path / "transfer"
+    rc = ev.main(["evaluate", f"--run_dir={tiny_run.run}", "--trial=all", "--verbose=0",
+                  f"--output_dir={out}", "--num_queries_shown=0", "--suffix=transfer"])
+    assert rc == 0
+    per = [read_results(out / t / "results_transfer.json") for t in ("trial_00", "trial_01")]
+    assert per[0]["mean"]["num_queries"] == len(data.trials[0].query)
+    assert per[1]["mean"]["num_queries"] == 5
+    top = read_results(out / "results_transfer.json")
+    assert top["num_trials"] == 2
+    assert top["mean"]["rank1"] == pytest.approx(np.mean([p["mean"]["rank1"] for p in per]))
