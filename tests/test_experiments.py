@@ -74,3 +74,34 @@ def test_bad_flag_value_names_the_flag(parse, argv, fragment):
 def test_enum_error_lists_allowed_values(parse):
     with pytest.raises(flags.Error, match="global.*local"):
         parse("--branches=neither")
+
+
+def _run_dirs_of_configs(parse):
+    return {parse(f"--flagfile={p.relative_to(PROJECT_ROOT)}").run_dir: p for p in CONFIGS}
+
+
+def test_every_init_from_is_a_pre_training_without_the_target_data_set(parse):
+    """A fine-tuning config names the run another config writes, built like its own model and
+    trained on no image of the fine-tuning's data set (no test identity can leak)."""
+    run_dirs = _run_dirs_of_configs(parse)
+    for path in CONFIGS:
+        values = parse(f"--flagfile={path.relative_to(PROJECT_ROOT)}")
+        if not values.init_from:
+            continue
+        target, model = values.dataset, jflags.model_config(10)
+        assert values.init_from in run_dirs, f"{path.name}: --init_from={values.init_from}"
+        source = parse(f"--flagfile={run_dirs[values.init_from].relative_to(PROJECT_ROOT)}")
+        seen = {source.dataset} | {spec.partition(":")[0] for spec in source.extra_train}
+        assert target not in seen, f"{path.name} fine-tunes on {target}, pre-trained on {seen}"
+        assert jflags.model_config(10) == model, path.name
+
+
+@pytest.mark.parametrize("path", CONFIGS, ids=lambda p: p.name)
+def test_extra_training_sets_name_known_data_sets_and_protocols(parse, path):
+    import jlml_tf_datasets
+
+    for spec in parse(f"--flagfile={path.relative_to(PROJECT_ROOT)}").extra_train:
+        name, _, rest = spec.partition(":")
+        protocol = rest.partition(":")[0]
+        assert name in jlml_tf_datasets.MODULES, spec
+        assert protocol in jlml_tf_datasets.protocols(name), spec
