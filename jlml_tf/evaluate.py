@@ -89,21 +89,11 @@ def as_metric(metric: str | Metric) -> Metric:
     return fit_metric(metric) if isinstance(metric, str) else metric
 
 
-def full_distances(metric: str | Metric, a, b) -> np.ndarray:
-    """The full float32 distance matrix between two feature sets under a metric."""
-    return as_metric(metric).pairwise(np.asarray(a, np.float32), np.asarray(b, np.float32))
-
-
 def rerank_distances(metric: str | Metric, query, gallery, cfg: RerankConfig) -> np.ndarray:
-    """k-reciprocal re-ranked query x gallery distances: the library function fed with the
-    query-gallery, query-query and gallery-gallery distances of the same features and metric
-    (self-distances set to exactly 0, so every item is its own nearest neighbour)."""
-    q_q = full_distances(metric, query, query)
-    g_g = full_distances(metric, gallery, gallery)
-    np.fill_diagonal(q_q, 0.0)
-    np.fill_diagonal(g_g, 0.0)
-    return rerank_lib.k_reciprocal_rerank(full_distances(metric, query, gallery), q_q, g_g,
-                                          cfg.k1, cfg.k2, cfg.lambda_value)
+    """k-reciprocal re-ranked query x gallery distances under a fixed or learned metric
+    (rerank.rerank_features with the metric's pairwise distances)."""
+    return rerank_lib.rerank_features(query, gallery, as_metric(metric).pairwise, cfg.k1, cfg.k2,
+                                      cfg.lambda_value)
 
 
 def evaluate_features(query, query_pids, query_camids, gallery, gallery_pids, gallery_camids,

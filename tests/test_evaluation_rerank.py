@@ -1,18 +1,162 @@
-"""k-reciprocal re-ranking: a hand-computed case, the expansion rule, a loop reference."""
+"""k-reciprocal re-ranking: a golden case against a loop transcription of the authors'
+reference code, a hand-computed case, the expansion rule."""
+import math
+
 import numpy as np
 import pytest
 
-from jlml_tf.evaluation import metrics, rerank
+from jlml_tf import evaluate
+from jlml_tf.evaluation import metric_learning, metrics, rerank
 
 # Hand case: 3 queries + 5 gallery items in three clusters; distance 0 to itself, 1 inside a
 # cluster, 10 across clusters. Joint indices: queries q0..q2 = 0..2, gallery g0..g4 = 3..7.
 #   A = {q0, g0, g1} = {0, 3, 4},  B = {q1, g2, g3} = {1, 5, 6},  C = {q2, g4} = {2, 7}.
-# Every row's maximum is 10, so the normalised distances are 0, 0.1 and 1.
+# As in the reference code the distances are squared (0, 1, 100) and divided by the maximum
+# (100): the working distances are 0, 0.01 and 1.
 CLUSTER = np.array([0, 1, 2, 0, 0, 1, 1, 2])
 JOINT = np.where(CLUSTER[:, None] == CLUSTER[None, :], 1.0, 10.0)
 np.fill_diagonal(JOINT, 0.0)
 Q_G, Q_Q, G_G = JOINT[:3, 3:], JOINT[:3, :3], JOINT[3:, 3:]
-A = np.exp(-0.1)  # weight exp(-d) of a cluster mate; the item itself weighs exp(0) = 1
+A = np.exp(-0.01)  # weight exp(-d) of a cluster mate; the item itself weighs exp(0) = 1
+
+
+def reference_rerank(q_g, q_q, g_g, k1, k2, lambda_value, power=2):
+    """The authors' reference re-ranking (the Python version that takes q_g, q_q and g_g
+    distance matrices), transcribed step by step with plain loops, in float64:
+
+      original = D ** 2; original /= its column maxima; original = original.T
+      initial_rank[i] = items by increasing original[i]
+      R(i, k) = [c in initial_rank[i][:k+1] if i in initial_rank[c][:k+1]]
+      expansion: add R(c, round(k1/2)) for c in R(i, k1) when more than 2/3 of it is in R(i, k1)
+      V[i, expanded] = exp(-original[i, expanded]) / their sum
+      if k2 != 1: V[i] = mean of V over initial_rank[i][:k2]
+      jaccard[i, j] = 1 - m / (2 - m), m = sum over columns of min(V[i], V[j])
+      final = jaccard * (1 - lambda) + original * lambda, query rows x gallery columns
+
+    `power=1` is the same without squaring (what this project computed before), only to show
+    that the fixed case below tells the two apart. Ties, which the reference leaves to
+    np.argsort, do not occur in the cases it is used on.
+    """
+    nq, ng = np.shape(q_g)
+    n = nq + ng
+
+    def joint(i, j):
+        if i < nq and j < nq:
+            return float(q_q[i][j])
+        if i < nq:
+            return float(q_g[i][j - nq])
+        if j < nq:
+            return float(q_g[j][i - nq])
+        return float(g_g[i - nq][j - nq])
+
+    original = [[0.0] * n for _ in range(n)]
+    for i in range(n):
+        column_max = max(joint(k, i) ** power for k in range(n))
+        for j in range(n):
+            original[i][j] = joint(j, i) ** power / column_max  # normalised, then transposed
+    initial_rank = [sorted(range(n), key=lambda j: original[i][j]) for i in range(n)]
+
+    def reciprocal(i, k):
+        return [c for c in initial_rank[i][:k + 1] if i in initial_rank[c][:k + 1]]
+
+    v = [[0.0] * n for _ in range(n)]
+    for i in range(n):
+        r = reciprocal(i, k1)
+        expanded = list(r)
+        for c in r:
+            h = reciprocal(c, int(np.around(k1 / 2)))
+            if len(set(h) & set(r)) > 2 / 3 * len(h):
+                expanded += h
+        expanded = sorted(set(expanded))
+        total = sum(math.exp(-original[i][j]) for j in expanded)
+        for j in expanded:
+            v[i][j] = math.exp(-original[i][j]) / total
+    if k2 != 1:
+        v = [[sum(v[j][c] for j in initial_rank[i][:k2]) / k2 for c in range(n)]
+             for i in range(n)]
+    final = np.zeros((nq, ng))
+    for i in range(nq):
+        for j in range(nq, n):
+            m = sum(min(v[i][c], v[j][c]) for c in range(n))
+            final[i, j - nq] = (1 - m / (2 - m)) * (1 - lambda_value) \
+                + original[i][j] * lambda_value
+    return final
+
+
+def _euclidean(a, b):
+    return np.array([[math.dist(x, y) for y in b] for x in a])
+
+
+# Golden case: fixed features, 4 queries and 12 gallery items in 3-D. No two distances from one
+# item are within 5e-3 of each other (so the neighbour order is the same in float32 and
+# float64), and with k1 = 6 or 7 the expansion adds items to many sets.
+GOLDEN_QUERY = np.array([[1.05, 1.78, -2.55], [-0.14, 1.01, 1.35], [0.65, 1.5, 0.29],
+                         [0.55, 0.18, -1.07]])
+GOLDEN_GALLERY = np.array([
+    [-0.85, 0.38, -0.58], [1.27, 1.29, 1.8], [-0.03, 1.38, -0.91], [-0.82, 0.08, 0.28],
+    [-1.6, -1.73, 0.36], [-0.86, 1.21, 0.39], [0.31, 0.21, 0.9], [-0.15, 1.09, -0.53],
+    [-0.22, -0.68, 0.6], [0.04, -0.86, 2.0], [-0.36, -0.12, 0.39], [1.75, -0.15, 0.7]])
+
+
+def _golden_distances():
+    q, g = GOLDEN_QUERY, GOLDEN_GALLERY
+    return _euclidean(q, g), _euclidean(q, q), _euclidean(g, g)
+
+
+def test_golden_case_is_unambiguous_and_expands():
+    q_g, q_q, g_g = _golden_distances()
+    joint = np.block([[q_q, q_g], [q_g.T, g_g]])
+    assert np.diff(np.sort(joint, axis=1), axis=1).min() > 5e-3  # no near ties
+    for k1 in (6, 7):
+        top = metrics.argsort_rows(joint, k1 + 1)
+        rows, _ = rerank.expanded_sets(top, top[:, :round(k1 / 2) + 1])
+        assert len(rows) > rerank.reciprocal_mask(top).sum() + 10
+    # Squaring matters here: without it the reference's output differs by far more than the
+    # tolerance of the golden test.
+    squared = reference_rerank(q_g, q_q, g_g, 6, 3, 0.3)
+    plain = reference_rerank(q_g, q_q, g_g, 6, 3, 0.3, power=1)
+    assert np.abs(squared - plain).max() > 0.05
+
+
+@pytest.mark.parametrize("k1,k2,lambda_value", [(6, 3, 0.3), (7, 1, 0.3), (6, 6, 0.0),
+                                                (7, 4, 1.0), (20, 6, 0.3)])
+def test_golden_case_matches_the_reference(k1, k2, lambda_value):
+    q_g, q_q, g_g = _golden_distances()
+    expected = reference_rerank(q_g, q_q, g_g, k1, k2, lambda_value)
+    got = rerank.k_reciprocal_rerank(q_g, q_q, g_g, k1, k2, lambda_value)
+    np.testing.assert_allclose(got, expected, atol=2e-6)
+    from_features = rerank.rerank_features(GOLDEN_QUERY, GOLDEN_GALLERY, "l2", k1, k2,
+                                           lambda_value)
+    np.testing.assert_allclose(from_features, expected, atol=2e-6)
+
+
+def test_both_entry_points_give_the_same_distances():
+    """evaluate.rerank_distances (the evaluate and search commands) is the library function."""
+    cfg = evaluate.RerankConfig(k1=6, k2=3, lambda_value=0.3)
+    q_g, q_q, g_g = _golden_distances()
+    expected = reference_rerank(q_g, q_q, g_g, 6, 3, 0.3)
+    got = evaluate.rerank_distances("l2", GOLDEN_QUERY, GOLDEN_GALLERY, cfg)
+    np.testing.assert_allclose(got, expected, atol=2e-6)
+    # A learned metric goes through its own pairwise distances (squared as any other).
+    metric = metric_learning.Metric("m", matrix=np.diag([1.0, 4.0, 0.25]))
+    m_q_g, m_q_q, m_g_g = (metric.pairwise(a, b) for a, b in [
+        (GOLDEN_QUERY, GOLDEN_GALLERY), (GOLDEN_QUERY, GOLDEN_QUERY),
+        (GOLDEN_GALLERY, GOLDEN_GALLERY)])
+    for square in (m_q_q, m_g_g):
+        np.fill_diagonal(square, 0.0)
+    np.testing.assert_allclose(evaluate.rerank_distances(metric, GOLDEN_QUERY, GOLDEN_GALLERY,
+                                                         cfg),
+                               reference_rerank(m_q_g, m_q_q, m_g_g, 6, 3, 0.3), atol=2e-6)
+
+
+def test_asymmetric_input_is_normalised_by_columns_then_transposed():
+    # The reference divides by column maxima and transposes; a slightly asymmetric q_q (as
+    # rounding can leave) must follow it, not a row normalisation.
+    q_g, q_q, g_g = _golden_distances()
+    q_q = q_q.copy()
+    q_q[0, 1] *= 1.3
+    np.testing.assert_allclose(rerank.k_reciprocal_rerank(q_g, q_q, g_g, 6, 3, 0.3),
+                               reference_rerank(q_g, q_q, g_g, 6, 3, 0.3), atol=2e-6)
 
 
 def test_hand_case_k1_2_k2_1():
@@ -33,7 +177,7 @@ def test_hand_case_k1_2_k2_1():
                         [1, 1, j3, j3, 1],
                         [1, 1, 1, 1, j2]])
     got = rerank.k_reciprocal_rerank(Q_G, Q_Q, G_G, k1=2, k2=1, lambda_value=0.3)
-    np.testing.assert_allclose(got, 0.7 * jaccard + 0.3 * Q_G / 10, atol=1e-6)
+    np.testing.assert_allclose(got, 0.7 * jaccard + 0.3 * Q_G ** 2 / 100, atol=1e-6)
     np.testing.assert_allclose(rerank.k_reciprocal_rerank(Q_G, Q_Q, G_G, 2, 1, 0.0), jaccard,
                                atol=1e-6)
 
@@ -71,42 +215,14 @@ def test_expansion_rule_on_given_neighbour_lists():
     assert [set(cols[rows == i]) for i in range(6)] == expected
 
 
-def _reference(q_g, q_q, g_g, k1, k2, lam):
-    """Straight loops over the published algorithm (Zhong et al. 2017), for cross-checking."""
-    d = np.block([[q_q, q_g], [q_g.T, g_g]]).astype(np.float64)
-    d = d / d.max(axis=1, keepdims=True)
-    n, nq = len(d), len(q_g)
-    order = np.argsort(d, axis=1, kind="stable")
-
-    def recip(i, k):
-        return [j for j in order[i, :k + 1] if i in order[j, :k + 1]]
-
-    v = np.zeros((n, n))
-    for i in range(n):
-        r = recip(i, k1)
-        expanded = set(r)
-        for c in r:
-            h = recip(c, int(round(k1 / 2)))
-            if len(set(h) & set(r)) > 2 / 3 * len(h):
-                expanded |= set(h)
-        cols = sorted(expanded)
-        w = np.exp(-d[i, cols])
-        v[i, cols] = w / w.sum()
-    if k2 > 1:
-        v = np.stack([v[order[i, :k2]].mean(axis=0) for i in range(n)])
-    jac = np.array([[1 - np.minimum(v[i], v[j]).sum() / np.maximum(v[i], v[j]).sum()
-                     for j in range(nq, n)] for i in range(nq)])
-    return (1 - lam) * jac + lam * d[:nq, nq:]
-
-
 @pytest.mark.parametrize("k1,k2", [(5, 3), (6, 1), (8, 4), (20, 6)])
-def test_matches_loop_reference(k1, k2):
+def test_matches_the_reference_on_random_features(k1, k2):
     rng = np.random.default_rng(k1)
     x = rng.normal(size=(34, 3))
-    d = np.sqrt(((x[:, None] - x[None]) ** 2).sum(-1))
+    d = _euclidean(x, x)
     q_g, q_q, g_g = d[:8, 8:], d[:8, :8], d[8:, 8:]
     got = rerank.k_reciprocal_rerank(q_g, q_q, g_g, k1, k2, 0.3)
-    np.testing.assert_allclose(got, _reference(q_g, q_q, g_g, k1, k2, 0.3), atol=1e-5)
+    np.testing.assert_allclose(got, reference_rerank(q_g, q_q, g_g, k1, k2, 0.3), atol=1e-5)
 
 
 def test_random_case_exercises_the_expansion():
@@ -139,3 +255,5 @@ def test_rejects_bad_arguments():
         rerank.k_reciprocal_rerank(Q_G, Q_Q[:2, :2], G_G)
     with pytest.raises(ValueError, match="non-negative"):
         rerank.k_reciprocal_rerank(-Q_G, Q_Q, G_G)
+    with pytest.raises(ValueError, match="metric 'manhattan'"):
+        rerank.rerank_features(GOLDEN_QUERY, GOLDEN_GALLERY, "manhattan")

@@ -7,9 +7,12 @@ holds the full (q + g) x (q + g) float32 distance matrix: 2.1 GB for Market-1501
 dense float16 (q + g)^2 array of the authors' code, and the Jaccard distances are accumulated a
 block of queries at a time.
 
-Steps, with d the distances after dividing each row by its maximum (as the reference
-implementation does, so exp(-d) is scale free), N(i, k) the k nearest items of i (itself
-included, ties to the lower index, as in metrics.py):
+Steps, as in the authors' reference code (github.com/zhunzhong07/person-re-ranking, Python
+version): with D the given (q + g) x (q + g) distances (Euclidean for features), the working
+distance is d[i, j] = D[j, i]^2 / max_k D[k, i]^2, the SQUARED distances divided by their column
+maximum and transposed (for symmetric D: each row of D^2 divided by its maximum, so exp(-d) is
+scale free). N(i, k) are the k nearest items of i under d (itself included, ties to the lower
+index, as in metrics.py):
   1. R(i) = {j in N(i, k1 + 1) : i in N(j, k1 + 1)}, the k-reciprocal neighbours;
   2. expansion: for each c in R(i), let H(c) be c's reciprocal set with k = round(k1 / 2)
      (Python/NumPy round half to even); if more than 2/3 of H(c) is in R(i), add H(c);
@@ -17,7 +20,11 @@ included, ties to the lower index, as in metrics.py):
   4. local query expansion (k2 > 1): V[i] <- mean of V[j] over j in N(i, k2);
   5. Jaccard distance d_J(i, j) = 1 - sum_k min(V[i,k], V[j,k]) / sum_k max(V[i,k], V[j,k]),
      with sum max = 2 - sum min because rows of V sum to 1;
-  6. final = (1 - lambda) d_J + lambda d, for the query x gallery part.
+  6. final = (1 - lambda) d_J + lambda d, for the query x gallery part (d squared, normalised).
+The paper's equations read as if d were the plain distance; the reference code squares it
+(its feature version computes squared Euclidean distances; its distance-matrix version squares
+what it is given), and so does this module: pass plain (not squared) Euclidean distances.
+tests/test_evaluation_rerank.py checks the result against a loop transcription of that code.
 """
 from __future__ import annotations
 
@@ -32,16 +39,20 @@ _QUERY_BLOCK = 256  # queries per step of the Jaccard accumulation
 
 
 def _assemble(q_g_dist, q_q_dist, g_g_dist) -> np.ndarray:
-    """The full (q + g) x (q + g) float32 matrix with each row divided by its maximum."""
+    """The working (q + g) x (q + g) float32 matrix d of the module docstring: the transpose
+    of the joint distances, squared, each row divided by its maximum."""
     q_g = np.asarray(q_g_dist, np.float32)
     q_q = np.asarray(q_q_dist, np.float32)
     g_g = np.asarray(g_g_dist, np.float32)
     nq, ng = q_g.shape
     if q_q.shape != (nq, nq) or g_g.shape != (ng, ng):
         raise ValueError(f"shapes q_g {q_g.shape}, q_q {q_q.shape}, g_g {g_g.shape} disagree")
-    dist = np.block([[q_q, q_g], [q_g.T, g_g]])
+    # The transpose of [[q_q, q_g], [q_g.T, g_g]], built directly: normalising its rows is the
+    # reference's column normalisation followed by its transpose.
+    dist = np.block([[q_q.T, q_g], [q_g.T, g_g.T]])
     if not np.isfinite(dist).all() or (dist < 0).any():
         raise ValueError("re-ranking needs finite, non-negative distances")
+    np.square(dist, out=dist)
     row_max = dist.max(axis=1, keepdims=True)
     dist /= np.where(row_max > 0, row_max, 1.0)
     return dist
@@ -131,7 +142,11 @@ def _jaccard(v: scipy.sparse.csr_matrix, num_query: int) -> np.ndarray:
 
 def k_reciprocal_rerank(q_g_dist, q_q_dist, g_g_dist, k1: int = 20, k2: int = 6,
                         lambda_value: float = 0.3) -> np.ndarray:
-    """Re-ranked (query x gallery) float32 distances; feed them to metrics.evaluate_*."""
+    """Re-ranked (query x gallery) float32 distances; feed them to metrics.evaluate_*.
+
+    The inputs are distances as the reference code takes them (plain Euclidean for features):
+    they are squared here, as the reference does, before the steps of the module docstring.
+    """
     if k1 < 1 or k2 < 1 or not 0.0 <= lambda_value <= 1.0:
         raise ValueError(f"need k1 >= 1, k2 >= 1, 0 <= lambda <= 1; got {k1}, {k2}, "
                          f"{lambda_value}")
@@ -149,14 +164,26 @@ def k_reciprocal_rerank(q_g_dist, q_q_dist, g_g_dist, k1: int = 20, k2: int = 6,
     return final
 
 
-def rerank_features(query, gallery, metric: str = "l2", k1: int = 20, k2: int = 6,
+def rerank_features(query, gallery, metric="l2", k1: int = 20, k2: int = 6,
                     lambda_value: float = 0.3) -> np.ndarray:
-    """k_reciprocal_rerank on distances computed from features with distances.METRICS."""
+    """k_reciprocal_rerank on the query-gallery, query-query and gallery-gallery distances of
+    two feature sets, with each item's distance to itself exactly 0 (so every item is its own
+    nearest neighbour, not a victim of rounding residue).
+
+    metric: a distances.METRICS name, or a function (a, b) -> float32 distance matrix such as
+    a learned metric_learning.Metric's `pairwise`.
+    """
     query = dist_lib.as_features(query, "query")
     gallery = dist_lib.as_features(gallery, "gallery")
-    q_q = dist_lib.pairwise_distances(query, query, metric)
-    g_g = dist_lib.pairwise_distances(gallery, gallery, metric)
-    for square in (q_q, g_g):  # exact zeros, not rounding residue: each item is its own nearest
+    if callable(metric):
+        pairwise = metric
+    else:
+        if metric not in dist_lib.METRICS:
+            raise ValueError(f"metric {metric!r}; expected one of {dist_lib.METRICS} or a "
+                             "function of two feature matrices")
+        pairwise = lambda a, b: dist_lib.pairwise_distances(a, b, metric)  # noqa: E731
+    q_q = np.array(pairwise(query, query), np.float32)
+    g_g = np.array(pairwise(gallery, gallery), np.float32)
+    for square in (q_q, g_g):
         np.fill_diagonal(square, 0.0)
-    return k_reciprocal_rerank(dist_lib.pairwise_distances(query, gallery, metric), q_q, g_g,
-                               k1, k2, lambda_value)
+    return k_reciprocal_rerank(pairwise(query, gallery), q_q, g_g, k1, k2, lambda_value)
