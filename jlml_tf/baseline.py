@@ -75,9 +75,10 @@ def define_flags():
                         "~/jlml_data).", **d)
     flags.DEFINE_list("dataset_option", [], "key=value options for the data set loader.", **d)
     flags.DEFINE_list("trials", ["all"], "Trials to run: 'all' or indices like 0,1,2.", **d)
-    flags.DEFINE_enum("retinex", "msrcr", retinex_lib.VARIANTS, "Retinex before the colour "
-                      "histograms: none, msr (intensity only, chromaticity kept) or msrcr "
-                      "(with colour restoration); see jlml_tf/features/retinex.py.", **d)
+    flags.DEFINE_enum("retinex", "msr", retinex_lib.VARIANTS, "Retinex before the colour "
+                      "histograms: none, msr (intensity only, chromaticity kept; the closest "
+                      "to the published figures) or msrcr (with colour restoration); see "
+                      "jlml_tf/features/retinex.py and BENCHMARKS.md.", **d)
     flags.DEFINE_string("out_dir", None, "Where to write the results (default "
                         "results/lomo_xqda/<dataset>_<protocol>_<retinex>).", **d)
     flags.DEFINE_string("cache_dir", None, "Feature cache (default DATA_DIR/lomo).", **d)
@@ -138,12 +139,12 @@ def evaluate_trial(features: np.ndarray, data, trial, pairs: str = "cross_view",
     gallery rows (as eval_trial.evaluate_trial does for JLML). Returns (results, details)."""
     table = data.table
     train = trial.train
-    start = time.perf_counter()
+    start, cpu_start = time.perf_counter(), time.process_time()
     views, view_kind = (training_views(table, train) if pairs == "cross_view"
                         else (None, "none"))
     metric = fit_xqda(features[train], table.pids[train], views, dim=dim,
                       regularisation=regularisation, cross_camera=pairs == "cross_view")
-    fit_seconds = time.perf_counter() - start
+    fit_seconds, fit_cpu = time.perf_counter() - start, time.process_time() - cpu_start
     mq = trial.multi_query
     multi = (features[mq], table.pids[mq], table.camids[mq]) if len(mq) else None
     q, g = trial.query, trial.gallery
@@ -151,6 +152,7 @@ def evaluate_trial(features: np.ndarray, data, trial, pairs: str = "cross_view",
                                 table.pids[g], table.camids[g], metric=metric,
                                 same_camera_junk=data.same_camera_junk, multi_query=multi)
     details = {"xqda_dim": int(metric.matrix.shape[0]), "xqda_fit_seconds": fit_seconds,
+               "xqda_fit_cpu_seconds": fit_cpu,
                "train_images": int(len(train)), "views": view_kind}
     return results, details
 
@@ -254,8 +256,9 @@ def _summary(table: str, timing: dict, details: dict, key: str, out: pathlib.Pat
                  f"image{cached}")
     dims = [d["xqda_dim"] for d in details.values()]
     fits = [d["xqda_fit_seconds"] for d in details.values()]
+    cpu = [d["xqda_fit_cpu_seconds"] for d in details.values()]
     lines.append(f"XQDA: subspace of {min(dims)}-{max(dims)} dimensions, fit "
-                 f"{np.mean(fits):.1f} s per trial")
+                 f"{np.mean(cpu):.1f} s CPU / {np.mean(fits):.1f} s wall per trial")
     jlml = paper_lib.reference(key)
     if jlml and "rank1" in jlml:
         lines.append(f"JLML paper ({key}): rank-1 {jlml['rank1']:.1f}")

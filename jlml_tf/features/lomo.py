@@ -51,7 +51,7 @@ class LomoConfig:
     tau: float = 0.3
     radii: tuple[int, ...] = (3, 5)
     num_points: int = 4
-    retinex: str = "msrcr"
+    retinex: str = "msr"  # closest to the published LOMO+XQDA figures (BENCHMARKS.md)
     retinex_sigmas: tuple[float, ...] = retinex_lib.DEFAULT_SIGMAS
 
     def __post_init__(self):
