@@ -99,3 +99,56 @@ def test_label_smoothing_raises_loss_of_confident_prediction():
 def test_bad_group_axis_is_rejected():
     with pytest.raises(ValueError, match="global_group_axis"):
         SparsityConfig(global_group_axis=2)
+
+
+def _kernels_and_others(model):
+    """Conv and dense kernels by layer type (not by variable name), and every other trainable
+    variable (batch-norm gamma/beta, dense biases)."""
+    import keras
+
+    kernels, others = [], []
+    for layer in model._flatten_layers(include_self=False):
+        for w in layer.trainable_weights:
+            is_kernel = isinstance(layer, (keras.layers.Conv2D, keras.layers.Dense)) \
+                and w is layer.kernel
+            (kernels if is_kernel else others).append(w)
+    return kernels, others
+
+
+@pytest.mark.parametrize("fused_batch_norm", [True, False])
+def test_weight_decay_is_half_the_squared_norm_of_kernels_only(tiny_model_config,
+                                                               fused_batch_norm):
+    cfg = ModelConfig.from_dict({**tiny_model_config.to_dict(), "feature_bn": True,
+                                 "fused_batch_norm": fused_batch_norm})
+    model, _ = jlml.build_jlml(cfg)
+    kernels, others = _kernels_and_others(model)
+    assert len(kernels) == 37 + 4 and len(others) == 2 * 39 + 4  # conv + dense; BN + biases
+    assert {id(w) for w in kernels + others} == {id(w) for w in model.trainable_weights}
+    # Known values: kernels 0.5 and 0.25 alternately, everything else large.
+    for i, w in enumerate(kernels):
+        w.assign(np.full(w.shape, 0.5 if i % 2 else 0.25, np.float32))
+    for w in others:
+        w.assign(np.full(w.shape, 3.0, np.float32))
+    expected = sum(np.prod(w.shape) * (0.25 if i % 2 else 0.0625) for i, w in enumerate(kernels))
+    assert losses.weight_decay(model, 1e-3).numpy() == pytest.approx(1e-3 * 0.5 * expected,
+                                                                     rel=1e-6)
+    # Changing a BN gamma/beta or a bias changes nothing; the gradient is coefficient x kernel
+    # on kernels and absent (or zero) everywhere else.
+    for w in others:
+        w.assign(np.full(w.shape, -7.0, np.float32))
+    assert losses.weight_decay(model, 1e-3).numpy() == pytest.approx(1e-3 * 0.5 * expected,
+                                                                     rel=1e-6)
+    with tf.GradientTape() as tape:
+        decay = losses.weight_decay(model, 2.0)
+    grads = tape.gradient(decay, kernels + others)
+    for w, g in zip(kernels, grads[:len(kernels)]):
+        np.testing.assert_allclose(g.numpy(), 2.0 * w.numpy(), rtol=1e-6, err_msg=w.path)
+    assert all(g is None or not np.any(g.numpy()) for g in grads[len(kernels):])
+
+
+def test_weight_decay_on_random_kernels_and_zero_coefficient(tiny_model_config):
+    model, _ = jlml.build_jlml(tiny_model_config)
+    kernels, _ = _kernels_and_others(model)
+    expected = 0.5 * sum((w.numpy().astype(np.float64) ** 2).sum() for w in kernels)
+    assert losses.weight_decay(model, 5e-4).numpy() == pytest.approx(5e-4 * expected, rel=1e-5)
+    assert losses.weight_decay(model, 0.0).numpy() == 0.0
