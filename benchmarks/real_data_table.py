@@ -1,0 +1,125 @@
+"""The README's real-data table, from the committed results files alone.
+
+    python benchmarks/real_data_table.py            # Markdown to stdout
+    python benchmarks/real_data_table.py --results=results
+
+For each benchmark: JLML fine-tuned per trial from its joint pre-training, the same
+pre-training without fine-tuning (direct transfer: no image of the benchmark seen), LOMO + XQDA
+on the same trials (best of the Retinex variants measured; the range over them beside it) and
+the paper. Mean ± std over trials. Hours are wall time on the machine that trained (2-core CPU
+here), summed over every start-to-stop segment in each trial's train_log.jsonl; a fine-tuned
+row's hours include its pre-training.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import pathlib
+import sys
+
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), os.pardir))
+
+from jlml_tf import paper  # noqa: E402
+
+RANKS = ("rank1", "rank5", "rank10", "rank20")
+LOMO_VARIANTS = ("none", "msr", "msrcr")
+# (label, paper key, fine-tuned run, its results file, direct-transfer results, pre-training
+# run, LOMO results folder prefix)
+BENCHMARKS = (
+    ("CUHK01 485/486 single shot", "cuhk01/485_486_single_shot", "cpu-cuhk01_485_486_single",
+     "results.json", "transfer-cuhk01_485_486_single/results_transfer.json",
+     "cpu-pretrain_for_cuhk01", "lomo_xqda/cuhk01_485_486_single_shot"),
+    ("CUHK01 485/486 multi shot", "cuhk01/485_486_multi_shot", "cpu-cuhk01_485_486_single",
+     "results_cuhk01-485_486_multi_shot.json", None, "cpu-pretrain_for_cuhk01",
+     "lomo_xqda/cuhk01_485_486_multi_shot"),
+    ("CUHK01 871/100 single shot", "cuhk01/871_100_single_shot", "cpu-cuhk01_871_100_single",
+     "results.json", None, "cpu-pretrain_for_cuhk01", "lomo_xqda/cuhk01_871_100_single_shot"),
+    ("GRID 125/125 + 775 distractors", "grid/125_125", "cpu-grid", "results.json",
+     "transfer-grid/results_transfer.json", "cpu-pretrain_for_viper_grid", "lomo_xqda/grid_125_125"),
+    ("VIPeR 316/316", "viper/316_316", "cpu-viper", "results.json",
+     "transfer-viper/results_transfer.json", "cpu-pretrain_for_viper_grid",
+     "lomo_xqda/viper_316_316"),
+)
+
+
+def summary(path: pathlib.Path) -> dict | None:
+    """(method, mean, std) of a results.json written by the project's report code."""
+    if not path.is_file():
+        return None
+    (method, values), = json.loads(path.read_text())["results"].items()
+    return {"method": method, "mean": values["mean"], "std": values.get("std", {}),
+            "trials": values.get("num_trials", 1)}
+
+
+def training_hours(run: pathlib.Path) -> float | None:
+    """Wall hours of every trial's training segments (start -> finished/interrupted)."""
+    logs = sorted(run.glob("trial_*/train_log.jsonl")) or sorted(run.glob("train_log.jsonl"))
+    if not logs:
+        return None
+    seconds = 0.0
+    for log in logs:
+        started = None
+        for line in log.read_text().splitlines():
+            event = json.loads(line)
+            if event["event"] == "start":
+                started = event["time"]
+            elif event["event"] in ("finished", "interrupted", "diverged") and started:
+                seconds += event["time"] - started
+                started = None
+    return seconds / 3600
+
+
+def cells(s: dict) -> list[str]:
+    def one(key):
+        mean = 100 * s["mean"][key]
+        std = s["std"].get(key)
+        return f"{mean:.1f} ± {100 * std:.1f}" if std is not None and s["trials"] > 1 else f"{mean:.1f}"
+    return [one(k) for k in RANKS + ("map",)]
+
+
+def table(results: pathlib.Path) -> str:
+    lines = ["| benchmark | method | trials | R1 | R5 | R10 | R20 | mAP | hours (2-core CPU) |",
+             "|---|---|---|---|---|---|---|---|---|"]
+    for label, key, run, name, transfer, pretrain, lomo in BENCHMARKS:
+        pre_hours = training_hours(results / pretrain)
+        tuned, tuned_hours = summary(results / run / name), training_hours(results / run)
+        if tuned:
+            hours = (tuned_hours or 0) + (pre_hours or 0)
+            lines.append(f"| {label} | JLML, joint pre-training + fine-tuning per trial | "
+                         f"{tuned['trials']} | " + " | ".join(cells(tuned)) + f" | {hours:.2f} |")
+        moved = summary(results / transfer) if transfer else None
+        if moved:
+            lines.append(f"| {label} | JLML, direct transfer (pre-training only, no image of "
+                         f"it seen) | {moved['trials']} | " + " | ".join(cells(moved)) +
+                         f" | {pre_hours or 0:.2f} |")
+        variants = {v: summary(results / f"{lomo}_{v}" / "results.json") for v in LOMO_VARIANTS}
+        variants = {v: s for v, s in variants.items() if s}
+        if variants:
+            best = max(variants.values(), key=lambda s: s["mean"]["rank1"])
+            r1 = sorted(100 * s["mean"]["rank1"] for s in variants.values())
+            lines.append(f"| {label} | {best['method']} (R1 {r1[0]:.1f}-{r1[-1]:.1f} over "
+                         f"{len(variants)} Retinex variants) | {best['trials']} | " +
+                         " | ".join(cells(best)) + " | - |")
+        ref = paper.reference(key)
+        if ref:
+            lines.append(f"| {label} | JLML, the paper (GPU, full width, 224x96) | 10 | " +
+                         " | ".join(f"{ref[k]:.1f}" if k in ref else "-" for k in RANKS + ("map",))
+                         + " | - |")
+    return "\n".join(lines)
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--results", default=os.path.join(os.path.dirname(__file__), os.pardir,
+                                                          "results"))
+    args = parser.parse_args(argv)
+    results = pathlib.Path(args.results)
+    if not results.is_dir():
+        parser.error(f"--results={results}: no such folder")
+    print(table(results))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

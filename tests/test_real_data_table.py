@@ -1,0 +1,49 @@
+"""benchmarks/real_data_table.py on a hand-made results folder: hours, rows, best LOMO variant."""
+import importlib.util
+import json
+import sys
+
+from conftest import PROJECT_ROOT
+
+_spec = importlib.util.spec_from_file_location(
+    "benchmarks_real_data_table", PROJECT_ROOT / "benchmarks" / "real_data_table.py")
+real_data_table = importlib.util.module_from_spec(_spec)
+sys.modules[_spec.name] = real_data_table
+_spec.loader.exec_module(real_data_table)
+
+
+def _results(path, method, rank1, trials=10):
+    path.parent.mkdir(parents=True, exist_ok=True)
+    mean = {"rank1": rank1, "rank5": 0.5, "rank10": 0.6, "rank20": 0.7, "map": 0.3}
+    std = {k: 0.01 for k in mean}
+    path.write_text(json.dumps({"results": {method: {"num_trials": trials, "mean": mean,
+                                                      "std": std}}}))
+
+
+def _log(path, *events):
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text("\n".join(json.dumps({"event": e, "time": t}) for e, t in events))
+
+
+def test_hours_add_every_segment_of_every_trial(tmp_path):
+    _log(tmp_path / "run/trial_00/train_log.jsonl", ("start", 0), ("interrupted", 1800),
+         ("start", 5000), ("finished", 6800))
+    _log(tmp_path / "run/trial_01/train_log.jsonl", ("start", 0), ("evaluated", 10),
+         ("finished", 3600))
+    assert real_data_table.training_hours(tmp_path / "run") == 2.0
+    assert real_data_table.training_hours(tmp_path / "missing") is None
+
+
+def test_rows_of_a_benchmark(tmp_path):
+    _results(tmp_path / "cpu-viper/results.json", "JLML (this run)", 0.25)
+    _log(tmp_path / "cpu-viper/trial_00/train_log.jsonl", ("start", 0), ("finished", 1800))
+    _log(tmp_path / "cpu-pretrain_for_viper_grid/train_log.jsonl", ("start", 0), ("finished", 3600))
+    _results(tmp_path / "transfer-viper/results_transfer.json", "L2", 0.1)
+    _results(tmp_path / "lomo_xqda/viper_316_316_none/results.json", "LOMO (none) + XQDA", 0.384)
+    _results(tmp_path / "lomo_xqda/viper_316_316_msr/results.json", "LOMO (MSR) + XQDA", 0.37)
+    rows = [r for r in real_data_table.table(tmp_path).splitlines() if r.startswith("| VIPeR")]
+    assert len(rows) == 4
+    assert "| 25.0 ± 1.0 |" in rows[0] and rows[0].endswith("| 1.50 |")  # 0.5 h + 1 h pre-training
+    assert "direct transfer" in rows[1] and "| 10.0 ± 1.0 |" in rows[1] and rows[1].endswith("| 1.00 |")
+    assert "LOMO (none)" in rows[2] and "R1 37.0-38.4 over 2" in rows[2]
+    assert "| 50.2 |" in rows[3]
