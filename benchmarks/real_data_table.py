@@ -64,7 +64,7 @@ def training_hours(run: pathlib.Path) -> float | None:
             event = json.loads(line)
             if event["event"] == "start":
                 started = event["time"]
-            elif event["event"] in ("finished", "interrupted", "diverged") and started:
+            elif event["event"] in ("finished", "interrupted", "diverged") and started is not None:
                 seconds += event["time"] - started
                 started = None
     return seconds / 3600
