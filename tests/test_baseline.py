@@ -122,6 +122,27 @@ def test_select_trials():
         baseline.select_trials(["first"], 3)
 
 
+def test_swapping_query_and_gallery():
+    from jlml_tf.data.types import ReidData, Trial
+
+    rng = np.random.default_rng(3)
+    pids = np.repeat(np.arange(1, 9), 2)
+    table = ImageTable(images=[b""] * 16, pids=pids, camids=np.tile([1, 2], 8),
+                       filenames=[f"img{i}" for i in range(16)])
+    features = rng.normal(size=(16, 5)) + pids[:, None]
+    trial = Trial("t", train=np.arange(8), query=np.array([8, 10, 12]),
+                  gallery=np.array([9, 11, 13, 15]))
+    data = ReidData("toy", "p", table, [trial])
+    forward, _ = baseline.evaluate_trial(features, data, trial)
+    swapped, detail = baseline.evaluate_trial(features, data, trial, swap=True)
+    assert forward["num_queries"] == 3 and detail["swapped"]
+    # Four gallery images become queries; the one whose identity has no query is skipped.
+    assert (swapped["num_queries"], swapped["num_skipped_queries"]) == (3, 1)
+    several = Trial("t", train=np.arange(8), query=np.array([8]), gallery=np.array([9, 9]))
+    with pytest.raises(baseline.UsageError, match="one image per identity"):
+        baseline.check_swappable(data, several)
+
+
 def test_cache_key_depends_on_images_and_options():
     table = ImageTable(images=[b"ab", b"c"], pids=[1, 2], camids=[1, 1], filenames=["x", "y"])
     other = ImageTable(images=[b"a", b"bc"], pids=[1, 2], camids=[1, 1], filenames=["x", "y"])
@@ -210,4 +231,6 @@ def test_cli_bad_input_names_the_flag(tiny, capsys, tmp_path):
     assert "--dataset_option" in capsys.readouterr().err
     assert baseline.main(tiny.common + ["--protocol=nope"]) == 2
     assert "--protocol=nope" in capsys.readouterr().err
+    assert baseline.main(tiny.common + ["--swap_query_gallery"]) == 2
+    assert "--swap_query_gallery" in capsys.readouterr().err
     assert baseline.main(["baseline", "stray"]) == 2

@@ -132,13 +132,17 @@ def fit_kissme(features, pids, camids=None, pca_dim: int | None = None,
                   projection=None if projection is None else projection.astype(np.float32))
 
 
-def _span_coordinates(x: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Coordinates of the centred rows of x (n x d, n < d) in an orthonormal basis Q of their
-    span, from the n x n Gram matrix (no d x d or d x n factorisation).
+def span_coordinates(x) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Coordinates of the centred rows of x (n x d) in an orthonormal basis Q of their span,
+    from the n x n Gram matrix (no d x d or d x n factorisation; for n < d).
+
+    Every difference, hence every XQDA/KISSME distance, is unchanged in these coordinates, so
+    a data set's features can be reduced once to their span and each trial fitted there.
 
     Returns (z, centred, back): z (n x r) with x_i - x_j = Q (z_i - z_j), and Q = centred^T back
     (d x r), r the rank. With Xc = U S V^T: Q = V = Xc^T U S^-1 and z = U S.
     """
+    x = np.asarray(x, np.float64)
     centred = x - x.mean(axis=0)
     values, vectors = scipy.linalg.eigh(centred @ centred.T)
     keep = values > values.max(initial=0.0) * len(x) * np.finfo(np.float64).eps * 10
@@ -158,7 +162,7 @@ def fit_xqda(features, pids, camids=None, dim: int | None = None,
     x = np.asarray(features, np.float64)
     span = None
     if subspace or (subspace is None and x.shape[1] > len(x)):
-        x, centred, back = span = _span_coordinates(x)
+        x, centred, back = span = span_coordinates(x)
     sigma_i, _, sigma_e, _ = pair_covariances(x, pids, camids, cross_camera)
     sigma_i = sigma_i + regularisation * np.eye(len(sigma_i))
     # Generalised symmetric eigenproblem sigma_e w = l sigma_i w; W^T sigma_i W = I.
