@@ -1,13 +1,16 @@
-"""Training loop: it learns, resumes exactly, stops on NaN, and survives SIGKILL."""
+"""Training loop: it learns, resumes exactly, stops on NaN, saves on SIGTERM, survives SIGKILL,
+evaluates every N epochs, and trains in mixed_float16 with loss scaling."""
 import dataclasses
 import io
 import json
+import math
 import os
 import signal
 import subprocess
 import sys
-import time
+import threading
 
+import keras
 import numpy as np
 import pytest
 import tensorflow as tf
@@ -40,8 +43,9 @@ def colour_table(identities=4, per_identity=6, height=64, width=32, seed=0):
     return ImageTable(images, pids, np.ones(n, np.int64), [f"{i}.png" for i in range(n)])
 
 
-def make_trainer(tmp_path, cfg, epochs=2, lr=0.05, **train_kwargs):
-    table = colour_table()
+def make_trainer(tmp_path, cfg, epochs=2, lr=0.05, table=None, evaluate_fn=None,
+                 **train_kwargs):
+    table = table or colour_table()
     labels = table.pids - 1
     settings = dict(epochs=epochs, batch_size=8, seed=3, checkpoint_every_steps=2,
                     log_every_steps=1, verbose=0)
@@ -49,7 +53,12 @@ def make_trainer(tmp_path, cfg, epochs=2, lr=0.05, **train_kwargs):
     model_cfg = dataclasses.replace(cfg, num_classes=4)
     return Trainer(tmp_path, model_cfg, SparsityConfig(),
                    optimization.OptimizerConfig(learning_rate=lr, schedule="constant"), train_cfg,
-                   pipeline.AugmentConfig(flip=False, pad=0, erasing_probability=0.0), table, labels)
+                   pipeline.AugmentConfig(flip=False, pad=0, erasing_probability=0.0), table, labels,
+                   evaluate_fn=evaluate_fn)
+
+
+def events(run):
+    return [json.loads(line) for line in open(run / "train_log.jsonl")]
 
 
 def test_training_reduces_loss(tmp_path, tiny_model_config):
@@ -98,31 +107,158 @@ def test_nan_loss_stops_and_keeps_last_good_checkpoint(tmp_path, tiny_model_conf
     assert all(np.isfinite(w.numpy()).all() for w in restored.model.weights)
 
 
-def _train_command(run, extra=()):
-    return [sys.executable, "-m", "jlml_tf.train", f"--flagfile={PROJECT_ROOT}/tests/tiny.cfg",
-            f"--run_dir={run}", *extra]
+@pytest.mark.parametrize("epochs, every, evaluated_after", [(4, 2, [2]), (3, 1, [1, 2]),
+                                                           (2, 0, [])])
+def test_eval_every_epochs(tmp_path, tiny_model_config, epochs, every, evaluated_after):
+    """evaluate_fn runs after every `every`-th epoch but not after the last one (the caller
+    evaluates the finished model itself); 0 never."""
+    calls = []
+
+    def evaluate(model):
+        calls.append((trainer.step, model))
+        return {"rank1": 0.25 * len(calls), "note": "not a number"}
+
+    trainer = make_trainer(tmp_path, tiny_model_config, epochs=epochs, eval_every_epochs=every,
+                           evaluate_fn=evaluate, checkpoint_every_steps=100)
+    trainer.fit()
+    assert trainer.step == 3 * epochs
+    assert [step for step, _ in calls] == [3 * e for e in evaluated_after]
+    assert all(model is trainer.embedding_model for _, model in calls)
+    logged = [e for e in events(tmp_path) if e["event"] == "evaluated"]
+    assert [(e["epoch"], e["step"], e["rank1"]) for e in logged] == [
+        (e, 3 * e, 0.25 * (i + 1)) for i, e in enumerate(evaluated_after)]
+    assert all("note" not in e for e in logged)  # only numbers go to the log
+
+
+@pytest.fixture
+def sigterm_fallback():
+    """A harmless SIGTERM handler while the test runs (if the trainer failed to install its
+    own, the signal must not kill pytest); the original one is put back afterwards."""
+    received = []
+    original = signal.signal(signal.SIGTERM, lambda signum, frame: received.append(signum))
+    try:
+        yield received
+    finally:
+        signal.signal(signal.SIGTERM, original)
+
+
+def test_sigterm_saves_a_checkpoint_and_the_run_resumes_there(tmp_path, tiny_model_config,
+                                                               sigterm_fallback):
+    trainer = make_trainer(tmp_path, tiny_model_config, epochs=3, checkpoint_every_steps=100)
+    train_step = trainer._train_step
+
+    def step_then_sigterm(batch):  # SIGTERM to the main thread right after step 5
+        out = train_step(batch)
+        if trainer.step == 5:
+            signal.pthread_kill(threading.main_thread().ident, signal.SIGTERM)
+        return out
+
+    trainer._train_step = step_then_sigterm
+    fallback = signal.getsignal(signal.SIGTERM)
+    with pytest.raises(KeyboardInterrupt):
+        trainer.fit()
+    assert sigterm_fallback == []  # the trainer's handler got it, not the fallback
+    assert signal.getsignal(signal.SIGTERM) is fallback  # and put the previous one back
+    assert trainer.step == 5
+    # Saved on the signal: step 5 is neither an epoch end (3, 6) nor a periodic checkpoint.
+    assert run_dir.latest_checkpoint(tmp_path).endswith("ckpt-5")
+    assert [(e["event"], e["step"]) for e in events(tmp_path)] == [("start", 0),
+                                                                   ("interrupted", 5)]
+    assert events(tmp_path)[-1]["checkpoint"].endswith("ckpt-5")
+    at_signal = [w.numpy() for w in trainer.model.weights]
+
+    resumed = make_trainer(tmp_path, tiny_model_config, epochs=3, checkpoint_every_steps=100)
+    assert resumed.restore() == 5
+    for a, w in zip(at_signal, resumed.model.weights):
+        np.testing.assert_array_equal(w.numpy(), a, err_msg=w.path)
+    resumed.fit()
+    assert resumed.step == 9
+    assert [(e["event"], e["step"]) for e in events(tmp_path)][2:] == [("start", 5),
+                                                                       ("finished", 9)]
+
+
+@pytest.fixture
+def float32_policy_afterwards():
+    yield
+    keras.mixed_precision.set_global_policy("float32")
+
+
+def test_mixed_float16_step_with_loss_scaling(tmp_path, tiny_model_config,
+                                              float32_policy_afterwards):
+    """One step (8 images, batch 8, one epoch) in float32 and in mixed_float16 from the same
+    initial weights: the float16 step runs through a LossScaleOptimizer, keeps float32
+    variables, gives a finite loss and changes the weights by what float32 changes them (a
+    loss scale left in the gradients would make the update 2^15 times larger)."""
+    table = colour_table(identities=4, per_identity=2)
+    updates, losses = {}, {}
+    for policy in ("float32", "mixed_float16"):
+        trainer = make_trainer(tmp_path / policy, tiny_model_config, epochs=1, table=table,
+                               mixed_precision=policy)
+        assert trainer.steps_per_epoch == 1
+        before = [w.numpy().copy() for w in trainer.model.trainable_weights]
+        metrics = trainer.fit()
+        assert trainer.step == 1
+        losses[policy] = metrics["loss"]
+        updates[policy] = np.concatenate([(w.numpy() - b).ravel() for w, b in
+                                          zip(trainer.model.trainable_weights, before)])
+        if policy == "mixed_float16":
+            assert keras.mixed_precision.global_policy().name == "mixed_float16"
+            assert isinstance(trainer.optimizer, keras.optimizers.LossScaleOptimizer)
+            assert float(trainer.optimizer.dynamic_scale) == 2.0 ** 15  # no overflow, kept
+            convs = [l for l in trainer.model._flatten_layers()
+                     if isinstance(l, keras.layers.Conv2D)]
+            assert convs and all(l.compute_dtype == "float16" for l in convs)
+            assert all(w.dtype == "float32" for w in trainer.model.trainable_weights)
+        else:
+            assert not isinstance(trainer.optimizer, keras.optimizers.LossScaleOptimizer)
+    assert math.isfinite(losses["mixed_float16"])
+    assert losses["mixed_float16"] == pytest.approx(losses["float32"], rel=0.02)
+    fp16, fp32 = updates["mixed_float16"], updates["float32"]
+    assert np.isfinite(fp16).all() and np.count_nonzero(fp16) > 0.5 * fp16.size
+    assert np.linalg.norm(fp16) == pytest.approx(np.linalg.norm(fp32), rel=0.1)
+    assert fp16 @ fp32 > 0.95 * np.linalg.norm(fp16) * np.linalg.norm(fp32)  # same direction
+
+
+# Runs `python -m jlml_tf.train` and SIGKILLs itself right after step 5's summaries (steps
+# 1..5 done, checkpoints at 2, 3 (epoch end) and 4): a deterministic point with lost work.
+_KILLED_AFTER_STEP_5 = """
+import os, signal, sys
+from jlml_tf import train, trainer
+
+write_scalars = trainer.Trainer._write_scalars
+
+def write_then_die(self, values):
+    write_scalars(self, values)
+    if self.step == 5:
+        os.kill(os.getpid(), signal.SIGKILL)
+
+trainer.Trainer._write_scalars = write_then_die
+sys.argv[0] = "train"
+train.run()
+"""
+
+
+def _train_args(run):
+    return [f"--flagfile={PROJECT_ROOT}/tests/tiny.cfg", f"--run_dir={run}", "--epochs=3",
+            "--checkpoint_every_steps=2", "--log_every_steps=5", "--mixed_precision=float32"]
 
 
 @pytest.mark.slow
 def test_sigkill_then_restart_resumes_from_checkpoint(tmp_path):
     run = tmp_path / "run"
     env = {**os.environ, "JLML_DATA_DIR": str(tmp_path / "data")}
-    proc = subprocess.Popen(_train_command(run), cwd=PROJECT_ROOT, env=env,
-                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
-    deadline = time.time() + 240
-    while time.time() < deadline and run_dir.latest_checkpoint(run) is None and proc.poll() is None:
-        time.sleep(0.2)
-    assert proc.poll() is None, f"training ended before it could be killed: {proc.stderr.read()[-2000:]}"
-    proc.send_signal(signal.SIGKILL)
-    proc.wait()
-    killed_at = int(run_dir.latest_checkpoint(run).rsplit("-", 1)[1])
-    assert killed_at > 0
+    killed = subprocess.run([sys.executable, "-c", _KILLED_AFTER_STEP_5, *_train_args(run)],
+                            cwd=PROJECT_ROOT, env=env, capture_output=True, text=True,
+                            timeout=900)
+    assert killed.returncode == -signal.SIGKILL, killed.stderr[-3000:]
+    assert run_dir.latest_checkpoint(run).endswith("ckpt-4")
+    assert [(e["event"], e["step"]) for e in events(run)] == [("start", 0)]
+    assert not (run / "results.json").exists()
 
-    done = subprocess.run(_train_command(run), cwd=PROJECT_ROOT, env=env, capture_output=True,
-                          text=True, timeout=600)
+    done = subprocess.run([sys.executable, "-m", "jlml_tf.train", *_train_args(run)],
+                          cwd=PROJECT_ROOT, env=env, capture_output=True, text=True, timeout=900)
     assert done.returncode == 0, done.stderr[-3000:]
-    events = [json.loads(line) for line in open(run / "train_log.jsonl")]
-    starts = [e for e in events if e["event"] == "start"]
-    assert starts[0]["step"] == 0 and starts[-1]["step"] >= killed_at > 0
-    assert events[-1]["event"] == "finished" and events[-1]["step"] == starts[-1]["total_steps"]
+    assert "ckpt-4 at step 4/9" in done.stdout  # "Resumed from RUN/checkpoints/ckpt-4 at ..."
+    assert [(e["event"], e["step"]) for e in events(run)] == [("start", 0), ("start", 4),
+                                                              ("finished", 9)]
     assert (run / "results.json").is_file()
