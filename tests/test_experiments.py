@@ -1,11 +1,14 @@
 """Every experiment flagfile parses, names a real protocol and says how to run it and what to expect."""
+import dataclasses
+import json
 import pathlib
 
 from absl import flags
 import pytest
 
 import jlml_tf.train  # noqa: F401  (defines the flags)
-from jlml_tf import flags as jflags, paper
+from jlml_tf import flags as jflags, optimization, paper
+from jlml_tf.config import ModelConfig
 
 from conftest import PROJECT_ROOT
 
@@ -49,11 +52,30 @@ def test_config_parses_to_valid_settings(parse, path):
     values = parse(f"--flagfile={path.relative_to(PROJECT_ROOT)}")
     protocols = jlml_tf_datasets.protocols(values.dataset)
     assert values.protocol is None or values.protocol in protocols
-    model = jflags.model_config(num_classes=10)
-    assert model.num_stripes == values.num_stripes
-    jflags.optimizer_config(steps_per_epoch=10)
+    model = jflags.model_config(num_classes=10)  # ValidationError on a bad combination
+    # RUN/config.json gives back the same model (resume, evaluate and export read it)
+    assert ModelConfig.from_dict(json.loads(json.dumps(model.to_dict()))) == model
     if values.paper_key:
         assert paper.reference(values.paper_key) is not None
+
+
+@pytest.mark.parametrize("path", CONFIGS, ids=lambda p: p.name)
+def test_learning_rate_schedule_fits_the_training(parse, path):
+    """Warm-up ends and every decay happens before the last epoch (a decay at or after it
+    never takes effect), decays are in order, only the step schedule lists decay epochs, and
+    the rate stays positive and at most the base rate at every epoch start."""
+    values = parse(f"--flagfile={path.relative_to(PROJECT_ROOT)}")
+    decay_epochs = [float(e) for e in values.lr_decay_epochs]
+    assert values.warmup_epochs < values.epochs, path.name
+    assert decay_epochs == sorted(set(decay_epochs)), path.name
+    assert all(values.warmup_epochs <= e < values.epochs for e in decay_epochs), path.name
+    assert values.lr_schedule == "step" or not decay_epochs, path.name
+    steps_per_epoch = 10
+    cfg = dataclasses.replace(jflags.optimizer_config(steps_per_epoch),
+                              total_steps=values.epochs * steps_per_epoch)
+    schedule = optimization.make_schedule(cfg)
+    rates = [float(schedule(epoch * steps_per_epoch)) for epoch in range(values.epochs)]
+    assert all(0.0 < r <= values.learning_rate * (1 + 1e-6) for r in rates), path.name
 
 
 def test_ablation_overrides_the_base_config(parse):

@@ -23,9 +23,25 @@ def test_cpu_flags_read_from_cpuinfo(tmp_path):
     assert precision.cpu_flags(str(tmp_path / "absent")) == set()
 
 
+@pytest.mark.parametrize("strategy, gpus, cpu_flags, expected", [
+    ("default", [(8, 0)], {"amx_bf16"}, "mixed_float16"),  # a GPU decides, not the CPU
+    ("default", [(6, 1)], set(), "float32"),
+    ("default", [], {"amx_bf16", "avx512f"}, "mixed_bfloat16"),
+    ("default", [], {"avx512_bf16"}, "float32"),
+    ("tpu", [], set(), "mixed_bfloat16"),
+])
+def test_auto_resolves_from_the_detected_devices(monkeypatch, strategy, gpus, cpu_flags,
+                                                 expected):
+    """resolve("auto") feeds what the machine reports (GPUs' compute capabilities, the CPU's
+    flags) and the strategy into `choose`; an explicit policy ignores the hardware."""
+    monkeypatch.setattr(precision, "gpu_capabilities", lambda: gpus)
+    monkeypatch.setattr(precision, "cpu_flags", lambda: cpu_flags)
+    assert precision.resolve("auto", strategy) == expected
+    assert precision.resolve("float32", strategy) == "float32"
+
+
 def test_explicit_policy_kept_and_unknown_rejected():
     assert precision.resolve("mixed_float16") == "mixed_float16"
-    assert precision.resolve("auto") in precision.PRECISIONS
     with pytest.raises(ValueError, match="--mixed_precision='half'"):
         precision.resolve("half")
     with pytest.raises(ValueError, match="auto"):
