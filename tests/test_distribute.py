@@ -86,6 +86,7 @@ def _worker_argv(mode: str, model_json: str, run: pathlib.Path, out: pathlib.Pat
             f"--run_dir={run}", f"--out={out}", *flags]
 
 
+@pytest.mark.slow  # two TensorFlow processes at once
 def test_mirrored_on_two_cpus_matches_one_device(tmp_path, model_json):
     steps = 3  # the whole first epoch: 24 images, global batch 8 (4 per replica)
     jobs = {"default": ["--strategy=default"],

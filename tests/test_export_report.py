@@ -231,6 +231,7 @@ def _run_cli(*args, timeout=600):
                           text=True, env=env, timeout=timeout)
 
 
+@pytest.mark.slow  # two runs of the command in a subprocess
 def test_cli_errors_name_the_flag(tmp_path):
     res = _run_cli(f"--run_dir={tmp_path / 'nope'}", f"--export_dir={tmp_path / 'out'}")
     assert res.returncode != 0 and "--run_dir" in res.stderr
