@@ -64,6 +64,7 @@ def tiny_data(data_dir):
     return jlml_tf_datasets.load("synthetic", config="tiny", data_dir=str(data_dir))
 
 
+@pytest.mark.slow  # trains the tiny model through the command
 def test_finished_run_has_its_report(finished_run):
     assert [(e["event"], e["step"]) for e in events(finished_run)] == [("start", 0),
                                                                         ("finished", 3)]
@@ -72,6 +73,7 @@ def test_finished_run_has_its_report(finished_run):
     assert 0.0 <= trial["rank1"] <= 1.0
 
 
+@pytest.mark.slow  # trains the tiny model through the command
 def test_finished_trial_is_not_trained_again(run_copy, parse, data_dir, monkeypatch, capsys):
     parse(f"--run_dir={run_copy}")
     before = (events(run_copy), sorted(os.listdir(run_copy / "checkpoints")),
@@ -86,6 +88,7 @@ def test_finished_trial_is_not_trained_again(run_copy, parse, data_dir, monkeypa
     assert after == before and (run_copy / "marker").read_text() == "kept"
 
 
+@pytest.mark.slow  # trains the tiny model through the command
 @pytest.mark.xfail(strict=True, raises=TypeError, reason=(
     "train.train_trial returns the whole results.json 'results' mapping ({method: summary}) "
     "of a finished trial instead of that trial's result dict, so write_run_report fails: "
@@ -99,6 +102,7 @@ def test_rerun_of_a_finished_run_reuses_its_results(run_copy, parse, monkeypatch
     assert after == before
 
 
+@pytest.mark.slow  # trains the tiny model through the command
 def test_overwrite_trains_afresh(run_copy, parse):
     first = events(run_copy)
     (run_copy / "marker").write_text("gone with --overwrite")
@@ -111,6 +115,7 @@ def test_overwrite_trains_afresh(run_copy, parse):
     assert (run_copy / "results.json").is_file()
 
 
+@pytest.mark.slow  # trains the tiny model through the command
 def test_another_model_is_refused_without_overwrite_and_replaces_with_it(run_copy, parse):
     (run_copy / "results.json").unlink()  # an unfinished run: the model check applies
     parse(f"--run_dir={run_copy}", "--feature_dim=8")
