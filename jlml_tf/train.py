@@ -81,13 +81,14 @@ def check_same_run(trial_dir: pathlib.Path, model_cfg) -> None:
 
 
 def train_trial(data: ReidData, trial: Trial, trial_dir: pathlib.Path, strategy) -> dict:
+    table, labels, num_classes = union_for_training([(data, trial)] + extra_training_sets())
+    model_cfg = jflags.model_config(num_classes)
+    check_same_run(trial_dir, model_cfg)  # before reuse: a finished other model is refused too
     results_path = trial_dir / "results.json"
     if results_path.is_file() and not FLAGS.overwrite:
         print(f"{trial_dir} already finished; keeping its results")
-        return json.loads(results_path.read_text())["results"]
-    table, labels, num_classes = union_for_training([(data, trial)] + extra_training_sets())
-    model_cfg = jflags.model_config(num_classes)
-    check_same_run(trial_dir, model_cfg)
+        (summary,) = json.loads(results_path.read_text())["results"].values()
+        return summary["trials"][0]
     if FLAGS.overwrite and trial_dir.exists():
         import shutil
         shutil.rmtree(trial_dir)

@@ -89,10 +89,6 @@ def test_finished_trial_is_not_trained_again(run_copy, parse, data_dir, monkeypa
 
 
 @pytest.mark.slow  # trains the tiny model through the command
-@pytest.mark.xfail(strict=True, raises=TypeError, reason=(
-    "train.train_trial returns the whole results.json 'results' mapping ({method: summary}) "
-    "of a finished trial instead of that trial's result dict, so write_run_report fails: "
-    "re-running a finished run crashes (jlml_tf/train.py, to be fixed there)"))
 def test_rerun_of_a_finished_run_reuses_its_results(run_copy, parse, monkeypatch):
     before = json.loads((run_copy / "results.json").read_text())["results"]
     parse(f"--run_dir={run_copy}")
