@@ -3,10 +3,10 @@
     TPU                          mixed_bfloat16  (the MXU computes in bfloat16)
     GPU, compute capability >= 7 mixed_float16   (tensor cores; loss scaling keeps gradients)
     GPU, older                   float32         (no fast float16 path)
-    CPU with AMX                 mixed_bfloat16  (AMX tiles compute in bfloat16; not measured here)
+    CPU with AMX                 mixed_bfloat16  (AMX tiles: 1.2x float32 for the CPU model, BENCHMARKS.md)
     any other CPU                float32
 
-On this project's CPU (AVX512_BF16, no AMX) `python benchmarks/run.py` measured bfloat16
+On a CPU with AVX512_BF16 but no AMX `python benchmarks/run.py` measured bfloat16
 slower than float32: matmul peak 151 vs 291 GFLOP/s, JLML training 22 vs 30 img/s at 160x64 with
 the fused batch norm (BENCHMARKS.md). mixed_float16 is never picked for a CPU: float16
 convolution gradients have no fast CPU kernel.
