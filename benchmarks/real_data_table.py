@@ -32,7 +32,7 @@ BENCHMARKS = (
      "results.json", "transfer-cuhk01_485_486_single/results_transfer.json",
      "cpu-pretrain_for_cuhk01", "lomo_xqda/cuhk01_485_486_single_shot"),
     ("CUHK01 485/486 multi shot", "cuhk01/485_486_multi_shot", "cpu-cuhk01_485_486_single",
-     "results_cuhk01-485_486_multi_shot.json", None, "cpu-pretrain_for_cuhk01",
+     "results_multi_shot.json", None, "cpu-pretrain_for_cuhk01",
      "lomo_xqda/cuhk01_485_486_multi_shot"),
     ("CUHK01 871/100 single shot", "cuhk01/871_100_single_shot", "cpu-cuhk01_871_100_single",
      "results.json", None, "cpu-pretrain_for_cuhk01", "lomo_xqda/cuhk01_871_100_single_shot"),
