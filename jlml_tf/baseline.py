@@ -55,9 +55,10 @@ DATASETS = ("synthetic", "market1501", "cuhk03", "cuhk01", "grid", "viper", "fol
 PAIRS = ("cross_view", "all")
 CONFIG_FILE = "config.json"
 DEFAULT_OUT_ROOT = pathlib.Path("results") / "lomo_xqda"
-# Published LOMO + XQDA rank-1 (percent): VIPeR 316/316 and GRID 125/125 with the 775
-# distractors from Liao et al. (CVPR 2015); CUHK01 486 test ids single shot as quoted in later
-# papers' comparison tables (the LOMO paper itself reports CUHK01 with two images per view).
+# Published LOMO + XQDA rank-1 (percent), the figures of issue 11: VIPeR 316/316 and GRID
+# 125/125 with the 775 distractors from Liao et al. (CVPR 2015); CUHK01 486 test ids single
+# shot "about 49" (49.2 is the figure later papers cite; its source was not re-checked here --
+# the LOMO paper itself reports CUHK01 with two images per view).
 PUBLISHED = {
     "viper/316_316": {"rank1": 40.0},
     "grid/125_125": {"rank1": 16.6},
