@@ -258,7 +258,8 @@ NO_VALIDATION = (
     f"data.{VALIDATION_KEY}): its model has seen every training identity, so a threshold "
     "calibrated on them lets unseen people match more often than the target. Calibrate on the "
     "test trial's identities, which the model has not seen, with --calibration_split=test, or "
-    "on the training identities as before with --calibration_split=train")
+    "on the training identities as before with --calibration_split=train; or train with "
+    "--validation_ids=N to hold N training identities out")
 
 
 def identity_folds(pids, folds: int = 2, seed: int = 0) -> np.ndarray:

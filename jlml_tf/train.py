@@ -17,14 +17,18 @@ import sys
 from absl import app, flags, logging
 import numpy as np
 
-from jlml_tf import distribute, eval_trial, paper, precision, run_dir as run_dir_lib
+from jlml_tf import distribute, eval_trial, paper, precision, run_dir as run_dir_lib, threshold
 from jlml_tf import flags as jflags
 from jlml_tf.config import ModelConfig
 from jlml_tf.data import pipeline
-from jlml_tf.data.types import ReidData, Trial, union_for_training
+from jlml_tf.data.types import ReidData, Trial, hold_out_identities, union_for_training
 from jlml_tf.trainer import Trainer, TrainingDivergedError
 
 FLAGS = flags.FLAGS
+flags.DEFINE_integer("validation_ids", 0, "Training identities held out from training (seeded "
+                     "by --seed) and listed in config.json, so `evaluate --calibrate_threshold` "
+                     "can calibrate the no-match threshold on people the model never saw.",
+                     lower_bound=0)
 flags.DEFINE_string("paper_key", None, "Which of the paper's figures to print beside the results "
                     "(default dataset/protocol; see jlml_tf/paper.py).")
 
@@ -81,6 +85,10 @@ def check_same_run(trial_dir: pathlib.Path, model_cfg) -> None:
 
 
 def train_trial(data: ReidData, trial: Trial, trial_dir: pathlib.Path, strategy) -> dict:
+    try:
+        trial, validation_pids = hold_out_identities(data, trial, FLAGS.validation_ids, FLAGS.seed)
+    except ValueError as e:
+        raise flags.ValidationError(f"--validation_ids={FLAGS.validation_ids}: {e}") from None
     table, labels, num_classes = union_for_training([(data, trial)] + extra_training_sets())
     model_cfg = jflags.model_config(num_classes)
     check_same_run(trial_dir, model_cfg)  # before reuse: a finished other model is refused too
@@ -99,7 +107,7 @@ def train_trial(data: ReidData, trial: Trial, trial_dir: pathlib.Path, strategy)
     run_dir_lib.write_config(trial_dir, model_cfg, train=flag_values(), data={
         "dataset": data.name, "protocol": data.protocol, "trial": trial.name,
         "train_images": len(labels), "train_identities": num_classes,
-        "extra_train": FLAGS.extra_train})
+        "extra_train": FLAGS.extra_train, threshold.VALIDATION_KEY: validation_pids})
     evaluate = lambda model: eval_trial.evaluate_trial(  # noqa: E731
         model, data, trial, model_cfg, metric="l2", batch_size=FLAGS.eval_batch_size, verbose=0)
     trainer = Trainer(trial_dir, model_cfg, jflags.sparsity_config(),

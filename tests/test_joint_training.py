@@ -2,9 +2,10 @@
 import collections
 
 import numpy as np
+import pytest
 
 from jlml_tf.data import pipeline
-from jlml_tf.data.types import ImageTable, ReidData, Trial, union_for_training
+from jlml_tf.data.types import ImageTable, ReidData, Trial, hold_out_identities, union_for_training
 
 
 def _data(name, pids):
@@ -36,3 +37,15 @@ def test_identity_sampler_balances_identities_not_images_across_data_sets():
     assert pk_counts[True] == pk_counts[False]
     for batch in labels[pk_order].reshape(-1, 8):
         assert sorted(collections.Counter(batch).values()) == [k] * 4
+
+
+def test_held_out_identities_leave_training_and_are_drawn_from_the_seed():
+    data = _data("d", np.repeat(np.arange(1, 11), 3))  # 10 ids x 3 images
+    trial, held = hold_out_identities(data, data.trials[0], 3, seed=7)
+    assert len(held) == 3 and held == sorted(held) and set(held) <= set(range(1, 11))
+    kept_pids = set(data.table.pids[trial.train].tolist())
+    assert kept_pids.isdisjoint(held) and len(kept_pids) == 7 and len(trial.train) == 21
+    assert hold_out_identities(data, data.trials[0], 3, seed=7)[1] == held
+    assert hold_out_identities(data, data.trials[0], 0, seed=7) == (data.trials[0], [])
+    with pytest.raises(ValueError, match="10 training identities"):
+        hold_out_identities(data, data.trials[0], 10, seed=7)

@@ -91,6 +91,22 @@ def relabel(pids: np.ndarray) -> tuple[np.ndarray, int]:
     return labels.astype(np.int64), len(unique)
 
 
+def hold_out_identities(data: ReidData, trial: Trial, count: int, seed: int
+                        ) -> tuple[Trial, list[int]]:
+    """`count` identities of the trial's training split, drawn with default_rng([seed, 1]), taken
+    out of training: (the trial without them, their pids sorted). They stay people the model
+    never saw, e.g. to calibrate a no-match threshold on."""
+    if count <= 0:
+        return trial, []
+    pids = np.unique(data.table.pids[trial.train])
+    if count >= len(pids):
+        raise ValueError(f"cannot hold out {count} of the {len(pids)} training identities of "
+                         f"{data.name}/{trial.name}; at least one must stay for training")
+    held = np.sort(np.random.default_rng([seed, 1]).choice(pids, count, replace=False))
+    kept = trial.train[~np.isin(data.table.pids[trial.train], held)]
+    return dataclasses.replace(trial, train=kept), [int(p) for p in held]
+
+
 def union_for_training(datasets: list[tuple[ReidData, Trial]]) -> tuple[ImageTable, np.ndarray, int]:
     """Training images of several data sets with disjoint identity labels.
 
