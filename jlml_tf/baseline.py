@@ -25,7 +25,7 @@ results/lomo_xqda/<dataset>_<protocol>_<retinex>):
                                                     protocol has a single trial)
     OUT/results.json, results.md, cmc.png            mean ± std over the trials, the published
                                                     LOMO+XQDA rank-1 beside them
-    OUT/config.json                                  flags, LOMO options, timing
+    OUT/config.json                                  the command, its flags, the LOMO options
 Time per image (LOMO alone, and decoding) and the XQDA fit time go into results.json "extra".
 
 --swap_query_gallery ranks the trial's queries for each gallery image instead (VIPeR: camera-B
