@@ -12,6 +12,17 @@ class UsageError(Exception):
     """Bad input: printed as `error: ...` with exit status 2."""
 
 
+def exit_on_usage_error(main: Callable[[Sequence[str]], object]) -> Callable[[Sequence[str]], None]:
+    """`main` for absl's app.run: a UsageError becomes `error: ...` on stderr and exit status 2."""
+    def wrapped(argv):
+        try:
+            main(argv)
+        except UsageError as e:
+            print(f"error: {e}", file=sys.stderr)
+            sys.exit(2)
+    return wrapped
+
+
 def literal(text: str):
     """'true'/'false' -> bool, numbers -> int or float, anything else stays a string."""
     if text.lower() in ("true", "false"):

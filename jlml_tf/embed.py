@@ -20,6 +20,8 @@ import sys
 
 from absl import app, flags
 
+from jlml_tf import cli
+
 FLAGS = flags.FLAGS
 ODD_IMAGE_POLICIES = ("warn", "refuse", "accept")
 
@@ -38,8 +40,7 @@ def define_flags() -> None:
                       "them, refuse them (listed as skipped), or accept them silently.")
 
 
-class UsageError(Exception):
-    """Bad input: `error: ...` on stderr, exit status 2 (no help text)."""
+UsageError = cli.UsageError  # `error: ...` on stderr, exit status 2 (no help text)
 
 
 def embed_files(embedder, files: list[str], batch_size: int = 32, progress: bool = True,
@@ -129,12 +130,7 @@ def main(argv):
              if skipped else ""))
 
 
-def _main(argv):
-    try:
-        main(argv)
-    except UsageError as e:
-        print(f"error: {e}", file=sys.stderr)
-        sys.exit(2)
+_main = cli.exit_on_usage_error(main)
 
 
 def run():

@@ -19,6 +19,8 @@ import threading
 
 from absl import app, flags
 
+from jlml_tf import cli
+
 FLAGS = flags.FLAGS
 def define_flags() -> None:
     """CLI flags, defined only when run as a program (importing this module defines none)."""
@@ -33,8 +35,7 @@ def define_flags() -> None:
     flags.DEFINE_integer("num_threads", 0, "TensorFlow intra-op threads (0: all cores).")
 
 
-class UsageError(Exception):
-    """Bad input: `error: ...` on stderr, exit status 2 (no help text)."""
+UsageError = cli.UsageError  # `error: ...` on stderr, exit status 2 (no help text)
 
 
 def main(argv):
@@ -108,12 +109,7 @@ def main(argv):
         print("stopped", flush=True)
 
 
-def _main(argv):
-    try:
-        main(argv)
-    except UsageError as e:
-        print(f"error: {e}", file=sys.stderr)
-        sys.exit(2)
+_main = cli.exit_on_usage_error(main)
 
 
 def run():
