@@ -10,7 +10,7 @@ OUT_DIR/results.json and OUT_DIR/results.md after every section; progress goes t
 1. machine     CPU, cores, versions, load average, and the measured matmul peak GFLOP/s
                (tf.linalg.matmul of two n x n matrices in a tf.function) in float32, bfloat16
                and float16: the floor every other throughput is a percentage of.
-2. training    images/s of JLML's real training step (`Trainer._train_step`, multi-loss CE +
+2. training    images/s of JLML's real training step (`Trainer.train_step`, multi-loss CE +
                SFL + weight decay, SGD) on a fixed in-memory batch (no input pipeline) for each
                precision policy, with XLA (`jit_compile`) for the chosen policies, plain Keras
                vs fused batch norm when ModelConfig has `fused_batch_norm`; and
@@ -51,6 +51,7 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, os.path.join(HERE, os.pardir))
 sys.path.insert(0, HERE)
+sys.path.insert(0, os.path.join(HERE, os.pardir, "tests"))  # run_fixtures
 
 import numpy as np  # noqa: E402
 
@@ -284,7 +285,7 @@ def batch_norm_name(fused_bn: bool | None) -> str:
 
 def jlml_training_row(bench: Bench, height: int, width: int, precision: str, xla: bool,
                       fused_bn: bool | None) -> dict:
-    """Times `Trainer._train_step` on one fixed random batch (no input pipeline)."""
+    """Times `Trainer.train_step` on one fixed random batch (no input pipeline)."""
     import tensorflow as tf
 
     from jlml_tf import optimization
@@ -317,7 +318,7 @@ def jlml_training_row(bench: Bench, height: int, width: int, precision: str, xla
         last = {}
 
         def step():
-            last["loss"] = float(trainer._train_step(batch)["loss"])  # noqa: SLF001
+            last["loss"] = float(trainer.train_step(batch)["loss"])
 
         timing = bench.timing(step, n)
     finally:
@@ -421,7 +422,7 @@ def section_training(bench: Bench) -> dict:
             "notes": [
                 f"Batch {a.batch_size}, one fixed random batch (input pipeline excluded; see the "
                 "pipeline section). JLML: the paper's JLML-ResNet39 trained by "
-                "`Trainer._train_step` (multi-loss CE, SFL penalties, weight decay, SGD "
+                "`Trainer.train_step` (multi-loss CE, SFL penalties, weight decay, SGD "
                 "Nesterov; mixed_float16 with loss scaling). ResNet50: keras.applications, "
                 "random weights, float32, SGD + sparse CE in a tf.function.",
                 "training GFLOP/s = img/s x 3 x forward MACs x 2 (MACs of the trained model, "
@@ -475,7 +476,8 @@ def inference_rows(bench: Bench, model: str, fmt: str, run, pixels: np.ndarray, 
 
 def jlml_inference_rows(bench: Bench, height: int, width: int) -> list[dict]:
     from jlml_tf import inference, run_dir as run_dir_lib
-    from jlml_tf.export import fixtures, saved_model, tflite
+    from jlml_tf.export import saved_model, tflite
+    import run_fixtures as fixtures  # tests/run_fixtures.py: runs with random weights
     from jlml_tf.model_summary import count_macs
 
     a = bench.args
@@ -490,10 +492,9 @@ def jlml_inference_rows(bench: Bench, height: int, width: int) -> list[dict]:
         log(f"[inference] exporting JLML {size_name(height, width)} (SavedModel, TFLite)")
         run = fixtures.make_run(work / "run", jlml_config(height, width, a.num_classes),
                                 images=calib[:8], seed=a.seed)
-        _, _, embedding = run_dir_lib.load_models(run)
-        l2 = saved_model.l2_model(embedding)
+        l2 = run_dir_lib.load_run(run).embedding_model
         macs = count_macs(l2)
-        sm_dir = saved_model.write_saved_model(embedding, work / "saved_model")
+        sm_dir = saved_model.write_saved_model(l2, work / "saved_model")
         tflite_files = {v: tflite.write(tflite.convert(sm_dir, v, calib if v == "int8" else None),
                                         work / f"{v}.tflite") for v in ("float32", "int8")}
         runners = [("Keras (tf.function)", KerasFunction(l2)),
@@ -554,7 +555,7 @@ def section_inference(bench: Bench) -> dict:
     return {"title": "Inference throughput", "rows": rows, "columns": INFERENCE_COLUMNS,
             "notes": [
                 "JLML: the L2-normalised embedding model (classifiers not run), with batch-norm "
-                "statistics from a few synthetic images (`export.fixtures.make_run`), uint8 "
+                "statistics from a few synthetic images (`tests/run_fixtures.make_run`), uint8 "
                 "pixels in, NumPy embeddings out. SavedModel: `serving_default` loaded with "
                 "tf.saved_model.load. TFLite: converted by `jlml_tf.export.tflite.convert` "
                 f"(int8 calibrated on {a.calibration_count} synthetic training images), run "

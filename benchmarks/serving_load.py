@@ -145,7 +145,7 @@ def main(argv=None):
     from jlml_tf import tf_quiet
 
     tf_quiet.quiet_tensorflow()
-    from jlml_tf.export import fixtures
+    import run_fixtures as fixtures  # tests/run_fixtures.py: runs with random weights
     from jlml_tf.serving.server import ModelServer
 
     tmp = None
@@ -187,5 +187,6 @@ def main(argv=None):
 
 
 if __name__ == "__main__":
-    sys.path.insert(0, os.fspath(pathlib.Path(__file__).resolve().parents[1]))
+    root = pathlib.Path(__file__).resolve().parents[1]
+    sys.path[:0] = [os.fspath(root), os.fspath(root / "tests")]  # the package, run_fixtures
     sys.exit(main())

@@ -19,7 +19,7 @@ two-camera identities):
   - 25_25_multi_shot (the default): the 50 two-camera identities, 10 trials of 25 train / 25
     test identities. Train: all 20 images of each training identity. Query: every camera-1
     image of the test identities (10 each, each one its own query); gallery: every camera-2
-    image of the test identities (10 each, multi shot: `ReidData.multi_shot_gallery=True`; a
+    image of the test identities (10 each, multi shot; a
     query scores the rank of its first true match).
   - train_all: training data only, for `--extra_train=caviar4reid:train_all:<manual_dir>`: one
     trial whose train rows are all 1,220 images of the 72 identities; query and gallery are
@@ -168,5 +168,4 @@ def load(protocol: str | None = None, data_dir: str | None = None,
         trials.append(Trial(f"trial{t}", rl.rows_of(table, train_ids), query, gallery))
     info.update(seeds=[f"trial{t}: numpy.random.default_rng({t})" for t in range(len(trials))],
                 num_train_ids=n_train, num_test_ids=n_test, num_two_camera_ids=int(len(both)))
-    return rl.make_reid_data("caviar4reid", protocol, table, trials, info,
-                             multi_shot_gallery=True)
+    return rl.make_reid_data("caviar4reid", protocol, table, trials, info)

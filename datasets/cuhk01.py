@@ -10,7 +10,7 @@ Protocols (10 trials each; trial t uses `numpy.random.default_rng(t)`):
     training identities (all 4 images each), the next N_test test identities;
   - probe: one image of camera A per test identity, drawn with the same generator;
   - gallery: camera B images of the test identities: one drawn per identity (single shot)
-    or both (multi shot, `ReidData.multi_shot_gallery=True`).
+    or both (multi shot).
   The draws happen in this order, so single and multi shot of the same size share the trial's
   identities and probes. 871_100 and 485_486 differ only in the split sizes.
 
@@ -126,5 +126,4 @@ def load(protocol: str | None = None, data_dir: str | None = None,
     info = rl.base_info(builder, PROTOCOLS[protocol])
     info.update(seeds=[f"trial{t}: numpy.random.default_rng({t})" for t in range(len(trials))],
                 num_train_ids=n_train, num_test_ids=n_test)
-    return rl.make_reid_data("cuhk01", protocol, table, trials, info,
-                             multi_shot_gallery=multi_shot)
+    return rl.make_reid_data("cuhk01", protocol, table, trials, info)

@@ -620,7 +620,7 @@ def load(protocol: str | None = None, data_dir: str | None = None,
     table, rows = base.read_table(builder, list(SPLITS))
     trial = Trial(name="default", train=rows["train"], query=rows["query"], gallery=rows["gallery"])
     return ReidData(name="synthetic", protocol=protocol, table=table, trials=[trial],
-                    same_camera_junk=True, multi_shot_gallery=True,
+                    same_camera_junk=True,
                     info={"config": cfg.name, **cfg.sizes()})
 
 

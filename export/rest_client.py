@@ -41,7 +41,7 @@ def embed_files(base, files, version=None):
 
 def resize_like_model(rgb, height, width):
     """uint8 RGB [h, w, 3] -> uint8 [height, width, 3] exactly as the model's preprocessing
-    (`jlml_tf.export.preprocessing`, i.e. TensorFlow 2's `tf.image.resize(method="bilinear")`
+    (`jlml_tf.data.preprocessing`, i.e. TensorFlow 2's `tf.image.resize(method="bilinear")`
     on float32 pixels, then rounded half to even and clipped): bilinear interpolation with
     half-pixel centres and no antialiasing, computed in float32.
 

@@ -35,7 +35,6 @@ in _swapped.
 from __future__ import annotations
 
 import json
-import os
 import pathlib
 import sys
 import time

@@ -5,6 +5,13 @@ import dataclasses
 import json
 from typing import Any
 
+# The input contract: RGB pixels in [0, 255], normalised inside the model by ImageNet
+# statistics (also the "mean" fill of random erasing).
+PIXEL_MEAN = (123.675, 116.28, 103.53)
+PIXEL_STD = (58.395, 57.12, 57.375)
+# Image files the deployment tools read from folders.
+IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".gif")
+
 BRANCHES = ("both", "global", "local")
 LOSS_MODES = ("multi", "uni")
 

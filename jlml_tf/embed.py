@@ -6,7 +6,7 @@
 
 --model is a SavedModel version folder (or a base path: its newest version) or a .tflite file.
 --images are files and folders (searched recursively for .jpg/.jpeg/.png/.bmp/.gif). Images
-are decoded and resized as in training (`jlml_tf.export.preprocessing`). Files that cannot
+are decoded and resized as in training (`jlml_tf.data.preprocessing`). Files that cannot
 be read or decoded are listed on stderr and skipped.
 
 The .npz holds `embeddings` float32 [N, D] (L2-normalised), `paths` [N] (the files embedded,
@@ -51,7 +51,7 @@ def embed_files(embedder, files: list[str], batch_size: int = 32, progress: bool
     import numpy as np
     from tqdm import tqdm
 
-    from jlml_tf.export import preprocessing
+    from jlml_tf.data import preprocessing
 
     done, skipped, chunks, batch, names = [], [], [], [], []
     if report is None:  # above the progress bar
@@ -107,7 +107,7 @@ def main(argv):
     import numpy as np
 
     from jlml_tf import inference
-    from jlml_tf.export import preprocessing
+    from jlml_tf.data import preprocessing
 
     try:
         files = preprocessing.list_images(FLAGS.images)

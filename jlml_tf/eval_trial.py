@@ -12,8 +12,7 @@ from jlml_tf.config import ModelConfig
 from jlml_tf.data import pipeline
 from jlml_tf.data.types import ImageTable, ReidData, Trial
 from jlml_tf.evaluation import fit_metric, protocol, report
-
-LEARNED_METRICS = ("kissme", "xqda")
+from jlml_tf.evaluation.metric_learning import LEARNED_METRICS
 
 
 def extract_features(embedding_model: keras.Model, table: ImageTable, rows: np.ndarray,

@@ -39,7 +39,7 @@ import pathlib
 import shutil
 import sys
 import tempfile
-from typing import Callable, Sequence
+from typing import Sequence
 
 import numpy as np
 
@@ -48,94 +48,14 @@ import jlml_tf_datasets
 from jlml_tf import cli
 from jlml_tf import paper as paper_lib
 from jlml_tf import threshold as threshold_lib
-from jlml_tf.evaluation import distances as dist_lib
-from jlml_tf.evaluation import metrics, protocol, report
-from jlml_tf.evaluation import rerank as rerank_lib
-from jlml_tf.evaluation.metric_learning import Metric, fit_metric
+from jlml_tf.evaluation import metrics, report
+from jlml_tf.evaluation.metric_learning import LEARNED_METRICS, METRIC_NAMES, fit_metric
+from jlml_tf.evaluation.protocol import FeatureEvaluation, evaluate_features, worst_and_best
+from jlml_tf.evaluation.rerank import RerankConfig
 
-METRICS = ("l2", "cosine", "kissme", "xqda")
-LEARNED_METRICS = ("kissme", "xqda")
 POOLINGS = ("mean", "max")
 ALL_TRIALS = "all"
 DATASETS = tuple(jlml_tf_datasets.MODULES)
-
-
-# ----------------------------------------------------------------------------------------------
-# Evaluation of features (no TensorFlow)
-
-
-@dataclasses.dataclass(frozen=True)
-class RerankConfig:
-    k1: int = 20
-    k2: int = 6
-    lambda_value: float = 0.3
-
-    def describe(self) -> str:
-        return f"k-reciprocal re-ranking (k1={self.k1}, k2={self.k2}, λ={self.lambda_value})"
-
-
-@dataclasses.dataclass
-class FeatureEvaluation:
-    """What `evaluate_features` found: the metrics and what a picture of the rankings needs."""
-
-    results: dict  # as protocol.evaluate returns
-    per_query: metrics.QueryMetrics
-    gallery_keep: np.ndarray  # bool mask of the gallery items ranked (pid -1 junk dropped)
-    query_distances: Callable[[np.ndarray], np.ndarray]  # query indices -> rows of distances
-    distances: np.ndarray | None = None  # the full (query x kept gallery) matrix, re-ranking only
-
-
-def as_metric(metric: str | Metric) -> Metric:
-    return fit_metric(metric) if isinstance(metric, str) else metric
-
-
-def rerank_distances(metric: str | Metric, query, gallery, cfg: RerankConfig) -> np.ndarray:
-    """k-reciprocal re-ranked query x gallery distances under a fixed or learned metric
-    (rerank.rerank_features with the metric's pairwise distances)."""
-    return rerank_lib.rerank_features(query, gallery, as_metric(metric).pairwise, cfg.k1, cfg.k2,
-                                      cfg.lambda_value)
-
-
-def evaluate_features(query, query_pids, query_camids, gallery, gallery_pids, gallery_camids,
-                      metric: str | Metric = "l2", same_camera_junk: bool = True,
-                      rerank: RerankConfig | None = None, multi_query: tuple | None = None,
-                      multi_query_pooling: str = "mean") -> FeatureEvaluation:
-    """protocol.evaluate, optionally re-ranked, keeping the per-query metrics.
-
-    Without re-ranking the numbers are those of protocol.evaluate (the same pooling, junk
-    removal, blocked distances and metrics); with it, the re-ranked matrix replaces the
-    distances. Multi-query pooling happens before re-ranking, so the neighbour graph is built
-    on the pooled queries.
-    """
-    metric = as_metric(metric)
-    q = np.asarray(query, np.float32)
-    qp, qc = np.asarray(query_pids, np.int64), np.asarray(query_camids, np.int64)
-    if multi_query is not None:
-        q = protocol.pool_multi_query(q, qp, qc, *multi_query, pooling=multi_query_pooling)
-    gp_all = np.asarray(gallery_pids, np.int64)
-    keep = gp_all != metrics.JUNK_PID
-    g = np.asarray(gallery, np.float32)[keep]
-    gp, gc = gp_all[keep], np.asarray(gallery_camids, np.int64)[keep]
-    distances = None
-    if rerank is not None:
-        distances = rerank_distances(metric, q, g, rerank)
-        blocks = dist_lib.blocks_of(distances)
-        rows_of = lambda idx: distances[np.asarray(idx)]  # noqa: E731
-    else:
-        blocks = metric.distance_blocks(q, g)
-        rows_of = lambda idx: metric.pairwise(q[np.asarray(idx)], g)  # noqa: E731
-    per_query = metrics.per_query_metrics(blocks, qp, qc, gp, gc, same_camera_junk)
-    return FeatureEvaluation(metrics.summarise(per_query), per_query, keep, rows_of, distances)
-
-
-def worst_and_best(per_query: metrics.QueryMetrics, count: int) -> tuple[np.ndarray, np.ndarray]:
-    """Indices of the `count` worst queries (lowest AP, then latest first match) and the
-    `count` best (highest AP, then earliest first match), disjoint; skipped queries excluded."""
-    valid = np.flatnonzero(per_query.valid)
-    order = valid[np.lexsort((-per_query.first_rank[valid], per_query.ap[valid]))]  # worst first
-    n_worst = min(count, len(order))
-    n_best = min(count, len(order) - n_worst)
-    return order[:n_worst], order[::-1][:n_best]
 
 
 # ----------------------------------------------------------------------------------------------
@@ -252,7 +172,7 @@ def define_flags():
                         "$JLML_DATA_DIR / ~/jlml_data).", **d)
     flags.DEFINE_string("manual_dir", None, "Downloaded release (default: the run's).", **d)
     flags.DEFINE_list("dataset_option", None, "key=value loader options (default: the run's).", **d)
-    flags.DEFINE_enum("metric", "l2", METRICS, "Matching metric: L2 (the paper), cosine, or "
+    flags.DEFINE_enum("metric", "l2", METRIC_NAMES, "Matching metric: L2 (the paper), cosine, or "
                       "KISSME/XQDA fitted on the training split's features.", **d)
     flags.DEFINE_bool("rerank", False, "k-reciprocal re-ranking (Zhong et al. 2017).", **d)
     flags.DEFINE_integer("k1", 20, "Re-ranking k1.", lower_bound=1, **d)
@@ -323,21 +243,19 @@ class Target:
 def _load_data(fv, config: dict):
     import jlml_tf_datasets
 
-    train, data_conf = config.get("train", {}), config.get("data", {})
-    override = fv.dataset is not None and fv.dataset != data_conf.get("dataset")
-    name = fv.dataset or data_conf.get("dataset")
-    if not name:
+    from jlml_tf import run_dir as run_dir_lib
+
+    source = run_dir_lib.data_source(
+        config, fv.dataset, fv.protocol, fv.data_dir, fv.manual_dir,
+        parse_options(fv.dataset_option) if fv.dataset_option is not None else None)
+    if not source.name:
         raise UsageError("config.json names no data set; pass --dataset")
-    protocol_name = fv.protocol or (None if override else data_conf.get("protocol"))
-    options = parse_options(fv.dataset_option) if fv.dataset_option is not None else \
-        ({} if override else parse_options(train.get("dataset_option", []), "dataset_option"))
-    manual_dir = fv.manual_dir or (None if override else train.get("manual_dir"))
     try:
-        data_dir = fv.data_dir or train.get("data_dir")
-        return jlml_tf_datasets.load(name, protocol_name, data_dir=data_dir,
-                                     manual_dir=manual_dir, **options), override
+        return jlml_tf_datasets.load(source.name, source.protocol, data_dir=source.data_dir,
+                                     manual_dir=source.manual_dir, **source.options), \
+            source.other_than_trained_on
     except ValueError as e:
-        raise UsageError(f"--dataset={name} --protocol={protocol_name}: {e}") from e
+        raise UsageError(f"--dataset={source.name} --protocol={source.protocol}: {e}") from e
 
 
 def _pick_trial(fv, data, config: dict, override: bool, position: int | None):
@@ -431,7 +349,8 @@ def evaluate_target(fv, target: Target, data, trial, out_dir: pathlib.Path, suff
         raise UsageError(f"--calibrate_threshold on {data.name}/{trial.name}: "
                          f"{threshold_lib.NO_VALIDATION}")
     _, checkpoint = run_dir_lib.resolve_checkpoint(target.checkpoint or target.run_dir)
-    cfg, _, embedding_model = run_dir_lib.load_models(checkpoint)
+    loaded = run_dir_lib.load_run(checkpoint)
+    cfg, embedding_model = loaded.model_cfg, loaded.embedding_model
     table = data.table
     needed = []
     if fv.evaluation:

@@ -11,10 +11,10 @@ import jlml_tf_datasets
 
 from jlml_tf import cli, distribute, optimization, precision
 from jlml_tf.config import BRANCHES, LOSS_MODES, ModelConfig, SparsityConfig
+from jlml_tf.evaluation import metric_learning
 from jlml_tf.trainer import TrainConfig
 
 DATASETS = tuple(jlml_tf_datasets.MODULES)
-METRICS = ("l2", "cosine", "kissme", "xqda")
 
 FLAGS = flags.FLAGS
 
@@ -106,7 +106,7 @@ flags.DEFINE_string("init_from", None, "Start from another run's weights (a run 
                     "only when the run has no checkpoint of its own yet.")
 
 # Evaluation.
-flags.DEFINE_enum("metric", "l2", METRICS, "Matching metric: L2 on JLML features (the paper) "
+flags.DEFINE_enum("metric", "l2", metric_learning.METRIC_NAMES, "Matching metric: L2 on JLML features (the paper) "
                   "or a metric learned on the training split's features.")
 flags.DEFINE_integer("eval_batch_size", 64, "Batch size for feature extraction.", lower_bound=1)
 

@@ -24,7 +24,7 @@ The model fingerprint hashes the content of the files that define the model: con
 the checkpoint's files for a run directory (or a checkpoint), every file of a SavedModel
 folder (of a TF Serving base path: its newest version's, so both spellings of one model
 have one fingerprint), or the .tflite file. Images are decoded and resized exactly as the
-exported models expect (`jlml_tf.export.preprocessing`), and embedded in batches behind a
+exported models expect (`jlml_tf.data.preprocessing`), and embedded in batches behind a
 progress bar.
 
 An embedder is any object with `height`, `width` and `embed(uint8 [N, H, W, 3]) -> [N, D]`,
@@ -42,10 +42,11 @@ from typing import Callable, Iterable
 
 import numpy as np
 
+from jlml_tf.config import IMAGE_EXTENSIONS
+
 INDEX_FILE = ".jlml_index.npz"
-FORMAT_VERSION = 2  # 2: odd images (jlml_tf.export.preprocessing.odd_image_reason) recorded
+FORMAT_VERSION = 2  # 2: odd images (jlml_tf.data.preprocessing.odd_image_reason) recorded
 REFUSED = "refused as an odd image: "  # the reason of an image left out by odd_images="refuse"
-IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".gif")
 _HASH_CHUNK = 1 << 20
 
 
@@ -239,7 +240,7 @@ def _l2_normalise(x: np.ndarray) -> np.ndarray:
 
 
 def _read_image(path: pathlib.Path, height: int, width: int) -> tuple[np.ndarray, str | None]:
-    from jlml_tf.export import preprocessing
+    from jlml_tf.data import preprocessing
 
     return preprocessing.load_image_checked(path, height, width)
 

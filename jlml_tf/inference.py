@@ -14,7 +14,7 @@ import pathlib
 
 import numpy as np
 
-from jlml_tf.export import preprocessing
+from jlml_tf.data import preprocessing
 
 
 class Embedder:

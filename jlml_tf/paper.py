@@ -3,8 +3,11 @@
 Values are percentages; reports print them next to measured results.
 """
 
+from jlml_tf.evaluation.metrics import RANK_KEYS
+
+
 def _cmc(r1, r5, r10, r20):
-    return {"rank1": r1, "rank5": r5, "rank10": r10, "rank20": r20}
+    return dict(zip(RANK_KEYS, (r1, r5, r10, r20)))
 
 
 PAPER = {

@@ -7,12 +7,15 @@
 """
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import pathlib
 
+import keras
 import tensorflow as tf
 
+from jlml_tf import cli
 from jlml_tf.config import ModelConfig
 from jlml_tf.modeling import jlml
 
@@ -61,13 +64,52 @@ def resolve_checkpoint(path: str | os.PathLike) -> tuple[pathlib.Path, str]:
                             f"checkpoint prefix such as RUN/{CHECKPOINT_DIR}/ckpt-3")
 
 
-def load_models(run_dir_or_checkpoint: str | os.PathLike):
-    """Rebuilds the models from config.json and restores the checkpoint's weights.
+@dataclasses.dataclass
+class DataSource:
+    """Which data set a tool reads for a run, and how (the arguments of jlml_tf_datasets.load)."""
 
-    Returns (ModelConfig, training model, embedding model without L2 normalisation).
-    """
+    name: str | None
+    protocol: str | None
+    data_dir: str | None
+    manual_dir: str | None
+    options: dict
+    other_than_trained_on: bool  # a data set other than the run's own
+
+
+def data_source(config: dict, dataset: str | None = None, protocol: str | None = None,
+                data_dir: str | None = None, manual_dir: str | None = None,
+                options: dict | None = None) -> DataSource:
+    """The one rule for "a flag overrides the data set in config.json": every value given wins;
+    the run's own (config.json) fill the rest, except that for a data set other than the run's
+    none of the run's protocol, loader options or release folder apply."""
+    train, data = config.get("train", {}), config.get("data", {})
+    other = dataset is not None and dataset != data.get("dataset")
+    own = (lambda value: None) if other else (lambda value: value)  # noqa: E731
+    if options is None:
+        options = own(cli.key_values(train.get("dataset_option") or [], "dataset_option")) or {}
+    return DataSource(dataset or data.get("dataset"), protocol or own(data.get("protocol")),
+                      data_dir or train.get("data_dir"), manual_dir or own(train.get("manual_dir")),
+                      options, other)
+
+
+@dataclasses.dataclass
+class LoadedRun:
+    """A trained run, restored: what evaluation, export, search and warm starts need."""
+
+    run_dir: pathlib.Path
+    checkpoint: str  # the checkpoint prefix restored, e.g. RUN/checkpoints/ckpt-12
+    config: dict  # config.json: {"model", "train", "data"}
+    model_cfg: ModelConfig
+    training_model: keras.Model  # pixels -> logits per head
+    embedding_model: keras.Model  # pixels -> L2-normalised embedding, as every export serves it
+
+
+def load_run(run_dir_or_checkpoint: str | os.PathLike) -> LoadedRun:
+    """Rebuilds the models from config.json and restores the checkpoint's weights."""
     run_dir, ckpt = resolve_checkpoint(run_dir_or_checkpoint)
-    cfg = model_config(run_dir)
+    config = read_config(run_dir)
+    cfg = ModelConfig.from_dict(config["model"])
     training_model, embedding_model = jlml.build_jlml(cfg)
     tf.train.Checkpoint(model=training_model).restore(ckpt).expect_partial().assert_existing_objects_matched()
-    return cfg, training_model, embedding_model
+    return LoadedRun(run_dir, ckpt, config, cfg, training_model,
+                     jlml.with_l2_normalization(embedding_model))

@@ -35,6 +35,7 @@ from typing import Sequence
 import numpy as np
 
 from jlml_tf import cli, gallery_index, threshold as threshold_lib, visualize
+from jlml_tf.config import IMAGE_EXTENSIONS
 
 DEFAULT_OUTPUT_DIR = "search_results"
 RESULTS_FILE = "search_results.json"
@@ -65,12 +66,9 @@ def _run_embedder_class():
         def __init__(self, path: str | os.PathLike):
             from jlml_tf import run_dir as run_dir_lib
 
-            self.config, _, model = run_dir_lib.load_models(path)
-            super().__init__(model)
-
-        def _run(self, pixels):
-            x = super()._run(pixels)
-            return x / np.maximum(np.linalg.norm(x, axis=1, keepdims=True), 1e-12)
+            loaded = run_dir_lib.load_run(path)
+            self.config = loaded.model_cfg
+            super().__init__(loaded.embedding_model)
 
     return RunEmbedder
 
@@ -134,7 +132,7 @@ def expand_queries(queries: Sequence[str]) -> list[str]:
     if missing:
         raise UsageError("--query: no such file or folder: " + ", ".join(missing))
     if empty:
-        raise UsageError("--query: no images (.jpg, .jpeg, .png, .bmp, .gif) in the folder "
+        raise UsageError(f"--query: no images ({', '.join(IMAGE_EXTENSIONS)}) in the folder "
                          + ", ".join(empty))
     return out
 
@@ -155,8 +153,8 @@ def embed_queries(embedder, queries: Sequence[str], odd_images: str = "accept"
 
 def search(query_embeddings: np.ndarray, query_paths: Sequence[str],
            index: gallery_index.GalleryIndex, top_k: int = 10, rerank=None, threshold: float | None = None) -> list[QueryResult]:
-    """Ranks the gallery for every query. rerank: an evaluate.RerankConfig or None."""
-    from jlml_tf.evaluate import rerank_distances
+    """Ranks the gallery for every query. rerank: a rerank.RerankConfig or None."""
+    from jlml_tf.evaluation.rerank import rerank_distances
     from jlml_tf.evaluation import distances as dist_lib
     from jlml_tf.evaluation.metrics import argsort_rows
 
@@ -283,7 +281,7 @@ UsageError = cli.UsageError
 
 
 def run(fv, log=lambda msg: print(msg, file=sys.stderr)) -> list[QueryResult]:
-    from jlml_tf.evaluate import RerankConfig
+    from jlml_tf.evaluation.rerank import RerankConfig
     from jlml_tf.inference import flag_error
 
     if not fv.model:

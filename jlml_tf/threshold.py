@@ -42,6 +42,8 @@ import pathlib
 
 import numpy as np
 
+from jlml_tf.evaluation import distances as dist_lib
+
 FILE_NAME = "threshold.json"
 FORMAT = "jlml-threshold/1"
 DEFAULT_MAX_FALSE_PAIRS = 2_000_000  # a uniform sample beyond this: a rate needs no more
@@ -134,12 +136,6 @@ def calibrate(true_distances, false_distances, target_false_match_rate: float,
 # Pairs from labelled features
 
 
-def _l2_block(a: np.ndarray, b: np.ndarray, a_sq: np.ndarray, b_sq: np.ndarray) -> np.ndarray:
-    d = a_sq[:, None] + b_sq[None, :] - 2.0 * (a @ b.T)
-    np.maximum(d, 0.0, out=d)
-    return np.sqrt(d, out=d)
-
-
 def _cross_camera(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     """Different cameras, or a camera not known (-1): a pair a search must find."""
     return (a != b) | (a < 0) | (b < 0)
@@ -175,13 +171,12 @@ def pair_distances(features, pids, camids, max_false_pairs: int | None = DEFAULT
     if max_false_pairs is not None and total_false > max_false_pairs:
         keep_prob = max_false_pairs / total_false
     rng = np.random.default_rng(seed)
-    sq = np.einsum("ij,ij->i", x, x)
     true_parts, false_parts = [], []
     for start in range(0, n, _BLOCK_ROWS):
         stop = min(start + _BLOCK_ROWS, n)
         # Columns j > i only: the block's rows against the items from `start + 1` on.
         cols = slice(start + 1, n)
-        d = _l2_block(x[start:stop], x[cols], sq[start:stop], sq[cols])
+        d = dist_lib.pairwise_distances(x[start:stop], x[cols])
         i = np.arange(start, stop)[:, None]
         j = np.arange(start + 1, n)[None, :]
         upper = j > i
@@ -224,11 +219,8 @@ def cross_set_rates(threshold: float, query, query_pids, query_camids, gallery, 
     q_keep, g_keep = qp > 0, gp >= 0
     q, qp, qc = q[q_keep], qp[q_keep], qc[q_keep]
     g, gp, gc = g[g_keep], gp[g_keep], gc[g_keep]
-    q_sq, g_sq = np.einsum("ij,ij->i", q, q), np.einsum("ij,ij->i", g, g)
     counts = np.zeros(4, np.int64)  # true total, true accepted, false total, false accepted
-    for start in range(0, len(q), _BLOCK_ROWS):
-        rows = slice(start, min(start + _BLOCK_ROWS, len(q)))
-        d = _l2_block(q[rows], g, q_sq[rows], g_sq)
+    for rows, d in dist_lib.distance_blocks(q, g, "l2", block_size=_BLOCK_ROWS):
         same = qp[rows, None] == gp[None, :]
         true_mask = same & _cross_camera(qc[rows, None], gc[None, :])
         accepted = d <= threshold

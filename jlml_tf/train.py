@@ -10,12 +10,10 @@ interrupted one continues from its last checkpoint.
 from __future__ import annotations
 
 import json
-import os
 import pathlib
 import sys
 
 from absl import app, flags, logging
-import numpy as np
 
 from jlml_tf import distribute, eval_trial, paper, precision, run_dir as run_dir_lib, threshold
 from jlml_tf import flags as jflags
@@ -101,7 +99,7 @@ def train_trial(data: ReidData, trial: Trial, trial_dir: pathlib.Path, strategy)
         import shutil
         shutil.rmtree(trial_dir)
     train_cfg = jflags.train_config()
-    steps_per_epoch = len(labels) // train_cfg.batch_size
+    steps_per_epoch = pipeline.steps_per_epoch(len(labels), train_cfg.batch_size)
     augment = pipeline.AugmentConfig(flip=FLAGS.flip, pad=FLAGS.pad,
                                      erasing_probability=FLAGS.random_erasing)
     run_dir_lib.write_config(trial_dir, model_cfg, train=flag_values(), data={

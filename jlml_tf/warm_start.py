@@ -32,7 +32,8 @@ def copy_feature_weights(source: str | os.PathLike, target: keras.Model,
                          target_cfg: ModelConfig) -> int:
     """Copies every non-classifier layer's weights from `source` (a run or checkpoint) into the
     training model `target`; returns the number of weight tensors copied."""
-    source_cfg, source_model, _ = run_dir_lib.load_models(source)
+    loaded = run_dir_lib.load_run(source)
+    source_cfg, source_model = loaded.model_cfg, loaded.training_model
     check_compatible(source_cfg, target_cfg, os.fspath(source))
     skip = set(jlml.classifier_layers(target)) | set(jlml.classifier_layers(source_model))
     copied = 0

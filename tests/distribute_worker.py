@@ -65,7 +65,7 @@ def main() -> None:
               "checkpoint_dir": trainer._checkpoint_dir()}
     if args.mode == "steps":
         batches = iter(trainer._dataset(0, 0))
-        report["losses"] = [{k: float(v) for k, v in trainer._train_step(next(batches)).items()}
+        report["losses"] = [{k: float(v) for k, v in trainer.train_step(next(batches)).items()}
                             for _ in range(args.steps)]
     else:
         restore = trainer.restore

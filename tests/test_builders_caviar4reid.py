@@ -91,7 +91,7 @@ def test_table_holds_the_whole_release_with_cameras(loaded, release):
 def test_25_25_multi_shot_trials(loaded):
     data = loaded["25_25_multi_shot"]
     table = data.table
-    assert data.protocol == "25_25_multi_shot" and data.multi_shot_gallery
+    assert data.protocol == "25_25_multi_shot"
     assert len(data.trials) == 10 and data.info["num_two_camera_ids"] == 50
     for t, trial in enumerate(data.trials):
         train_ids = np.unique(table.pids[trial.train])

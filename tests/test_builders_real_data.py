@@ -105,7 +105,6 @@ def test_cuhk01_counts_cameras_and_splits(real_data_dir, cuhk01_data):
         assert len(trial.query) == 486 and len(trial.gallery) == 486
         assert set(table.pids[trial.train].tolist()).isdisjoint(table.pids[trial.query].tolist())
     multi = cuhk01_data["871_100_multi_shot"]
-    assert multi.multi_shot_gallery
     assert all(len(t.query) == 100 and len(t.gallery) == 200 for t in multi.trials)
     _check_decoded(table, single.trials[0].query[:6], real_data_dir / "cuhk01")
     image = tf.io.decode_image(table.images[0])
@@ -180,7 +179,7 @@ def test_caviar4reid_counts_cameras_and_trials(caviar_data):
     # the README's one pair of byte-identical images of one person: kept and reported
     pair, = data.info["identical_images"]
     assert len(pair) == 2 and len({name[:-7] for name in pair}) == 1
-    assert len(data.trials) == 10 and data.multi_shot_gallery
+    assert len(data.trials) == 10
     for trial in data.trials:
         assert set(table.pids[trial.train].tolist()) | set(table.pids[trial.query].tolist()) \
             == two_camera

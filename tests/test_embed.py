@@ -11,7 +11,8 @@ from jlml_tf import inference
 from jlml_tf.data import pipeline
 from jlml_tf.embed import embed_files
 from jlml_tf.evaluation import evaluate
-from jlml_tf.export import fixtures, parity, tflite
+import run_fixtures as fixtures
+from jlml_tf.export import parity, tflite
 
 
 @pytest.fixture(scope="module")
@@ -79,7 +80,7 @@ def _image_folder(folder, n=5):
 def test_embed_files_skips_unreadable(setup, tmp_path):
     _, _, sm_path, int8, _ = setup
     _image_folder(tmp_path / "imgs")
-    from jlml_tf.export import preprocessing
+    from jlml_tf.data import preprocessing
 
     files = preprocessing.list_images([tmp_path / "imgs"])
     assert len(files) == 6 and not any(f.endswith(".txt") for f in files)
@@ -147,7 +148,7 @@ def test_embed_cli(setup, tmp_path):
 def test_odd_image_sizes():
     """Issue 13 item 9: what counts as an odd person crop; every real crop size of the data
     sets here (../shared/data/README.md) is a normal one."""
-    from jlml_tf.export import preprocessing as pre
+    from jlml_tf.data import preprocessing as pre
 
     for height, width in ((39, 16), (160, 60), (128, 48), (67, 29), (419, 141), (145, 47),
                           (384, 181), (64, 32)):

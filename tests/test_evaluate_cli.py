@@ -118,9 +118,9 @@ def test_rerank_improves_rank1_on_a_constructed_case():
     q = np.array([[0.0, 0.0]], np.float32)
     g = np.array([[1.0, 0], [1.5, 0.1], [1.5, -0.1], [1.7, 0], [-1.1, 0]], np.float32)
     gp, gc = [2, 2, 2, 2, 1], [2] * 5
-    plain = ev.evaluate_features(q, [1], [1], g, gp, gc)
-    cfg = ev.RerankConfig(k1=2, k2=1, lambda_value=0.3)
-    reranked = ev.evaluate_features(q, [1], [1], g, gp, gc, rerank=cfg)
+    plain = protocol.evaluate_features(q, [1], [1], g, gp, gc)
+    cfg = rerank.RerankConfig(k1=2, k2=1, lambda_value=0.3)
+    reranked = protocol.evaluate_features(q, [1], [1], g, gp, gc, rerank=cfg)
     assert plain.results["rank1"] == 0.0 and reranked.results["rank1"] == 1.0
     g_g = distances.pairwise_distances(g, g)
     np.fill_diagonal(g_g, 0)
@@ -140,7 +140,7 @@ def test_evaluate_features_matches_protocol_evaluate_with_pooling_and_junk():
         for metric in ("l2", "cosine"):
             expected = protocol.evaluate(q, qp, qc, g, gp, gc, metric=metric,
                                          multi_query=(mq, mqp, mqc), multi_query_pooling=pooling)
-            got = ev.evaluate_features(q, qp, qc, g, gp, gc, metric, multi_query=(mq, mqp, mqc),
+            got = protocol.evaluate_features(q, qp, qc, g, gp, gc, metric, multi_query=(mq, mqp, mqc),
                                        multi_query_pooling=pooling)
             assert got.gallery_keep.sum() == (gp != -1).sum()
             for key in ("rank1", "map", "map_official", "minp", "num_queries"):
@@ -151,10 +151,10 @@ def test_worst_and_best_queries():
     pq = metrics.QueryMetrics(first_rank=np.array([1, 5, 2, 0, 9]), ap_official=np.zeros(5),
                               ap=np.array([1.0, 0.2, 0.5, 0.0, 0.2]), inp=np.zeros(5),
                               num_matches=np.array([1, 1, 2, 0, 1]), num_gallery=10)
-    worst, best = ev.worst_and_best(pq, 2)
+    worst, best = protocol.worst_and_best(pq, 2)
     assert list(worst) == [4, 1]  # equal AP: the later first match is worse
     assert list(best) == [0, 2]  # query 3 has no match: never shown
-    worst, best = ev.worst_and_best(pq, 3)
+    worst, best = protocol.worst_and_best(pq, 3)
     assert list(worst) == [4, 1, 2] and list(best) == [0]
 
 

@@ -5,7 +5,6 @@ import math
 import numpy as np
 import pytest
 
-from jlml_tf import evaluate
 from jlml_tf.evaluation import metric_learning, metrics, rerank
 
 # Hand case: 3 queries + 5 gallery items in three clusters; distance 0 to itself, 1 inside a
@@ -131,11 +130,11 @@ def test_golden_case_matches_the_reference(k1, k2, lambda_value):
 
 
 def test_both_entry_points_give_the_same_distances():
-    """evaluate.rerank_distances (the evaluate and search commands) is the library function."""
-    cfg = evaluate.RerankConfig(k1=6, k2=3, lambda_value=0.3)
+    """rerank.rerank_distances (what the evaluate and search commands call) on features."""
+    cfg = rerank.RerankConfig(k1=6, k2=3, lambda_value=0.3)
     q_g, q_q, g_g = _golden_distances()
     expected = reference_rerank(q_g, q_q, g_g, 6, 3, 0.3)
-    got = evaluate.rerank_distances("l2", GOLDEN_QUERY, GOLDEN_GALLERY, cfg)
+    got = rerank.rerank_distances("l2", GOLDEN_QUERY, GOLDEN_GALLERY, cfg)
     np.testing.assert_allclose(got, expected, atol=2e-6)
     # A learned metric goes through its own pairwise distances (squared as any other).
     metric = metric_learning.Metric("m", matrix=np.diag([1.0, 4.0, 0.25]))
@@ -144,7 +143,7 @@ def test_both_entry_points_give_the_same_distances():
         (GOLDEN_GALLERY, GOLDEN_GALLERY)])
     for square in (m_q_q, m_g_g):
         np.fill_diagonal(square, 0.0)
-    np.testing.assert_allclose(evaluate.rerank_distances(metric, GOLDEN_QUERY, GOLDEN_GALLERY,
+    np.testing.assert_allclose(rerank.rerank_distances(metric, GOLDEN_QUERY, GOLDEN_GALLERY,
                                                          cfg),
                                reference_rerank(m_q_g, m_q_q, m_g_g, 6, 3, 0.3), atol=2e-6)
 

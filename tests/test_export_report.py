@@ -11,7 +11,8 @@ import tensorflow as tf
 
 from jlml_tf import model_summary, threshold as threshold_lib
 from jlml_tf import run_dir as run_dir_lib
-from jlml_tf.export import fixtures, parity, pipeline
+import run_fixtures as fixtures
+from jlml_tf.export import parity, pipeline
 
 
 def test_multiply_adds_by_hand():
@@ -65,7 +66,7 @@ def test_layout(exported):
 def test_model_card(exported):
     _, run, _, result, _ = exported
     card = json.loads((result.extras_dir / "model_card.json").read_text())
-    _, _, embedding_model = run_dir_lib.load_models(run)
+    embedding_model = run_dir_lib.load_run(run).embedding_model
     assert card["parameters"] == embedding_model.count_params()
     assert card["multiply_adds"] == model_summary.count_macs(embedding_model) > 0
     assert card["input"]["colour_order"] == "RGB"
@@ -78,7 +79,7 @@ def test_model_card(exported):
     assert set(card["formats"]["tflite"]) == {"float32", "int8"}
     md = (result.extras_dir / "model_card.md").read_text()
     assert "RGB" in md and f"{card['parameters']:,}" in md
-    assert "- JLML on fixture / default / default: rank-1 25.0%, mAP 20.0%" in md
+    assert "- JLML on fixture / default / default: R1 25.0%, mAP 20.0%" in md
 
 
 @pytest.mark.slow  # shares a ~30-50 s export
@@ -172,7 +173,8 @@ def test_parity_report_wording():
 def _card(run):
     from jlml_tf.export import model_card
 
-    cfg, _, embedding_model = run_dir_lib.load_models(run)
+    loaded = run_dir_lib.load_run(run)
+    cfg, embedding_model = loaded.model_cfg, loaded.embedding_model
     card = model_card.build_card(cfg, embedding_model, run, "ckpt", "jlml", 1, "out/jlml/1")
     return card, model_card.card_markdown(card)
 
@@ -200,7 +202,7 @@ def test_model_card_reads_the_accuracy_training_writes(tmp_path):
     assert mean["rank1"] == pytest.approx(trials[0]["rank1"])
     assert mean["map"] == pytest.approx(trials[0]["map"])
     assert "no accuracy" not in md and "no results.json" not in md
-    assert (f"- JLML on synthetic / default / default: rank-1 {100 * trials[0]['rank1']:.1f}%"
+    assert (f"- JLML on synthetic / default / default: R1 {100 * trials[0]['rank1']:.1f}%"
             in md)
     # several trials: mean ± std
     report.write_report(run, {"JLML (this run)": trials}, title="grid / 125_125")

@@ -9,7 +9,9 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from jlml_tf.export import fixtures, preprocessing, saved_model
+from jlml_tf.data import preprocessing
+import run_fixtures as fixtures
+from jlml_tf.export import saved_model
 
 
 @pytest.fixture(scope="module")

@@ -4,7 +4,9 @@ import pytest
 
 from jlml_tf import inference
 from jlml_tf.data import pipeline
-from jlml_tf.export import fixtures, preprocessing, tflite
+from jlml_tf.data import preprocessing
+import run_fixtures as fixtures
+from jlml_tf.export import tflite
 
 
 @pytest.fixture(scope="module")

@@ -6,6 +6,7 @@ import pytest
 import tensorflow as tf
 from PIL import Image
 
+from jlml_tf import config
 from jlml_tf.data import pipeline
 from jlml_tf.data.types import ImageTable
 
@@ -171,7 +172,7 @@ def test_random_erasing_changes_one_rectangle_of_the_expected_area():
         assert len(ys), "probability 1 must erase"
         h, w = ys.max() - ys.min() + 1, xs.max() - xs.min() + 1
         assert changed.sum() == h * w  # one solid rectangle
-        np.testing.assert_allclose(out[changed], np.broadcast_to(pipeline.PIXEL_MEAN, (h * w, 3)),
+        np.testing.assert_allclose(out[changed], np.broadcast_to(config.PIXEL_MEAN, (h * w, 3)),
                                    rtol=1e-6)
         # h and w are rounded, so allow half a pixel on each side of the target rectangle.
         slack = (h + w + 1) / 2 / (height * width)

@@ -265,7 +265,7 @@ def test_an_exported_saved_model_finds_the_same_ranking(world, tmp_path, capsys)
     from jlml_tf import run_dir
     from jlml_tf.export import saved_model
 
-    _, _, embedding_model = run_dir.load_models(world.run)
+    embedding_model = run_dir.load_run(world.run).embedding_model
     export = saved_model.write_saved_model(embedding_model, tmp_path / "export" / "1")
     q1 = world.queries / "0002_c1s1_000100_00.png"
     results = {}
@@ -290,7 +290,7 @@ def test_a_tf_serving_base_path_uses_the_exported_threshold(world, tmp_path, cap
     from jlml_tf import run_dir
     from jlml_tf.export import saved_model
 
-    _, _, embedding_model = run_dir.load_models(world.run)
+    embedding_model = run_dir.load_run(world.run).embedding_model
     calibration = th.Calibration(threshold=1e-6, target_false_match_rate=0.01,
                                  false_match_rate=0.0, true_match_rate=0.0, num_true_pairs=1,
                                  num_false_pairs=1, source={"dataset": "hand-made",

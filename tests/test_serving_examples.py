@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from jlml_tf.export import fixtures
+import run_fixtures as fixtures
 from jlml_tf.serving.server import ModelServer
 
 EXPORT = pathlib.Path(__file__).resolve().parents[1] / "export"
@@ -33,7 +33,7 @@ def _photo(rng, h, w):
 def test_rest_client_resizes_pixels_exactly_as_the_model(tmp_path):
     """Issue 13 item 3: --pixels resized with Pillow's antialiasing bilinear filter (cosine
     0.946-0.990 to the bytes path); the client must give the pixels the model's decoder gives."""
-    from jlml_tf.export import preprocessing
+    from jlml_tf.data import preprocessing
 
     client = _rest_client()
     rng = np.random.default_rng(0)

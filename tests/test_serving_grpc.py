@@ -9,7 +9,7 @@ from tensorflow_serving.apis import (get_model_metadata_pb2, get_model_status_pb
                                      model_service_pb2_grpc, predict_pb2,
                                      prediction_service_pb2_grpc)
 
-from jlml_tf.export import fixtures
+import run_fixtures as fixtures
 from jlml_tf.serving.server import ModelServer
 
 

@@ -5,7 +5,7 @@ import pathlib
 
 import pytest
 
-from jlml_tf.export import fixtures
+import run_fixtures as fixtures
 from jlml_tf.serving.server import ModelServer
 
 SCRIPT = pathlib.Path(__file__).resolve().parents[1] / "benchmarks" / "serving_load.py"

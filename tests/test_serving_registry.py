@@ -17,7 +17,8 @@ import tensorflow as tf
 from tensorflow_serving.apis import predict_pb2, prediction_service_pb2_grpc
 
 from jlml_tf import run_dir as run_dir_lib
-from jlml_tf.export import fixtures, saved_model
+import run_fixtures as fixtures
+from jlml_tf.export import saved_model
 from jlml_tf.serving.server import ModelServer
 
 X = np.random.default_rng(0).integers(0, 256, (2, 64, 32, 3), dtype=np.uint8)
@@ -30,7 +31,7 @@ def models(tmp_path_factory):
     out = []
     for seed in (0, 1):
         run = fixtures.make_run(root / f"run{seed}", seed=seed)
-        out.append(run_dir_lib.load_models(run)[2])
+        out.append(run_dir_lib.load_run(run).embedding_model)
     return out
 
 

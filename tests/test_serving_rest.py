@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from jlml_tf.export import fixtures
+import run_fixtures as fixtures
 from jlml_tf.serving.server import ModelServer
 
 

@@ -64,9 +64,9 @@ def events(run):
 def test_training_reduces_loss(tmp_path, tiny_model_config):
     trainer = make_trainer(tmp_path, tiny_model_config, epochs=1)
     batch = next(iter(trainer._dataset(0, 0)))
-    first = float(trainer._train_step(batch)["loss"])
+    first = float(trainer.train_step(batch)["loss"])
     for _ in range(15):
-        last = float(trainer._train_step(batch)["loss"])
+        last = float(trainer.train_step(batch)["loss"])
     assert last < 0.7 * first
 
 
@@ -145,7 +145,7 @@ def sigterm_fallback():
 def test_sigterm_saves_a_checkpoint_and_the_run_resumes_there(tmp_path, tiny_model_config,
                                                                sigterm_fallback):
     trainer = make_trainer(tmp_path, tiny_model_config, epochs=3, checkpoint_every_steps=100)
-    train_step = trainer._train_step
+    train_step = trainer.train_step
 
     def step_then_sigterm(batch):  # SIGTERM to the main thread right after step 5
         out = train_step(batch)
@@ -153,7 +153,7 @@ def test_sigterm_saves_a_checkpoint_and_the_run_resumes_there(tmp_path, tiny_mod
             signal.pthread_kill(threading.main_thread().ident, signal.SIGTERM)
         return out
 
-    trainer._train_step = step_then_sigterm
+    trainer.train_step = step_then_sigterm
     fallback = signal.getsignal(signal.SIGTERM)
     with pytest.raises(KeyboardInterrupt):
         trainer.fit()

@@ -8,7 +8,7 @@ the middle of an epoch (`dataset.skip(n)`) therefore sees exactly the batches it
 
 Pixels: images are decoded to RGB, resized bilinearly to the model's input size and rounded to
 whole values, float32 in [0, 255] (the model normalises internally). The rounding matches the
-exported models' preprocessing (`jlml_tf.export.preprocessing`), so training, evaluation and
+exported models' preprocessing (`jlml_tf.data.preprocessing`), so training, evaluation and
 serving see the same pixels, and lets decoded images be cached as uint8 without changing them.
 
 Datasets yield `(images float32 [B, H, W, 3], labels int32 [B])` for training and
@@ -24,10 +24,9 @@ import weakref
 import numpy as np
 import tensorflow as tf
 
+from jlml_tf.config import PIXEL_MEAN
 from jlml_tf.data.types import ImageTable
 
-# ImageNet mean in [0, 255], the "mean" fill of random erasing (0 after the model's normalisation).
-PIXEL_MEAN = (123.675, 116.28, 103.53)
 SAMPLERS = ("random", "pk")
 ERASING_FILLS = ("random", "mean", "zero")
 _ERASING_TRIES = 10

@@ -77,7 +77,6 @@ class ReidData:
     table: ImageTable
     trials: list[Trial]
     same_camera_junk: bool = True  # Market rule: same pid and same camera in gallery is junk
-    multi_shot_gallery: bool = False  # several gallery images per identity
     info: dict[str, Any] = dataclasses.field(default_factory=dict)
 
     def train_labels(self, trial: Trial) -> tuple[np.ndarray, int]:

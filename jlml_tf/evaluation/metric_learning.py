@@ -33,7 +33,8 @@ import scipy.linalg
 
 from jlml_tf.evaluation import distances as dist_lib
 
-METRIC_NAMES = ("l2", "cosine", "kissme", "xqda")  # the evaluation CLI's --metric choices
+LEARNED_METRICS = ("kissme", "xqda")  # fitted on a trial's training features
+METRIC_NAMES = ("l2", "cosine") + LEARNED_METRICS  # the --metric choices of train and evaluate
 
 
 @dataclasses.dataclass

@@ -46,11 +46,14 @@ from typing import Iterable
 
 import numpy as np
 
+from jlml_tf.data.types import JUNK_PID, UNKNOWN_CAMERA
 from jlml_tf.evaluation import distances as dist_lib
 
-JUNK_PID = -1
-UNKNOWN_CAMERA = -1
 DEFAULT_RANKS = (1, 5, 10, 20)
+RANK_KEYS = tuple(f"rank{k}" for k in DEFAULT_RANKS)
+# Every rate a protocol evaluation reports (fractions), in table order, with its column title.
+RATE_TITLES = {**{k: f"R{k[4:]}" for k in RANK_KEYS},
+               "map_official": "mAP (official)", "map": "mAP", "minp": "mINP"}
 
 _MATCH = 1  # flag bit: same pid as the query
 _JUNK = 2  # flag bit: same pid and same camera (only set together with _MATCH)

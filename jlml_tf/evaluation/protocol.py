@@ -9,15 +9,17 @@ All rates are fractions in [0, 1]; report.py turns them into percentages.
 """
 from __future__ import annotations
 
-from typing import Sequence
+import dataclasses
+from typing import Callable, Sequence
 
 import numpy as np
 
 from jlml_tf.evaluation import distances as dist_lib
 from jlml_tf.evaluation import metrics
+from jlml_tf.evaluation import rerank as rerank_lib
+from jlml_tf.evaluation.metric_learning import LEARNED_METRICS, Metric, fit_metric
 
 POOLINGS = ("mean", "max")
-LEARNED_METRICS = ("kissme", "xqda")
 
 
 def _check_pooling(pooling: str) -> None:
@@ -104,6 +106,37 @@ def _distance_blocks(metric, query, gallery, block_size):
     return metric.distance_blocks(query, gallery, block_size=block_size)
 
 
+@dataclasses.dataclass
+class _Prepared:
+    """A trial's features ready for ranking: queries pooled, junk gallery columns dropped."""
+
+    query: np.ndarray
+    query_pids: np.ndarray
+    query_camids: np.ndarray
+    gallery: np.ndarray
+    gallery_pids: np.ndarray
+    gallery_camids: np.ndarray
+    gallery_keep: np.ndarray  # bool mask over the (pooled) gallery: not pid -1
+
+
+def _prepare(query_features, query_pids, query_camids, gallery_features, gallery_pids,
+             gallery_camids, multi_query, multi_query_pooling, gallery_pooling) -> _Prepared:
+    q = dist_lib.as_features(query_features, "query_features")
+    qp, qc = np.asarray(query_pids, np.int64), np.asarray(query_camids, np.int64)
+    g = dist_lib.as_features(gallery_features, "gallery_features")
+    gp, gc = np.asarray(gallery_pids, np.int64), np.asarray(gallery_camids, np.int64)
+    if not len(qp) == len(qc) == len(q) or not len(gp) == len(gc) == len(g):
+        raise ValueError("features, pids and camids must have the same number of rows")
+    if multi_query is not None:
+        q = pool_multi_query(q, qp, qc, *multi_query, pooling=multi_query_pooling)
+    if gallery_pooling is not None:
+        g, gp, gc = pool_gallery(g, gp, gc, gallery_pooling)
+    keep = gp != metrics.JUNK_PID
+    if not keep.all():  # (indexing would copy the gallery even when nothing is dropped)
+        g, gp, gc = g[keep], gp[keep], gc[keep]
+    return _Prepared(q, qp, qc, g, gp, gc, keep)
+
+
 def evaluate(query_features, query_pids, query_camids, gallery_features, gallery_pids,
              gallery_camids, metric="l2", same_camera_junk: bool = True,
              multi_query: tuple | None = None, multi_query_pooling: str = "mean",
@@ -120,21 +153,57 @@ def evaluate(query_features, query_pids, query_camids, gallery_features, gallery
     Returns {"cmc", "rank1", "rank5", "rank10", "rank20", "map_official", "map", "minp",
     "num_queries", "num_skipped_queries"}; see metrics.py for the definitions.
     """
-    q = dist_lib.as_features(query_features, "query_features")
-    qp, qc = np.asarray(query_pids, np.int64), np.asarray(query_camids, np.int64)
-    g = dist_lib.as_features(gallery_features, "gallery_features")
-    gp, gc = np.asarray(gallery_pids, np.int64), np.asarray(gallery_camids, np.int64)
-    if not len(qp) == len(qc) == len(q) or not len(gp) == len(gc) == len(g):
-        raise ValueError("features, pids and camids must have the same number of rows")
-    if multi_query is not None:
-        q = pool_multi_query(q, qp, qc, *multi_query, pooling=multi_query_pooling)
-    if gallery_pooling is not None:
-        g, gp, gc = pool_gallery(g, gp, gc, gallery_pooling)
-    keep = gp != metrics.JUNK_PID
-    if not keep.all():  # (indexing would copy the gallery even when nothing is dropped)
-        g, gp, gc = g[keep], gp[keep], gc[keep]
-    blocks = _distance_blocks(metric, q, g, block_size)
-    return metrics.evaluate_blocks(blocks, qp, qc, gp, gc, same_camera_junk, ranks)
+    t = _prepare(query_features, query_pids, query_camids, gallery_features, gallery_pids,
+                 gallery_camids, multi_query, multi_query_pooling, gallery_pooling)
+    blocks = _distance_blocks(metric, t.query, t.gallery, block_size)
+    return metrics.evaluate_blocks(blocks, t.query_pids, t.query_camids, t.gallery_pids,
+                                   t.gallery_camids, same_camera_junk, ranks)
+
+
+@dataclasses.dataclass
+class FeatureEvaluation:
+    """What `evaluate_features` found: the metrics and what a picture of the rankings needs."""
+
+    results: dict  # as `evaluate` returns
+    per_query: metrics.QueryMetrics
+    gallery_keep: np.ndarray  # bool mask of the gallery items ranked (pid -1 junk dropped)
+    query_distances: Callable[[np.ndarray], np.ndarray]  # query indices -> rows of distances
+    distances: np.ndarray | None = None  # the full (query x kept gallery) matrix, re-ranking only
+
+
+def evaluate_features(query, query_pids, query_camids, gallery, gallery_pids, gallery_camids,
+                      metric: str | Metric = "l2", same_camera_junk: bool = True,
+                      rerank: rerank_lib.RerankConfig | None = None,
+                      multi_query: tuple | None = None,
+                      multi_query_pooling: str = "mean") -> FeatureEvaluation:
+    """`evaluate` (the same pooling, junk removal, distances and metrics), optionally re-ranked,
+    keeping the per-query metrics. With re-ranking the re-ranked matrix replaces the distances;
+    multi-query pooling happens first, so the neighbour graph is built on the pooled queries."""
+    metric = fit_metric(metric) if isinstance(metric, str) else metric
+    t = _prepare(query, query_pids, query_camids, gallery, gallery_pids, gallery_camids,
+                 multi_query, multi_query_pooling, None)
+    distances = None
+    if rerank is not None:
+        distances = rerank_lib.rerank_distances(metric, t.query, t.gallery, rerank)
+        blocks = dist_lib.blocks_of(distances)
+        rows_of = lambda idx: distances[np.asarray(idx)]  # noqa: E731
+    else:
+        blocks = metric.distance_blocks(t.query, t.gallery)
+        rows_of = lambda idx: metric.pairwise(t.query[np.asarray(idx)], t.gallery)  # noqa: E731
+    per_query = metrics.per_query_metrics(blocks, t.query_pids, t.query_camids, t.gallery_pids,
+                                          t.gallery_camids, same_camera_junk)
+    return FeatureEvaluation(metrics.summarise(per_query), per_query, t.gallery_keep, rows_of,
+                             distances)
+
+
+def worst_and_best(per_query: metrics.QueryMetrics, count: int) -> tuple[np.ndarray, np.ndarray]:
+    """Indices of the `count` worst queries (lowest AP, then latest first match) and the
+    `count` best (highest AP, then earliest first match), disjoint; skipped queries excluded."""
+    valid = np.flatnonzero(per_query.valid)
+    order = valid[np.lexsort((-per_query.first_rank[valid], per_query.ap[valid]))]  # worst first
+    n_worst = min(count, len(order))
+    n_best = min(count, len(order) - n_worst)
+    return order[:n_worst], order[::-1][:n_best]
 
 
 def _pad_cmc(curves: Sequence[np.ndarray]) -> np.ndarray:

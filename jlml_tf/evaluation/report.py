@@ -13,12 +13,12 @@ from typing import Mapping, Sequence
 
 import numpy as np
 
+from jlml_tf.evaluation import metrics
 from jlml_tf.evaluation.protocol import aggregate_trials
 
 JSON_FILE, MARKDOWN_FILE, CMC_FILE = "results.json", "results.md", "cmc.png"
 # (column title, result key) of the Markdown table, the paper's columns plus ours.
-COLUMNS = (("R1", "rank1"), ("R5", "rank5"), ("R10", "rank10"), ("R20", "rank20"),
-           ("mAP (official)", "map_official"), ("mAP", "map"), ("mINP", "minp"))
+COLUMNS = tuple((title, key) for key, title in metrics.RATE_TITLES.items())
 FIGURE_SIZE, FIGURE_DPI = (6.4, 4.8), 100  # cmc.png is 640 x 480 pixels
 
 

@@ -28,10 +28,13 @@ tests/test_evaluation_rerank.py checks the result against a loop transcription o
 """
 from __future__ import annotations
 
+import dataclasses
+
 import numpy as np
 import scipy.sparse
 
 from jlml_tf.evaluation import distances as dist_lib
+from jlml_tf.evaluation.metric_learning import Metric, fit_metric
 from jlml_tf.evaluation.metrics import argsort_rows
 
 _ROW_BLOCK = 1024  # rows per step of the neighbour computations (bounds temporaries)
@@ -187,3 +190,20 @@ def rerank_features(query, gallery, metric="l2", k1: int = 20, k2: int = 6,
     for square in (q_q, g_g):
         np.fill_diagonal(square, 0.0)
     return k_reciprocal_rerank(pairwise(query, gallery), q_q, g_g, k1, k2, lambda_value)
+
+
+@dataclasses.dataclass(frozen=True)
+class RerankConfig:
+    k1: int = 20
+    k2: int = 6
+    lambda_value: float = 0.3
+
+    def describe(self) -> str:
+        return f"k-reciprocal re-ranking (k1={self.k1}, k2={self.k2}, λ={self.lambda_value})"
+
+
+def rerank_distances(metric: str | Metric, query, gallery, cfg: RerankConfig) -> np.ndarray:
+    """k-reciprocal re-ranked query x gallery distances under a fixed or learned metric
+    (rerank.rerank_features with the metric's pairwise distances)."""
+    pairwise = (fit_metric(metric) if isinstance(metric, str) else metric).pairwise
+    return rerank_features(query, gallery, pairwise, cfg.k1, cfg.k2, cfg.lambda_value)

@@ -63,25 +63,20 @@ def _options(items, flag) -> dict:
 
 def _data_source(run_config: dict):
     """(name, protocol, data_dir, manual_dir, options) of the data set to check on, or None."""
-    train, data = run_config.get("train", {}), run_config.get("data", {})
-    if FLAGS.parity_data:
-        same = FLAGS.parity_data == data.get("dataset")
-        protocol = FLAGS.parity_protocol or (data.get("protocol") if same else None)
-        options = (_options(FLAGS.parity_option, "parity_option") if FLAGS.parity_option is not None
-                   else _options(train.get("dataset_option") if same else [], "dataset_option"))
-        return (FLAGS.parity_data, protocol, FLAGS.parity_data_dir or (train.get("data_dir") if same
-                                                                       else None),
-                FLAGS.parity_manual_dir or (train.get("manual_dir") if same else None), options)
-    name = data.get("dataset")
     import jlml_tf_datasets
 
-    if not name or name not in jlml_tf_datasets.MODULES:
-        return None
+    from jlml_tf import run_dir as run_dir_lib
+
     options = (_options(FLAGS.parity_option, "parity_option") if FLAGS.parity_option is not None
-               else _options(train.get("dataset_option"), "dataset_option"))
-    return (name, FLAGS.parity_protocol or data.get("protocol"),
-            FLAGS.parity_data_dir or train.get("data_dir"),
-            FLAGS.parity_manual_dir or train.get("manual_dir"), options)
+               else None)
+    try:
+        source = run_dir_lib.data_source(run_config, FLAGS.parity_data, FLAGS.parity_protocol,
+                                         FLAGS.parity_data_dir, FLAGS.parity_manual_dir, options)
+    except cli.UsageError as e:
+        raise UsageError(str(e)) from None
+    if not FLAGS.parity_data and (not source.name or source.name not in jlml_tf_datasets.MODULES):
+        return None
+    return (source.name, source.protocol, source.data_dir, source.manual_dir, source.options)
 
 
 def main(argv):
@@ -146,7 +141,7 @@ def main(argv):
     calibration = None
     if "int8" in FLAGS.tflite:
         if FLAGS.calibration_images:
-            from jlml_tf.export import preprocessing
+            from jlml_tf.data import preprocessing
 
             calibration = preprocessing.list_images(FLAGS.calibration_images)
         else:

@@ -12,18 +12,16 @@ import pathlib
 
 import keras
 
-from jlml_tf import model_summary
+from jlml_tf import config, model_summary
 from jlml_tf.config import ModelConfig
-from jlml_tf.export import preprocessing
-from jlml_tf.modeling import jlml
+from jlml_tf.evaluation import metrics
+from jlml_tf.data import preprocessing
 
 CARD_MD = "model_card.md"
 CARD_JSON = "model_card.json"
 RESULTS_FILE = "results.json"
 # Rates reported on the card, in this order, with their names (fractions in results.json).
-ACCURACY_KEYS = ("rank1", "rank5", "rank10", "rank20", "map_official", "map", "minp")
-ACCURACY_NAMES = {"rank1": "rank-1", "rank5": "rank-5", "rank10": "rank-10", "rank20": "rank-20",
-                  "map_official": "mAP (official)", "map": "mAP", "minp": "mINP"}
+ACCURACY_NAMES = metrics.RATE_TITLES
 
 
 def read_run(run_dir: str | os.PathLike) -> dict:
@@ -58,7 +56,7 @@ def accuracy_from_results(document) -> dict | None:
     results = document.get("results", document)
     if not isinstance(results, dict):
         return None
-    if _scalars(results).keys() & set(ACCURACY_KEYS):  # the rates directly (older files)
+    if _scalars(results).keys() & set(ACCURACY_NAMES):  # the rates directly (older files)
         methods = {"results": {"num_trials": 1, "mean": _pick(results)}}
     else:
         methods = {}
@@ -78,7 +76,7 @@ def accuracy_from_results(document) -> dict | None:
 
 
 def _pick(d) -> dict:
-    return {k: float(d[k]) for k in ACCURACY_KEYS
+    return {k: float(d[k]) for k in ACCURACY_NAMES
             if isinstance(d, dict) and isinstance(d.get(k), (int, float))
             and not isinstance(d.get(k), bool)}
 
@@ -119,11 +117,11 @@ def build_card(cfg: ModelConfig, embedding_model: keras.Model, run_dir: str | os
         "preprocessing": {
             "outside_model": f"decode to 3-channel RGB, {preprocessing.RESIZE_METHOD} resize to "
                              f"{h}x{w} (aspect ratio not kept), round to whole pixel values "
-                             "(jlml_tf.export.preprocessing.load_image; the bytes signature "
+                             "(jlml_tf.data.preprocessing.load_image; the bytes signature "
                              "does this in its graph)",
             "inside_model": "cast to float32, subtract the ImageNet mean "
-                            f"{list(jlml.PIXEL_MEAN)} and divide by the std "
-                            f"{list(jlml.PIXEL_STD)} (in 0..255 units)",
+                            f"{list(config.PIXEL_MEAN)} and divide by the std "
+                            f"{list(config.PIXEL_STD)} (in 0..255 units)",
         },
         "output": {"name": "embeddings", "dtype": "float32", "shape": [-1, cfg.embedding_dim],
                    "meaning": f"L2-normalised {cfg.embedding_dim}-d embedding (global and local "

@@ -18,7 +18,7 @@ from typing import Callable
 import numpy as np
 
 from jlml_tf.data.types import ReidData
-from jlml_tf.export import preprocessing
+from jlml_tf.data import preprocessing
 
 PARITY_MD = "parity.md"
 PARITY_JSON = "parity.json"

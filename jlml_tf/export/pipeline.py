@@ -129,8 +129,8 @@ def export_run(run_dir: str | os.PathLike, export_dir: str | os.PathLike,
     steps = _Steps(2 + ("int8" in tflite_variants) + len(tflite_variants)
                    + (eval_set is not None) + 1, progress)
     with steps.step(f"loading {checkpoint}"):
-        cfg, _, embedding_model = run_dir_lib.load_models(run_dir)
-        l2 = saved_model.l2_model(embedding_model)
+        loaded = run_dir_lib.load_run(run_dir)
+        cfg, l2 = loaded.model_cfg, loaded.embedding_model
     height, width = cfg.input_height, cfg.input_width
     progress(f"model: {height}x{width} RGB in, {cfg.embedding_dim}-d L2-normalised embedding "
              f"out ({l2.count_params():,} parameters)")
@@ -145,7 +145,7 @@ def export_run(run_dir: str | os.PathLike, export_dir: str | os.PathLike,
     staged = saved_model.stage_dir(base, version)
     try:
         with steps.step(f"writing the SavedModel (staged in {staged})"):
-            saved_model.write_saved_model(embedding_model, staged)
+            saved_model.write_saved_model(l2, staged)
         sm_size = saved_model.directory_size(staged)
         if extras.exists():
             shutil.rmtree(extras)

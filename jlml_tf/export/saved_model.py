@@ -19,7 +19,7 @@ import tempfile
 import keras
 import tensorflow as tf
 
-from jlml_tf.export import preprocessing
+from jlml_tf.data import preprocessing
 from jlml_tf.modeling import jlml
 
 DEFAULT_SIGNATURE = "serving_default"

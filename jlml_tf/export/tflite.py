@@ -25,7 +25,7 @@ import numpy as np
 import tensorflow as tf
 
 from jlml_tf.data.types import ImageTable
-from jlml_tf.export import preprocessing
+from jlml_tf.data import preprocessing
 from jlml_tf.export.saved_model import DEFAULT_SIGNATURE, PIXELS_INPUT
 
 VARIANTS = ("float32", "float16", "dynamic_int8", "int8")

@@ -10,12 +10,9 @@ from __future__ import annotations
 import keras
 from keras import layers
 
-from jlml_tf.config import ModelConfig
+from jlml_tf.config import PIXEL_MEAN, PIXEL_STD, ModelConfig
 from jlml_tf.modeling import residual
 
-# ImageNet statistics in [0, 255] units, so clients send raw pixels.
-PIXEL_MEAN = (123.675, 116.28, 103.53)
-PIXEL_STD = (58.395, 57.12, 57.375)
 
 GLOBAL_CLASSIFIER = "global_classifier"
 LOCAL_CLASSIFIER = "local_classifier"

@@ -143,7 +143,7 @@ def run_signature(signature: Signature, inputs: dict[str, np.ndarray],
 
 def tf_error_text(error: BaseException) -> str:
     """TensorFlow's error without "Graph execution error:" and its node decorations."""
-    from jlml_tf.export.preprocessing import tf_error_text as text
+    from jlml_tf.data.preprocessing import tf_error_text as text
 
     return text(error)
 
@@ -167,7 +167,7 @@ def check_items(name: str, value: np.ndarray, spec: tf.TensorSpec) -> None:
 def find_undecodable(name: str, value: np.ndarray) -> None:
     """Raises INVALID_ARGUMENT naming the items of a string batch that are not images (each
     decoded alone, as the signature's graph decodes it); returns if every item decodes."""
-    from jlml_tf.export.preprocessing import decode_error_reason
+    from jlml_tf.data.preprocessing import decode_error_reason
 
     bad = {}
     for i, item in enumerate(value.reshape(-1)):

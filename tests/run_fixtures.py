@@ -104,7 +104,7 @@ def export_tiny(export_dir: str | os.PathLike, run_dir: str | os.PathLike | None
 
     export_dir = pathlib.Path(export_dir)
     run_dir = run_dir or make_run(export_dir.parent / f"run_{export_dir.name}", seed=seed)
-    _, _, embedding_model = run_dir_lib.load_models(run_dir)
+    embedding_model = run_dir_lib.load_run(run_dir).embedding_model
     base = export_dir / model_name
     path = saved_model.export_saved_model(embedding_model, base, version)
     return base, path, saved_model.l2_model(embedding_model)

@@ -17,11 +17,11 @@ import re
 import numpy as np
 import tensorflow as tf
 
+from jlml_tf.config import IMAGE_EXTENSIONS
 from jlml_tf.data import pipeline
 
 RESIZE_METHOD = "bilinear"
 COLOR_ORDER = "RGB"
-IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".gif")
 
 
 def decode_and_resize(encoded: tf.Tensor, height: int, width: int) -> tf.Tensor:

@@ -1,0 +1,57 @@
+"""run_dir.load_run: the one way tools restore a trained run."""
+import numpy as np
+import pytest
+
+from jlml_tf import run_dir as run_dir_lib
+import run_fixtures as fixtures
+
+
+@pytest.fixture(scope="module")
+def two_runs(tmp_path_factory):
+    root = tmp_path_factory.mktemp("runs")
+    return [fixtures.make_run(root / f"run{seed}", seed=seed) for seed in (0, 1)]
+
+
+def test_load_run_restores_the_checkpoint_and_normalises_the_embedding(two_runs):
+    a, a_again, b = (run_dir_lib.load_run(r) for r in (two_runs[0], two_runs[0], two_runs[1]))
+    cfg = a.model_cfg
+    x = np.random.default_rng(0).integers(
+        0, 256, (3, cfg.input_height, cfg.input_width, 3)).astype(np.float32)
+    ea, ea2, eb = (r.embedding_model(x, training=False).numpy() for r in (a, a_again, b))
+    np.testing.assert_allclose(np.linalg.norm(ea, axis=1), 1.0, rtol=1e-5)
+    np.testing.assert_allclose(ea, ea2, atol=1e-6)  # the restored weights, not a fresh init
+    assert np.abs(ea - eb).max() > 1e-3
+    assert a.run_dir == two_runs[0] and a.checkpoint.startswith(str(two_runs[0]))
+    assert a.config["model"] == cfg.to_dict()
+
+
+def test_load_run_accepts_a_checkpoint_prefix_and_names_bad_paths(two_runs, tmp_path):
+    loaded = run_dir_lib.load_run(two_runs[0])
+    again = run_dir_lib.load_run(loaded.checkpoint)
+    assert again.checkpoint == loaded.checkpoint and again.run_dir == loaded.run_dir
+    with pytest.raises(FileNotFoundError, match=str(tmp_path)):
+        run_dir_lib.load_run(tmp_path)
+
+
+RUN_CONFIG = {"data": {"dataset": "grid", "protocol": "125_125"},
+              "train": {"manual_dir": "rel/grid", "data_dir": "cache",
+                        "dataset_option": ["splits=s.json"]}}
+
+
+def test_data_source_fills_from_the_run_and_lets_each_flag_win():
+    own = run_dir_lib.data_source(RUN_CONFIG)
+    assert (own.name, own.protocol, own.manual_dir, own.data_dir, own.options) == \
+        ("grid", "125_125", "rel/grid", "cache", {"splits": "s.json"})
+    assert not own.other_than_trained_on
+    flagged = run_dir_lib.data_source(RUN_CONFIG, dataset="grid", protocol="other",
+                                      manual_dir="elsewhere", options={})
+    assert (flagged.protocol, flagged.manual_dir, flagged.options) == ("other", "elsewhere", {})
+    assert not flagged.other_than_trained_on
+
+
+def test_data_source_for_another_data_set_takes_nothing_of_the_run_s_own_release():
+    other = run_dir_lib.data_source(RUN_CONFIG, dataset="viper")
+    assert other.other_than_trained_on
+    assert (other.name, other.protocol, other.manual_dir, other.options) == \
+        ("viper", None, None, {})
+    assert other.data_dir == "cache"  # the prepared-data cache is not tied to one data set
