@@ -22,8 +22,8 @@ import sys
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), os.pardir))
 
 from jlml_tf import paper  # noqa: E402
+from jlml_tf.evaluation.metrics import RANK_KEYS as RANKS  # noqa: E402
 
-RANKS = ("rank1", "rank5", "rank10", "rank20")
 LOMO_VARIANTS = ("none", "msr", "msrcr")
 # (label, paper key, fine-tuned run, its results file, direct-transfer results, pre-training
 # run, LOMO results folder prefix)
@@ -42,6 +42,25 @@ BENCHMARKS = (
      "transfer-viper/results_transfer.json", "cpu-pretrain_for_viper_grid",
      "lomo_xqda/viper_316_316"),
 )
+
+
+# No-training floor per benchmark label (benchmarks/floor_baselines.py), the row it shows.
+FLOORS = {"CUHK01 485/486 single shot": "floor/cuhk01_485_486_single.json",
+          "GRID 125/125 + 775 distractors": "floor/grid_125_125.json",
+          "VIPeR 316/316": "floor/viper_316_316.json"}
+FLOOR_METHOD = "HSV histograms, 8 stripes"
+
+
+def floor_summary(path: pathlib.Path) -> dict | None:
+    """The HSV-histogram row of a floor_baselines.py file, as `summary` gives it."""
+    if not path.is_file():
+        return None
+    document = json.loads(path.read_text())
+    values = document["results"][FLOOR_METHOD]
+    trials = len(values["rank1"]["trials"])
+    return {"method": FLOOR_METHOD, "trials": trials,
+            "mean": {k: v["mean"] for k, v in values.items()},
+            "std": {k: v["std"] for k, v in values.items()}}
 
 
 def summary(path: pathlib.Path) -> dict | None:
@@ -76,7 +95,7 @@ def cells(s: dict) -> list[str]:
         mean = 100 * s["mean"][key]
         std = s["std"].get(key)
         return f"{mean:.1f} ± {100 * std:.1f}" if std is not None and s["trials"] > 1 else f"{mean:.1f}"
-    return [one(k) for k in RANKS + ("map",)]
+    return [one(k) if k in s["mean"] else "-" for k in RANKS + ("map",)]
 
 
 def table(results: pathlib.Path) -> str:
@@ -99,6 +118,10 @@ def table(results: pathlib.Path) -> str:
             lines.append(f"| {label} | JLML, direct transfer (pre-training only, no image of "
                          f"it seen) | {moved['trials']} | " + " | ".join(cells(moved)) +
                          f" | {pre_hours or 0:.2f} |")
+        floor = floor_summary(results / FLOORS[label]) if label in FLOORS else None
+        if floor:
+            lines.append(f"| {label} | {FLOOR_METHOD}, L2 (no training: the floor) | "
+                         f"{floor['trials']} | " + " | ".join(cells(floor)) + " | - |")
         variants = {v: summary(results / f"{lomo}_{v}" / "results.json") for v in LOMO_VARIANTS}
         variants = {v: s for v, s in variants.items() if s}
         if variants:

@@ -47,3 +47,17 @@ def test_rows_of_a_benchmark(tmp_path):
     assert "direct transfer" in rows[1] and "| 10.0 ± 1.0 |" in rows[1] and rows[1].endswith("| 1.00 |")
     assert "LOMO (none)" in rows[2] and "R1 37.0-38.4 over 2" in rows[2]
     assert "| 50.2 |" in rows[3]
+
+
+def test_floor_row_sits_before_the_hand_crafted_baseline(tmp_path):
+    floor = {"results": {real_data_table.FLOOR_METHOD: {
+        "rank1": {"mean": 0.07, "std": 0.009, "trials": [0.06, 0.08]},
+        "rank5": {"mean": 0.2, "std": 0.01, "trials": [0.19, 0.21]},
+        "map": {"mean": 0.11, "std": 0.0, "trials": [0.11, 0.11]}}}}
+    path = tmp_path / real_data_table.FLOORS["VIPeR 316/316"]
+    path.parent.mkdir(parents=True)
+    path.write_text(json.dumps(floor))
+    _results(tmp_path / "lomo_xqda/viper_316_316_none/results.json", "LOMO (none) + XQDA", 0.384)
+    rows = [r for r in real_data_table.table(tmp_path).splitlines() if r.startswith("| VIPeR")]
+    assert "no training" in rows[0] and "| 2 | 7.0 ± 0.9 | 20.0 ± 1.0 | - | - | 11.0 ± 0.0 |" in rows[0]
+    assert "LOMO" in rows[1]
