@@ -1,0 +1,298 @@
+"""The paper's ablations on a real benchmark here: CUHK01 485/486 single shot, same splits.
+
+Every variant gets the same data, budget and seeds: a joint pre-training without CUHK01
+(`experiments/cpu/pretrain_for_cuhk01.cfg` with the variant's flags), then fine-tuning on each
+split (`experiments/cpu/cuhk01_485_486_single.cfg`, same flags). KISSME and XQDA are the full
+model's features matched with a metric fitted on each split's training identities.
+
+    python benchmarks/ablations.py run --splits=0,1,2 --jobs=2    # resumable, reuses finished trials
+    python benchmarks/ablations.py report                           # table, paired differences, PNG
+
+`run` keeps every run under runs/ablations/<variant>/ and copies its small files (results,
+config, training logs; no weights) to results/ablations/<variant>/. `report` reads only
+results/ablations/, so it works on a fresh clone.
+"""
+from __future__ import annotations
+
+import argparse
+import concurrent.futures
+import json
+import math
+import os
+import pathlib
+import shutil
+import subprocess
+import sys
+
+ROOT = pathlib.Path(__file__).resolve().parents[1]
+sys.path.insert(0, os.fspath(ROOT))
+
+import scipy.stats  # noqa: E402
+
+from jlml_tf import paper  # noqa: E402
+
+PRETRAIN_CFG = "experiments/cpu/pretrain_for_cuhk01.cfg"
+FINETUNE_CFG = "experiments/cpu/cuhk01_485_486_single.cfg"
+FULL = "full"
+# name: (label, training flags, key of the paper's Market-1501 figure)
+TRAINED = {
+    FULL: ("JLML (both branches, multi-loss, shared stem, SFL, m = 4)", [], "m4"),
+    "global_only": ("global branch only", ["--branches=global"], "global_only"),
+    "local_only": ("local branch only", ["--branches=local"], "local_only"),
+    "uniloss": ("UniLoss: one softmax on the concatenated feature", ["--loss_mode=uni"],
+                "uniloss"),
+    "no_shared_stem": ("no shared low-level layers", ["--noshared_stem"], "no_shared_stem"),
+    "no_sfl": ("no selective feature learning", ["--global_group_lasso=0",
+                                                 "--local_exclusive_lasso=0"], "no_sfl"),
+    "m2": ("m = 2 stripes", ["--num_stripes=2"], "m2"),
+    "m6": ("m = 6 stripes", ["--num_stripes=6"], "m6"),
+    "m8": ("m = 8 stripes", ["--num_stripes=8"], "m8"),
+}
+# name: (label, metric) evaluated on the full model's features
+MATCHED = {"kissme": ("full model, KISSME instead of L2", "kissme"),
+           "xqda": ("full model, XQDA instead of L2", "xqda")}
+VARIANTS = list(TRAINED) + list(MATCHED)
+# (the paper's claim, the variant it says is better, the one it says is worse)
+CLAIMS = (
+    ("multi-loss beats UniLoss", FULL, "uniloss"),
+    ("the joint model beats global only", FULL, "global_only"),
+    ("the joint model beats local only", FULL, "local_only"),
+    ("shared low-level layers help", FULL, "no_shared_stem"),
+    ("selective feature learning helps", FULL, "no_sfl"),
+    ("m = 4 beats m = 2", FULL, "m2"),
+    ("m = 4 beats m = 6", FULL, "m6"),
+    ("m = 4 beats m = 8", FULL, "m8"),
+    ("L2 beats KISSME on JLML features", FULL, "kissme"),
+    ("L2 beats XQDA on JLML features", FULL, "xqda"),
+)
+SMALL_FILES = ("results*.json", "results*.md", "config.json", "train_log.jsonl")
+
+
+# ----------------------------------------------------------------------------------------------
+# Commands
+
+
+def train_commands(variant: str, splits: list[int], pretrain_epochs: int, finetune_epochs: int,
+                   runs: pathlib.Path) -> list[list[str]]:
+    """The pre-training and the fine-tuning command of a trained variant."""
+    flags = TRAINED[variant][1]
+    pretrain, finetune = runs / variant / "pretrain", runs / variant / "cuhk01"
+    python = [sys.executable, "-m", "jlml_tf.train"]
+    return [
+        python + [f"--flagfile={PRETRAIN_CFG}", *flags, f"--epochs={pretrain_epochs}",
+                  f"--run_dir={pretrain}"],
+        python + [f"--flagfile={FINETUNE_CFG}", *flags, f"--epochs={finetune_epochs}",
+                  f"--init_from={pretrain}", f"--run_dir={finetune}",
+                  "--trials=" + ",".join(map(str, splits))],
+    ]
+
+
+def metric_command(variant: str, runs: pathlib.Path) -> list[str]:
+    return [sys.executable, "-m", "jlml_tf.evaluate", f"--run_dir={runs / FULL / 'cuhk01'}",
+            f"--metric={MATCHED[variant][1]}"]
+
+
+def copy_small_files(run: pathlib.Path, dest: pathlib.Path) -> int:
+    """Copies a run's results, config and logs (never checkpoints) to `dest`; returns a count."""
+    copied = 0
+    for pattern in SMALL_FILES:
+        for path in run.rglob(pattern):
+            if "checkpoints" in path.parts:
+                continue
+            target = dest / path.relative_to(run)
+            target.parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(path, target)
+            copied += 1
+    return copied
+
+
+def run_variant(variant: str, args) -> str:
+    runs, results = pathlib.Path(args.runs), pathlib.Path(args.results)
+    commands = (train_commands(variant, args.splits, args.pretrain_epochs,
+                               args.finetune_epochs, runs) if variant in TRAINED
+                else [metric_command(variant, runs)])
+    log = runs / f"{variant}.log"
+    log.parent.mkdir(parents=True, exist_ok=True)
+    with log.open("a") as out:
+        for command in commands:
+            print(f"[{variant}] {' '.join(command[1:])}", flush=True)
+            done = subprocess.run(command, cwd=ROOT, stdout=out, stderr=subprocess.STDOUT)
+            if done.returncode:
+                return f"{variant}: failed (exit {done.returncode}), see {log}"
+    source = runs / (variant if variant in TRAINED else FULL)
+    copied = copy_small_files(source, results / (variant if variant in TRAINED else FULL))
+    return f"{variant}: done, {copied} files in {results}"
+
+
+# ----------------------------------------------------------------------------------------------
+# Report
+
+
+def per_split(results: pathlib.Path, variant: str) -> dict[str, dict]:
+    """{trial name: its metrics} of a variant, from the committed result files."""
+    run = results / (FULL if variant in MATCHED else variant) / "cuhk01"
+    name = f"results_{variant}.json" if variant in MATCHED else "results.json"
+    path = run / name
+    if not path.is_file():
+        return {}
+    document = json.loads(path.read_text())
+    (entry,) = document["results"].values()
+    names = document.get("extra", {}).get("trials") or [f"trial{i}" for i in range(len(entry["trials"]))]
+    return dict(zip(names, entry["trials"]))
+
+
+def paired(better: dict[str, dict], worse: dict[str, dict], key: str = "rank1") -> dict | None:
+    """Mean paired difference (better - worse) over the splits both have, with a 95 % t
+    interval, in percentage points; None without at least two shared splits."""
+    shared = sorted(set(better) & set(worse))
+    if len(shared) < 2:
+        return None
+    diffs = [100 * (better[s][key] - worse[s][key]) for s in shared]
+    n = len(diffs)
+    mean = sum(diffs) / n
+    sd = math.sqrt(sum((d - mean) ** 2 for d in diffs) / (n - 1))
+    half = scipy.stats.t.ppf(0.975, n - 1) * sd / math.sqrt(n)
+    return {"splits": shared, "mean": mean, "low": mean - half, "high": mean + half}
+
+
+def verdict(difference: dict | None) -> str:
+    if difference is None:
+        return "not run"
+    if difference["low"] > 0:
+        return "holds"
+    if difference["high"] < 0:
+        return "reversed"
+    return "not resolved"
+
+
+def summary_rows(results: pathlib.Path) -> list[dict]:
+    rows = []
+    for variant in VARIANTS:
+        trials = per_split(results, variant)
+        label = TRAINED[variant][0] if variant in TRAINED else MATCHED[variant][0]
+        key = TRAINED[variant][2] if variant in TRAINED else variant
+        market = paper.ABLATIONS.get(key)
+        row = {"variant": variant, "label": label, "splits": sorted(trials),
+               "paper_market_rank1": market[0] if market else None}
+        for metric in ("rank1", "map"):
+            values = [100 * t[metric] for t in trials.values()]
+            if values:
+                mean = sum(values) / len(values)
+                row[metric] = {"mean": mean, "std": math.sqrt(
+                    sum((v - mean) ** 2 for v in values) / len(values))}
+        rows.append(row)
+    return rows
+
+
+def claim_rows(results: pathlib.Path) -> list[dict]:
+    out = []
+    for claim, better, worse in CLAIMS:
+        difference = paired(per_split(results, better), per_split(results, worse))
+        out.append({"claim": claim, "better": better, "worse": worse,
+                    "difference": difference, "verdict": verdict(difference)})
+    return out
+
+
+def markdown(rows: list[dict], claims: list[dict]) -> str:
+    def cell(row, key):
+        return f"{row[key]['mean']:.1f} ± {row[key]['std']:.1f}" if key in row else "-"
+
+    lines = ["| variant | splits | R1 | mAP | the paper's Market-1501 R1 |", "|---|---|---|---|---|"]
+    for row in rows:
+        market = row["paper_market_rank1"]
+        lines.append(f"| {row['label']} | {len(row['splits'])} | {cell(row, 'rank1')} | "
+                     f"{cell(row, 'map')} | {market if market is not None else '-'} |")
+    lines += ["", "| the paper's claim | R1 difference, 95 % interval (points) | here |",
+              "|---|---|---|"]
+    for c in claims:
+        d = c["difference"]
+        text = (f"{d['mean']:+.1f} [{d['low']:+.1f}, {d['high']:+.1f}] over {len(d['splits'])} "
+                "splits" if d else "-")
+        lines.append(f"| {c['claim']} | {text} | {c['verdict']} |")
+    return "\n".join(lines)
+
+
+def plot(rows: list[dict], path: pathlib.Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    shown = [r for r in rows if "rank1" in r]
+    fig, (ours, theirs) = plt.subplots(1, 2, figsize=(11, 4.5), sharey=False)
+    names = [r["variant"] for r in shown]
+    ours.bar(names, [r["rank1"]["mean"] for r in shown],
+             yerr=[r["rank1"]["std"] for r in shown], capsize=3, color="tab:blue")
+    ours.set_title("CUHK01 485/486, here (mean ± std over splits)")
+    ours.set_ylabel("rank-1 (%)")
+    theirs.bar(names, [r["paper_market_rank1"] or 0 for r in shown], color="tab:gray")
+    theirs.set_title("the paper, Market-1501 single query")
+    for axis in (ours, theirs):
+        axis.tick_params(axis="x", labelrotation=60)
+        axis.grid(axis="y", alpha=0.3)
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+
+
+def report(results: pathlib.Path) -> str:
+    rows, claims = summary_rows(results), claim_rows(results)
+    (results / "summary.json").write_text(json.dumps({"variants": rows, "claims": claims},
+                                                     indent=1))
+    if any("rank1" in r for r in rows):
+        plot(rows, results / "ablations.png")
+    text = markdown(rows, claims)
+    (results / "summary.md").write_text(text + "\n")
+    return text
+
+
+# ----------------------------------------------------------------------------------------------
+
+
+def parse_args(argv):
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("command", choices=("run", "report"))
+    parser.add_argument("--variants", default="all",
+                        help=f"comma-separated, or 'all': {','.join(VARIANTS)}")
+    parser.add_argument("--splits", default="0,1,2", help="CUHK01 485/486 splits (0-9)")
+    parser.add_argument("--pretrain_epochs", type=int, default=8)
+    parser.add_argument("--finetune_epochs", type=int, default=4)
+    parser.add_argument("--jobs", type=int, default=2, help="variants trained side by side")
+    parser.add_argument("--runs", default=os.fspath(ROOT / "runs" / "ablations"))
+    parser.add_argument("--results", default=os.fspath(ROOT / "results" / "ablations"))
+    args = parser.parse_args(argv)
+    chosen = VARIANTS if args.variants == "all" else args.variants.split(",")
+    unknown = [v for v in chosen if v not in VARIANTS]
+    if unknown:
+        parser.error(f"--variants: unknown {unknown}; known: {','.join(VARIANTS)}")
+    args.variants = chosen
+    try:
+        args.splits = sorted({int(s) for s in args.splits.split(",")})
+    except ValueError:
+        parser.error(f"--splits={args.splits}: give split numbers such as 0,1,2")
+    if not all(0 <= s <= 9 for s in args.splits):
+        parser.error(f"--splits={args.splits}: CUHK01 485/486 has splits 0-9")
+    return args
+
+
+def main(argv=None) -> int:
+    args = parse_args(argv)
+    results = pathlib.Path(args.results)
+    if args.command == "report":
+        results.mkdir(parents=True, exist_ok=True)
+        print(report(results))
+        return 0
+    trained = [v for v in args.variants if v in TRAINED]
+    matched = [v for v in args.variants if v in MATCHED]
+    if matched and FULL not in trained and not (pathlib.Path(args.runs) / FULL).exists():
+        trained.insert(0, FULL)  # KISSME and XQDA are evaluated on the full model's features
+    with concurrent.futures.ThreadPoolExecutor(max(1, args.jobs)) as pool:
+        outcomes = list(pool.map(lambda v: run_variant(v, args), trained))
+    outcomes += [run_variant(v, args) for v in matched]
+    print("\n".join(outcomes))
+    return int(any("failed" in o for o in outcomes))
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,95 @@
+"""benchmarks/ablations.py: commands, paired differences and verdicts on hand-made results."""
+import importlib.util
+import json
+import math
+import sys
+
+import pytest
+
+from conftest import PROJECT_ROOT
+
+_spec = importlib.util.spec_from_file_location(
+    "benchmarks_ablations", PROJECT_ROOT / "benchmarks" / "ablations.py")
+ablations = importlib.util.module_from_spec(_spec)
+sys.modules[_spec.name] = ablations
+_spec.loader.exec_module(ablations)
+
+
+def _write(results, variant, rank1_by_split, name="results.json"):
+    run = results / variant / "cuhk01"
+    run.mkdir(parents=True, exist_ok=True)
+    names = [f"trial{s}" for s in rank1_by_split]
+    trials = [{"rank1": r, "map": r / 2} for r in rank1_by_split.values()]
+    (run / name).write_text(json.dumps({"extra": {"trials": names},
+                                        "results": {"JLML": {"trials": trials}}}))
+
+
+def test_paired_difference_and_its_t_interval_by_hand():
+    better = {"trial0": {"rank1": 0.30}, "trial1": {"rank1": 0.34}, "trial2": {"rank1": 0.32}}
+    worse = {"trial0": {"rank1": 0.25}, "trial1": {"rank1": 0.27}, "trial2": {"rank1": 0.28},
+             "trial7": {"rank1": 0.99}}  # not shared: ignored
+    d = ablations.paired(better, worse)
+    # differences 5, 7, 4 points: mean 16/3, sd sqrt(7/3), t(0.975, 2) = 4.303
+    half = 4.302653 * math.sqrt(7 / 3) / math.sqrt(3)  # t(0.975, df=2)
+    assert d["splits"] == ["trial0", "trial1", "trial2"]
+    assert d["mean"] == pytest.approx(16 / 3)
+    assert (d["low"], d["high"]) == (pytest.approx(16 / 3 - half), pytest.approx(16 / 3 + half))
+    assert ablations.verdict(d) == "holds"  # 5.33 - 3.80 > 0
+    assert ablations.paired(better, {"trial0": {"rank1": 0.1}}) is None  # one shared split
+
+
+@pytest.mark.parametrize("low, high, expected", [(0.5, 2.0, "holds"), (-3.0, -0.1, "reversed"),
+                                                 (-1.0, 2.0, "not resolved")])
+def test_verdicts(low, high, expected):
+    assert ablations.verdict({"low": low, "high": high}) == expected
+    assert ablations.verdict(None) == "not run"
+
+
+def test_report_from_committed_files(tmp_path):
+    _write(tmp_path, "full", {0: 0.30, 1: 0.34, 2: 0.32})
+    _write(tmp_path, "uniloss", {0: 0.32, 1: 0.365, 2: 0.35})  # better by 2-3 points on each
+    _write(tmp_path, "full", {0: 0.20, 1: 0.22, 2: 0.21}, name="results_xqda.json")
+    text = ablations.report(tmp_path)
+    summary = json.loads((tmp_path / "summary.json").read_text())
+    claims = {c["claim"]: c for c in summary["claims"]}
+    assert claims["multi-loss beats UniLoss"]["verdict"] == "reversed"
+    assert claims["L2 beats XQDA on JLML features"]["verdict"] == "holds"
+    assert claims["m = 4 beats m = 2"]["verdict"] == "not run"
+    full = next(r for r in summary["variants"] if r["variant"] == "full")
+    assert full["rank1"]["mean"] == pytest.approx(32.0) and full["paper_market_rank1"] == 85.1
+    assert "| multi-loss beats UniLoss | -2.5 [" in text
+    assert (tmp_path / "ablations.png").stat().st_size > 0
+
+
+def test_every_trained_variant_shares_data_budget_and_splits(tmp_path):
+    seen = set()
+    for variant in ablations.TRAINED:
+        pretrain, finetune = ablations.train_commands(variant, [0, 2], 8, 4, tmp_path)
+        assert f"--flagfile={ablations.PRETRAIN_CFG}" in pretrain and "--epochs=8" in pretrain
+        assert f"--flagfile={ablations.FINETUNE_CFG}" in finetune and "--epochs=4" in finetune
+        assert "--trials=0,2" in finetune
+        assert f"--init_from={tmp_path / variant / 'pretrain'}" in finetune
+        flags = tuple(ablations.TRAINED[variant][1])
+        assert pretrain[-len(flags) - 2:-2] == list(flags) if flags else True
+        seen.add(flags)
+    assert len(seen) == len(ablations.TRAINED)  # no two variants train the same model
+
+
+def test_small_files_are_copied_and_checkpoints_are_not(tmp_path):
+    run = tmp_path / "run"
+    (run / "trial_00" / "checkpoints").mkdir(parents=True)
+    (run / "trial_00" / "results.json").write_text("{}")
+    (run / "trial_00" / "train_log.jsonl").write_text("")
+    (run / "trial_00" / "checkpoints" / "config.json").write_text("{}")
+    (run / "config.json").write_text("{}")
+    assert ablations.copy_small_files(run, tmp_path / "out") == 3
+    assert not (tmp_path / "out" / "trial_00" / "checkpoints").exists()
+
+
+def test_bad_arguments_name_the_flag(capsys):
+    with pytest.raises(SystemExit):
+        ablations.parse_args(["run", "--variants=full,bogus"])
+    assert "--variants: unknown ['bogus']" in capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        ablations.parse_args(["run", "--splits=0,12"])
+    assert "--splits" in capsys.readouterr().err
