@@ -23,6 +23,19 @@ def exit_on_usage_error(main: Callable[[Sequence[str]], object]) -> Callable[[Se
     return wrapped
 
 
+def run_quietly(main: Callable[[Sequence[str]], object]) -> None:
+    """absl's app.run for a deployment command: TensorFlow's own log lines kept away (set
+    before anything imports TF), `main` already wrapped for usage errors."""
+    import os
+
+    from jlml_tf import tf_quiet
+
+    os.environ.setdefault(tf_quiet.ENV, tf_quiet.QUIET_LEVEL)
+    from absl import app
+
+    app.run(main)
+
+
 def literal(text: str):
     """'true'/'false' -> bool, numbers -> int or float, anything else stays a string."""
     if text.lower() in ("true", "false"):

@@ -18,7 +18,7 @@ import os
 import pathlib
 import sys
 
-from absl import app, flags
+from absl import flags
 
 from jlml_tf import cli
 
@@ -134,10 +134,7 @@ _main = cli.exit_on_usage_error(main)
 
 
 def run():
-    from jlml_tf import tf_quiet
-
-    os.environ.setdefault(tf_quiet.ENV, tf_quiet.QUIET_LEVEL)  # before anything imports TF
-    app.run(_main)
+    cli.run_quietly(_main)
 
 
 if __name__ == "__main__":

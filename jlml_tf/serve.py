@@ -11,13 +11,12 @@ For production, run real TF Serving on the same folder: see export/README.md.
 from __future__ import annotations
 
 import logging as py_logging
-import os
 import pathlib
 import signal
 import sys
 import threading
 
-from absl import app, flags
+from absl import flags
 
 from jlml_tf import cli
 
@@ -113,10 +112,7 @@ _main = cli.exit_on_usage_error(main)
 
 
 def run():
-    from jlml_tf import tf_quiet
-
-    os.environ.setdefault(tf_quiet.ENV, tf_quiet.QUIET_LEVEL)  # before anything imports TF
-    app.run(_main)
+    cli.run_quietly(_main)
 
 
 if __name__ == "__main__":

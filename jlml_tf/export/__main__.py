@@ -11,11 +11,10 @@ See jlml_tf/export/pipeline.py for the layout written.
 """
 from __future__ import annotations
 
-import os
 import sys
 
 from jlml_tf import cli
-from absl import app, flags
+from absl import flags
 
 FLAGS = flags.FLAGS
 def define_flags() -> None:
@@ -171,10 +170,7 @@ def _main(argv):
 
 
 def run():
-    from jlml_tf import tf_quiet
-
-    os.environ.setdefault(tf_quiet.ENV, tf_quiet.QUIET_LEVEL)  # before anything imports TF
-    app.run(_main)
+    cli.run_quietly(_main)
 
 
 if __name__ == "__main__":
