@@ -177,6 +177,11 @@ def fit_xqda(features, pids, camids=None, dim: int | None = None,
     return Metric("xqda", matrix=(m + m.T) / 2, projection=projection.astype(np.float32))
 
 
+def as_metric(metric: "str | Metric") -> "Metric":
+    """A Metric as is, or a fixed metric's name (l2, cosine) as its Metric."""
+    return fit_metric(metric) if isinstance(metric, str) else metric
+
+
 def fit_metric(name: str, train_features=None, train_pids=None, train_camids=None,
                **options) -> Metric:
     """The --metric choice as a Metric. l2/cosine need no training data; kissme/xqda are fitted

@@ -17,7 +17,7 @@ import numpy as np
 from jlml_tf.evaluation import distances as dist_lib
 from jlml_tf.evaluation import metrics
 from jlml_tf.evaluation import rerank as rerank_lib
-from jlml_tf.evaluation.metric_learning import LEARNED_METRICS, Metric, fit_metric
+from jlml_tf.evaluation.metric_learning import LEARNED_METRICS, Metric, as_metric
 
 POOLINGS = ("mean", "max")
 
@@ -179,7 +179,7 @@ def evaluate_features(query, query_pids, query_camids, gallery, gallery_pids, ga
     """`evaluate` (the same pooling, junk removal, distances and metrics), optionally re-ranked,
     keeping the per-query metrics. With re-ranking the re-ranked matrix replaces the distances;
     multi-query pooling happens first, so the neighbour graph is built on the pooled queries."""
-    metric = fit_metric(metric) if isinstance(metric, str) else metric
+    metric = as_metric(metric)
     t = _prepare(query, query_pids, query_camids, gallery, gallery_pids, gallery_camids,
                  multi_query, multi_query_pooling, None)
     distances = None

@@ -34,7 +34,7 @@ import numpy as np
 import scipy.sparse
 
 from jlml_tf.evaluation import distances as dist_lib
-from jlml_tf.evaluation.metric_learning import Metric, fit_metric
+from jlml_tf.evaluation.metric_learning import Metric, as_metric
 from jlml_tf.evaluation.metrics import argsort_rows
 
 _ROW_BLOCK = 1024  # rows per step of the neighbour computations (bounds temporaries)
@@ -205,5 +205,5 @@ class RerankConfig:
 def rerank_distances(metric: str | Metric, query, gallery, cfg: RerankConfig) -> np.ndarray:
     """k-reciprocal re-ranked query x gallery distances under a fixed or learned metric
     (rerank.rerank_features with the metric's pairwise distances)."""
-    pairwise = (fit_metric(metric) if isinstance(metric, str) else metric).pairwise
-    return rerank_features(query, gallery, pairwise, cfg.k1, cfg.k2, cfg.lambda_value)
+    return rerank_features(query, gallery, as_metric(metric).pairwise, cfg.k1, cfg.k2,
+                           cfg.lambda_value)
