@@ -16,13 +16,21 @@ from jlml_tf.evaluation.metric_learning import LEARNED_METRICS
 
 
 def extract_features(embedding_model: keras.Model, table: ImageTable, rows: np.ndarray,
-                     height: int, width: int, batch_size: int = 64, verbose: int = 1) -> np.ndarray:
-    """L2-normalised embeddings of `table` rows, in order (the deployed model's output)."""
+                     height: int, width: int, batch_size: int = 64, verbose: int = 1,
+                     flip: bool = False) -> np.ndarray:
+    """L2-normalised embeddings of `table` rows, in order (the deployed model's output).
+
+    flip: test-time augmentation, the normalised sum of the image's and its mirror's embeddings
+    (two forward passes; training flips too, so both views are in-distribution)."""
     rows = np.asarray(rows, np.int64)
     if len(rows) == 0:
         return np.zeros((0, embedding_model.output.shape[-1]), np.float32)
+
+    def embed(x):
+        return tf.math.l2_normalize(tf.cast(embedding_model(x, training=False), tf.float32), -1)
+
     forward = tf.function(lambda x: tf.math.l2_normalize(
-        tf.cast(embedding_model(x, training=False), tf.float32), axis=-1))
+        embed(x) + embed(tf.reverse(x, axis=[2])), -1) if flip else embed(x))
     bar = keras.utils.Progbar(len(rows), verbose=verbose, unit_name="image")
     features = []
     for images in pipeline.eval_dataset(table, rows, height, width, batch_size):
@@ -33,14 +41,14 @@ def extract_features(embedding_model: keras.Model, table: ImageTable, rows: np.n
 
 def evaluate_trial(embedding_model: keras.Model, data: ReidData, trial: Trial, cfg: ModelConfig,
                    metric: str = "l2", batch_size: int = 64, verbose: int = 1,
-                   multi_query_pooling: str = "mean") -> dict:
+                   multi_query_pooling: str = "mean", flip: bool = False) -> dict:
     """Single-query (and multi-query, when the trial has extra query images) metrics."""
     needed = [trial.query, trial.gallery, trial.multi_query]
     if metric in LEARNED_METRICS:
         needed.append(trial.train)
     rows = np.unique(np.concatenate(needed))
     feats = extract_features(embedding_model, data.table, rows, cfg.input_height,
-                             cfg.input_width, batch_size, verbose)
+                             cfg.input_width, batch_size, verbose, flip)
     lookup = lambda r: feats[np.searchsorted(rows, r)]  # noqa: E731
     pids, cams = data.table.pids, data.table.camids
     fitted = fit_metric(metric, lookup(trial.train) if metric in LEARNED_METRICS else None,

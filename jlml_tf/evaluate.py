@@ -63,13 +63,15 @@ DATASETS = tuple(jlml_tf_datasets.MODULES)
 
 
 def option_suffix(metric: str, rerank: bool, multi_query_pooling: str = "mean",
-                  dataset_override: str | None = None) -> str:
-    """'_l2', '_rerank', '_xqda_rerank', '_l2_mqmax', '_cuhk03-labeled_l2', ..."""
+                  dataset_override: str | None = None, flip: bool = False) -> str:
+    """'_l2', '_rerank', '_xqda_rerank', '_l2_mqmax', '_cuhk03-labeled_l2', '_l2_flip', ..."""
     parts = [dataset_override] if dataset_override else []
     if metric != "l2" or not rerank:
         parts.append(metric)
     if rerank:
         parts.append("rerank")
+    if flip:
+        parts.append("flip")
     if multi_query_pooling != "mean":
         parts.append(f"mq{multi_query_pooling}")
     return "_" + "_".join(p.replace("/", "-") for p in parts)
@@ -175,6 +177,8 @@ def define_flags():
     flags.DEFINE_enum("metric", "l2", METRIC_NAMES, "Matching metric: L2 (the paper), cosine, or "
                       "KISSME/XQDA fitted on the training split's features.", **d)
     flags.DEFINE_bool("rerank", False, "k-reciprocal re-ranking (Zhong et al. 2017).", **d)
+    flags.DEFINE_bool("flip_test", False, "Test-time flip: embed each image and its mirror and "
+                      "match their normalised sum (two forward passes).", **d)
     flags.DEFINE_integer("k1", 20, "Re-ranking k1.", lower_bound=1, **d)
     flags.DEFINE_integer("k2", 6, "Re-ranking k2.", lower_bound=1, **d)
     flags.DEFINE_float("lambda_value", 0.3, "Re-ranking weight of the original distance.",
@@ -363,7 +367,8 @@ def evaluate_target(fv, target: Target, data, trial, out_dir: pathlib.Path, suff
             needed.append(trial.train)
     rows = np.unique(np.concatenate(needed))
     features = eval_trial.extract_features(embedding_model, table, rows, cfg.input_height,
-                                           cfg.input_width, fv.batch_size, fv.verbose)
+                                           cfg.input_width, fv.batch_size, fv.verbose,
+                                           fv.flip_test)
     lookup = lambda r: features[np.searchsorted(rows, r)]  # noqa: E731
     results, paths = None, {}
     if fv.evaluation:
@@ -417,7 +422,7 @@ def run(fv) -> str:
         targets = targets * len(data.trials)
     suffix = fv.suffix if fv.suffix is not None else option_suffix(
         fv.metric, fv.rerank, fv.multi_query_pooling,
-        f"{data.name}-{data.protocol}" if override else None)
+        f"{data.name}-{data.protocol}" if override else None, fv.flip_test)
     if suffix and not suffix.startswith("_"):
         suffix = "_" + suffix
     explicit_key = fv.paper_key or targets[0].config.get("train", {}).get("paper_key")

@@ -104,6 +104,8 @@ flags.DEFINE_bool("cache_decoded", True, "Keep decoded training images in memory
 flags.DEFINE_string("init_from", None, "Start from another run's weights (a run directory or "
                     "RUN/checkpoints/ckpt-N): every layer but the identity classifiers. Used "
                     "only when the run has no checkpoint of its own yet.")
+flags.DEFINE_bool("init_classifiers", False, "With --init_from: copy the identity classifiers "
+                  "too (a continuation on the same training identities).")
 
 # Evaluation.
 flags.DEFINE_enum("metric", "l2", metric_learning.METRIC_NAMES, "Matching metric: L2 on JLML features (the paper) "
@@ -122,6 +124,9 @@ def _positive_ints(values) -> bool:
 for _name in ("global_widths", "local_widths", "units_per_stage", "stage_strides"):
     flags.register_validator(_name, _positive_ints,
                              message=f"--{_name} must be comma-separated positive integers")
+flags.register_multi_flags_validator(
+    ["init_classifiers", "init_from"], lambda f: not f["init_classifiers"] or f["init_from"],
+    message="--init_classifiers needs --init_from")
 
 
 def model_config(num_classes: int = 2) -> ModelConfig:
@@ -167,7 +172,8 @@ def train_config() -> TrainConfig:
         mixed_precision=precision.resolve(FLAGS.mixed_precision, FLAGS.strategy),
         jit_compile=FLAGS.jit_compile,
         sampler=FLAGS.sampler, images_per_identity=FLAGS.images_per_identity,
-        cache_decoded=FLAGS.cache_decoded, init_from=FLAGS.init_from)
+        cache_decoded=FLAGS.cache_decoded, init_from=FLAGS.init_from,
+        init_classifiers=FLAGS.init_classifiers)
 
 
 def key_values(name: str) -> dict:

@@ -48,6 +48,7 @@ class TrainConfig:
     images_per_identity: int = 4
     cache_decoded: bool = True
     init_from: str | None = None  # a run or checkpoint to copy feature weights from
+    init_classifiers: bool = False  # copy its identity classifiers too (same identities)
     verbose: int = 1
 
 
@@ -176,7 +177,8 @@ class Trainer:
         elif self.train_cfg.init_from:
             with self.strategy.scope():
                 copied = warm_start.copy_feature_weights(self.train_cfg.init_from, self.model,
-                                                         self.model_cfg)
+                                                         self.model_cfg,
+                                                         self.train_cfg.init_classifiers)
             self._log_event("init_from", source=self.train_cfg.init_from, tensors=copied)
             if self.chief and self.train_cfg.verbose:
                 print(f"Initialised {copied} weight tensors from {self.train_cfg.init_from}")

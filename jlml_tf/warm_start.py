@@ -1,8 +1,10 @@
-"""Start a run from another run's weights (all but the identity classifiers).
+"""Start a run from another run's weights (all but the identity classifiers, unless asked).
 
 Small benchmarks (CUHK01, GRID) are usually trained from a model that has already seen many
 identities; the paper did the same with its pre-training. The classifiers are skipped because
-the identity sets differ; everything else must have the same shapes.
+the identity sets differ; everything else must have the same shapes. A continuation on the same
+training identities (say, more epochs with stronger augmentation) keeps the classifiers too, so
+fresh heads do not pull the features about while they learn.
 """
 from __future__ import annotations
 
@@ -29,13 +31,19 @@ def check_compatible(source: ModelConfig, target: ModelConfig, source_path: str)
 
 
 def copy_feature_weights(source: str | os.PathLike, target: keras.Model,
-                         target_cfg: ModelConfig) -> int:
-    """Copies every non-classifier layer's weights from `source` (a run or checkpoint) into the
-    training model `target`; returns the number of weight tensors copied."""
+                         target_cfg: ModelConfig, classifiers: bool = False) -> int:
+    """Copies every non-classifier layer's weights (and the classifiers' if `classifiers`) from
+    `source` (a run or checkpoint) into the training model `target`; returns the number of
+    weight tensors copied."""
     loaded = run_dir_lib.load_run(source)
     source_cfg, source_model = loaded.model_cfg, loaded.training_model
     check_compatible(source_cfg, target_cfg, os.fspath(source))
-    skip = set(jlml.classifier_layers(target)) | set(jlml.classifier_layers(source_model))
+    skip = set() if classifiers else \
+        set(jlml.classifier_layers(target)) | set(jlml.classifier_layers(source_model))
+    if classifiers and source_cfg.num_classes != target_cfg.num_classes:
+        raise ValueError(f"--init_classifiers: {os.fspath(source)} has {source_cfg.num_classes} "
+                         f"identities and this run {target_cfg.num_classes}; classifiers can "
+                         "only be copied between runs on the same training identities")
     copied = 0
     for layer in target.layers:
         if layer.name in skip or not layer.weights:

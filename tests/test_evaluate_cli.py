@@ -42,7 +42,8 @@ def tiny_run(tmp_path_factory):
 
     features = eval_trial.extract_features(embedding_model, data.table, np.arange(len(data.table)),
                                            64, 32, verbose=0)  # every image, in table order
-    return types.SimpleNamespace(run=run, data=data, cfg=cfg, features=features, root=root)
+    return types.SimpleNamespace(run=run, data=data, cfg=cfg, features=features, root=root,
+                                 embedding_model=embedding_model)
 
 
 def features_of(tiny_run, rows):
@@ -158,7 +159,26 @@ def test_worst_and_best_queries():
     assert list(worst) == [4, 1, 2] and list(best) == [0]
 
 
+def test_flip_test_features_are_the_normalised_sum_of_both_views(tiny_run):
+    from jlml_tf import eval_trial
+
+    rows = np.arange(5)
+    flipped = eval_trial.extract_features(tiny_run.embedding_model, tiny_run.data.table, rows,
+                                          64, 32, verbose=0, flip=True)
+    from jlml_tf.data import pipeline
+
+    images = np.concatenate([b.numpy() for b in pipeline.eval_dataset(
+        tiny_run.data.table, rows, 64, 32, 8)])
+    mirror = tiny_run.embedding_model(images[:, :, ::-1], training=False).numpy()
+    mirror /= np.linalg.norm(mirror, axis=1, keepdims=True)
+    want = tiny_run.features[rows] + mirror
+    want /= np.linalg.norm(want, axis=1, keepdims=True)
+    np.testing.assert_allclose(flipped, want, atol=1e-5)
+    assert not np.allclose(flipped, tiny_run.features[rows], atol=1e-3)  # the mirror counts
+
+
 def test_option_suffixes():
+    assert ev.option_suffix("l2", False, flip=True) == "_l2_flip"
     assert ev.option_suffix("l2", False) == "_l2"
     assert ev.option_suffix("l2", True) == "_rerank"
     assert ev.option_suffix("xqda", True, "max") == "_xqda_rerank_mqmax"

@@ -37,3 +37,23 @@ def test_refuses_a_different_architecture(tmp_path, tiny_model_config):
     target, _ = jlml.build_jlml(target_cfg)
     with pytest.raises(ValueError, match="feature_dim"):
         warm_start.copy_feature_weights(tmp_path, target, target_cfg)
+
+
+def test_continuation_copies_the_classifiers_too(tmp_path, tiny_model_config):
+    source = _saved_run(tmp_path, tiny_model_config)
+    target, _ = jlml.build_jlml(tiny_model_config)
+    copied = warm_start.copy_feature_weights(tmp_path, target, tiny_model_config,
+                                             classifiers=True)
+    assert copied == sum(len(l.weights) for l in target.layers if l.weights)
+    for name in jlml.classifier_layers(target):
+        for got, want in zip(target.get_layer(name).get_weights(),
+                             source.get_layer(name).get_weights()):
+            np.testing.assert_array_equal(got, want)
+
+
+def test_continuation_refuses_other_identities(tmp_path, tiny_model_config):
+    _saved_run(tmp_path, tiny_model_config)
+    target_cfg = dataclasses.replace(tiny_model_config, num_classes=9)
+    target, _ = jlml.build_jlml(target_cfg)
+    with pytest.raises(ValueError, match="init_classifiers.*identities"):
+        warm_start.copy_feature_weights(tmp_path, target, target_cfg, classifiers=True)
