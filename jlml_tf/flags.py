@@ -110,6 +110,8 @@ flags.DEFINE_bool("init_classifiers", False, "With --init_from: copy the identit
 # Evaluation.
 flags.DEFINE_enum("metric", "l2", metric_learning.METRIC_NAMES, "Matching metric: L2 on JLML features (the paper) "
                   "or a metric learned on the training split's features.")
+flags.DEFINE_bool("flip_test", False, "Test-time flip: match the normalised sum of each "
+                  "image's and its mirror's embeddings (two forward passes).")
 flags.DEFINE_integer("eval_batch_size", 64, "Batch size for feature extraction.", lower_bound=1)
 
 

@@ -107,13 +107,15 @@ def train_trial(data: ReidData, trial: Trial, trial_dir: pathlib.Path, strategy)
         "train_images": len(labels), "train_identities": num_classes,
         "extra_train": FLAGS.extra_train, threshold.VALIDATION_KEY: validation_pids})
     evaluate = lambda model: eval_trial.evaluate_trial(  # noqa: E731
-        model, data, trial, model_cfg, metric="l2", batch_size=FLAGS.eval_batch_size, verbose=0)
+        model, data, trial, model_cfg, metric="l2", batch_size=FLAGS.eval_batch_size, verbose=0,
+        flip=FLAGS.flip_test)
     trainer = Trainer(trial_dir, model_cfg, jflags.sparsity_config(),
                       jflags.optimizer_config(steps_per_epoch), train_cfg, augment, table, labels,
                       strategy=strategy, evaluate_fn=evaluate)
     trainer.fit()
     results = eval_trial.evaluate_trial(trainer.embedding_model, data, trial, model_cfg,
-                                        metric=FLAGS.metric, batch_size=FLAGS.eval_batch_size)
+                                        metric=FLAGS.metric, batch_size=FLAGS.eval_batch_size,
+                                        flip=FLAGS.flip_test)
     eval_trial.write_trial_report(trial_dir, results, data, trial)
     return results
 
