@@ -64,9 +64,10 @@ def untrained_jlml(images: np.ndarray, flagfile: str = "experiments/cpu/base.cfg
     from jlml_tf import flags as jflags
     from jlml_tf.modeling import jlml
 
-    jflags.FLAGS([sys.argv[0], f"--flagfile={flagfile}"])
+    fv = jflags.define_flags()
+    fv([sys.argv[0], f"--flagfile={flagfile}"])
     keras.utils.set_random_seed(seed)
-    model = jlml.build_embedding_model(jflags.model_config(num_classes=2))
+    model = jlml.build_embedding_model(jflags.model_config(fv, num_classes=2))
     return np.concatenate([model(images[i:i + 128].astype(np.float32), training=False).numpy()
                            for i in range(0, len(images), 128)])
 

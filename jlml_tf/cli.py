@@ -1,7 +1,8 @@
-"""What the command-line tools share: key=value options and a main() that turns bad input into
-`error: ...` with exit status 2 instead of a traceback."""
+"""What the command-line tools share: key=value options and run_main(), the one way a command
+parses its flags and turns bad input into `error: ...` with exit status 2, not a traceback."""
 from __future__ import annotations
 
+import os
 import sys
 from typing import Callable, Sequence
 
@@ -10,30 +11,6 @@ from absl import flags
 
 class UsageError(Exception):
     """Bad input: printed as `error: ...` with exit status 2."""
-
-
-def exit_on_usage_error(main: Callable[[Sequence[str]], object]) -> Callable[[Sequence[str]], None]:
-    """`main` for absl's app.run: a UsageError becomes `error: ...` on stderr and exit status 2."""
-    def wrapped(argv):
-        try:
-            main(argv)
-        except UsageError as e:
-            print(f"error: {e}", file=sys.stderr)
-            sys.exit(2)
-    return wrapped
-
-
-def run_quietly(main: Callable[[Sequence[str]], object]) -> None:
-    """absl's app.run for a deployment command: TensorFlow's own log lines kept away (set
-    before anything imports TF), `main` already wrapped for usage errors."""
-    import os
-
-    from jlml_tf import tf_quiet
-
-    os.environ.setdefault(tf_quiet.ENV, tf_quiet.QUIET_LEVEL)
-    from absl import app
-
-    app.run(main)
 
 
 def literal(text: str):
@@ -60,9 +37,16 @@ def key_values(items: Sequence[str] | None, flag: str) -> dict:
 
 
 def run_main(define_flags: Callable[[], flags.FlagValues], run: Callable[[flags.FlagValues], str | None],
-             doc: str, argv: Sequence[str] | None = None) -> int:
-    """Parses a tool's own FlagValues (so tools never clash in one process), runs it and prints
-    its summary. Returns the exit status: 0 ok, 2 bad input."""
+             doc: str, argv: Sequence[str] | None = None,
+             bad_input: tuple[type[Exception], ...] = ()) -> int:
+    """The one way every command runs: parses its own FlagValues (so commands never clash in
+    one process; --flagfile works), runs it and prints its summary. UsageError, flag errors,
+    FileNotFoundError and the `bad_input` types become `error: ...` on stderr. TensorFlow's
+    C++ log lines are kept away unless the environment asks for them (set before TF loads).
+    Returns the exit status: 0 ok, 2 bad input."""
+    from jlml_tf import tf_quiet
+
+    os.environ.setdefault(tf_quiet.ENV, tf_quiet.QUIET_LEVEL)
     argv = list(sys.argv if argv is None else argv)
     fv = define_flags()
     if any(a in ("--help", "-h", "--helpshort", "--helpfull") for a in argv[1:]):
@@ -73,7 +57,7 @@ def run_main(define_flags: Callable[[], flags.FlagValues], run: Callable[[flags.
         if len(rest) > 1:
             raise UsageError(f"unexpected arguments {rest[1:]}; flags take the form --name=value")
         summary = run(fv)
-    except (flags.Error, UsageError, FileNotFoundError) as e:
+    except (flags.Error, UsageError, FileNotFoundError, *bad_input) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
     if summary:

@@ -22,22 +22,26 @@ from absl import flags
 
 from jlml_tf import cli
 
-FLAGS = flags.FLAGS
+
+
 ODD_IMAGE_POLICIES = ("warn", "refuse", "accept")
 
 
-def define_flags() -> None:
-    """CLI flags, defined only when run as a program (importing this module defines none)."""
+def define_flags() -> flags.FlagValues:
+    """The command's own flags (importing the module defines none globally)."""
+    fv = flags.FlagValues()
+    d = dict(flag_values=fv)
     flags.DEFINE_string("model", None, "SavedModel folder (version folder or TF Serving base "
-                        "path) or .tflite file.")
-    flags.DEFINE_list("images", None, "Image files and/or folders.")
-    flags.DEFINE_string("output", "embeddings.npz", "Where to write the .npz.")
-    flags.DEFINE_integer("batch_size", 32, "Images per model call.")
-    flags.DEFINE_integer("num_threads", 2, "CPU threads (TFLite interpreter).")
-    flags.DEFINE_bool("progress", True, "Show a progress bar on stderr.")
+                        "path) or .tflite file.", **d)
+    flags.DEFINE_list("images", None, "Image files and/or folders.", **d)
+    flags.DEFINE_string("output", "embeddings.npz", "Where to write the .npz.", **d)
+    flags.DEFINE_integer("batch_size", 32, "Images per model call.", **d)
+    flags.DEFINE_integer("num_threads", 2, "CPU threads (TFLite interpreter).", **d)
+    flags.DEFINE_bool("progress", True, "Show a progress bar on stderr.", **d)
     flags.DEFINE_enum("odd_images", "warn", ODD_IMAGE_POLICIES, "Images that look odd for a "
                       "person crop (tiny, or square/wide like a whole frame): warn and embed "
-                      "them, refuse them (listed as skipped), or accept them silently.")
+                      "them, refuse them (listed as skipped), or accept them silently.", **d)
+    return fv
 
 
 UsageError = cli.UsageError  # `error: ...` on stderr, exit status 2 (no help text)
@@ -92,15 +96,13 @@ def embed_files(embedder, files: list[str], batch_size: int = 32, progress: bool
     return features, done, skipped
 
 
-def main(argv):
-    if len(argv) > 1:
-        raise UsageError(f"unexpected arguments {argv[1:]}; flags take the form --name=value")
-    if not FLAGS.model:
+def run(fv: flags.FlagValues) -> None:
+    if not fv.model:
         raise UsageError("--model is required (a SavedModel folder or a .tflite file)")
-    if not FLAGS.images:
+    if not fv.images:
         raise UsageError("--images is required (image files and/or folders)")
-    if FLAGS.batch_size < 1:
-        raise UsageError(f"--batch_size={FLAGS.batch_size}: expected at least 1")
+    if fv.batch_size < 1:
+        raise UsageError(f"--batch_size={fv.batch_size}: expected at least 1")
     from jlml_tf import tf_quiet
 
     tf_quiet.quiet_tensorflow()
@@ -110,33 +112,29 @@ def main(argv):
     from jlml_tf.data import preprocessing
 
     try:
-        files = preprocessing.list_images(FLAGS.images)
+        files = preprocessing.list_images(fv.images)
     except FileNotFoundError as e:
         raise UsageError(f"--images: {e}")
     if not files:
-        raise UsageError(f"--images={','.join(FLAGS.images)}: no image files found")
+        raise UsageError(f"--images={','.join(fv.images)}: no image files found")
     try:
-        embedder = inference.load_embedder(FLAGS.model, num_threads=FLAGS.num_threads)
+        embedder = inference.load_embedder(fv.model, num_threads=fv.num_threads)
     except (ValueError, FileNotFoundError) as e:
-        raise UsageError(inference.flag_error("model", FLAGS.model, e))
-    features, done, skipped = embed_files(embedder, files, FLAGS.batch_size, FLAGS.progress,
-                                          odd_images=FLAGS.odd_images)
-    out = pathlib.Path(FLAGS.output)
+        raise UsageError(inference.flag_error("model", fv.model, e))
+    features, done, skipped = embed_files(embedder, files, fv.batch_size, fv.progress,
+                                          odd_images=fv.odd_images)
+    out = pathlib.Path(fv.output)
     out.parent.mkdir(parents=True, exist_ok=True)
     np.savez(out, embeddings=features, paths=np.array(done, dtype=str),
-             skipped=np.array(skipped, dtype=str), model=np.array(os.fspath(FLAGS.model)))
+             skipped=np.array(skipped, dtype=str), model=np.array(os.fspath(fv.model)))
     print(f"{len(done)} embeddings ({features.shape[1]}-d) -> {out}"
           + (f"; {len(skipped)} file{'s' if len(skipped) > 1 else ''} skipped (listed above)"
              if skipped else ""))
 
 
-_main = cli.exit_on_usage_error(main)
-
-
-def run():
-    cli.run_quietly(_main)
+def main(argv=None) -> int:
+    return cli.run_main(define_flags, run, __doc__, argv)
 
 
 if __name__ == "__main__":
-    define_flags()
-    run()
+    sys.exit(main())

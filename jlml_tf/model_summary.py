@@ -10,11 +10,13 @@ Reference networks come from `keras.applications` with random weights (nothing i
 from __future__ import annotations
 
 import math
+import sys
 
-from absl import app, flags
+from absl import flags
 import keras
 from keras import layers
 
+from jlml_tf import cli
 from jlml_tf.config import ModelConfig
 from jlml_tf.modeling import jlml
 
@@ -97,26 +99,28 @@ def markdown_table(rows: list[dict]) -> str:
     return "\n".join(lines)
 
 
-FLAGS = flags.FLAGS
+def define_flags() -> flags.FlagValues:
+    """The command's own flags (importing the module defines none globally)."""
+    fv = flags.FlagValues()
+    d = dict(flag_values=fv)
+    flags.DEFINE_integer("input_height", 224, "Input height.", **d)
+    flags.DEFINE_integer("input_width", 96, "Input width.", **d)
+    flags.DEFINE_integer("num_stripes", 4, "Local stripes m.", **d)
+    flags.DEFINE_list("compare", [], f"keras.applications networks to add: {sorted(REFERENCES)}.", **d)
+    return fv
 
 
-def define_flags() -> None:
-    """CLI flags, defined only when run as a program so importing this module defines none."""
-    flags.DEFINE_integer("input_height", 224, "Input height.")
-    flags.DEFINE_integer("input_width", 96, "Input width.")
-    flags.DEFINE_integer("num_stripes", 4, "Local stripes m.")
-    flags.DEFINE_list("compare", [], f"keras.applications networks to add: {sorted(REFERENCES)}.")
+def run(fv: flags.FlagValues) -> str:
+    cfg = ModelConfig(input_height=fv.input_height, input_width=fv.input_width,
+                      num_stripes=fv.num_stripes)
+    rows = [jlml_row(cfg)] + [reference_row(n, fv.input_height, fv.input_width)
+                              for n in fv.compare]
+    return markdown_table(rows)
 
 
-def main(argv):
-    del argv
-    cfg = ModelConfig(input_height=FLAGS.input_height, input_width=FLAGS.input_width,
-                      num_stripes=FLAGS.num_stripes)
-    rows = [jlml_row(cfg)] + [reference_row(n, FLAGS.input_height, FLAGS.input_width)
-                              for n in FLAGS.compare]
-    print(markdown_table(rows))
+def main(argv=None) -> int:
+    return cli.run_main(define_flags, run, __doc__, argv)
 
 
 if __name__ == "__main__":
-    define_flags()
-    app.run(main)
+    sys.exit(main())

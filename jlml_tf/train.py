@@ -13,48 +13,54 @@ import json
 import pathlib
 import sys
 
-from absl import app, flags, logging
+from absl import flags, logging
 
-from jlml_tf import distribute, eval_trial, paper, precision, run_dir as run_dir_lib, threshold
+from jlml_tf import cli, distribute, eval_trial, paper, precision, run_dir as run_dir_lib, threshold
 from jlml_tf import flags as jflags
 from jlml_tf.config import ModelConfig
 from jlml_tf.data import pipeline
 from jlml_tf.data.types import ReidData, Trial, hold_out_identities, union_for_training
 from jlml_tf.trainer import Trainer, TrainingDivergedError
 
-FLAGS = flags.FLAGS
-flags.DEFINE_integer("validation_ids", 0, "Training identities held out from training (seeded "
-                     "by --seed) and listed in config.json, so `evaluate --calibrate_threshold` "
-                     "can calibrate the no-match threshold on people the model never saw.",
-                     lower_bound=0)
-flags.DEFINE_string("paper_key", None, "Which of the paper's figures to print beside the results "
-                    "(default dataset/protocol; see jlml_tf/paper.py).")
 
 
-def load_data(name: str, protocol: str | None, manual_dir: str | None, options: dict) -> ReidData:
+def define_flags() -> flags.FlagValues:
+    fv = jflags.define_flags()
+    d = dict(flag_values=fv)
+    flags.DEFINE_integer("validation_ids", 0, "Training identities held out from training (seeded "
+                         "by --seed) and listed in config.json, so `evaluate --calibrate_threshold` "
+                         "can calibrate the no-match threshold on people the model never saw.",
+                         lower_bound=0, **d)
+    flags.DEFINE_string("paper_key", None, "Which of the paper's figures to print beside the "
+                        "results (default dataset/protocol; see jlml_tf/paper.py).", **d)
+    return fv
+
+
+def load_data(name: str, protocol: str | None, data_dir: str | None, manual_dir: str | None,
+              options: dict) -> ReidData:
     import jlml_tf_datasets
 
-    return jlml_tf_datasets.load(name, protocol=protocol, data_dir=FLAGS.data_dir,
+    return jlml_tf_datasets.load(name, protocol=protocol, data_dir=data_dir,
                                  manual_dir=manual_dir, **options)
 
 
-def extra_training_sets() -> list[tuple[ReidData, Trial]]:
+def extra_training_sets(fv: flags.FlagValues) -> list[tuple[ReidData, Trial]]:
     extras = []
-    for spec in FLAGS.extra_train:
+    for spec in fv.extra_train:
         name, _, rest = spec.partition(":")
         protocol, _, manual_dir = rest.partition(":")
-        data = load_data(name, protocol or None, manual_dir or None, {})
+        data = load_data(name, protocol or None, fv.data_dir, manual_dir or None, {})
         extras.append((data, data.trials[0]))
     return extras
 
 
-def select_trials(data: ReidData) -> list[int]:
-    if FLAGS.trials == ["all"]:
+def select_trials(fv: flags.FlagValues, data: ReidData) -> list[int]:
+    if fv.trials == ["all"]:
         return list(range(len(data.trials)))
     try:
-        chosen = [int(t) for t in FLAGS.trials]
+        chosen = [int(t) for t in fv.trials]
     except ValueError:
-        raise flags.ValidationError(f"--trials={','.join(FLAGS.trials)}: expected 'all' or "
+        raise flags.ValidationError(f"--trials={','.join(fv.trials)}: expected 'all' or "
                                     "indices") from None
     bad = [t for t in chosen if not 0 <= t < len(data.trials)]
     if bad:
@@ -67,10 +73,10 @@ def default_run_dir(data: ReidData) -> pathlib.Path:
     return pathlib.Path("runs") / f"{data.name}-{data.protocol}"
 
 
-def check_same_run(trial_dir: pathlib.Path, model_cfg) -> None:
+def check_same_run(trial_dir: pathlib.Path, model_cfg, overwrite: bool) -> None:
     """Refuses to resume a run directory that holds a different model."""
     path = trial_dir / run_dir_lib.CONFIG_FILE
-    if not path.is_file() or FLAGS.overwrite:
+    if not path.is_file() or overwrite:
         return
     # Through ModelConfig so fields added since the run was written take their defaults.
     old = ModelConfig.from_dict(json.loads(path.read_text())["model"]).to_dict()
@@ -82,82 +88,76 @@ def check_same_run(trial_dir: pathlib.Path, model_cfg) -> None:
             "pass another --run_dir, or --overwrite to start afresh")
 
 
-def train_trial(data: ReidData, trial: Trial, trial_dir: pathlib.Path, strategy) -> dict:
+def train_trial(fv: flags.FlagValues, data: ReidData, trial: Trial, trial_dir: pathlib.Path,
+                strategy) -> dict:
     try:
-        trial, validation_pids = hold_out_identities(data, trial, FLAGS.validation_ids, FLAGS.seed)
+        trial, validation_pids = hold_out_identities(data, trial, fv.validation_ids, fv.seed)
     except ValueError as e:
-        raise flags.ValidationError(f"--validation_ids={FLAGS.validation_ids}: {e}") from None
-    table, labels, num_classes = union_for_training([(data, trial)] + extra_training_sets())
-    model_cfg = jflags.model_config(num_classes)
-    check_same_run(trial_dir, model_cfg)  # before reuse: a finished other model is refused too
+        raise flags.ValidationError(f"--validation_ids={fv.validation_ids}: {e}") from None
+    table, labels, num_classes = union_for_training([(data, trial)] + extra_training_sets(fv))
+    model_cfg = jflags.model_config(fv, num_classes)
+    check_same_run(trial_dir, model_cfg, fv.overwrite)  # before reuse: a finished other model is refused too
     results_path = trial_dir / "results.json"
-    if results_path.is_file() and not FLAGS.overwrite:
+    if results_path.is_file() and not fv.overwrite:
         print(f"{trial_dir} already finished; keeping its results")
         (summary,) = json.loads(results_path.read_text())["results"].values()
         return summary["trials"][0]
-    if FLAGS.overwrite and trial_dir.exists():
+    if fv.overwrite and trial_dir.exists():
         import shutil
         shutil.rmtree(trial_dir)
-    train_cfg = jflags.train_config()
+    train_cfg = jflags.train_config(fv)
     steps_per_epoch = pipeline.steps_per_epoch(len(labels), train_cfg.batch_size)
-    augment = pipeline.AugmentConfig(flip=FLAGS.flip, pad=FLAGS.pad,
-                                     erasing_probability=FLAGS.random_erasing)
-    run_dir_lib.write_config(trial_dir, model_cfg, train=flag_values(), data={
+    augment = pipeline.AugmentConfig(flip=fv.flip, pad=fv.pad,
+                                     erasing_probability=fv.random_erasing)
+    run_dir_lib.write_config(trial_dir, model_cfg, train=fv.flag_values_dict(), data={
         "dataset": data.name, "protocol": data.protocol, "trial": trial.name,
         "train_images": len(labels), "train_identities": num_classes,
-        "extra_train": FLAGS.extra_train, threshold.VALIDATION_KEY: validation_pids})
+        "extra_train": fv.extra_train, threshold.VALIDATION_KEY: validation_pids})
     evaluate = lambda model: eval_trial.evaluate_trial(  # noqa: E731
-        model, data, trial, model_cfg, metric="l2", batch_size=FLAGS.eval_batch_size, verbose=0,
-        flip=FLAGS.flip_test)
-    trainer = Trainer(trial_dir, model_cfg, jflags.sparsity_config(),
-                      jflags.optimizer_config(steps_per_epoch), train_cfg, augment, table, labels,
+        model, data, trial, model_cfg, metric="l2", batch_size=fv.eval_batch_size, verbose=0,
+        flip=fv.flip_test)
+    trainer = Trainer(trial_dir, model_cfg, jflags.sparsity_config(fv),
+                      jflags.optimizer_config(fv, steps_per_epoch), train_cfg, augment, table, labels,
                       strategy=strategy, evaluate_fn=evaluate)
     trainer.fit()
     results = eval_trial.evaluate_trial(trainer.embedding_model, data, trial, model_cfg,
-                                        metric=FLAGS.metric, batch_size=FLAGS.eval_batch_size,
-                                        flip=FLAGS.flip_test)
+                                        metric=fv.metric, batch_size=fv.eval_batch_size,
+                                        flip=fv.flip_test)
     eval_trial.write_trial_report(trial_dir, results, data, trial)
     return results
 
 
-def flag_values() -> dict:
-    by_module = FLAGS.flags_by_module_dict()
-    ours = [f for m in ("jlml_tf.flags", "jlml_tf.train", __name__) for f in by_module.get(m, [])]
-    return {f.name: f.value for f in sorted(ours, key=lambda f: f.name)}
-
-
-def main(argv):
-    if len(argv) > 1:
-        raise app.UsageError(f"unexpected arguments {argv[1:]}; flags take the form --name=value")
-    if not FLAGS["verbosity"].present:
-        logging.set_verbosity(logging.WARNING)  # TFDS and checkpoint INFO lines drown the bar
-    distribute.split_cpu(FLAGS.cpu_devices)
-    strategy = distribute.make_strategy(FLAGS.strategy, FLAGS.tpu)
-    if FLAGS.mixed_precision == "auto":
+def run(fv: flags.FlagValues) -> str:
+    """Trains and evaluates every chosen trial; returns the summary table printed."""
+    logging.set_verbosity(logging.WARNING)  # TFDS and checkpoint INFO lines drown the bar
+    distribute.split_cpu(fv.cpu_devices)
+    strategy = distribute.make_strategy(fv.strategy, fv.tpu)
+    if fv.mixed_precision == "auto":
         # Resolved once, here; config.json then records the policy that actually ran.
-        FLAGS.mixed_precision = precision.resolve("auto", FLAGS.strategy)
-        print(f"--mixed_precision=auto: {FLAGS.mixed_precision} on this machine")
-    data = load_data(FLAGS.dataset, FLAGS.protocol, FLAGS.manual_dir, jflags.key_values("dataset_option"))
-    run_dir = pathlib.Path(FLAGS.run_dir or default_run_dir(data))
-    chosen = select_trials(data)
+        fv.mixed_precision = precision.resolve("auto", fv.strategy)
+        print(f"--mixed_precision=auto: {fv.mixed_precision} on this machine")
+    data = load_data(fv.dataset, fv.protocol, fv.data_dir, fv.manual_dir,
+                     jflags.key_values(fv, "dataset_option"))
+    run_dir = pathlib.Path(fv.run_dir or default_run_dir(data))
+    chosen = select_trials(fv, data)
     print(f"{data.name}/{data.protocol}: {len(data.table)} images, trials {chosen} -> {run_dir}")
     per_trial = {}
     for index in chosen:
         trial = data.trials[index]
         trial_dir = run_dir if len(data.trials) == 1 else run_dir / f"trial_{index:02d}"
-        per_trial[trial.name] = train_trial(data, trial, trial_dir, strategy)
-    key = FLAGS.paper_key or f"{data.name}/{data.protocol}"
-    summary = eval_trial.write_run_report(run_dir, per_trial, data, paper.reference(key), key)
-    print(summary)
+        per_trial[trial.name] = train_trial(fv, data, trial, trial_dir, strategy)
+    key = fv.paper_key or f"{data.name}/{data.protocol}"
+    return eval_trial.write_run_report(run_dir, per_trial, data, paper.reference(key), key)
 
 
-def run():
+def main(argv=None) -> int:
+    """Exit status: 0 done, 2 bad input, 3 training diverged."""
     try:
-        app.run(main)
+        return cli.run_main(define_flags, run, __doc__, argv)
     except TrainingDivergedError as e:
         print(f"error: {e}", file=sys.stderr)
-        sys.exit(3)
+        return 3
 
 
 if __name__ == "__main__":
-    run()
+    sys.exit(main())

@@ -10,7 +10,6 @@ import pathlib
 import numpy as np
 import pytest
 import tensorflow as tf
-from absl import flags
 
 import fixtures_release as fr
 import jlml_tf_datasets
@@ -227,14 +226,9 @@ def test_extra_train_joins_cuhk01_and_caviar4reid_with_disjoint_labels(release, 
     cuhk01 = jlml_tf_datasets.load("cuhk01", "485_486_single_shot", data_dir=data_dir,
                                    manual_dir=str(cuhk01_manual), num_trials=1)
     caviar_manual, _ = release
-    FLAGS = flags.FLAGS
-    FLAGS.unparse_flags()
-    try:
-        FLAGS(["train", f"--data_dir={data_dir}",
-               f"--extra_train=caviar4reid:train_all:{caviar_manual}"])
-        extras = train.extra_training_sets()
-    finally:
-        FLAGS.unparse_flags()
+    fv = train.define_flags()
+    fv(["train", f"--data_dir={data_dir}", f"--extra_train=caviar4reid:train_all:{caviar_manual}"])
+    extras = train.extra_training_sets(fv)
     (caviar, caviar_trial), = extras
     assert caviar.name == "caviar4reid" and len(caviar_trial.train) == 1220
     table, labels, num_classes = union_for_training([(cuhk01, cuhk01.trials[0])] + extras)

@@ -6,13 +6,12 @@ import pathlib
 from absl import flags
 import pytest
 
-import jlml_tf.train  # noqa: F401  (defines the flags)
+import jlml_tf.train as train
 from jlml_tf import flags as jflags, optimization, paper
 from jlml_tf.config import ModelConfig
 
 from conftest import PROJECT_ROOT
 
-FLAGS = flags.FLAGS
 CONFIGS = sorted((PROJECT_ROOT / "experiments").rglob("*.cfg"))
 
 
@@ -21,12 +20,11 @@ def parse(monkeypatch):
     monkeypatch.chdir(PROJECT_ROOT)  # nested --flagfile paths are relative to the project
 
     def _parse(*args):
-        FLAGS.unparse_flags()
-        FLAGS(["train", *args])
-        return FLAGS
+        fv = train.define_flags()
+        fv(["train", *args])
+        return fv
 
-    yield _parse
-    FLAGS.unparse_flags()
+    return _parse
 
 
 def test_every_benchmark_and_ablation_has_a_config():
@@ -52,7 +50,7 @@ def test_config_parses_to_valid_settings(parse, path):
     values = parse(f"--flagfile={path.relative_to(PROJECT_ROOT)}")
     protocols = jlml_tf_datasets.protocols(values.dataset)
     assert values.protocol is None or values.protocol in protocols
-    model = jflags.model_config(num_classes=10)  # ValidationError on a bad combination
+    model = jflags.model_config(values, num_classes=10)  # ValidationError on a bad combination
     # RUN/config.json gives back the same model (resume, evaluate and export read it)
     assert ModelConfig.from_dict(json.loads(json.dumps(model.to_dict()))) == model
     if values.paper_key:
@@ -71,7 +69,7 @@ def test_learning_rate_schedule_fits_the_training(parse, path):
     assert all(values.warmup_epochs <= e < values.epochs for e in decay_epochs), path.name
     assert values.lr_schedule == "step" or not decay_epochs, path.name
     steps_per_epoch = 10
-    cfg = dataclasses.replace(jflags.optimizer_config(steps_per_epoch),
+    cfg = dataclasses.replace(jflags.optimizer_config(values, steps_per_epoch),
                               total_steps=values.epochs * steps_per_epoch)
     schedule = optimization.make_schedule(cfg)
     rates = [float(schedule(epoch * steps_per_epoch)) for epoch in range(values.epochs)]
@@ -104,18 +102,24 @@ def _run_dirs_of_configs(parse):
 
 def test_every_init_from_is_a_pre_training_without_the_target_data_set(parse):
     """A fine-tuning config names the run another config writes, built like its own model and
-    trained on no image of the fine-tuning's data set (no test identity can leak)."""
+    trained on no image of the fine-tuning's data set (no test identity can leak); a
+    continuation (--init_classifiers) trains on exactly its source's data."""
     run_dirs = _run_dirs_of_configs(parse)
     for path in CONFIGS:
         values = parse(f"--flagfile={path.relative_to(PROJECT_ROOT)}")
         if not values.init_from:
             continue
-        target, model = values.dataset, jflags.model_config(10)
+        model = jflags.model_config(values, 10)
         assert values.init_from in run_dirs, f"{path.name}: --init_from={values.init_from}"
         source = parse(f"--flagfile={run_dirs[values.init_from].relative_to(PROJECT_ROOT)}")
+        assert jflags.model_config(source, 10) == model, path.name
+        data = lambda v: (v.dataset, v.protocol, v.manual_dir, v.extra_train)  # noqa: E731
+        if values.init_classifiers:
+            assert data(values) == data(source), path.name
+            continue
         seen = {source.dataset} | {spec.partition(":")[0] for spec in source.extra_train}
-        assert target not in seen, f"{path.name} fine-tunes on {target}, pre-trained on {seen}"
-        assert jflags.model_config(10) == model, path.name
+        assert values.dataset not in seen, \
+            f"{path.name} fine-tunes on {values.dataset}, pre-trained on {seen}"
 
 
 @pytest.mark.parametrize("path", CONFIGS, ids=lambda p: p.name)

@@ -105,20 +105,21 @@ def test_optimizer_follows_its_schedule(name, cls):
 
 @pytest.fixture
 def parse_train_flags():
-    import jlml_tf.train  # noqa: F401  (defines the command's own flags)
+    import jlml_tf.train as train
 
     def _parse(*args):
-        flags.FLAGS.unparse_flags()
-        flags.FLAGS(["train", *args])
+        fv = train.define_flags()
+        fv(["train", *args])
+        return fv
 
-    yield _parse
-    flags.FLAGS.unparse_flags()
+    return _parse
 
 
 def test_epoch_flags_become_steps(parse_train_flags):
-    parse_train_flags("--learning_rate=0.2", "--lr_schedule=step", "--warmup_epochs=1.5",
-                      "--lr_decay_epochs=20,40.5", "--lr_decay_factor=0.5", "--min_lr_ratio=0.1")
-    cfg = jflags.optimizer_config(steps_per_epoch=10)
+    fv = parse_train_flags("--learning_rate=0.2", "--lr_schedule=step", "--warmup_epochs=1.5",
+                           "--lr_decay_epochs=20,40.5", "--lr_decay_factor=0.5",
+                           "--min_lr_ratio=0.1")
+    cfg = jflags.optimizer_config(fv, steps_per_epoch=10)
     assert (cfg.learning_rate, cfg.schedule, cfg.decay_factor, cfg.min_lr_ratio) == \
         (0.2, "step", 0.5, 0.1)
     assert cfg.warmup_steps == 15 and cfg.decay_steps == (200, 405)
@@ -127,9 +128,9 @@ def test_epoch_flags_become_steps(parse_train_flags):
 
 
 def test_bad_decay_epochs_name_the_flag(parse_train_flags):
-    parse_train_flags("--lr_decay_epochs=10,x")
+    fv = parse_train_flags("--lr_decay_epochs=10,x")
     with pytest.raises(flags.ValidationError, match="--lr_decay_epochs"):
-        jflags.optimizer_config(steps_per_epoch=10)
+        jflags.optimizer_config(fv, steps_per_epoch=10)
 
 
 def _trainer(run_dir, model_cfg, opt_cfg, epochs, evaluate_fn=None, **train_kwargs):

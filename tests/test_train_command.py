@@ -5,7 +5,6 @@ import json
 import os
 import shutil
 
-from absl import flags
 import numpy as np
 import pytest
 import tensorflow as tf
@@ -17,13 +16,17 @@ from jlml_tf.data.types import ImageTable, ReidData, Trial, union_for_training
 
 from conftest import PROJECT_ROOT
 
-FLAGS = flags.FLAGS
+
+
+def _argv(data_dir, *args):
+    return ["train", f"--flagfile={PROJECT_ROOT / 'tests' / 'tiny.cfg'}", f"--data_dir={data_dir}",
+            "--epochs=1", "--mixed_precision=float32", *args]
 
 
 def _parse(data_dir, *args):
-    FLAGS.unparse_flags()
-    FLAGS(["train", f"--flagfile={PROJECT_ROOT / 'tests' / 'tiny.cfg'}", f"--data_dir={data_dir}",
-           "--epochs=1", "--mixed_precision=float32", *args])
+    fv = train.define_flags()
+    fv(_argv(data_dir, *args))
+    return fv
 
 
 @pytest.fixture(scope="module")
@@ -33,19 +36,20 @@ def data_dir(tmp_path_factory):
 
 @pytest.fixture
 def parse(data_dir):
-    yield lambda *args: _parse(data_dir, *args)
-    FLAGS.unparse_flags()
+    return lambda *args: _parse(data_dir, *args)
+
+
+@pytest.fixture
+def run_command(data_dir):
+    """train.main on the tiny config with extra flags; returns its exit status."""
+    return lambda *args: train.main(_argv(data_dir, *args))
 
 
 @pytest.fixture(scope="module")
 def finished_run(tmp_path_factory, data_dir):
     """One finished run of the command (one epoch: 3 steps); tests work on copies of it."""
     run = tmp_path_factory.mktemp("finished") / "run"
-    try:
-        _parse(data_dir, f"--run_dir={run}")
-        train.main(["train"])
-    finally:
-        FLAGS.unparse_flags()
+    assert train.main(_argv(data_dir, f"--run_dir={run}")) == 0
     return run
 
 
@@ -75,13 +79,13 @@ def test_finished_run_has_its_report(finished_run):
 
 @pytest.mark.slow  # trains the tiny model through the command
 def test_finished_trial_is_not_trained_again(run_copy, parse, data_dir, monkeypatch, capsys):
-    parse(f"--run_dir={run_copy}")
+    fv = parse(f"--run_dir={run_copy}")
     before = (events(run_copy), sorted(os.listdir(run_copy / "checkpoints")),
               (run_copy / "results.json").read_text())
     (run_copy / "marker").write_text("kept")
     monkeypatch.setattr(train, "Trainer", lambda *a, **k: pytest.fail("trained again"))
     data = tiny_data(data_dir)
-    train.train_trial(data, data.trials[0], run_copy, tf.distribute.get_strategy())
+    train.train_trial(fv, data, data.trials[0], run_copy, tf.distribute.get_strategy())
     assert f"{run_copy} already finished; keeping its results" in capsys.readouterr().out
     after = (events(run_copy), sorted(os.listdir(run_copy / "checkpoints")),
              (run_copy / "results.json").read_text())
@@ -89,21 +93,19 @@ def test_finished_trial_is_not_trained_again(run_copy, parse, data_dir, monkeypa
 
 
 @pytest.mark.slow  # trains the tiny model through the command
-def test_rerun_of_a_finished_run_reuses_its_results(run_copy, parse, monkeypatch):
+def test_rerun_of_a_finished_run_reuses_its_results(run_copy, run_command, monkeypatch):
     before = json.loads((run_copy / "results.json").read_text())["results"]
-    parse(f"--run_dir={run_copy}")
     monkeypatch.setattr(train, "Trainer", lambda *a, **k: pytest.fail("trained again"))
-    train.main(["train"])
+    assert run_command(f"--run_dir={run_copy}") == 0
     after = json.loads((run_copy / "results.json").read_text())["results"]
     assert after == before
 
 
 @pytest.mark.slow  # trains the tiny model through the command
-def test_overwrite_trains_afresh(run_copy, parse):
+def test_overwrite_trains_afresh(run_copy, run_command):
     first = events(run_copy)
     (run_copy / "marker").write_text("gone with --overwrite")
-    parse(f"--run_dir={run_copy}", "--overwrite")
-    train.main(["train"])
+    assert run_command(f"--run_dir={run_copy}", "--overwrite") == 0
     assert not (run_copy / "marker").exists()  # the directory was emptied first
     again = events(run_copy)
     assert [(e["event"], e["step"]) for e in again] == [("start", 0), ("finished", 3)]
@@ -112,14 +114,13 @@ def test_overwrite_trains_afresh(run_copy, parse):
 
 
 @pytest.mark.slow  # trains the tiny model through the command
-def test_another_model_is_refused_without_overwrite_and_replaces_with_it(run_copy, parse):
+def test_another_model_is_refused_without_overwrite_and_replaces_with_it(run_copy, run_command,
+                                                                         capsys):
     (run_copy / "results.json").unlink()  # an unfinished run: the model check applies
-    parse(f"--run_dir={run_copy}", "--feature_dim=8")
-    with pytest.raises(flags.ValidationError, match="--overwrite"):
-        train.main(["train"])
+    assert run_command(f"--run_dir={run_copy}", "--feature_dim=8") == 2
+    assert "--overwrite" in capsys.readouterr().err
     assert json.loads((run_copy / "config.json").read_text())["model"]["feature_dim"] == 16
-    parse(f"--run_dir={run_copy}", "--feature_dim=8", "--overwrite")
-    train.main(["train"])
+    assert run_command(f"--run_dir={run_copy}", "--feature_dim=8", "--overwrite") == 0
     assert json.loads((run_copy / "config.json").read_text())["model"]["feature_dim"] == 8
     assert [(e["event"], e["step"]) for e in events(run_copy)] == [("start", 0), ("finished", 3)]
 
@@ -136,14 +137,14 @@ def _fake_data(name, pids):
 def test_extra_train_specs_are_name_protocol_manual_dir(parse, monkeypatch):
     loaded = []
 
-    def load_data(name, protocol, manual_dir, options):
+    def load_data(name, protocol, data_dir, manual_dir, options):
         loaded.append((name, protocol, manual_dir, options))
         return _fake_data(name, [1, 1, 2])
 
     monkeypatch.setattr(train, "load_data", load_data)
-    parse("--extra_train=cuhk01:485_486_single_shot:/data/cuhk01,viper,grid::/d/grid,"
-          "caviar4reid:train_all,market1501:default:/d/x:y")
-    extras = train.extra_training_sets()
+    fv = parse("--extra_train=cuhk01:485_486_single_shot:/data/cuhk01,viper,grid::/d/grid,"
+               "caviar4reid:train_all,market1501:default:/d/x:y")
+    extras = train.extra_training_sets(fv)
     assert loaded == [("cuhk01", "485_486_single_shot", "/data/cuhk01", {}),
                       ("viper", None, None, {}), ("grid", None, "/d/grid", {}),
                       ("caviar4reid", "train_all", None, {}),
@@ -151,8 +152,7 @@ def test_extra_train_specs_are_name_protocol_manual_dir(parse, monkeypatch):
     assert [(data.name, trial.name) for data, trial in extras] == [
         ("cuhk01", "first"), ("viper", "first"), ("grid", "first"), ("caviar4reid", "first"),
         ("market1501", "first")]  # an extra set trains on its first trial
-    parse()
-    assert train.extra_training_sets() == [] and len(loaded) == 5
+    assert train.extra_training_sets(parse()) == [] and len(loaded) == 5
 
 
 def test_extra_train_labels_follow_the_main_set(parse, data_dir, monkeypatch, tmp_path):
@@ -172,9 +172,9 @@ def test_extra_train_labels_follow_the_main_set(parse, data_dir, monkeypatch, tm
         raise Stop
 
     monkeypatch.setattr(train, "Trainer", trainer)
-    parse("--extra_train=extra:p", f"--run_dir={tmp_path / 'run'}")
+    fv = parse("--extra_train=extra:p", f"--run_dir={tmp_path / 'run'}")
     with pytest.raises(Stop):
-        train.train_trial(main, main.trials[0], tmp_path / "run", tf.distribute.get_strategy())
+        train.train_trial(fv, main, main.trials[0], tmp_path / "run", tf.distribute.get_strategy())
     n_main = len(main.trials[0].train)
     main_pids = main.table.pids[main.trials[0].train]
     labels, table = captured["labels"], captured["table"]

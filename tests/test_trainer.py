@@ -234,7 +234,7 @@ def write_then_die(self, values):
 
 trainer.Trainer._write_scalars = write_then_die
 sys.argv[0] = "train"
-train.run()
+sys.exit(train.main())
 """
 
 

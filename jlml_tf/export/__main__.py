@@ -13,83 +13,75 @@ from __future__ import annotations
 
 import sys
 
-from jlml_tf import cli
 from absl import flags
 
-FLAGS = flags.FLAGS
-def define_flags() -> None:
-    """CLI flags, defined only when run as a program (importing this module defines none)."""
+from jlml_tf import cli
+
+
+
+def define_flags() -> flags.FlagValues:
+    """The command's own flags (importing the module defines none globally)."""
+    fv = flags.FlagValues()
+    d = dict(flag_values=fv)
     flags.DEFINE_string("run_dir", None, "Run directory written by `python -m jlml_tf.train` (or a "
-                        "checkpoint prefix RUN/checkpoints/ckpt-N).")
+                        "checkpoint prefix RUN/checkpoints/ckpt-N).", **d)
     flags.DEFINE_string("export_dir", None, "Where to write DIR/<model_name>/<version>/ and "
-                        "DIR/<model_name>_v<version>/.")
-    flags.DEFINE_string("model_name", "jlml", "Model name (the TF Serving model name).")
-    flags.DEFINE_integer("version", None, "Version number (default: one more than the newest).")
-    flags.DEFINE_bool("overwrite", False, "Replace an existing version.")
+                        "DIR/<model_name>_v<version>/.", **d)
+    flags.DEFINE_string("model_name", "jlml", "Model name (the TF Serving model name).", **d)
+    flags.DEFINE_integer("version", None, "Version number (default: one more than the newest).", **d)
+    flags.DEFINE_bool("overwrite", False, "Replace an existing version.", **d)
     flags.DEFINE_list("tflite", ["float32", "float16", "dynamic_int8", "int8"],
-                      "TFLite variants to write (empty: none).")
+                      "TFLite variants to write (empty: none).", **d)
     flags.DEFINE_string("parity_data", None, "Data set (registry name) for the parity report and "
-                        "int8 calibration (default: the run's data set from config.json).")
+                        "int8 calibration (default: the run's data set from config.json).", **d)
     flags.DEFINE_string("parity_protocol", None, "Protocol of --parity_data (default: the run's, or "
-                        "the data set's first).")
-    flags.DEFINE_string("parity_data_dir", None, "data_dir for --parity_data (TFDS cache).")
-    flags.DEFINE_string("parity_manual_dir", None, "manual_dir for --parity_data (the release).")
+                        "the data set's first).", **d)
+    flags.DEFINE_string("parity_data_dir", None, "data_dir for --parity_data (TFDS cache).", **d)
+    flags.DEFINE_string("parity_manual_dir", None, "manual_dir for --parity_data (the release).", **d)
     flags.DEFINE_list("parity_option", None, "key=value options for the --parity_data loader "
-                      "(default: the run's --dataset_option when the data set is the run's).")
-    flags.DEFINE_integer("parity_max_query", None, "Use only the first N query images.")
-    flags.DEFINE_integer("parity_max_gallery", None, "Use only the first N gallery images.")
+                      "(default: the run's --dataset_option when the data set is the run's).", **d)
+    flags.DEFINE_integer("parity_max_query", None, "Use only the first N query images.", **d)
+    flags.DEFINE_integer("parity_max_gallery", None, "Use only the first N gallery images.", **d)
     flags.DEFINE_list("parity_images", None, "Files or folders to parity-check on instead of a data "
-                      "set (no identities: no rank-1/mAP).")
-    flags.DEFINE_bool("parity", True, "Write the parity report (--noparity to skip).")
+                      "set (no identities: no rank-1/mAP).", **d)
+    flags.DEFINE_bool("parity", True, "Write the parity report (--noparity to skip).", **d)
     flags.DEFINE_list("calibration_images", None, "Training image files or folders for full-int8 "
-                      "calibration (default: the parity data set's training images).")
-    flags.DEFINE_integer("calibration_count", 200, "How many calibration images (random sample).")
-    flags.DEFINE_list("latency_runs", ["30", "10"], "Timed runs at batch 1 and batch 32.")
-    flags.DEFINE_integer("num_threads", 2, "CPU threads for TensorFlow and LiteRT.")
-    flags.DEFINE_bool("progress", True, "Progress bars on stderr inside conversion and parity.")
+                      "calibration (default: the parity data set's training images).", **d)
+    flags.DEFINE_integer("calibration_count", 200, "How many calibration images (random sample).", **d)
+    flags.DEFINE_list("latency_runs", ["30", "10"], "Timed runs at batch 1 and batch 32.", **d)
+    flags.DEFINE_integer("num_threads", 2, "CPU threads for TensorFlow and LiteRT.", **d)
+    flags.DEFINE_bool("progress", True, "Progress bars on stderr inside conversion and parity.", **d)
+    return fv
 
 
-class UsageError(Exception):
-    """Bad input: `error: ...` on stderr, exit status 2 (no help text)."""
+UsageError = cli.UsageError  # `error: ...` on stderr, exit status 2 (no help text)
 
 
-def _options(items, flag) -> dict:
-    try:
-        return cli.key_values(items, flag)
-    except cli.UsageError as e:
-        raise UsageError(str(e)) from None
-
-
-def _data_source(run_config: dict):
+def _data_source(fv: flags.FlagValues, run_config: dict):
     """(name, protocol, data_dir, manual_dir, options) of the data set to check on, or None."""
     import jlml_tf_datasets
 
     from jlml_tf import run_dir as run_dir_lib
 
-    options = (_options(FLAGS.parity_option, "parity_option") if FLAGS.parity_option is not None
+    options = (cli.key_values(fv.parity_option, "parity_option") if fv.parity_option is not None
                else None)
-    try:
-        source = run_dir_lib.data_source(run_config, FLAGS.parity_data, FLAGS.parity_protocol,
-                                         FLAGS.parity_data_dir, FLAGS.parity_manual_dir, options)
-    except cli.UsageError as e:
-        raise UsageError(str(e)) from None
-    if not FLAGS.parity_data and (not source.name or source.name not in jlml_tf_datasets.MODULES):
+    source = run_dir_lib.data_source(run_config, fv.parity_data, fv.parity_protocol,
+                                     fv.parity_data_dir, fv.parity_manual_dir, options)
+    if not fv.parity_data and (not source.name or source.name not in jlml_tf_datasets.MODULES):
         return None
     return (source.name, source.protocol, source.data_dir, source.manual_dir, source.options)
 
 
-def main(argv):
-    if len(argv) > 1:
-        raise UsageError(f"unexpected arguments {argv[1:]}; flags take the form --name=value")
+def run(fv: flags.FlagValues) -> None:
     for name in ("run_dir", "export_dir"):
-        if not FLAGS[name].value:
+        if not fv[name].value:
             raise UsageError(f"--{name} is required")
     try:
-        runs = tuple(int(v) for v in FLAGS.latency_runs)
+        runs = tuple(int(v) for v in fv.latency_runs)
     except ValueError:
-        raise UsageError(f"--latency_runs={FLAGS.latency_runs}: expected two integers")
+        raise UsageError(f"--latency_runs={fv.latency_runs}: expected two integers")
     if len(runs) != 2 or min(runs) < 1:
-        raise UsageError(f"--latency_runs={FLAGS.latency_runs}: expected two positive integers")
+        raise UsageError(f"--latency_runs={fv.latency_runs}: expected two positive integers")
 
     from jlml_tf import tf_quiet
 
@@ -97,7 +89,7 @@ def main(argv):
     import tensorflow as tf
 
     try:
-        tf.config.threading.set_intra_op_parallelism_threads(FLAGS.num_threads)
+        tf.config.threading.set_intra_op_parallelism_threads(fv.num_threads)
         tf.config.threading.set_inter_op_parallelism_threads(1)
     except RuntimeError:
         pass  # TensorFlow already initialised; it keeps its defaults
@@ -106,17 +98,17 @@ def main(argv):
     from jlml_tf.export import parity, pipeline
 
     try:
-        run_path, _ = run_dir_lib.resolve_checkpoint(FLAGS.run_dir)
+        run_path, _ = run_dir_lib.resolve_checkpoint(fv.run_dir)
     except FileNotFoundError as e:
         raise UsageError(f"--run_dir: {e}")
     run_config = run_dir_lib.read_config(run_path)
     cfg = run_dir_lib.model_config(run_path)
 
     data = None
-    need_data = (FLAGS.parity and not FLAGS.parity_images) or (
-        "int8" in FLAGS.tflite and not FLAGS.calibration_images)
+    need_data = (fv.parity and not fv.parity_images) or (
+        "int8" in fv.tflite and not fv.calibration_images)
     if need_data:
-        source = _data_source(run_config)
+        source = _data_source(fv, run_config)
         if source is None:
             raise UsageError(
                 f"{run_path}/config.json names no data set of the registry: pass --parity_data=NAME "
@@ -130,26 +122,26 @@ def main(argv):
                                      **options)
 
     eval_set = None
-    if FLAGS.parity:
-        if FLAGS.parity_images:
-            eval_set = parity.eval_set_from_files(FLAGS.parity_images, cfg.input_height,
+    if fv.parity:
+        if fv.parity_images:
+            eval_set = parity.eval_set_from_files(fv.parity_images, cfg.input_height,
                                                   cfg.input_width)
         else:
             eval_set = parity.eval_set_from_reid(data, cfg.input_height, cfg.input_width,
-                                                 FLAGS.parity_max_query, FLAGS.parity_max_gallery)
+                                                 fv.parity_max_query, fv.parity_max_gallery)
     calibration = None
-    if "int8" in FLAGS.tflite:
-        if FLAGS.calibration_images:
+    if "int8" in fv.tflite:
+        if fv.calibration_images:
             from jlml_tf.data import preprocessing
 
-            calibration = preprocessing.list_images(FLAGS.calibration_images)
+            calibration = preprocessing.list_images(fv.calibration_images)
         else:
             calibration = data.table.subset(data.trials[0].train)
 
     result = pipeline.export_run(
-        FLAGS.run_dir, FLAGS.export_dir, FLAGS.model_name, FLAGS.version, FLAGS.tflite,
-        calibration, FLAGS.calibration_count, eval_set, runs, FLAGS.num_threads, FLAGS.overwrite,
-        progress=lambda m: print(m, flush=True), progress_bars=FLAGS.progress)
+        fv.run_dir, fv.export_dir, fv.model_name, fv.version, fv.tflite,
+        calibration, fv.calibration_count, eval_set, runs, fv.num_threads, fv.overwrite,
+        progress=lambda m: print(m, flush=True), progress_bars=fv.progress)
     out = result.card["output"]
     print(f"\nSavedModel:  {result.saved_model_dir} (`{out['name']}`: {out['dtype']} "
           f"[N, {out['shape'][1]}], L2-normalised)")
@@ -161,18 +153,10 @@ def main(argv):
         print((result.extras_dir / "parity.md").read_text())
 
 
-def _main(argv):
-    try:
-        main(argv)
-    except (UsageError, ValueError, FileNotFoundError, FileExistsError) as e:
-        print(f"error: {e}", file=sys.stderr)
-        sys.exit(2)
-
-
-def run():
-    cli.run_quietly(_main)
+def main(argv=None) -> int:
+    return cli.run_main(define_flags, run, __doc__, argv,
+                        bad_input=(ValueError, FileExistsError))
 
 
 if __name__ == "__main__":
-    define_flags()
-    run()
+    sys.exit(main())
