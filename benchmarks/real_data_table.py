@@ -26,20 +26,22 @@ from jlml_tf.evaluation.metrics import RANK_KEYS as RANKS  # noqa: E402
 
 LOMO_VARIANTS = ("none", "msr", "msrcr")
 # (label, paper key, fine-tuned run, its results file, direct-transfer results, pre-training
-# run, LOMO results folder prefix)
+# runs (the pre-training and its continuation), LOMO results folder prefix)
+FOR_CUHK01 = ("cpu-pretrain_for_cuhk01", "cpu-continue_pretrain_for_cuhk01")
+FOR_VIPER_GRID = ("cpu-pretrain_for_viper_grid", "cpu-continue_pretrain_for_viper_grid")
 BENCHMARKS = (
     ("CUHK01 485/486 single shot", "cuhk01/485_486_single_shot", "cpu-cuhk01_485_486_single",
      "results.json", "transfer-cuhk01_485_486_single/results_transfer.json",
-     "cpu-pretrain_for_cuhk01", "lomo_xqda/cuhk01_485_486_single_shot"),
+     FOR_CUHK01, "lomo_xqda/cuhk01_485_486_single_shot"),
     ("CUHK01 485/486 multi shot", "cuhk01/485_486_multi_shot", "cpu-cuhk01_485_486_single",
-     "results_multi_shot.json", None, "cpu-pretrain_for_cuhk01",
+     "results_multi_shot.json", None, FOR_CUHK01,
      "lomo_xqda/cuhk01_485_486_multi_shot"),
     ("CUHK01 871/100 single shot", "cuhk01/871_100_single_shot", "cpu-cuhk01_871_100_single",
-     "results.json", None, "cpu-pretrain_for_cuhk01", "lomo_xqda/cuhk01_871_100_single_shot"),
+     "results.json", None, FOR_CUHK01, "lomo_xqda/cuhk01_871_100_single_shot"),
     ("GRID 125/125 + 775 distractors", "grid/125_125", "cpu-grid", "results.json",
-     "transfer-grid/results_transfer.json", "cpu-pretrain_for_viper_grid", "lomo_xqda/grid_125_125"),
+     "transfer-grid/results_transfer.json", FOR_VIPER_GRID, "lomo_xqda/grid_125_125"),
     ("VIPeR 316/316", "viper/316_316", "cpu-viper", "results.json",
-     "transfer-viper/results_transfer.json", "cpu-pretrain_for_viper_grid",
+     "transfer-viper/results_transfer.json", FOR_VIPER_GRID,
      "lomo_xqda/viper_316_316"),
 )
 
@@ -102,7 +104,7 @@ def table(results: pathlib.Path) -> str:
     lines = ["| benchmark | method | trials | R1 | R5 | R10 | R20 | mAP | hours (2-core CPU) |",
              "|---|---|---|---|---|---|---|---|---|"]
     for label, key, run, name, transfer, pretrain, lomo in BENCHMARKS:
-        pre_hours = training_hours(results / pretrain)
+        pre_hours = sum(training_hours(results / r) or 0 for r in pretrain)
         tuned, tuned_hours = summary(results / run / name), training_hours(results / run)
         hours = (tuned_hours or 0) + (pre_hours or 0)
         if tuned:

@@ -37,7 +37,9 @@ def test_hours_add_every_segment_of_every_trial(tmp_path):
 def test_rows_of_a_benchmark(tmp_path):
     _results(tmp_path / "cpu-viper/results.json", "JLML (this run)", 0.25)
     _log(tmp_path / "cpu-viper/trial_00/train_log.jsonl", ("start", 0), ("finished", 1800))
-    _log(tmp_path / "cpu-pretrain_for_viper_grid/train_log.jsonl", ("start", 0), ("finished", 3600))
+    _log(tmp_path / "cpu-pretrain_for_viper_grid/train_log.jsonl", ("start", 0), ("finished", 2700))
+    _log(tmp_path / "cpu-continue_pretrain_for_viper_grid/train_log.jsonl", ("start", 0),
+         ("finished", 900))  # the continuation counts as pre-training too
     _results(tmp_path / "transfer-viper/results_transfer.json", "L2", 0.1)
     _results(tmp_path / "lomo_xqda/viper_316_316_none/results.json", "LOMO (none) + XQDA", 0.384)
     _results(tmp_path / "lomo_xqda/viper_316_316_msr/results.json", "LOMO (MSR) + XQDA", 0.37)
