@@ -288,12 +288,12 @@ def jlml_training_row(bench: Bench, height: int, width: int, precision: str, xla
     """Times `Trainer.train_step` on one fixed random batch (no input pipeline)."""
     import tensorflow as tf
 
-    from jlml_tf import optimization
+    from jlml_tf.training import optimization
     from jlml_tf.config import SparsityConfig
     from jlml_tf.data import pipeline
     from jlml_tf.data.types import ImageTable
     from jlml_tf.model_summary import count_macs
-    from jlml_tf.trainer import TrainConfig, Trainer
+    from jlml_tf.training.trainer import TrainConfig, Trainer
 
     a = bench.args
     n = a.batch_size

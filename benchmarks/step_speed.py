@@ -31,7 +31,7 @@ def images_per_second(width: str, height: int, width_px: int, policy: str, batch
     import numpy as np
     import tensorflow as tf
 
-    from jlml_tf import losses
+    from jlml_tf.training import losses
     from jlml_tf.config import ModelConfig, SparsityConfig
     from jlml_tf.modeling import jlml
 

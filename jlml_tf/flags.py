@@ -12,10 +12,11 @@ from absl import flags
 
 import jlml_tf_datasets
 
-from jlml_tf import cli, distribute, optimization, precision
+from jlml_tf import cli
+from jlml_tf.training import distribute, optimization, precision
 from jlml_tf.config import BRANCHES, LOSS_MODES, ModelConfig, SparsityConfig
 from jlml_tf.evaluation import metric_learning
-from jlml_tf.trainer import TrainConfig
+from jlml_tf.training.trainer import TrainConfig
 
 DATASETS = tuple(jlml_tf_datasets.MODULES)
 
@@ -100,7 +101,7 @@ def define_flags(fv: flags.FlagValues | None = None) -> flags.FlagValues:
     flags.DEFINE_integer("eval_every_epochs", 0, "Evaluate every N epochs (0: at the end only).",
                          lower_bound=0, **d)
     flags.DEFINE_enum("mixed_precision", "auto", precision.CHOICES, "Numeric precision policy; "
-                      "auto: the fastest correct one for the device (jlml_tf/precision.py).", **d)
+                      "auto: the fastest correct one for the device (jlml_tf/training/precision.py).", **d)
     flags.DEFINE_bool("jit_compile", False, "XLA-compile the train step (about 3x slower on CPU).", **d)
     flags.DEFINE_enum("strategy", "default", distribute.STRATEGIES, "tf.distribute strategy.", **d)
     flags.DEFINE_integer("cpu_devices", 1, "Logical CPU devices (for MirroredStrategy on a CPU).",

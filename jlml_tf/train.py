@@ -15,12 +15,13 @@ import sys
 
 from absl import flags, logging
 
-from jlml_tf import cli, distribute, eval_trial, paper, precision, run_dir as run_dir_lib, threshold
+from jlml_tf import cli, eval_trial, paper, run_dir as run_dir_lib, threshold
+from jlml_tf.training import distribute, precision
 from jlml_tf import flags as jflags
 from jlml_tf.config import ModelConfig
 from jlml_tf.data import pipeline
 from jlml_tf.data.types import ReidData, Trial, hold_out_identities, union_for_training
-from jlml_tf.trainer import Trainer, TrainingDivergedError
+from jlml_tf.training.trainer import Trainer, TrainingDivergedError
 
 
 

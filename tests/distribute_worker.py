@@ -40,16 +40,16 @@ def main() -> None:
     parser.add_argument("--checkpoint_every_steps", type=int, default=1000)
     args = parser.parse_args()
 
-    from jlml_tf import distribute  # imports TensorFlow, which is not initialised yet
+    from jlml_tf.training import distribute  # imports TensorFlow, which is not initialised yet
 
     distribute.split_cpu(args.cpu_devices)  # before anything touches a device
     strategy = distribute.make_strategy(args.strategy)
 
     import tensorflow as tf
-    from jlml_tf import optimization
+    from jlml_tf.training import optimization
     from jlml_tf.config import ModelConfig, SparsityConfig
     from jlml_tf.data import pipeline
-    from jlml_tf.trainer import Trainer, TrainConfig
+    from jlml_tf.training.trainer import Trainer, TrainConfig
     from test_trainer import colour_table
 
     tf.config.experimental.enable_op_determinism()

@@ -7,7 +7,8 @@ from absl import flags
 import pytest
 
 import jlml_tf.train as train
-from jlml_tf import flags as jflags, optimization, paper
+from jlml_tf import flags as jflags, paper
+from jlml_tf.training import optimization
 from jlml_tf.config import ModelConfig
 
 from conftest import PROJECT_ROOT

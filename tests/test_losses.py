@@ -3,7 +3,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from jlml_tf import losses
+from jlml_tf.training import losses
 from jlml_tf.config import ModelConfig, SparsityConfig
 from jlml_tf.modeling import jlml
 

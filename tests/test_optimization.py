@@ -8,10 +8,11 @@ import keras
 import numpy as np
 import pytest
 
-from jlml_tf import flags as jflags, optimization
+from jlml_tf import flags as jflags
+from jlml_tf.training import optimization
 from jlml_tf.config import SparsityConfig
 from jlml_tf.data import pipeline
-from jlml_tf.trainer import Trainer, TrainConfig
+from jlml_tf.training.trainer import Trainer, TrainConfig
 
 from test_trainer import colour_table
 

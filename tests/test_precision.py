@@ -1,7 +1,7 @@
 """The `auto` precision policy per device type, and flag/value validation."""
 import pytest
 
-from jlml_tf import precision
+from jlml_tf.training import precision
 
 
 @pytest.mark.parametrize("strategy, gpus, cpu_flags, expected", [

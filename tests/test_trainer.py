@@ -16,11 +16,12 @@ import pytest
 import tensorflow as tf
 from PIL import Image
 
-from jlml_tf import optimization, run_dir
+from jlml_tf import run_dir
+from jlml_tf.training import optimization
 from jlml_tf.config import SparsityConfig
 from jlml_tf.data import pipeline
 from jlml_tf.data.types import ImageTable
-from jlml_tf.trainer import Trainer, TrainConfig, TrainingDivergedError
+from jlml_tf.training.trainer import Trainer, TrainConfig, TrainingDivergedError
 
 from conftest import PROJECT_ROOT
 
@@ -223,7 +224,8 @@ def test_mixed_float16_step_with_loss_scaling(tmp_path, tiny_model_config,
 # 1..5 done, checkpoints at 2, 3 (epoch end) and 4): a deterministic point with lost work.
 _KILLED_AFTER_STEP_5 = """
 import os, signal, sys
-from jlml_tf import train, trainer
+from jlml_tf import train
+from jlml_tf.training import trainer
 
 write_scalars = trainer.Trainer._write_scalars
 
