@@ -29,8 +29,11 @@ def extract_features(embedding_model: keras.Model, table: ImageTable, rows: np.n
     def embed(x):
         return tf.math.l2_normalize(tf.cast(embedding_model(x, training=False), tf.float32), -1)
 
-    forward = tf.function(lambda x: tf.math.l2_normalize(
-        embed(x) + embed(tf.reverse(x, axis=[2])), -1) if flip else embed(x))
+    @tf.function
+    def forward(x):
+        if not flip:
+            return embed(x)
+        return tf.math.l2_normalize(embed(x) + embed(tf.reverse(x, axis=[2])), -1)
     bar = keras.utils.Progbar(len(rows), verbose=verbose, unit_name="image")
     features = []
     for images in pipeline.eval_dataset(table, rows, height, width, batch_size):

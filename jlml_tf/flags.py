@@ -30,33 +30,40 @@ def define_flags(fv: flags.FlagValues | None = None) -> flags.FlagValues:
                         "Default: runs/<dataset>-<protocol>.", **d)
     flags.DEFINE_bool("overwrite", False, "Start afresh even if --run_dir holds another run.", **d)
     flags.DEFINE_enum("dataset", "synthetic", DATASETS, "Data set to train and evaluate on.", **d)
-    flags.DEFINE_string("protocol", None, "Evaluation protocol of the data set (default: its first).", **d)
+    flags.DEFINE_string("protocol", None, "Evaluation protocol of the data set (default: its first).",
+                        **d)
     flags.DEFINE_string("data_dir", None, "Where prepared data sets are cached (default ~/jlml_data "
                         "or $JLML_DATA_DIR).", **d)
     flags.DEFINE_string("manual_dir", None, "Where the downloaded release of --dataset lies.", **d)
     flags.DEFINE_list("dataset_option", [], "Extra key=value options for the data set loader.", **d)
     flags.DEFINE_list("extra_train", [], "More training sets, as name:protocol[:manual_dir], whose "
                       "training identities join the training set with disjoint labels.", **d)
-    flags.DEFINE_list("trials", ["all"], "Trials (splits) to run: 'all' or indices like 0,1,2.", **d)
+    flags.DEFINE_list("trials", ["all"], "Trials (splits) to run: 'all' or indices like 0,1,2.",
+                      **d)
 
     # Model.
     flags.DEFINE_integer("input_height", 224, "Input image height.", lower_bound=16, **d)
     flags.DEFINE_integer("input_width", 96, "Input image width.", lower_bound=16, **d)
-    flags.DEFINE_integer("num_stripes", 4, "m, local body stripes.", lower_bound=1, upper_bound=10, **d)
+    flags.DEFINE_integer("num_stripes", 4, "m, local body stripes.", lower_bound=1, upper_bound=10,
+                         **d)
     flags.DEFINE_bool("shared_stem", True, "Share the low-level layers between the branches.", **d)
-    flags.DEFINE_enum("branches", "both", BRANCHES, "Branches to build (single-branch ablations).", **d)
+    flags.DEFINE_enum("branches", "both", BRANCHES, "Branches to build (single-branch ablations).",
+                      **d)
     flags.DEFINE_enum("loss_mode", "multi", LOSS_MODES, "multi: one loss per branch; uni: one "
                       "classifier on the concatenated feature (UniLoss ablation).", **d)
     flags.DEFINE_integer("stem_filters", 32, "Stem convolution width.", lower_bound=1, **d)
     flags.DEFINE_list("global_widths", ["32", "64", "128", "256"], "Global stage mid widths.", **d)
-    flags.DEFINE_list("local_widths", ["8", "16", "32", "64"], "Local stream stage mid widths.", **d)
+    flags.DEFINE_list("local_widths", ["8", "16", "32", "64"], "Local stream stage mid widths.",
+                      **d)
     flags.DEFINE_list("units_per_stage", ["3", "3", "3", "3"], "Residual units per stage.", **d)
     flags.DEFINE_list("stage_strides", ["1", "2", "2", "2"], "Stride of each stage.", **d)
     flags.DEFINE_integer("feature_dim", 512, "Feature size of each branch.", lower_bound=1, **d)
-    flags.DEFINE_float("dropout", 0.0, "Dropout before the classifiers.", lower_bound=0.0, upper_bound=0.99, **d)
+    flags.DEFINE_float("dropout", 0.0, "Dropout before the classifiers.", lower_bound=0.0, upper_bound=0.99,
+                       **d)
     flags.DEFINE_bool("feature_bn", False, "Batch norm on each branch's feature before its classifier "
                       "and in the embedding (BNNeck).", **d)
-    flags.DEFINE_bool("sync_batch_norm", False, "Synchronise batch norm statistics across replicas.", **d)
+    flags.DEFINE_bool("sync_batch_norm", False, "Synchronise batch norm statistics across replicas.",
+                      **d)
     flags.DEFINE_bool("fused_batch_norm", True, "Train batch norm through the fused TF kernel (same "
                       "outputs, faster); --nofused_batch_norm uses Keras' plain layer.", **d)
 
@@ -64,11 +71,13 @@ def define_flags(fv: flags.FlagValues | None = None) -> flags.FlagValues:
     flags.DEFINE_float("global_group_lasso", 5e-4, "Group LASSO (l2,1) weight on the global "
                        "classifier; 0 turns it off.", lower_bound=0.0, **d)
     flags.DEFINE_integer("global_group_axis", 0, "Group axis of the global classifier kernel "
-                         "(0: a feature's weights over all identities).", lower_bound=0, upper_bound=1, **d)
+                         "(0: a feature's weights over all identities).", lower_bound=0, upper_bound=1,
+                         **d)
     flags.DEFINE_float("local_exclusive_lasso", 1e-6, "Exclusive group LASSO weight on the local "
                        "classifier; 0 turns it off.", lower_bound=0.0, **d)
     flags.DEFINE_integer("local_group_axis", 1, "Group axis of the local classifier kernel "
-                         "(1: an identity's weights over all features).", lower_bound=0, upper_bound=1, **d)
+                         "(1: an identity's weights over all features).", lower_bound=0, upper_bound=1,
+                         **d)
 
     # Optimisation.
     flags.DEFINE_enum("optimizer", "sgd", optimization.OPTIMIZERS, "Optimiser.", **d)
@@ -79,11 +88,13 @@ def define_flags(fv: flags.FlagValues | None = None) -> flags.FlagValues:
     flags.DEFINE_float("warmup_epochs", 0.0, "Linear warm-up length.", lower_bound=0.0, **d)
     flags.DEFINE_list("lr_decay_epochs", [], "Step schedule: epochs at which the rate decays.", **d)
     flags.DEFINE_float("lr_decay_factor", 0.1, "Step schedule: decay factor.", lower_bound=0.0, **d)
-    flags.DEFINE_float("min_lr_ratio", 0.0, "Cosine schedule: final rate / base rate.", lower_bound=0.0, **d)
+    flags.DEFINE_float("min_lr_ratio", 0.0, "Cosine schedule: final rate / base rate.", lower_bound=0.0,
+                       **d)
     flags.DEFINE_float("clipnorm", None, "Clip each gradient to this norm.", lower_bound=0.0, **d)
     flags.DEFINE_float("weight_decay", 5e-4, "L2 weight decay on kernels (separate from SFL).",
                        lower_bound=0.0, **d)
-    flags.DEFINE_float("label_smoothing", 0.0, "Label smoothing.", lower_bound=0.0, upper_bound=1.0, **d)
+    flags.DEFINE_float("label_smoothing", 0.0, "Label smoothing.", lower_bound=0.0, upper_bound=1.0,
+                       **d)
 
     # Training.
     flags.DEFINE_integer("epochs", 60, "Training epochs.", lower_bound=1, **d)
@@ -92,7 +103,8 @@ def define_flags(fv: flags.FlagValues | None = None) -> flags.FlagValues:
     flags.DEFINE_enum("sampler", "random", ("random", "pk"), "Batch sampler.", **d)
     flags.DEFINE_integer("images_per_identity", 4, "K of the P x K sampler.", lower_bound=1, **d)
     flags.DEFINE_bool("flip", True, "Random horizontal flip.", **d)
-    flags.DEFINE_integer("pad", 10, "Pad-and-random-crop padding in pixels (0: off).", lower_bound=0, **d)
+    flags.DEFINE_integer("pad", 10, "Pad-and-random-crop padding in pixels (0: off).", lower_bound=0,
+                         **d)
     flags.DEFINE_float("random_erasing", 0.5, "Random erasing probability (0: off).",
                        lower_bound=0.0, upper_bound=1.0, **d)
     flags.DEFINE_integer("checkpoint_every_steps", 500, "Checkpoint period.", lower_bound=1, **d)
@@ -101,8 +113,10 @@ def define_flags(fv: flags.FlagValues | None = None) -> flags.FlagValues:
     flags.DEFINE_integer("eval_every_epochs", 0, "Evaluate every N epochs (0: at the end only).",
                          lower_bound=0, **d)
     flags.DEFINE_enum("mixed_precision", "auto", precision.CHOICES, "Numeric precision policy; "
-                      "auto: the fastest correct one for the device (jlml_tf/training/precision.py).", **d)
-    flags.DEFINE_bool("jit_compile", False, "XLA-compile the train step (about 3x slower on CPU).", **d)
+                      "auto: the fastest correct one for the device (jlml_tf/training/precision.py).",
+                      **d)
+    flags.DEFINE_bool("jit_compile", False, "XLA-compile the train step (about 3x slower on CPU).",
+                      **d)
     flags.DEFINE_enum("strategy", "default", distribute.STRATEGIES, "tf.distribute strategy.", **d)
     flags.DEFINE_integer("cpu_devices", 1, "Logical CPU devices (for MirroredStrategy on a CPU).",
                          lower_bound=1, **d)
@@ -119,7 +133,8 @@ def define_flags(fv: flags.FlagValues | None = None) -> flags.FlagValues:
                       "or a metric learned on the training split's features.", **d)
     flags.DEFINE_bool("flip_test", False, "Test-time flip: match the normalised sum of each "
                       "image's and its mirror's embeddings (two forward passes).", **d)
-    flags.DEFINE_integer("eval_batch_size", 64, "Batch size for feature extraction.", lower_bound=1, **d)
+    flags.DEFINE_integer("eval_batch_size", 64, "Batch size for feature extraction.", lower_bound=1,
+                         **d)
     for _name in ("global_widths", "local_widths", "units_per_stage", "stage_strides"):
         flags.register_validator(_name, _positive_ints,
                                  message=f"--{_name} must be comma-separated positive integers", flag_values=fv)

@@ -106,7 +106,8 @@ def define_flags() -> flags.FlagValues:
     flags.DEFINE_integer("input_height", 224, "Input height.", **d)
     flags.DEFINE_integer("input_width", 96, "Input width.", **d)
     flags.DEFINE_integer("num_stripes", 4, "Local stripes m.", **d)
-    flags.DEFINE_list("compare", [], f"keras.applications networks to add: {sorted(REFERENCES)}.", **d)
+    flags.DEFINE_list("compare", [], f"keras.applications networks to add: {sorted(REFERENCES)}.",
+                      **d)
     return fv
 
 

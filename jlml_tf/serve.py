@@ -26,13 +26,19 @@ def define_flags() -> flags.FlagValues:
     """The command's own flags (importing the module defines none globally)."""
     fv = flags.FlagValues()
     d = dict(flag_values=fv)
-    flags.DEFINE_string("model_base_path", None, "DIR/<model_name>: the folder of version folders.", **d)
-    flags.DEFINE_string("model_name", None, "Model name in request URLs (default: the folder name).", **d)
-    flags.DEFINE_string("host", "127.0.0.1", "Address to listen on (0.0.0.0 for every interface).", **d)
-    flags.DEFINE_integer("rest_port", 8501, "REST port; 0 for a free port, -1 for no REST API.", **d)
-    flags.DEFINE_integer("grpc_port", 8500, "gRPC port; 0 for a free port, -1 for no gRPC API.", **d)
+    flags.DEFINE_string("model_base_path", None, "DIR/<model_name>: the folder of version folders.",
+                        **d)
+    flags.DEFINE_string("model_name", None, "Model name in request URLs (default: the folder name).",
+                        **d)
+    flags.DEFINE_string("host", "127.0.0.1", "Address to listen on (0.0.0.0 for every interface).",
+                        **d)
+    flags.DEFINE_integer("rest_port", 8501, "REST port; 0 for a free port, -1 for no REST API.",
+                         **d)
+    flags.DEFINE_integer("grpc_port", 8500, "gRPC port; 0 for a free port, -1 for no gRPC API.",
+                         **d)
     flags.DEFINE_float("poll_seconds", 1.0, "How often to look for new versions (0: never).", **d)
-    flags.DEFINE_integer("max_request_bytes", 64 * 1024 * 1024, "Largest request body / message.", **d)
+    flags.DEFINE_integer("max_request_bytes", 64 * 1024 * 1024, "Largest request body / message.",
+                         **d)
     flags.DEFINE_integer("max_batch", 1024, "Largest batch in one request.", **d)
     flags.DEFINE_integer("num_threads", 0, "TensorFlow intra-op threads (0: all cores).", **d)
     return fv

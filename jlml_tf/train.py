@@ -16,13 +16,12 @@ import sys
 from absl import flags, logging
 
 from jlml_tf import cli, eval_trial, paper, run_dir as run_dir_lib, threshold
-from jlml_tf.training import distribute, precision
 from jlml_tf import flags as jflags
 from jlml_tf.config import ModelConfig
 from jlml_tf.data import pipeline
 from jlml_tf.data.types import ReidData, Trial, hold_out_identities, union_for_training
+from jlml_tf.training import distribute, precision
 from jlml_tf.training.trainer import Trainer, TrainingDivergedError
-
 
 
 def define_flags() -> flags.FlagValues:
@@ -97,7 +96,8 @@ def train_trial(fv: flags.FlagValues, data: ReidData, trial: Trial, trial_dir: p
         raise flags.ValidationError(f"--validation_ids={fv.validation_ids}: {e}") from None
     table, labels, num_classes = union_for_training([(data, trial)] + extra_training_sets(fv))
     model_cfg = jflags.model_config(fv, num_classes)
-    check_same_run(trial_dir, model_cfg, fv.overwrite)  # before reuse: a finished other model is refused too
+    # before reuse: a finished run of another model is refused too
+    check_same_run(trial_dir, model_cfg, fv.overwrite)
     results_path = trial_dir / "results.json"
     if results_path.is_file() and not fv.overwrite:
         print(f"{trial_dir} already finished; keeping its results")
@@ -118,8 +118,8 @@ def train_trial(fv: flags.FlagValues, data: ReidData, trial: Trial, trial_dir: p
         model, data, trial, model_cfg, metric="l2", batch_size=fv.eval_batch_size, verbose=0,
         flip=fv.flip_test)
     trainer = Trainer(trial_dir, model_cfg, jflags.sparsity_config(fv),
-                      jflags.optimizer_config(fv, steps_per_epoch), train_cfg, augment, table, labels,
-                      strategy=strategy, evaluate_fn=evaluate)
+                      jflags.optimizer_config(fv, steps_per_epoch), train_cfg, augment, table,
+                      labels, strategy=strategy, evaluate_fn=evaluate)
     trainer.fit()
     results = eval_trial.evaluate_trial(trainer.embedding_model, data, trial, model_cfg,
                                         metric=fv.metric, batch_size=fv.eval_batch_size,

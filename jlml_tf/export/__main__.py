@@ -28,7 +28,8 @@ def define_flags() -> flags.FlagValues:
     flags.DEFINE_string("export_dir", None, "Where to write DIR/<model_name>/<version>/ and "
                         "DIR/<model_name>_v<version>/.", **d)
     flags.DEFINE_string("model_name", "jlml", "Model name (the TF Serving model name).", **d)
-    flags.DEFINE_integer("version", None, "Version number (default: one more than the newest).", **d)
+    flags.DEFINE_integer("version", None, "Version number (default: one more than the newest).",
+                         **d)
     flags.DEFINE_bool("overwrite", False, "Replace an existing version.", **d)
     flags.DEFINE_list("tflite", ["float32", "float16", "dynamic_int8", "int8"],
                       "TFLite variants to write (empty: none).", **d)
@@ -37,7 +38,8 @@ def define_flags() -> flags.FlagValues:
     flags.DEFINE_string("parity_protocol", None, "Protocol of --parity_data (default: the run's, or "
                         "the data set's first).", **d)
     flags.DEFINE_string("parity_data_dir", None, "data_dir for --parity_data (TFDS cache).", **d)
-    flags.DEFINE_string("parity_manual_dir", None, "manual_dir for --parity_data (the release).", **d)
+    flags.DEFINE_string("parity_manual_dir", None, "manual_dir for --parity_data (the release).",
+                        **d)
     flags.DEFINE_list("parity_option", None, "key=value options for the --parity_data loader "
                       "(default: the run's --dataset_option when the data set is the run's).", **d)
     flags.DEFINE_integer("parity_max_query", None, "Use only the first N query images.", **d)
@@ -47,10 +49,12 @@ def define_flags() -> flags.FlagValues:
     flags.DEFINE_bool("parity", True, "Write the parity report (--noparity to skip).", **d)
     flags.DEFINE_list("calibration_images", None, "Training image files or folders for full-int8 "
                       "calibration (default: the parity data set's training images).", **d)
-    flags.DEFINE_integer("calibration_count", 200, "How many calibration images (random sample).", **d)
+    flags.DEFINE_integer("calibration_count", 200, "How many calibration images (random sample).",
+                         **d)
     flags.DEFINE_list("latency_runs", ["30", "10"], "Timed runs at batch 1 and batch 32.", **d)
     flags.DEFINE_integer("num_threads", 2, "CPU threads for TensorFlow and LiteRT.", **d)
-    flags.DEFINE_bool("progress", True, "Progress bars on stderr inside conversion and parity.", **d)
+    flags.DEFINE_bool("progress", True, "Progress bars on stderr inside conversion and parity.",
+                      **d)
     return fv
 
 
