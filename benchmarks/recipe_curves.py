@@ -34,7 +34,8 @@ def windowed(steps: np.ndarray, values: np.ndarray, window: int) -> list[tuple[i
 
 
 def read_run(run: str, window: int, tag: str) -> dict:
-    from jlml_tf import run_dir as run_dir_lib, visualize
+    from jlml_tf import visualize
+    from jlml_tf.inference import run_dir as run_dir_lib
 
     run = pathlib.Path(run)
     trial = run if (run / run_dir_lib.CONFIG_FILE).is_file() else sorted(run.glob("trial_*"))[0]

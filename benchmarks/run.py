@@ -475,7 +475,8 @@ def inference_rows(bench: Bench, model: str, fmt: str, run, pixels: np.ndarray, 
 
 
 def jlml_inference_rows(bench: Bench, height: int, width: int) -> list[dict]:
-    from jlml_tf import inference, run_dir as run_dir_lib
+    from jlml_tf.inference import embedders
+    from jlml_tf.inference import run_dir as run_dir_lib
     from jlml_tf.export import saved_model, tflite
     import run_fixtures as fixtures  # tests/run_fixtures.py: runs with random weights
     from jlml_tf.model_summary import count_macs
@@ -498,9 +499,9 @@ def jlml_inference_rows(bench: Bench, height: int, width: int) -> list[dict]:
         tflite_files = {v: tflite.write(tflite.convert(sm_dir, v, calib if v == "int8" else None),
                                         work / f"{v}.tflite") for v in ("float32", "int8")}
         runners = [("Keras (tf.function)", KerasFunction(l2)),
-                   ("SavedModel", inference.SavedModelEmbedder(sm_dir)._run)]  # noqa: SLF001
+                   ("SavedModel", embedders.SavedModelEmbedder(sm_dir)._run)]  # noqa: SLF001
         for variant, path in tflite_files.items():
-            embedder = inference.TFLiteEmbedder(path, num_threads=a.tflite_threads)
+            embedder = embedders.TFLiteEmbedder(path, num_threads=a.tflite_threads)
             runners.append((f"TFLite {variant}", embedder._run))  # noqa: SLF001
         rows = []
         for fmt, run_fn in runners:

@@ -108,7 +108,7 @@ def run(fv: flags.FlagValues) -> None:
     tf_quiet.quiet_tensorflow()
     import numpy as np
 
-    from jlml_tf import inference
+    from jlml_tf.inference import embedders
     from jlml_tf.data import preprocessing
 
     try:
@@ -118,9 +118,9 @@ def run(fv: flags.FlagValues) -> None:
     if not files:
         raise UsageError(f"--images={','.join(fv.images)}: no image files found")
     try:
-        embedder = inference.load_embedder(fv.model, num_threads=fv.num_threads)
+        embedder = embedders.load_embedder(fv.model, num_threads=fv.num_threads)
     except (ValueError, FileNotFoundError) as e:
-        raise UsageError(inference.flag_error("model", fv.model, e))
+        raise UsageError(embedders.flag_error("model", fv.model, e))
     features, done, skipped = embed_files(embedder, files, fv.batch_size, fv.progress,
                                           odd_images=fv.odd_images)
     out = pathlib.Path(fv.output)

@@ -47,11 +47,12 @@ import jlml_tf_datasets
 
 from jlml_tf import cli
 from jlml_tf import paper as paper_lib
-from jlml_tf import threshold as threshold_lib
 from jlml_tf.evaluation import metrics, report
 from jlml_tf.evaluation.metric_learning import LEARNED_METRICS, METRIC_NAMES, fit_metric
 from jlml_tf.evaluation.protocol import FeatureEvaluation, evaluate_features, worst_and_best
 from jlml_tf.evaluation.rerank import RerankConfig
+from jlml_tf.inference import gallery_index
+from jlml_tf.inference import threshold as threshold_lib
 
 POOLINGS = ("mean", "max")
 ALL_TRIALS = "all"
@@ -222,7 +223,7 @@ def parse_options(items: Sequence[str], flag: str = "--dataset_option") -> dict:
 
 def trial_dirs(run: pathlib.Path) -> list[pathlib.Path]:
     """[run] for a run directory, its trial_NN/ run directories for a multi-trial run."""
-    from jlml_tf import run_dir as run_dir_lib
+    from jlml_tf.inference import run_dir as run_dir_lib
 
     if (run / run_dir_lib.CONFIG_FILE).is_file():
         return [run]
@@ -245,9 +246,7 @@ class Target:
 
 
 def _load_data(fv, config: dict):
-    import jlml_tf_datasets
-
-    from jlml_tf import run_dir as run_dir_lib
+    from jlml_tf.inference import run_dir as run_dir_lib
 
     source = run_dir_lib.data_source(
         config, fv.dataset, fv.protocol, fv.data_dir, fv.manual_dir,
@@ -310,8 +309,6 @@ def _calibrate_trial(fv, lookup, data, trial, target: Target, checkpoint: str, l
                      ) -> pathlib.Path:
     """RUN/threshold.json from the identities --calibration_split names (see
     threshold.calibrate_split), with the rates it implies on unseen people."""
-    from jlml_tf import gallery_index
-
     table = data.table
     source = {"dataset": data.name, "protocol": data.protocol, "trial": trial.name,
               "checkpoint": checkpoint,
@@ -345,7 +342,8 @@ def evaluate_target(fv, target: Target, data, trial, out_dir: pathlib.Path, suff
     """Features -> metrics, report files and worst/best picture; the calibration if asked.
 
     Returns (the results dict, None with --noevaluation; the files written)."""
-    from jlml_tf import eval_trial, run_dir as run_dir_lib
+    from jlml_tf.inference import eval_trial
+    from jlml_tf.inference import run_dir as run_dir_lib
 
     if fv.calibrate_threshold and fv.calibration_split == "validation" \
             and not target.config.get("data", {}).get(threshold_lib.VALIDATION_KEY):
@@ -393,7 +391,7 @@ def evaluate_target(fv, target: Target, data, trial, out_dir: pathlib.Path, suff
 
 def run(fv) -> str:
     """Evaluates every target of the flags; returns the Markdown summary printed."""
-    from jlml_tf import run_dir as run_dir_lib
+    from jlml_tf.inference import run_dir as run_dir_lib
 
     if bool(fv.run_dir) == bool(fv.checkpoint):
         raise UsageError("pass exactly one of --run_dir=RUN or --checkpoint=RUN/checkpoints/ckpt-N")

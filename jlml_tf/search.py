@@ -10,7 +10,7 @@ as in the paper. --query may be given several times, and may name folders.
 
 The gallery's embeddings are kept in an index (GALLERY/.jlml_index.npz, or --index_path) and
 reused while the images and the model are unchanged: new or changed images are embedded,
-removed ones dropped, and a different model rebuilds it (see gallery_index.py). Unreadable
+removed ones dropped, and a different model rebuilds it (see inference/gallery_index.py). Unreadable
 gallery or query images are listed and skipped.
 
 Output: for each query, the top-k gallery images with their distances on stdout, and a PNG of
@@ -34,8 +34,13 @@ from typing import Sequence
 
 import numpy as np
 
-from jlml_tf import cli, gallery_index, threshold as threshold_lib, visualize
+from jlml_tf import cli, visualize
 from jlml_tf.config import IMAGE_EXTENSIONS
+from jlml_tf.evaluation import distances as dist_lib
+from jlml_tf.evaluation.metrics import argsort_rows
+from jlml_tf.evaluation.rerank import RerankConfig, rerank_distances
+from jlml_tf.inference import gallery_index
+from jlml_tf.inference import threshold as threshold_lib
 
 DEFAULT_OUTPUT_DIR = "search_results"
 RESULTS_FILE = "search_results.json"
@@ -48,23 +53,23 @@ ODD_IMAGE_POLICIES = ("warn", "refuse", "accept")  # = preprocessing.ODD_IMAGE_P
 
 def is_run_model(path: str | os.PathLike) -> bool:
     """A training run directory or a checkpoint prefix inside one (else: an export)."""
-    from jlml_tf import run_dir as run_dir_lib
+    from jlml_tf.inference import run_dir as run_dir_lib
 
     p = pathlib.Path(path)
     return (p / run_dir_lib.CONFIG_FILE).is_file() or p.parent.name == run_dir_lib.CHECKPOINT_DIR
 
 
 def _run_embedder_class():
-    from jlml_tf import inference
+    from jlml_tf.inference import embedders
 
-    class RunEmbedder(inference.KerasEmbedder):
+    class RunEmbedder(embedders.KerasEmbedder):
         """A training run's embedding model (restored from its checkpoint), L2-normalised like
         the exported models' output."""
 
         kind = "run"
 
         def __init__(self, path: str | os.PathLike):
-            from jlml_tf import run_dir as run_dir_lib
+            from jlml_tf.inference import run_dir as run_dir_lib
 
             loaded = run_dir_lib.load_run(path)
             self.config = loaded.model_cfg
@@ -75,11 +80,11 @@ def _run_embedder_class():
 
 def load_model(path: str | os.PathLike, num_threads: int = 2):
     """--model -> an embedder (uint8 pixels -> L2-normalised embeddings)."""
-    from jlml_tf import inference
+    from jlml_tf.inference import embedders
 
     if is_run_model(path):
         return _run_embedder_class()(path)
-    return inference.load_embedder(path, num_threads=num_threads)
+    return embedders.load_embedder(path, num_threads=num_threads)
 
 
 # ----------------------------------------------------------------------------------------------
@@ -154,10 +159,6 @@ def embed_queries(embedder, queries: Sequence[str], odd_images: str = "accept"
 def search(query_embeddings: np.ndarray, query_paths: Sequence[str],
            index: gallery_index.GalleryIndex, top_k: int = 10, rerank=None, threshold: float | None = None) -> list[QueryResult]:
     """Ranks the gallery for every query. rerank: a rerank.RerankConfig or None."""
-    from jlml_tf.evaluation.rerank import rerank_distances
-    from jlml_tf.evaluation import distances as dist_lib
-    from jlml_tf.evaluation.metrics import argsort_rows
-
     if not len(index):
         raise ValueError("the gallery has no readable images")
     q = np.asarray(query_embeddings, np.float32)
@@ -281,8 +282,7 @@ UsageError = cli.UsageError
 
 
 def run(fv, log=lambda msg: print(msg, file=sys.stderr)) -> list[QueryResult]:
-    from jlml_tf.evaluation.rerank import RerankConfig
-    from jlml_tf.inference import flag_error
+    from jlml_tf.inference.embedders import flag_error  # loads TensorFlow
 
     if not fv.model:
         raise UsageError("--model is required (a run directory, SavedModel or .tflite)")

@@ -15,7 +15,10 @@ import sys
 
 from absl import flags, logging
 
-from jlml_tf import cli, eval_trial, paper, run_dir as run_dir_lib, threshold
+from jlml_tf import cli, paper
+from jlml_tf.inference import eval_trial
+from jlml_tf.inference import run_dir as run_dir_lib
+from jlml_tf.inference import threshold
 from jlml_tf import flags as jflags
 from jlml_tf.config import ModelConfig
 from jlml_tf.data import pipeline

@@ -258,7 +258,7 @@ def plot_worst_best(path, worst: Sequence[Row], best: Sequence[Row], title: str 
 def event_dirs(run_dir: str | os.PathLike) -> dict[str, pathlib.Path]:
     """{label: tensorboard folder}: RUN/tensorboard, or one per RUN/trial_NN."""
     run = pathlib.Path(run_dir)
-    from jlml_tf import run_dir as run_dir_lib
+    from jlml_tf.inference import run_dir as run_dir_lib
 
     if (run / run_dir_lib.TENSORBOARD_DIR).is_dir():
         return {"": run / run_dir_lib.TENSORBOARD_DIR}

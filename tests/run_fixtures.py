@@ -30,7 +30,7 @@ def make_run(run_dir: str | os.PathLike, cfg: ModelConfig | None = None,
     import keras
     import tensorflow as tf
 
-    from jlml_tf import run_dir as run_dir_lib
+    from jlml_tf.inference import run_dir as run_dir_lib
     from jlml_tf.modeling import jlml
 
     cfg = cfg or tiny_config()
@@ -99,7 +99,7 @@ def make_synthetic_run(run_dir: str | os.PathLike, data, cfg: ModelConfig | None
 def export_tiny(export_dir: str | os.PathLike, run_dir: str | os.PathLike | None = None,
                 model_name: str = "jlml", version: int | None = None, seed: int = 0):
     """make_run + the SavedModel only: returns (base path, version dir, l2 Keras model)."""
-    from jlml_tf import run_dir as run_dir_lib
+    from jlml_tf.inference import run_dir as run_dir_lib
     from jlml_tf.export import saved_model
 
     export_dir = pathlib.Path(export_dir)

@@ -4,7 +4,6 @@ import types
 
 import numpy as np
 import pytest
-import scipy.linalg
 
 from jlml_tf import baseline
 from jlml_tf.data.types import ImageTable

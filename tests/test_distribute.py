@@ -18,7 +18,7 @@ import time
 
 import pytest
 
-from jlml_tf import run_dir
+from jlml_tf.inference import run_dir
 
 from conftest import PROJECT_ROOT
 

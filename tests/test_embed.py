@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from jlml_tf import inference
+from jlml_tf.inference import embedders
 from jlml_tf.data import pipeline
 from jlml_tf.embed import embed_files
 from jlml_tf.evaluation import evaluate
@@ -39,11 +39,11 @@ def _ranking(embedder, data):
 
 def test_tflite_ranks_the_gallery_like_the_saved_model(setup):
     _, data, sm_path, int8, f32 = setup
-    ref, ref_order = _ranking(inference.load_embedder(sm_path), data)
-    res32, order32 = _ranking(inference.load_embedder(f32), data)
+    ref, ref_order = _ranking(embedders.load_embedder(sm_path), data)
+    res32, order32 = _ranking(embedders.load_embedder(f32), data)
     assert res32["rank1"] == ref["rank1"] and abs(res32["map"] - ref["map"]) < 1e-6
     assert np.array_equal(order32[:, 0], ref_order[:, 0])  # same top match for every query
-    res8, order8 = _ranking(inference.load_embedder(int8), data)
+    res8, order8 = _ranking(embedders.load_embedder(int8), data)
     # the parity goal (jlml_tf.export.parity): int8 rank-1 at most 1 point below float
     assert (res8["rank1"] - ref["rank1"]) * 100 >= -parity.RANK1_GOAL_POINTS
     assert np.mean(order8[:, 0] == ref_order[:, 0]) >= 0.6  # 6 queries on random weights
@@ -51,17 +51,17 @@ def test_tflite_ranks_the_gallery_like_the_saved_model(setup):
 
 def test_load_embedder_errors(setup, tmp_path):
     root, _, sm_path, _, _ = setup
-    assert inference.load_embedder(sm_path.parent).path == sm_path  # base path: newest version
+    assert embedders.load_embedder(sm_path.parent).path == sm_path  # base path: newest version
     with pytest.raises(FileNotFoundError, match="missing.tflite: no such file"):
-        inference.load_embedder(tmp_path / "missing.tflite")
+        embedders.load_embedder(tmp_path / "missing.tflite")
     (tmp_path / "x.onnx").write_bytes(b"0")
     with pytest.raises(ValueError, match=".tflite"):
-        inference.load_embedder(tmp_path / "x.onnx")
+        embedders.load_embedder(tmp_path / "x.onnx")
     (tmp_path / "bad.tflite").write_bytes(b"not a flatbuffer")
     with pytest.raises(ValueError, match="bad.tflite"):
-        inference.load_embedder(tmp_path / "bad.tflite")
+        embedders.load_embedder(tmp_path / "bad.tflite")
     with pytest.raises(ValueError, match="pixel batch"):
-        inference.load_embedder(sm_path).embed(np.zeros((1, 10, 10, 3), np.uint8))
+        embedders.load_embedder(sm_path).embed(np.zeros((1, 10, 10, 3), np.uint8))
 
 
 def _image_folder(folder, n=5):
@@ -86,7 +86,7 @@ def test_embed_files_skips_unreadable(setup, tmp_path):
     assert len(files) == 6 and not any(f.endswith(".txt") for f in files)
     messages = []
     for model in (sm_path, int8):
-        feats, done, skipped = embed_files(inference.load_embedder(model), files, 2,
+        feats, done, skipped = embed_files(embedders.load_embedder(model), files, 2,
                                            progress=False, report=messages.append)
         assert feats.shape == (5, 32) and len(done) == 5
         assert [os.path.basename(s) for s in skipped] == ["broken.jpg"]
@@ -171,7 +171,7 @@ def test_embed_files_warns_about_or_refuses_odd_images(setup, tmp_path):
     Image.new("RGB", (1, 1), (9, 9, 9)).save(folder / "dot.png")
     Image.fromarray(rng.integers(0, 256, (300, 300, 3), dtype=np.uint8)).save(folder / "sq.png")
     files = [os.fspath(folder / n) for n in ("a.png", "dot.png", "sq.png")]
-    embedder = inference.load_embedder(sm_path)
+    embedder = embedders.load_embedder(sm_path)
     messages = []
     feats, done, skipped = embed_files(embedder, files, progress=False, report=messages.append,
                                        odd_images="warn")

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from jlml_tf import evaluate as ev
-from jlml_tf import threshold as th
+from jlml_tf.inference import threshold as th
 from jlml_tf import visualize as vis
 from jlml_tf.evaluation import distances, metrics, protocol, rerank
 
@@ -21,7 +21,7 @@ def tiny_run(tmp_path_factory):
     import tensorflow as tf
 
     import jlml_tf_datasets
-    from jlml_tf import run_dir
+    from jlml_tf.inference import run_dir
     from jlml_tf.config import ModelConfig
     from jlml_tf.modeling import jlml
 
@@ -38,7 +38,7 @@ def tiny_run(tmp_path_factory):
                                           "data_dir": str(data_dir), "manual_dir": None},
                          data={"dataset": "synthetic", "protocol": "default", "trial": "default"})
     tf.train.Checkpoint(model=training_model).save(str(run / "checkpoints" / "ckpt"))
-    from jlml_tf import eval_trial
+    from jlml_tf.inference import eval_trial
 
     features = eval_trial.extract_features(embedding_model, data.table, np.arange(len(data.table)),
                                            64, 32, verbose=0)  # every image, in table order
@@ -160,7 +160,7 @@ def test_worst_and_best_queries():
 
 
 def test_flip_test_features_are_the_normalised_sum_of_both_views(tiny_run):
-    from jlml_tf import eval_trial
+    from jlml_tf.inference import eval_trial
 
     rows = np.arange(5)
     flipped = eval_trial.extract_features(tiny_run.embedding_model, tiny_run.data.table, rows,
@@ -226,7 +226,7 @@ def check_threshold(tiny_run):
     assert "cross-validation" in saved.unseen["how"]
     assert 0.0 <= saved.unseen["false_match_rate"] <= 1.0
     # Keyed like the gallery index, so `search --model=RUN` knows it is this model's threshold.
-    from jlml_tf import gallery_index
+    from jlml_tf.inference import gallery_index
 
     assert saved.source["model_fingerprint"] == gallery_index.model_fingerprint(tiny_run.run)
     assert 0.0 <= saved.test["false_match_rate"] <= 1.0

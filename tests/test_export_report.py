@@ -9,8 +9,9 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from jlml_tf import model_summary, threshold as threshold_lib
-from jlml_tf import run_dir as run_dir_lib
+from jlml_tf import model_summary
+from jlml_tf.inference import threshold as threshold_lib
+from jlml_tf.inference import run_dir as run_dir_lib
 import run_fixtures as fixtures
 from jlml_tf.export import parity, pipeline
 

@@ -2,7 +2,7 @@
 import numpy as np
 import pytest
 
-from jlml_tf import inference
+from jlml_tf.inference import embedders
 from jlml_tf.data import pipeline
 from jlml_tf.data import preprocessing
 import run_fixtures as fixtures
@@ -35,7 +35,7 @@ def _cosines(a, b):
     ("int8", 0.1, 0.995)])
 def test_variant_runs_with_litert_and_matches_keras(setup, variant, max_diff, min_cos):
     files, keras_model, test = setup
-    embedder = inference.TFLiteEmbedder(files[variant], num_threads=2)
+    embedder = embedders.TFLiteEmbedder(files[variant], num_threads=2)
     assert (embedder.height, embedder.width) == (64, 32)
     got = embedder.embed(test, batch_size=7)  # dynamic batch: 7, then the remainder
     want = keras_model(test.astype(np.float32)).numpy()

@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from jlml_tf import gallery_index as gi
+from jlml_tf.inference import gallery_index as gi
 
 
 class CountingEmbedder:

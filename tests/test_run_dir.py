@@ -2,7 +2,7 @@
 import numpy as np
 import pytest
 
-from jlml_tf import run_dir as run_dir_lib
+from jlml_tf.inference import run_dir as run_dir_lib
 import run_fixtures as fixtures
 
 

@@ -8,9 +8,9 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from jlml_tf import gallery_index as gi
+from jlml_tf.inference import gallery_index as gi
 from jlml_tf import search as se
-from jlml_tf import threshold as th
+from jlml_tf.inference import threshold as th
 from jlml_tf import visualize as vis
 
 # Identity -> two colours (upper, lower body): far apart between identities.
@@ -33,7 +33,7 @@ def world(tmp_path_factory):
     import keras
     import tensorflow as tf
 
-    from jlml_tf import run_dir
+    from jlml_tf.inference import run_dir
     from jlml_tf.config import ModelConfig
     from jlml_tf.modeling import jlml
 
@@ -262,7 +262,7 @@ def test_picture_names_are_distinct():
 
 @pytest.mark.slow
 def test_an_exported_saved_model_finds_the_same_ranking(world, tmp_path, capsys):
-    from jlml_tf import run_dir
+    from jlml_tf.inference import run_dir
     from jlml_tf.export import saved_model
 
     embedding_model = run_dir.load_run(world.run).embedding_model
@@ -287,7 +287,7 @@ def test_an_exported_saved_model_finds_the_same_ranking(world, tmp_path, capsys)
 def test_a_tf_serving_base_path_uses_the_exported_threshold(world, tmp_path, capsys):
     """Issue 13 item 2: --model=EXPORT/jlml ignored jlml/1/assets.extra/threshold.json (never
     "no match"), and switching to --model=EXPORT/jlml/1 rebuilt the gallery index."""
-    from jlml_tf import run_dir
+    from jlml_tf.inference import run_dir
     from jlml_tf.export import saved_model
 
     embedding_model = run_dir.load_run(world.run).embedding_model

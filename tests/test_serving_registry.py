@@ -1,7 +1,6 @@
 """Version handling: new versions are picked up while serving, broken ones do not take over."""
 import json
 import os
-import pathlib
 import re
 import signal
 import subprocess
@@ -16,7 +15,7 @@ import pytest
 import tensorflow as tf
 from tensorflow_serving.apis import predict_pb2, prediction_service_pb2_grpc
 
-from jlml_tf import run_dir as run_dir_lib
+from jlml_tf.inference import run_dir as run_dir_lib
 import run_fixtures as fixtures
 from jlml_tf.export import saved_model
 from jlml_tf.serving.server import ModelServer

@@ -5,7 +5,7 @@ import math
 import numpy as np
 import pytest
 
-from jlml_tf import threshold as th
+from jlml_tf.inference import threshold as th
 
 
 def test_threshold_half_way_between_last_accepted_and_first_rejected_false_match():

@@ -16,7 +16,7 @@ import pytest
 import tensorflow as tf
 from PIL import Image
 
-from jlml_tf import run_dir
+from jlml_tf.inference import run_dir
 from jlml_tf.training import optimization
 from jlml_tf.config import SparsityConfig
 from jlml_tf.data import pipeline

@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from jlml_tf import run_dir as run_dir_lib
+from jlml_tf.inference import run_dir as run_dir_lib
 from jlml_tf.training import warm_start
 from jlml_tf.modeling import jlml
 

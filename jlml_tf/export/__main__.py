@@ -65,7 +65,7 @@ def _data_source(fv: flags.FlagValues, run_config: dict):
     """(name, protocol, data_dir, manual_dir, options) of the data set to check on, or None."""
     import jlml_tf_datasets
 
-    from jlml_tf import run_dir as run_dir_lib
+    from jlml_tf.inference import run_dir as run_dir_lib
 
     options = (cli.key_values(fv.parity_option, "parity_option") if fv.parity_option is not None
                else None)
@@ -98,7 +98,7 @@ def run(fv: flags.FlagValues) -> None:
     except RuntimeError:
         pass  # TensorFlow already initialised; it keeps its defaults
 
-    from jlml_tf import run_dir as run_dir_lib
+    from jlml_tf.inference import run_dir as run_dir_lib
     from jlml_tf.export import parity, pipeline
 
     try:

@@ -25,8 +25,10 @@ from typing import Callable, Sequence
 
 import numpy as np
 
-from jlml_tf import inference, threshold as threshold_lib, tf_quiet
-from jlml_tf import run_dir as run_dir_lib
+from jlml_tf import tf_quiet
+from jlml_tf.inference import embedders
+from jlml_tf.inference import threshold as threshold_lib
+from jlml_tf.inference import run_dir as run_dir_lib
 from jlml_tf.data.types import ImageTable
 from jlml_tf.export import model_card, parity, saved_model, tflite
 
@@ -47,7 +49,7 @@ def extras_dir(export_dir: str | os.PathLike, model_name: str, version: int) -> 
 
 
 def _saved_model_candidates(path: pathlib.Path, size: int) -> list[parity.Candidate]:
-    pixels = inference.SavedModelEmbedder(path)
+    pixels = embedders.SavedModelEmbedder(path)
     raw = pixels.loaded.signatures[saved_model.BYTES_SIGNATURE]
 
     def embed_bytes(encoded) -> np.ndarray:
@@ -165,7 +167,7 @@ def export_run(run_dir: str | os.PathLike, export_dir: str | os.PathLike,
 
         report = None
         if eval_set is not None:
-            keras_ref = inference.KerasEmbedder(l2)
+            keras_ref = embedders.KerasEmbedder(l2)
             reference = parity.Candidate("keras", "the Keras model restored from the checkpoint "
                                          "(float32, the reference; called eagerly)",
                                          lambda s: keras_ref.embed(s.images), keras_ref.embed,
@@ -174,7 +176,7 @@ def export_run(run_dir: str | os.PathLike, export_dir: str | os.PathLike,
             if eval_set.encoded is None:
                 cands = cands[:1]
             for variant, path in tflite_files.items():
-                emb = inference.TFLiteEmbedder(path, num_threads=num_threads)
+                emb = embedders.TFLiteEmbedder(path, num_threads=num_threads)
                 cands.append(parity.Candidate(f"tflite_{variant}", tflite.DESCRIPTIONS[variant],
                                               lambda s, e=emb: e.embed(s.images), emb.embed,
                                               os.fspath(path), path.stat().st_size))

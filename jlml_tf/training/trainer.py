@@ -21,7 +21,7 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from jlml_tf import run_dir as run_dir_lib
+from jlml_tf.inference import run_dir as run_dir_lib
 from jlml_tf.training import distribute, losses, optimization, precision, warm_start
 from jlml_tf.config import ModelConfig, SparsityConfig
 from jlml_tf.data import pipeline

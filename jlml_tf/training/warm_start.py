@@ -12,7 +12,7 @@ import os
 
 import keras
 
-from jlml_tf import run_dir as run_dir_lib
+from jlml_tf.inference import run_dir as run_dir_lib
 from jlml_tf.config import ModelConfig
 from jlml_tf.modeling import jlml
 

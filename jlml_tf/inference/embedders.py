@@ -15,6 +15,7 @@ import pathlib
 import numpy as np
 
 from jlml_tf.data import preprocessing
+from jlml_tf.inference.gallery_index import resolve_model_path
 
 
 class Embedder:
@@ -160,8 +161,6 @@ def load_embedder(path: str | os.PathLike, num_threads: int = 2) -> Embedder:
     as a model server would serve) or a .tflite file -> an Embedder.
 
     Errors name the path, not a flag: the command that passed it adds its flag."""
-    from jlml_tf.gallery_index import resolve_model_path
-
     path = pathlib.Path(path)
     if path.is_dir():
         resolved = resolve_model_path(path)

@@ -100,7 +100,7 @@ def model_files(model_path: str | os.PathLike) -> tuple[list[pathlib.Path], path
     named relative to that version, so both spellings have one fingerprint); a .tflite: itself.
     """
     path = pathlib.Path(model_path)
-    from jlml_tf import run_dir as run_dir_lib
+    from jlml_tf.inference import run_dir as run_dir_lib
 
     if (path / run_dir_lib.CONFIG_FILE).is_file() or path.parent.name == run_dir_lib.CHECKPOINT_DIR:
         run, ckpt = run_dir_lib.resolve_checkpoint(path)

@@ -43,6 +43,7 @@ import pathlib
 import numpy as np
 
 from jlml_tf.evaluation import distances as dist_lib
+from jlml_tf.inference.gallery_index import resolve_model_path
 
 FILE_NAME = "threshold.json"
 FORMAT = "jlml-threshold/1"
@@ -410,8 +411,6 @@ def find(model_path: str | os.PathLike) -> pathlib.Path | None:
       embedded and searched with);
     - a .tflite file EXPORT/<name>_v<v>/tflite/x.tflite: its folder, or the one above.
     """
-    from jlml_tf.gallery_index import resolve_model_path
-
     p = resolve_model_path(model_path)
     if p.is_dir():
         candidates = [p / FILE_NAME]
