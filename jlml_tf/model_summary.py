@@ -42,7 +42,17 @@ def layer_macs(layer) -> int:
 
 
 def count_macs(model: keras.Model, exclude: tuple[str, ...] = ()) -> int:
-    return sum(layer_macs(l) for l in model.layers if isinstance(l, WEIGHTED) and l.name not in exclude)
+    """Multiply-adds of one forward pass; a nested model counts once per call in this model's
+    graph (the test-time flip model runs the embedding twice)."""
+    total = 0
+    for layer in model.layers:
+        if isinstance(layer, keras.Model):
+            calls = sum(node.operation is layer for nodes in model._nodes_by_depth.values()
+                        for node in nodes)
+            total += calls * count_macs(layer, exclude)
+        elif isinstance(layer, WEIGHTED) and layer.name not in exclude:
+            total += layer_macs(layer)
+    return total
 
 
 def longest_weighted_path(model: keras.Model) -> int:

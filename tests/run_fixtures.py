@@ -107,4 +107,4 @@ def export_tiny(export_dir: str | os.PathLike, run_dir: str | os.PathLike | None
     embedding_model = run_dir_lib.load_run(run_dir).embedding_model
     base = export_dir / model_name
     path = saved_model.export_saved_model(embedding_model, base, version)
-    return base, path, saved_model.l2_model(embedding_model)
+    return base, path, embedding_model  # load_run's model is L2-normalised

@@ -16,6 +16,15 @@ import run_fixtures as fixtures
 from jlml_tf.export import parity, pipeline
 
 
+def test_multiply_adds_count_a_nested_model_once_per_call(tiny_model_config):
+    from jlml_tf.modeling import jlml
+
+    l2 = jlml.with_l2_normalization(jlml.build_jlml(tiny_model_config)[1])
+    one = model_summary.count_macs(l2)
+    jlml.with_flip_test(l2)  # a graph elsewhere over the same model does not count here
+    assert one > 0 and model_summary.count_macs(jlml.with_flip_test(l2)) == 2 * one
+
+
 def test_multiply_adds_by_hand():
     x = keras.Input((8, 6, 3))
     y = keras.layers.Conv2D(4, 3, padding="same")(x)  # 8*6 positions * 3*3*3*4
@@ -266,3 +275,25 @@ def test_cli_end_to_end_on_a_folder(tmp_path):
     from test_embed import assert_no_tf_noise
 
     assert_no_tf_noise(res.stdout + res.stderr)  # issue 13 item 8
+
+
+@pytest.mark.slow  # one more export (SavedModel + float32 TFLite)
+def test_flip_test_export_embeds_an_image_and_its_mirror_alike(tmp_path):
+    from jlml_tf.inference import embedders
+
+    run = fixtures.make_run(tmp_path / "run")
+    result = pipeline.export_run(run, tmp_path / "out", tflite_variants=("float32",),
+                                 flip_test=True, progress=lambda m: None)
+    x = np.random.default_rng(3).integers(0, 256, (2, 64, 32, 3), dtype=np.uint8)
+    mirrored = x[:, :, ::-1].copy()
+    plain = run_dir_lib.load_run(run).embedding_model
+    for embedder in (embedders.SavedModelEmbedder(result.saved_model_dir),
+                     embedders.TFLiteEmbedder(result.tflite_files["float32"])):
+        got = embedder.embed(x)
+        np.testing.assert_allclose(got, embedder.embed(mirrored), atol=1e-5)
+        both = plain(x.astype(np.float32)).numpy() + plain(mirrored.astype(np.float32)).numpy()
+        np.testing.assert_allclose(got, both / np.linalg.norm(both, axis=1, keepdims=True),
+                                   atol=1e-5)
+    output = result.card["output"]
+    assert output["test_time_flip"] is True and "mirror" in output["meaning"]
+    assert result.card["multiply_adds"] == 2 * model_summary.count_macs(plain)

@@ -80,6 +80,24 @@ def test_l2_normalised_embedding(tiny_model_config):
     np.testing.assert_allclose(np.linalg.norm(model(x).numpy(), axis=1), 1.0, rtol=1e-5)
 
 
+def test_l2_normalization_is_not_applied_twice(tiny_model_config):
+    model = jlml.with_l2_normalization(jlml.build_jlml(tiny_model_config)[1])
+    assert jlml.with_l2_normalization(model) is model
+
+
+def test_flip_test_model_is_the_normalised_sum_of_both_views(tiny_model_config):
+    l2 = jlml.with_l2_normalization(jlml.build_jlml(tiny_model_config)[1])
+    flip = jlml.with_flip_test(l2)
+    x = np.random.default_rng(2).uniform(0, 255, (3, 64, 32, 3)).astype("float32")
+    mirrored = x[:, :, ::-1].copy()
+    both = l2(x).numpy() + l2(mirrored).numpy()
+    want = both / np.linalg.norm(both, axis=1, keepdims=True)
+    np.testing.assert_allclose(flip(x).numpy(), want, atol=1e-6)
+    np.testing.assert_array_equal(flip(x).numpy(), flip(mirrored).numpy())  # a + b == b + a
+    assert np.abs(l2(x).numpy() - l2(mirrored).numpy()).max() > 1e-3  # one view is not symmetric
+    assert flip.count_params() == l2.count_params()  # the views share the weights
+
+
 def test_uniloss_has_one_classifier_on_concatenation(tiny_model_config):
     cfg = ModelConfig.from_dict({**tiny_model_config.to_dict(), "loss_mode": "uni"})
     training_model, _ = jlml.build_jlml(cfg)

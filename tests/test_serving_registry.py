@@ -18,6 +18,7 @@ from tensorflow_serving.apis import predict_pb2, prediction_service_pb2_grpc
 from jlml_tf.inference import run_dir as run_dir_lib
 import run_fixtures as fixtures
 from jlml_tf.export import saved_model
+from jlml_tf.modeling import jlml
 from jlml_tf.serving.server import ModelServer
 
 X = np.random.default_rng(0).integers(0, 256, (2, 64, 32, 3), dtype=np.uint8)
@@ -84,7 +85,7 @@ def grpc_predict(port, version=None):
 def test_new_version_is_picked_up_and_broken_one_ignored(models, tmp_path):
     base = tmp_path / "jlml"
     saved_model.export_saved_model(models[0], base, version=1)
-    want = [saved_model.l2_model(m)(X.astype(np.float32)).numpy() for m in models]
+    want = [jlml.with_l2_normalization(m)(X.astype(np.float32)).numpy() for m in models]
     with ModelServer(base, rest_port=0, grpc_port=0, poll_seconds=0.2) as server:
         rest = f"http://127.0.0.1:{server.rest_port}/v1/models/jlml"
         status, body = post(rest + ":predict", {"instances": X.tolist()})

@@ -53,6 +53,9 @@ def define_flags() -> flags.FlagValues:
                          **d)
     flags.DEFINE_list("latency_runs", ["30", "10"], "Timed runs at batch 1 and batch 32.", **d)
     flags.DEFINE_integer("num_threads", 2, "CPU threads for TensorFlow and LiteRT.", **d)
+    flags.DEFINE_bool("flip_test", False, "Export the test-time flip embedding: the normalised "
+                      "sum of the image's and its mirror's embeddings, as the README's rows and "
+                      "`evaluate --flip_test` rank (two forward passes per image).", **d)
     flags.DEFINE_bool("progress", True, "Progress bars on stderr inside conversion and parity.",
                       **d)
     return fv
@@ -145,7 +148,7 @@ def run(fv: flags.FlagValues) -> None:
     result = pipeline.export_run(
         fv.run_dir, fv.export_dir, fv.model_name, fv.version, fv.tflite,
         calibration, fv.calibration_count, eval_set, runs, fv.num_threads, fv.overwrite,
-        progress=lambda m: print(m, flush=True), progress_bars=fv.progress)
+        flip_test=fv.flip_test, progress=lambda m: print(m, flush=True), progress_bars=fv.progress)
     out = result.card["output"]
     print(f"\nSavedModel:  {result.saved_model_dir} (`{out['name']}`: {out['dtype']} "
           f"[N, {out['shape'][1]}], L2-normalised)")

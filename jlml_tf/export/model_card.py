@@ -83,7 +83,8 @@ def _pick(d) -> dict:
 
 def build_card(cfg: ModelConfig, embedding_model: keras.Model, run_dir: str | os.PathLike,
                checkpoint: str, model_name: str, version: int, saved_model_dir: str,
-               tflite_files: dict[str, dict] | None = None, parity: dict | None = None) -> dict:
+               tflite_files: dict[str, dict] | None = None, parity: dict | None = None,
+               flip_test: bool = False) -> dict:
     run = read_run(run_dir)
     data = run["config"].get("data", {})
     train = run["config"].get("train", {})
@@ -125,8 +126,11 @@ def build_card(cfg: ModelConfig, embedding_model: keras.Model, run_dir: str | os
         },
         "output": {"name": "embeddings", "dtype": "float32", "shape": [-1, cfg.embedding_dim],
                    "meaning": f"L2-normalised {cfg.embedding_dim}-d embedding (global and local "
-                              "branch features concatenated); match by L2 distance, "
-                              "equivalently cosine similarity"},
+                              "branch features concatenated"
+                              + ("; test-time flip: the normalised sum of the image's and its "
+                                 "mirror's embeddings, two forward passes" if flip_test else "")
+                              + "); match by L2 distance, equivalently cosine similarity",
+                   "test_time_flip": bool(flip_test)},
         "parameters": int(params),
         "multiply_adds": model_summary.count_macs(embedding_model),
         "training": {"data": _scalars(data),

@@ -31,6 +31,7 @@ from jlml_tf.inference import threshold as threshold_lib
 from jlml_tf.inference import run_dir as run_dir_lib
 from jlml_tf.data.types import ImageTable
 from jlml_tf.export import model_card, parity, saved_model, tflite
+from jlml_tf.modeling import jlml
 
 DEFAULT_MODEL_NAME = "jlml"
 
@@ -98,13 +99,15 @@ def export_run(run_dir: str | os.PathLike, export_dir: str | os.PathLike,
                tflite_variants: Sequence[str] = tflite.VARIANTS,
                calibration: Sequence[str] | ImageTable | None = None, calibration_count: int = 200,
                eval_set: parity.EvalSet | None = None, latency_runs: tuple[int, int] = (30, 10),
-               num_threads: int = 2, overwrite: bool = False,
+               num_threads: int = 2, overwrite: bool = False, flip_test: bool = False,
                progress: Callable[[str], None] = print, progress_bars: bool = False
                ) -> ExportResult:
     """Exports a run directory (or checkpoint prefix); see the module docstring for the layout.
 
     `calibration` (training image files or an ImageTable) is needed for the int8 variant;
     `eval_set` (see `parity.eval_set_from_reid` / `eval_set_from_files`) for the parity report.
+    `flip_test` exports unit(e(x) + e(mirror(x))) (`jlml.with_flip_test`): the embedding the
+    README's rows with test-time flip rank with, at twice the compute.
     `progress(message)` hears each numbered step and its wall time; `progress_bars` adds tqdm
     bars on stderr inside the long steps (int8 calibration, parity embedding and timing).
     What the TFLite converter prints on its own (`fully_quantize: 0, ...`, TensorFlow's
@@ -133,9 +136,11 @@ def export_run(run_dir: str | os.PathLike, export_dir: str | os.PathLike,
     with steps.step(f"loading {checkpoint}"):
         loaded = run_dir_lib.load_run(run_dir)
         cfg, l2 = loaded.model_cfg, loaded.embedding_model
+        if flip_test:
+            l2 = jlml.with_flip_test(l2)
     height, width = cfg.input_height, cfg.input_width
     progress(f"model: {height}x{width} RGB in, {cfg.embedding_dim}-d L2-normalised embedding "
-             f"out ({l2.count_params():,} parameters)")
+             f"out ({l2.count_params():,} parameters{', test-time flip' if flip_test else ''})")
 
     calib_images = None
     if "int8" in tflite_variants:
@@ -193,7 +198,7 @@ def export_run(run_dir: str | os.PathLike, export_dir: str | os.PathLike,
 
         with steps.step("model card, threshold, publishing"):
             card = model_card.build_card(cfg, l2, run_path, checkpoint, model_name, version,
-                                         os.fspath(target), tflite_info, report)
+                                         os.fspath(target), tflite_info, report, flip_test)
             model_card.write_card(card, extras)
             extra_files = {model_card.CARD_JSON: json.dumps(card, indent=2, default=str) + "\n"}
             threshold_file = run_path / threshold_lib.FILE_NAME

@@ -30,13 +30,6 @@ OUTPUT = "embeddings"
 EXTRA_DIR = "assets.extra"  # TF Serving ignores it except for warm-up requests
 
 
-def l2_model(embedding_model: keras.Model) -> keras.Model:
-    """The embedding model with the L2 normalisation the served embedding has."""
-    if embedding_model.layers[-1].name == "l2_normalize":
-        return embedding_model
-    return jlml.with_l2_normalization(embedding_model)
-
-
 def version_dirs(base_path: str | os.PathLike) -> dict[int, pathlib.Path]:
     """Integer-named subdirectories of a model base path, as TF Serving sees them."""
     base = pathlib.Path(base_path)
@@ -52,7 +45,7 @@ def next_version(base_path: str | os.PathLike) -> int:
 
 def write_saved_model(embedding_model: keras.Model, path: str | os.PathLike) -> pathlib.Path:
     """Writes the SavedModel with both signatures into `path` (a fresh directory)."""
-    model = l2_model(embedding_model)
+    model = jlml.with_l2_normalization(embedding_model)
     _, height, width, channels = model.input.shape
 
     archive = keras.export.ExportArchive()

@@ -13,6 +13,7 @@ from jlml_tf.data import pipeline
 from jlml_tf.data.types import ImageTable, ReidData, Trial
 from jlml_tf.evaluation import fit_metric, protocol, report
 from jlml_tf.evaluation.metric_learning import LEARNED_METRICS
+from jlml_tf.modeling import jlml
 
 
 def extract_features(embedding_model: keras.Model, table: ImageTable, rows: np.ndarray,
@@ -25,15 +26,10 @@ def extract_features(embedding_model: keras.Model, table: ImageTable, rows: np.n
     rows = np.asarray(rows, np.int64)
     if len(rows) == 0:
         return np.zeros((0, embedding_model.output.shape[-1]), np.float32)
-
-    def embed(x):
-        return tf.math.l2_normalize(tf.cast(embedding_model(x, training=False), tf.float32), -1)
-
-    @tf.function
-    def forward(x):
-        if not flip:
-            return embed(x)
-        return tf.math.l2_normalize(embed(x) + embed(tf.reverse(x, axis=[2])), -1)
+    model = jlml.with_l2_normalization(embedding_model)
+    if flip:
+        model = jlml.with_flip_test(model)
+    forward = tf.function(lambda x: tf.cast(model(x, training=False), tf.float32))
     bar = keras.utils.Progbar(len(rows), verbose=verbose, unit_name="image")
     features = []
     for images in pipeline.eval_dataset(table, rows, height, width, batch_size):

@@ -95,10 +95,24 @@ def build_embedding_model(cfg: ModelConfig, normalize: bool = True) -> keras.Mod
 
 
 def with_l2_normalization(embedding_model: keras.Model) -> keras.Model:
-    """Wraps an embedding model so its output has unit L2 norm (shares the weights)."""
+    """Wraps an embedding model so its output has unit L2 norm (shares the weights); a model
+    that already ends in that normalisation is returned as it is."""
+    if embedding_model.layers[-1].name == "l2_normalize":
+        return embedding_model
     out = layers.UnitNormalization(axis=-1, dtype="float32", name="l2_normalize")(
         embedding_model.output)
     return keras.Model(embedding_model.input, out, name="jlml_embedding_l2")
+
+
+def with_flip_test(l2_model: keras.Model) -> keras.Model:
+    """Test-time flip in one graph: unit(e(x) + e(mirror(x))) for an L2-normalised embedding
+    model e (two forward passes, shared weights). An image and its mirror get the same
+    embedding. Evaluation's --flip_test and export's --flip_test both build it here."""
+    pixels = keras.Input(l2_model.input.shape[1:], name="images")
+    mirrored = keras.ops.flip(pixels, axis=2)  # NHWC: width
+    total = layers.Add(dtype="float32")([l2_model(pixels), l2_model(mirrored)])
+    out = layers.UnitNormalization(axis=-1, dtype="float32", name="l2_normalize")(total)
+    return keras.Model(pixels, out, name="jlml_embedding_l2_flip")
 
 
 def classifier_layers(model: keras.Model) -> dict[str, layers.Dense]:
