@@ -22,6 +22,7 @@ import sys
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), os.pardir))
 
 from jlml_tf import paper  # noqa: E402
+from jlml_tf.inference.run_dir import training_hours  # noqa: E402
 from jlml_tf.evaluation.metrics import RANK_KEYS as RANKS  # noqa: E402
 
 LOMO_VARIANTS = ("none", "msr", "msrcr")
@@ -72,24 +73,6 @@ def summary(path: pathlib.Path) -> dict | None:
     (method, values), = json.loads(path.read_text())["results"].items()
     return {"method": method, "mean": values["mean"], "std": values.get("std", {}),
             "trials": values.get("num_trials", 1)}
-
-
-def training_hours(run: pathlib.Path) -> float | None:
-    """Wall hours of every trial's training segments (start -> finished/interrupted)."""
-    logs = sorted(run.glob("trial_*/train_log.jsonl")) or sorted(run.glob("train_log.jsonl"))
-    if not logs:
-        return None
-    seconds = 0.0
-    for log in logs:
-        started = None
-        for line in log.read_text().splitlines():
-            event = json.loads(line)
-            if event["event"] == "start":
-                started = event["time"]
-            elif event["event"] in ("finished", "interrupted", "diverged") and started is not None:
-                seconds += event["time"] - started
-                started = None
-    return seconds / 3600
 
 
 def cells(s: dict) -> list[str]:

@@ -7,6 +7,7 @@ ranges and quantisation behaves as it would on a trained model.
 """
 from __future__ import annotations
 
+import json
 import os
 import pathlib
 
@@ -55,8 +56,6 @@ def write_results(run_dir: str | os.PathLike, *trials: dict, method: str = "JLML
                   title: str = "fixture / default / default") -> pathlib.Path:
     """RUN/results.json laid out as training writes it (`jlml_tf.evaluation.report`: the rates
     nested under the method name, mean and std over the trials), without the CMC plot."""
-    import json
-
     from jlml_tf.evaluation import protocol, report
 
     document = {"title": title, "paper": None, "extra": None,
@@ -79,7 +78,6 @@ def make_synthetic_run(run_dir: str | os.PathLike, data, cfg: ModelConfig | None
                        results: dict | None = None) -> pathlib.Path:
     """A run directory recording `data` (a tiny synthetic ReidData) as its data set, with
     batch-norm statistics from its training images, as `python -m jlml_tf.train` would."""
-    import json
 
     from jlml_tf.data import pipeline
 
@@ -108,3 +106,10 @@ def export_tiny(export_dir: str | os.PathLike, run_dir: str | os.PathLike | None
     base = export_dir / model_name
     path = saved_model.export_saved_model(embedding_model, base, version)
     return base, path, embedding_model  # load_run's model is L2-normalised
+
+
+def write_train_log(path: str | os.PathLike, *events: tuple[str, float]) -> None:
+    """A hand-made RUN/train_log.jsonl: (event, time) pairs."""
+    path = pathlib.Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text("\n".join(json.dumps({"event": e, "time": t}) for e, t in events))

@@ -7,6 +7,7 @@ import sys
 import pytest
 
 from conftest import PROJECT_ROOT
+import run_fixtures as fixtures
 
 _spec = importlib.util.spec_from_file_location(
     "benchmarks_ablations", PROJECT_ROOT / "benchmarks" / "ablations.py")
@@ -49,6 +50,9 @@ def test_report_from_committed_files(tmp_path):
     _write(tmp_path, "full", {0: 0.30, 1: 0.34, 2: 0.32})
     _write(tmp_path, "uniloss", {0: 0.32, 1: 0.365, 2: 0.35})  # better by 2-3 points on each
     _write(tmp_path, "full", {0: 0.20, 1: 0.22, 2: 0.21}, name="results_xqda.json")
+    fixtures.write_train_log(tmp_path / "full/pretrain/train_log.jsonl", ("start", 0), ("finished", 3600))
+    fixtures.write_train_log(tmp_path / "full/cuhk01/trial_00/train_log.jsonl", ("start", 0), ("finished", 1800))
+    fixtures.write_train_log(tmp_path / "uniloss/cuhk01/trial_00/train_log.jsonl", ("start", 0), ("finished", 900))
     text = ablations.report(tmp_path)
     summary = json.loads((tmp_path / "summary.json").read_text())
     claims = {c["claim"]: c for c in summary["claims"]}
@@ -56,8 +60,12 @@ def test_report_from_committed_files(tmp_path):
     assert claims["L2 beats XQDA on JLML features"]["verdict"] == "holds"
     assert claims["m = 4 beats m = 2"]["verdict"] == "not run"
     full = next(r for r in summary["variants"] if r["variant"] == "full")
+    uniloss = next(r for r in summary["variants"] if r["variant"] == "uniloss")
     assert full["rank1"]["mean"] == pytest.approx(32.0) and full["paper_market_rank1"] == 85.1
     assert "| multi-loss beats UniLoss | -2.5 [" in text
+    assert full["hours"] == pytest.approx(1.5) and uniloss["hours"] == pytest.approx(0.25)
+    assert next(r for r in summary["variants"] if r["variant"] == "xqda")["hours"] is None
+    assert "| 1.50 | 85.1 |" in text
     assert (tmp_path / "ablations.png").stat().st_size > 0
 
 

@@ -1,9 +1,10 @@
-"""benchmarks/real_data_table.py on a hand-made results folder: hours, rows, best LOMO variant."""
+"""benchmarks/real_data_table.py on a hand-made results folder: rows, hours, best LOMO variant."""
 import importlib.util
 import json
 import sys
 
 from conftest import PROJECT_ROOT
+import run_fixtures as fixtures
 
 _spec = importlib.util.spec_from_file_location(
     "benchmarks_real_data_table", PROJECT_ROOT / "benchmarks" / "real_data_table.py")
@@ -20,25 +21,11 @@ def _results(path, method, rank1, trials=10):
                                                       "std": std}}}))
 
 
-def _log(path, *events):
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text("\n".join(json.dumps({"event": e, "time": t}) for e, t in events))
-
-
-def test_hours_add_every_segment_of_every_trial(tmp_path):
-    _log(tmp_path / "run/trial_00/train_log.jsonl", ("start", 0), ("interrupted", 1800),
-         ("start", 5000), ("finished", 6800))
-    _log(tmp_path / "run/trial_01/train_log.jsonl", ("start", 0), ("evaluated", 10),
-         ("finished", 3600))
-    assert real_data_table.training_hours(tmp_path / "run") == 2.0
-    assert real_data_table.training_hours(tmp_path / "missing") is None
-
-
 def test_rows_of_a_benchmark(tmp_path):
     _results(tmp_path / "cpu-viper/results.json", "JLML (this run)", 0.25)
-    _log(tmp_path / "cpu-viper/trial_00/train_log.jsonl", ("start", 0), ("finished", 1800))
-    _log(tmp_path / "cpu-pretrain_for_viper_grid/train_log.jsonl", ("start", 0), ("finished", 2700))
-    _log(tmp_path / "cpu-continue_pretrain_for_viper_grid/train_log.jsonl", ("start", 0),
+    fixtures.write_train_log(tmp_path / "cpu-viper/trial_00/train_log.jsonl", ("start", 0), ("finished", 1800))
+    fixtures.write_train_log(tmp_path / "cpu-pretrain_for_viper_grid/train_log.jsonl", ("start", 0), ("finished", 2700))
+    fixtures.write_train_log(tmp_path / "cpu-continue_pretrain_for_viper_grid/train_log.jsonl", ("start", 0),
          ("finished", 900))  # the continuation counts as pre-training too
     _results(tmp_path / "transfer-viper/results_transfer.json", "L2", 0.1)
     _results(tmp_path / "lomo_xqda/viper_316_316_none/results.json", "LOMO (none) + XQDA", 0.384)

@@ -1,4 +1,4 @@
-"""run_dir.load_run: the one way tools restore a trained run."""
+"""run_dir: load_run (the one way tools restore a trained run) and training_hours."""
 import numpy as np
 import pytest
 
@@ -55,3 +55,15 @@ def test_data_source_for_another_data_set_takes_nothing_of_the_run_s_own_release
     assert (other.name, other.protocol, other.manual_dir, other.options) == \
         ("viper", None, None, {})
     assert other.data_dir == "cache"  # the prepared-data cache is not tied to one data set
+
+
+def test_training_hours_add_every_segment_of_every_trial(tmp_path):
+    fixtures.write_train_log(tmp_path / "run/trial_00" / run_dir_lib.TRAIN_LOG, ("start", 0), ("interrupted", 1800),
+         ("start", 5000), ("finished", 6800))
+    fixtures.write_train_log(tmp_path / "run/trial_01" / run_dir_lib.TRAIN_LOG, ("start", 0), ("evaluated", 10),
+         ("finished", 3600))
+    assert run_dir_lib.training_hours(tmp_path / "run") == 2.0
+    fixtures.write_train_log(tmp_path / "single" / run_dir_lib.TRAIN_LOG, ("start", 0), ("diverged", 900),
+         ("start", 1000))  # a segment still running (or killed) counts nothing
+    assert run_dir_lib.training_hours(tmp_path / "single") == 0.25
+    assert run_dir_lib.training_hours(tmp_path / "missing") is None

@@ -3,6 +3,7 @@
     RUN/config.json          {"model": ModelConfig, "train": flags, "data": data set facts}
     RUN/checkpoints/ckpt-N   tf.train.Checkpoint(model=training model, optimizer, step, epoch)
     RUN/tensorboard/         scalars
+    RUN/train_log.jsonl      one JSON line per training event (start, finished, ...)
     RUN/results.json|md, RUN/cmc.png   evaluation
 """
 from __future__ import annotations
@@ -22,6 +23,7 @@ from jlml_tf.modeling import jlml
 CONFIG_FILE = "config.json"
 CHECKPOINT_DIR = "checkpoints"
 TENSORBOARD_DIR = "tensorboard"
+TRAIN_LOG = "train_log.jsonl"  # one JSON event per line: start, finished, interrupted, ...
 
 
 def write_config(run_dir: str | os.PathLike, model: ModelConfig, train: dict, data: dict) -> None:
@@ -113,3 +115,23 @@ def load_run(run_dir_or_checkpoint: str | os.PathLike) -> LoadedRun:
     tf.train.Checkpoint(model=training_model).restore(ckpt).expect_partial().assert_existing_objects_matched()
     return LoadedRun(run_dir, ckpt, config, cfg, training_model,
                      jlml.with_l2_normalization(embedding_model))
+
+
+def training_hours(run: str | os.PathLike) -> float | None:
+    """Wall hours of every trial's training segments (start -> finished/interrupted/diverged)
+    in RUN/train_log.jsonl or RUN/trial_*/train_log.jsonl; None without a log."""
+    run = pathlib.Path(run)
+    logs = sorted(run.glob(f"trial_*/{TRAIN_LOG}")) or sorted(run.glob(TRAIN_LOG))
+    if not logs:
+        return None
+    seconds = 0.0
+    for log in logs:
+        started = None
+        for line in log.read_text().splitlines():
+            event = json.loads(line)
+            if event["event"] == "start":
+                started = event["time"]
+            elif event["event"] in ("finished", "interrupted", "diverged") and started is not None:
+                seconds += event["time"] - started
+                started = None
+    return seconds / 3600

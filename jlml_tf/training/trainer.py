@@ -275,7 +275,7 @@ class Trainer:
         if not self.chief:
             return
         self.run_dir.mkdir(parents=True, exist_ok=True)
-        with open(self.run_dir / "train_log.jsonl", "a") as f:
+        with open(self.run_dir / run_dir_lib.TRAIN_LOG, "a") as f:
             f.write(json.dumps({"event": event, "time": time.time(), **fields}, default=str) + "\n")
 
 
