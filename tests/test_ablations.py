@@ -83,6 +83,14 @@ def test_every_trained_variant_shares_data_budget_and_splits(tmp_path):
     assert len(seen) == len(ablations.TRAINED)  # no two variants train the same model
 
 
+def test_learned_metrics_use_the_test_time_views_of_the_l2_figure(tmp_path):
+    base = (PROJECT_ROOT / "experiments" / "cpu" / "base.cfg").read_text().split()
+    for variant in ablations.MATCHED:
+        command = ablations.metric_command(variant, tmp_path)
+        assert ("--flip_test" in command) == ("--flip_test" in base)
+        assert f"--metric={ablations.MATCHED[variant][1]}" in command
+
+
 def test_small_files_are_copied_and_checkpoints_are_not(tmp_path):
     run = tmp_path / "run"
     (run / "trial_00" / "checkpoints").mkdir(parents=True)
