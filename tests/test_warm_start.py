@@ -32,6 +32,19 @@ def test_copies_every_feature_weight_and_no_classifier(tmp_path, tiny_model_conf
     assert all(h.kernel.shape[-1] == 9 for h in heads.values())
 
 
+def test_fine_tunes_at_another_input_size(tmp_path, tiny_model_config):
+    source = _saved_run(tmp_path, tiny_model_config)
+    target_cfg = dataclasses.replace(tiny_model_config,
+                                     input_height=tiny_model_config.input_height * 2,
+                                     input_width=tiny_model_config.input_width * 2)
+    target, _ = jlml.build_jlml(target_cfg)
+    warm_start.copy_feature_weights(tmp_path, target, target_cfg)
+    heads = jlml.classifier_layers(target)
+    for layer in (l for l in target.layers if l.name not in heads and l.weights):
+        for got, want in zip(layer.get_weights(), source.get_layer(layer.name).get_weights()):
+            np.testing.assert_array_equal(got, want)
+
+
 def test_refuses_a_different_architecture(tmp_path, tiny_model_config):
     _saved_run(tmp_path, tiny_model_config)
     target_cfg = dataclasses.replace(tiny_model_config, feature_dim=32)
