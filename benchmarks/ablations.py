@@ -1,9 +1,9 @@
 """The paper's ablations on a real benchmark here: CUHK01 485/486 single shot, same splits.
 
 Every variant gets the same data, budget and seeds: a joint pre-training without CUHK01
-(`experiments/cpu/pretrain_for_cuhk01.cfg` with the variant's flags), then fine-tuning on each
-split (`experiments/cpu/cuhk01_485_486_single.cfg`, same flags). KISSME and XQDA are the full
-model's features matched with a metric fitted on each split's training identities.
+(`experiments/ablations/cpu/<variant>.cfg`: the CUHK01 pre-training cut to 8 epochs, with the
+variant's change), then fine-tuning on splits 0-2 (`<variant>_cuhk01.cfg`). KISSME and XQDA are
+the full model's features matched with a metric fitted on each split's training identities.
 
     python benchmarks/ablations.py run --splits=0,1,2 --jobs=2    # resumable, reuses finished trials
     python benchmarks/ablations.py report                           # table, paired differences, PNG
@@ -32,22 +32,19 @@ import scipy.stats  # noqa: E402
 from jlml_tf import paper  # noqa: E402
 from jlml_tf.inference.run_dir import training_hours  # noqa: E402
 
-PRETRAIN_CFG = "experiments/cpu/pretrain_for_cuhk01.cfg"
-FINETUNE_CFG = "experiments/cpu/cuhk01_485_486_single.cfg"
+CONFIGS = ROOT / "experiments" / "ablations" / "cpu"  # <variant>.cfg, <variant>_cuhk01.cfg
 FULL = "full"
-# name: (label, training flags, key of the paper's Market-1501 figure)
+# name: (label, key of the paper's Market-1501 figure); the training flags are in CONFIGS
 TRAINED = {
-    FULL: ("JLML (both branches, multi-loss, shared stem, SFL, m = 4)", [], "m4"),
-    "global_only": ("global branch only", ["--branches=global"], "global_only"),
-    "local_only": ("local branch only", ["--branches=local"], "local_only"),
-    "uniloss": ("UniLoss: one softmax on the concatenated feature", ["--loss_mode=uni"],
-                "uniloss"),
-    "no_shared_stem": ("no shared low-level layers", ["--noshared_stem"], "no_shared_stem"),
-    "no_sfl": ("no selective feature learning", ["--global_group_lasso=0",
-                                                 "--local_exclusive_lasso=0"], "no_sfl"),
-    "m2": ("m = 2 stripes", ["--num_stripes=2"], "m2"),
-    "m6": ("m = 6 stripes", ["--num_stripes=6"], "m6"),
-    "m8": ("m = 8 stripes", ["--num_stripes=8"], "m8"),
+    FULL: ("JLML (both branches, multi-loss, shared stem, SFL, m = 4)", "m4"),
+    "global_only": ("global branch only", "global_only"),
+    "local_only": ("local branch only", "local_only"),
+    "uniloss": ("UniLoss: one softmax on the concatenated feature", "uniloss"),
+    "no_shared_stem": ("no shared low-level layers", "no_shared_stem"),
+    "no_sfl": ("no selective feature learning", "no_sfl"),
+    "m2": ("m = 2 stripes", "m2"),
+    "m6": ("m = 6 stripes", "m6"),
+    "m8": ("m = 8 stripes", "m8"),
 }
 # name: (label, metric) evaluated on the full model's features
 MATCHED = {"kissme": ("full model, KISSME instead of L2", "kissme"),
@@ -73,16 +70,23 @@ SMALL_FILES = ("results*.json", "results*.md", "config.json", "train_log.jsonl")
 # Commands
 
 
-def train_commands(variant: str, splits: list[int], pretrain_epochs: int, finetune_epochs: int,
-                   runs: pathlib.Path) -> list[list[str]]:
-    """The pre-training and the fine-tuning command of a trained variant."""
-    flags = TRAINED[variant][1]
+def stage_configs(variant: str) -> tuple[pathlib.Path, pathlib.Path]:
+    """The variant's pre-training and fine-tuning flagfiles."""
+    return CONFIGS / f"{variant}.cfg", CONFIGS / f"{variant}_cuhk01.cfg"
+
+
+def train_commands(variant: str, splits: list[int], pretrain_epochs: int | None,
+                   finetune_epochs: int | None, runs: pathlib.Path) -> list[list[str]]:
+    """The pre-training and the fine-tuning command of a trained variant: its flagfiles, with
+    the budget overridden where given."""
+    pretrain_cfg, finetune_cfg = stage_configs(variant)
     pretrain, finetune = runs / variant / "pretrain", runs / variant / "cuhk01"
     python = [sys.executable, "-m", "jlml_tf.train"]
+    epochs = lambda n: [f"--epochs={n}"] if n else []  # noqa: E731
     return [
-        python + [f"--flagfile={PRETRAIN_CFG}", *flags, f"--epochs={pretrain_epochs}",
+        python + [f"--flagfile={pretrain_cfg.relative_to(ROOT)}", *epochs(pretrain_epochs),
                   f"--run_dir={pretrain}"],
-        python + [f"--flagfile={FINETUNE_CFG}", *flags, f"--epochs={finetune_epochs}",
+        python + [f"--flagfile={finetune_cfg.relative_to(ROOT)}", *epochs(finetune_epochs),
                   f"--init_from={pretrain}", f"--run_dir={finetune}",
                   "--trials=" + ",".join(map(str, splits))],
     ]
@@ -172,7 +176,7 @@ def summary_rows(results: pathlib.Path) -> list[dict]:
     for variant in VARIANTS:
         trials = per_split(results, variant)
         label = TRAINED[variant][0] if variant in TRAINED else MATCHED[variant][0]
-        key = TRAINED[variant][2] if variant in TRAINED else variant
+        key = TRAINED[variant][1] if variant in TRAINED else variant
         market = paper.ABLATIONS.get(key)
         row = {"variant": variant, "label": label, "splits": sorted(trials),
                "paper_market_rank1": market[0] if market else None,
@@ -270,8 +274,10 @@ def parse_args(argv):
     parser.add_argument("--variants", default="all",
                         help=f"comma-separated, or 'all': {','.join(VARIANTS)}")
     parser.add_argument("--splits", default="0,1,2", help="CUHK01 485/486 splits (0-9)")
-    parser.add_argument("--pretrain_epochs", type=int, default=8)
-    parser.add_argument("--finetune_epochs", type=int, default=4)
+    parser.add_argument("--pretrain_epochs", type=int, default=None,
+                        help="override the pre-training epochs of experiments/ablations/cpu/")
+    parser.add_argument("--finetune_epochs", type=int, default=None,
+                        help="override the fine-tuning epochs of experiments/ablations/cpu/")
     parser.add_argument("--jobs", type=int, default=2, help="variants trained side by side")
     parser.add_argument("--runs", default=os.fspath(ROOT / "runs" / "ablations"))
     parser.add_argument("--results", default=os.fspath(ROOT / "results" / "ablations"))

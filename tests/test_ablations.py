@@ -69,18 +69,44 @@ def test_report_from_committed_files(tmp_path):
     assert (tmp_path / "ablations.png").stat().st_size > 0
 
 
-def test_every_trained_variant_shares_data_budget_and_splits(tmp_path):
-    seen = set()
+def test_commands_run_the_variant_flagfiles_with_overrides(tmp_path):
     for variant in ablations.TRAINED:
-        pretrain, finetune = ablations.train_commands(variant, [0, 2], 8, 4, tmp_path)
-        assert f"--flagfile={ablations.PRETRAIN_CFG}" in pretrain and "--epochs=8" in pretrain
-        assert f"--flagfile={ablations.FINETUNE_CFG}" in finetune and "--epochs=4" in finetune
-        assert "--trials=0,2" in finetune
+        pretrain, finetune = ablations.train_commands(variant, [0, 2], None, 4, tmp_path)
+        assert f"--flagfile=experiments/ablations/cpu/{variant}.cfg" in pretrain
+        assert f"--flagfile=experiments/ablations/cpu/{variant}_cuhk01.cfg" in finetune
+        assert not any(a.startswith("--epochs") for a in pretrain)  # the file's budget
+        assert "--epochs=4" in finetune and "--trials=0,2" in finetune
+        assert f"--run_dir={tmp_path / variant / 'pretrain'}" in pretrain
         assert f"--init_from={tmp_path / variant / 'pretrain'}" in finetune
-        flags = tuple(ablations.TRAINED[variant][1])
-        assert pretrain[-len(flags) - 2:-2] == list(flags) if flags else True
-        seen.add(flags)
-    assert len(seen) == len(ablations.TRAINED)  # no two variants train the same model
+
+
+def test_variants_share_data_budget_and_splits_and_differ_in_the_model(monkeypatch):
+    """Every variant's two stages parse to the full model's data, epochs and trials; no two
+    variants train the same model and loss."""
+    import jlml_tf.train as train
+    from jlml_tf import flags as jflags
+
+    monkeypatch.chdir(PROJECT_ROOT)
+
+    def parse(path):
+        values = train.define_flags()
+        values(["train", f"--flagfile={path.relative_to(PROJECT_ROOT)}"])
+        return values
+
+    def data_and_budget(v):
+        return (v.dataset, v.protocol, v.extra_train, v.epochs, v.trials, v.learning_rate,
+                v.batch_size, v.pad, v.random_erasing, v.flip_test)
+
+    full = [data_and_budget(parse(p)) for p in ablations.stage_configs(ablations.FULL)]
+    models = set()
+    for variant in ablations.TRAINED:
+        stages = [parse(p) for p in ablations.stage_configs(variant)]
+        assert [data_and_budget(v) for v in stages] == full, variant
+        pretrain, finetune = (jflags.model_config(v, 10) for v in stages)
+        assert pretrain == finetune, variant  # --init_from copies every feature weight
+        losses = (stages[0].global_group_lasso, stages[0].local_exclusive_lasso)
+        models.add((repr(pretrain), losses))
+    assert len(models) == len(ablations.TRAINED)
 
 
 def test_learned_metrics_use_the_test_time_views_of_the_l2_figure(tmp_path):
