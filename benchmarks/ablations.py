@@ -254,13 +254,42 @@ def plot(rows: list[dict], path: pathlib.Path) -> None:
     plt.close(fig)
 
 
-def report(results: pathlib.Path) -> str:
+def budget_rows(results: pathlib.Path, longer: pathlib.Path) -> list[dict]:
+    """Each claim measured at both budgets (this one and a longer run's results folder), and
+    whether the two agree in sign: the check that the short budget ranks like the long one."""
+    long_claims = {c["claim"]: c for c in claim_rows(longer)}
+    out = []
+    for short in claim_rows(results):
+        long = long_claims[short["claim"]]
+        if short["difference"] and long["difference"]:
+            agree = (short["difference"]["mean"] > 0) == (long["difference"]["mean"] > 0)
+            out.append({"claim": short["claim"], "short": short, "long": long,
+                        "same_sign": agree})
+    return out
+
+
+def budget_markdown(rows: list[dict]) -> str:
+    def interval(c):
+        d = c["difference"]
+        return f"{d['mean']:+.1f} [{d['low']:+.1f}, {d['high']:+.1f}] ({c['verdict']})"
+
+    lines = ["| the paper's claim | this budget: R1 difference | longer budget | same sign |",
+             "|---|---|---|---|"]
+    lines += [f"| {r['claim']} | {interval(r['short'])} | {interval(r['long'])} | "
+              f"{'yes' if r['same_sign'] else 'no'} |" for r in rows]
+    return "\n".join(lines)
+
+
+def report(results: pathlib.Path, longer: pathlib.Path | None = None) -> str:
     rows, claims = summary_rows(results), claim_rows(results)
-    (results / "summary.json").write_text(json.dumps({"variants": rows, "claims": claims},
-                                                     indent=1))
+    budget = budget_rows(results, longer) if longer else []
+    (results / "summary.json").write_text(json.dumps(
+        {"variants": rows, "claims": claims, "budget_check": budget}, indent=1))
     if any("rank1" in r for r in rows):
         plot(rows, results / "ablations.png")
     text = markdown(rows, claims)
+    if longer:
+        text += f"\n\nThe same claims at the budget of {longer}:\n\n" + budget_markdown(budget)
     (results / "summary.md").write_text(text + "\n")
     return text
 
@@ -281,6 +310,8 @@ def parse_args(argv):
     parser.add_argument("--jobs", type=int, default=2, help="variants trained side by side")
     parser.add_argument("--runs", default=os.fspath(ROOT / "runs" / "ablations"))
     parser.add_argument("--results", default=os.fspath(ROOT / "results" / "ablations"))
+    parser.add_argument("--budget_check", default=None, metavar="RESULTS",
+                        help="report: compare each claim with a longer budget's results folder")
     args = parser.parse_args(argv)
     chosen = VARIANTS if args.variants == "all" else args.variants.split(",")
     unknown = [v for v in chosen if v not in VARIANTS]
@@ -301,7 +332,11 @@ def main(argv=None) -> int:
     results = pathlib.Path(args.results)
     if args.command == "report":
         results.mkdir(parents=True, exist_ok=True)
-        print(report(results))
+        longer = pathlib.Path(args.budget_check) if args.budget_check else None
+        if longer and not longer.is_dir():
+            print(f"--budget_check={longer}: no such results folder", file=sys.stderr)
+            return 2
+        print(report(results, longer))
         return 0
     trained = [v for v in args.variants if v in TRAINED]
     matched = [v for v in args.variants if v in MATCHED]

@@ -69,6 +69,24 @@ def test_report_from_committed_files(tmp_path):
     assert (tmp_path / "ablations.png").stat().st_size > 0
 
 
+def test_budget_check_compares_the_sign_of_each_claim(tmp_path):
+    short, long = tmp_path / "short", tmp_path / "long"
+    _write(short, "full", {0: 0.30, 1: 0.34, 2: 0.32})
+    _write(short, "uniloss", {0: 0.25, 1: 0.30, 2: 0.28})  # full better: +4.3
+    _write(short, "no_sfl", {0: 0.31, 1: 0.35, 2: 0.33})  # full worse: -1.0
+    _write(long, "full", {0: 0.40, 1: 0.44, 2: 0.42, 3: 0.41})
+    _write(long, "uniloss", {0: 0.35, 1: 0.41, 2: 0.40})  # full better: +3.3
+    _write(long, "no_sfl", {0: 0.38, 1: 0.43, 2: 0.41})  # full better: +1.3
+    _write(long, "m2", {0: 0.38, 1: 0.43})  # not in the short run: no row
+    rows = {r["claim"]: r for r in ablations.budget_rows(short, long)}
+    assert set(rows) == {"multi-loss beats UniLoss", "selective feature learning helps"}
+    assert rows["multi-loss beats UniLoss"]["same_sign"]
+    assert not rows["selective feature learning helps"]["same_sign"]
+    text = ablations.report(short, long)
+    assert "| selective feature learning helps | -1.0 [" in text and "| no |" in text
+    assert json.loads((short / "summary.json").read_text())["budget_check"][0]["long"]
+
+
 def test_commands_run_the_variant_flagfiles_with_overrides(tmp_path):
     for variant in ablations.TRAINED:
         pretrain, finetune = ablations.train_commands(variant, [0, 2], None, 4, tmp_path)
