@@ -93,9 +93,10 @@ def train_commands(variant: str, splits: list[int], pretrain_epochs: int | None,
 
 
 def metric_command(variant: str, runs: pathlib.Path) -> list[str]:
-    # --flip_test: the same test-time views as the L2 figure of the fine-tuning (cpu/base.cfg)
+    # --flip_test: the same test-time views as the L2 figure of the fine-tuning (cpu/base.cfg);
+    # --suffix: results_<variant>.json, where per_split reads it
     return [sys.executable, "-m", "jlml_tf.evaluate", f"--run_dir={runs / FULL / 'cuhk01'}",
-            f"--metric={MATCHED[variant][1]}", "--flip_test"]
+            f"--metric={MATCHED[variant][1]}", "--flip_test", f"--suffix={variant}"]
 
 
 def copy_small_files(run: pathlib.Path, dest: pathlib.Path) -> int:

@@ -133,6 +133,7 @@ def test_learned_metrics_use_the_test_time_views_of_the_l2_figure(tmp_path):
         command = ablations.metric_command(variant, tmp_path)
         assert ("--flip_test" in command) == ("--flip_test" in base)
         assert f"--metric={ablations.MATCHED[variant][1]}" in command
+        assert f"--suffix={variant}" in command  # results_<variant>.json, read by per_split
 
 
 def test_small_files_are_copied_and_checkpoints_are_not(tmp_path):
