@@ -95,6 +95,11 @@ def define_flags(fv: flags.FlagValues | None = None) -> flags.FlagValues:
                        lower_bound=0.0, **d)
     flags.DEFINE_float("label_smoothing", 0.0, "Label smoothing.", lower_bound=0.0, upper_bound=1.0,
                        **d)
+    flags.DEFINE_float("triplet_weight", 0.0, "Weight of a batch-hard triplet loss on the branch "
+                       "features, added to the paper's losses (0: off; needs --sampler=pk).",
+                       lower_bound=0.0, **d)
+    flags.DEFINE_float("triplet_margin", 0.3, "Triplet margin (0: soft margin).", lower_bound=0.0,
+                       **d)
 
     # Training.
     flags.DEFINE_integer("epochs", 60, "Training epochs.", lower_bound=1, **d)
@@ -141,6 +146,11 @@ def define_flags(fv: flags.FlagValues | None = None) -> flags.FlagValues:
     flags.register_multi_flags_validator(
         ["init_classifiers", "init_from"], lambda f: not f["init_classifiers"] or f["init_from"],
         message="--init_classifiers needs --init_from", flag_values=fv)
+    flags.register_multi_flags_validator(  # a random batch rarely holds two images of a person
+        ["triplet_weight", "sampler", "images_per_identity"],
+        lambda f: not f["triplet_weight"] or (f["sampler"] == "pk" and f["images_per_identity"] > 1),
+        message="--triplet_weight needs positives in every batch: --sampler=pk with "
+                "--images_per_identity of 2 or more", flag_values=fv)
     return fv
 
 
@@ -190,6 +200,7 @@ def train_config(fv: flags.FlagValues) -> TrainConfig:
     return TrainConfig(
         epochs=fv.epochs, batch_size=fv.batch_size, seed=fv.seed,
         weight_decay=fv.weight_decay, label_smoothing=fv.label_smoothing,
+        triplet_weight=fv.triplet_weight, triplet_margin=fv.triplet_margin,
         checkpoint_every_steps=fv.checkpoint_every_steps, keep_checkpoints=fv.keep_checkpoints,
         log_every_steps=fv.log_every_steps, eval_every_epochs=fv.eval_every_epochs,
         mixed_precision=precision.resolve(fv.mixed_precision, fv.strategy),

@@ -152,3 +152,25 @@ def test_weight_decay_on_random_kernels_and_zero_coefficient(tiny_model_config):
     expected = 0.5 * sum((w.numpy().astype(np.float64) ** 2).sum() for w in kernels)
     assert losses.weight_decay(model, 5e-4).numpy() == pytest.approx(5e-4 * expected, rel=1e-5)
     assert losses.weight_decay(model, 0.0).numpy() == 0.0
+
+
+def test_batch_hard_triplet_by_hand():
+    # points on a line: person 0 at 0 and 3, person 1 at 1 and 5, person 2 alone at 10
+    features = tf.constant([[0.0], [3.0], [1.0], [5.0], [10.0]])
+    labels = tf.constant([0, 0, 1, 1, 2])
+    got = losses.batch_hard_triplet(features, labels, margin=0.5).numpy()
+    # anchor 0: d_ap 3, d_an 1 -> 2.5; anchor 3: d_ap 3, d_an 2 -> 1.5;
+    # anchor 1: d_ap 4, d_an 1 -> 3.5; anchor 5: d_ap 4, d_an 2 -> 2.5; person 2 has no positive
+    np.testing.assert_allclose(got, [2.5, 1.5, 3.5, 2.5, 0.0], atol=1e-5)
+    soft = losses.batch_hard_triplet(features, labels, margin=0.0).numpy()
+    np.testing.assert_allclose(soft[:4], np.log1p(np.exp([2.0, 1.0, 3.0, 2.0])), atol=1e-5)
+    assert soft[4] == 0.0
+
+
+def test_batch_hard_triplet_is_zero_when_people_are_apart_and_has_finite_gradients():
+    features = tf.Variable([[0.0, 0.0], [0.0, 0.1], [9.0, 9.0], [9.0, 9.0]])
+    labels = tf.constant([4, 4, 7, 7])
+    with tf.GradientTape() as tape:
+        loss = tf.reduce_sum(losses.batch_hard_triplet(features, labels, margin=0.3))
+    assert float(loss) == 0.0
+    assert np.isfinite(tape.gradient(loss, features).numpy()).all()  # identical points included

@@ -264,3 +264,21 @@ def test_sigkill_then_restart_resumes_from_checkpoint(tmp_path):
     assert [(e["event"], e["step"]) for e in events(run)] == [("start", 0), ("start", 4),
                                                               ("finished", 9)]
     assert (run / "results.json").is_file()
+
+
+def test_triplet_term_is_weighted_into_the_loss(tmp_path, tiny_model_config):
+    """Same weights, same batch: the step's loss grows by exactly weight x the triplet term it
+    reports, and the cross-entropy terms are unchanged."""
+    table = colour_table(identities=4, per_identity=2)
+    steps = {}
+    for weight in (0.0, 2.0):
+        keras.utils.set_random_seed(0)
+        trainer = make_trainer(tmp_path / str(weight), tiny_model_config, epochs=1, table=table,
+                               sampler="pk", images_per_identity=2, triplet_weight=weight,
+                               triplet_margin=50.0)  # every hinge active on these easy colours
+        batch = next(iter(trainer._dataset(0, 0)))
+        steps[weight] = {k: float(v) for k, v in trainer.train_step(batch).items()}
+    assert "triplet" not in steps[0.0] and steps[2.0]["triplet"] > 0
+    assert steps[2.0]["ce_global"] == pytest.approx(steps[0.0]["ce_global"], rel=1e-5)
+    assert steps[2.0]["loss"] == pytest.approx(steps[0.0]["loss"] + 2.0 * steps[2.0]["triplet"],
+                                               rel=1e-5)

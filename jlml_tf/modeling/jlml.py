@@ -86,6 +86,19 @@ def build_jlml(cfg: ModelConfig) -> tuple[keras.Model, keras.Model]:
     return training_model, embedding_model
 
 
+FEATURE_LAYERS = ("global_feature", "local_feature")  # the branches' 256/512-d features, before BNNeck
+
+
+def with_features(training_model: keras.Model) -> keras.Model:
+    """The training model with a second output, the branches' features concatenated before
+    BNNeck (where a metric loss acts on a BNNeck model; Luo et al., 2019); weights shared."""
+    parts = [training_model.get_layer(n).output for n in FEATURE_LAYERS
+             if n in {layer.name for layer in training_model.layers}]
+    features = parts[0] if len(parts) == 1 else layers.Concatenate(name="metric_features")(parts)
+    return keras.Model(training_model.input, {"logits": training_model.output,
+                                              "features": features}, name="jlml_train_features")
+
+
 def build_training_model(cfg: ModelConfig) -> keras.Model:
     return build_jlml(cfg)[0]
 

@@ -69,6 +69,28 @@ def per_example_cross_entropy(labels: tf.Tensor, logits: dict[str, tf.Tensor],
     return out
 
 
+def batch_hard_triplet(features: tf.Tensor, labels: tf.Tensor, margin: float) -> tf.Tensor:
+    """Batch-hard triplet loss per example (Hermans et al., 2017): for each anchor, its
+    farthest same-identity and its nearest other-identity image in the batch, Euclidean
+    distance, hinge max(0, d_ap - d_an + margin); margin 0 gives the soft margin
+    log(1 + exp(d_ap - d_an)). An anchor without a positive or a negative in the batch scores 0.
+    """
+    x = tf.cast(features, tf.float32)
+    squared = tf.reduce_sum(tf.square(x), axis=1)
+    gram = tf.matmul(x, x, transpose_b=True)
+    # the epsilon keeps the gradient of sqrt finite on the zero diagonal
+    distances = tf.sqrt(tf.maximum(squared[:, None] + squared[None, :] - 2.0 * gram, 0.0) + 1e-12)
+    same = tf.equal(labels[:, None], labels[None, :])
+    positive = tf.logical_and(same, tf.logical_not(tf.eye(tf.shape(x)[0], dtype=tf.bool)))
+    negative = tf.logical_not(same)
+    hardest_positive = tf.reduce_max(tf.where(positive, distances, 0.0), axis=1)
+    hardest_negative = tf.reduce_min(tf.where(negative, distances, tf.reduce_max(distances)), axis=1)
+    gap = hardest_positive - hardest_negative
+    loss = tf.nn.softplus(gap) if margin == 0 else tf.nn.relu(gap + margin)
+    valid = tf.logical_and(tf.reduce_any(positive, axis=1), tf.reduce_any(negative, axis=1))
+    return tf.where(valid, loss, 0.0)
+
+
 def weight_decay(model, coefficient: float) -> tf.Tensor:
     """L2 weight decay on conv and dense kernels (not BN, biases or the SFL-regularised heads'
     sparsity terms, which are separate)."""

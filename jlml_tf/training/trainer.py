@@ -39,6 +39,8 @@ class TrainConfig:
     seed: int = 0
     weight_decay: float = 5e-4
     label_smoothing: float = 0.0
+    triplet_weight: float = 0.0  # batch-hard triplet loss on the features (0: the paper's losses only)
+    triplet_margin: float = 0.3  # 0: soft margin
     checkpoint_every_steps: int = 500
     keep_checkpoints: int = 3
     log_every_steps: int = 20
@@ -59,7 +61,8 @@ class Trainer:
     `fit()` runs the whole resumable loop. `train_step(batch)` is one optimiser step on a global
     batch `(images [B, H, W, 3] float32 in 0..255, labels [B] int32)` under the trainer's
     strategy (multi-loss cross-entropy, SFL penalties, weight decay), returning scalar tensors
-    {"loss", "weight_decay", "ce_<head>", "acc_<head>", SFL terms}; benchmarks time it directly.
+    {"loss", "weight_decay", "ce_<head>", "acc_<head>", SFL terms, and "triplet" when
+    `triplet_weight` is set}; benchmarks time it directly.
     """
 
     def __init__(self, run_dir: str | os.PathLike, model_cfg: ModelConfig, sparsity: SparsityConfig,
@@ -133,11 +136,21 @@ class Trainer:
         sparsity, feature_dim = self.sparsity, self.model_cfg.feature_dim
         global_batch = self.train_cfg.batch_size
         weight_decay, smoothing = self.train_cfg.weight_decay, self.train_cfg.label_smoothing
+        triplet_weight, margin = self.train_cfg.triplet_weight, self.train_cfg.triplet_margin
+        forward = jlml.with_features(model) if triplet_weight else None
 
         def replica_step(images, labels):
             replicas = tf.cast(strategy.num_replicas_in_sync, tf.float32)
+            metric_terms = {}
             with tf.GradientTape() as tape:
-                logits = model(images, training=True)
+                if forward is None:
+                    logits = model(images, training=True)
+                else:
+                    outputs = forward(images, training=True)
+                    logits = outputs["logits"]
+                    triplet = losses.batch_hard_triplet(outputs["features"], labels, margin)
+                    metric_terms["triplet"] = tf.nn.compute_average_loss(
+                        triplet, global_batch_size=global_batch)
                 per_example = losses.per_example_cross_entropy(labels, logits, smoothing)
                 ce = {k: tf.nn.compute_average_loss(v, global_batch_size=global_batch)
                       for k, v in per_example.items()}
@@ -146,10 +159,12 @@ class Trainer:
                 # Model-level terms: each replica adds 1/replicas so the all-reduce sums to 1x.
                 regulariser = (tf.add_n(list(penalties.values()) + [decay])) / replicas
                 loss = tf.add_n(list(ce.values())) + regulariser
+                if metric_terms:
+                    loss += triplet_weight * metric_terms["triplet"]
                 scaled = optimizer.scale_loss(loss)
             grads = tape.gradient(scaled, model.trainable_variables)
             optimizer.apply_gradients(zip(grads, model.trainable_variables))
-            out = {"loss": loss, "weight_decay": decay / replicas}
+            out = {"loss": loss, "weight_decay": decay / replicas, **metric_terms}
             for name, value in ce.items():
                 out[f"ce_{name}"] = value
                 correct = tf.cast(tf.equal(tf.argmax(logits[name], -1, output_type=tf.int32),
