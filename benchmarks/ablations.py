@@ -5,7 +5,7 @@ Every variant gets the same data, budget and seeds: a joint pre-training without
 variant's change), then fine-tuning on splits 0-2 (`<variant>_cuhk01.cfg`). KISSME and XQDA are
 the full model's features matched with a metric fitted on each split's training identities.
 
-    python benchmarks/ablations.py run --splits=0,1,2 --jobs=2    # resumable, reuses finished trials
+    python benchmarks/ablations.py run --jobs=2     # resumable, reuses finished trials
     python benchmarks/ablations.py report                           # table, paired differences, PNG
 
 `run` keeps every run under runs/ablations/<variant>/ and copies its small files (results,
@@ -75,10 +75,10 @@ def stage_configs(variant: str) -> tuple[pathlib.Path, pathlib.Path]:
     return CONFIGS / f"{variant}.cfg", CONFIGS / f"{variant}_cuhk01.cfg"
 
 
-def train_commands(variant: str, splits: list[int], pretrain_epochs: int | None,
+def train_commands(variant: str, splits: list[int] | None, pretrain_epochs: int | None,
                    finetune_epochs: int | None, runs: pathlib.Path) -> list[list[str]]:
     """The pre-training and the fine-tuning command of a trained variant: its flagfiles, with
-    the budget overridden where given."""
+    the budget and splits overridden where given."""
     pretrain_cfg, finetune_cfg = stage_configs(variant)
     pretrain, finetune = runs / variant / "pretrain", runs / variant / "cuhk01"
     python = [sys.executable, "-m", "jlml_tf.train"]
@@ -88,7 +88,7 @@ def train_commands(variant: str, splits: list[int], pretrain_epochs: int | None,
                   f"--run_dir={pretrain}"],
         python + [f"--flagfile={finetune_cfg.relative_to(ROOT)}", *epochs(finetune_epochs),
                   f"--init_from={pretrain}", f"--run_dir={finetune}",
-                  "--trials=" + ",".join(map(str, splits))],
+                  *(["--trials=" + ",".join(map(str, splits))] if splits else [])],
     ]
 
 
@@ -303,10 +303,11 @@ def parse_args(argv):
     parser.add_argument("command", choices=("run", "report"))
     parser.add_argument("--variants", default="all",
                         help=f"comma-separated, or 'all': {','.join(VARIANTS)}")
-    parser.add_argument("--splits", default="0,1,2", help="CUHK01 485/486 splits (0-9)")
-    parser.add_argument("--pretrain_epochs", type=int, default=None,
+    parser.add_argument("--splits", default=None,
+                        help="override the CUHK01 485/486 splits (0-9) of experiments/ablations/cpu/")
+    parser.add_argument("--pretrain_epochs", type=_positive, default=None,
                         help="override the pre-training epochs of experiments/ablations/cpu/")
-    parser.add_argument("--finetune_epochs", type=int, default=None,
+    parser.add_argument("--finetune_epochs", type=_positive, default=None,
                         help="override the fine-tuning epochs of experiments/ablations/cpu/")
     parser.add_argument("--jobs", type=int, default=2, help="variants trained side by side")
     parser.add_argument("--runs", default=os.fspath(ROOT / "runs" / "ablations"))
@@ -319,6 +320,8 @@ def parse_args(argv):
     if unknown:
         parser.error(f"--variants: unknown {unknown}; known: {','.join(VARIANTS)}")
     args.variants = chosen
+    if args.splits is None:
+        return args
     try:
         args.splits = sorted({int(s) for s in args.splits.split(",")})
     except ValueError:
@@ -326,6 +329,13 @@ def parse_args(argv):
     if not all(0 <= s <= 9 for s in args.splits):
         parser.error(f"--splits={args.splits}: CUHK01 485/486 has splits 0-9")
     return args
+
+
+def _positive(text: str) -> int:
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"{text}: give a positive number of epochs")
+    return value
 
 
 def main(argv=None) -> int:

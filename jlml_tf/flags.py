@@ -96,7 +96,8 @@ def define_flags(fv: flags.FlagValues | None = None) -> flags.FlagValues:
     flags.DEFINE_float("label_smoothing", 0.0, "Label smoothing.", lower_bound=0.0, upper_bound=1.0,
                        **d)
     flags.DEFINE_float("triplet_weight", 0.0, "Weight of a batch-hard triplet loss on the branch "
-                       "features, added to the paper's losses (0: off; needs --sampler=pk).",
+                       "features, added to the paper's losses (0: off; needs --sampler=pk). "
+                       "Triplets are mined within each replica's share of the batch.",
                        lower_bound=0.0, **d)
     flags.DEFINE_float("triplet_margin", 0.3, "Triplet margin (0: soft margin).", lower_bound=0.0,
                        **d)

@@ -38,9 +38,11 @@ def test_fine_tunes_at_another_input_size(tmp_path, tiny_model_config):
                                      input_height=tiny_model_config.input_height * 2,
                                      input_width=tiny_model_config.input_width * 2)
     target, _ = jlml.build_jlml(target_cfg)
-    warm_start.copy_feature_weights(tmp_path, target, target_cfg)
+    copied = warm_start.copy_feature_weights(tmp_path, target, target_cfg)
     heads = jlml.classifier_layers(target)
-    for layer in (l for l in target.layers if l.name not in heads and l.weights):
+    feature_layers = [l for l in target.layers if l.name not in heads and l.weights]
+    assert copied == sum(len(l.weights) for l in feature_layers)
+    for layer in feature_layers:
         for got, want in zip(layer.get_weights(), source.get_layer(layer.name).get_weights()):
             np.testing.assert_array_equal(got, want)
 

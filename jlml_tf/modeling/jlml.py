@@ -86,7 +86,7 @@ def build_jlml(cfg: ModelConfig) -> tuple[keras.Model, keras.Model]:
     return training_model, embedding_model
 
 
-FEATURE_LAYERS = ("global_feature", "local_feature")  # the branches' 256/512-d features, before BNNeck
+FEATURE_LAYERS = ("global_feature", "local_feature")  # each branch's feature_dim-d feature, before BNNeck
 
 
 def with_features(training_model: keras.Model) -> keras.Model:
@@ -94,6 +94,8 @@ def with_features(training_model: keras.Model) -> keras.Model:
     BNNeck (where a metric loss acts on a BNNeck model; Luo et al., 2019); weights shared."""
     parts = [training_model.get_layer(n).output for n in FEATURE_LAYERS
              if n in {layer.name for layer in training_model.layers}]
+    if not parts:
+        raise ValueError(f"{training_model.name}: no layer named {' or '.join(FEATURE_LAYERS)}")
     features = parts[0] if len(parts) == 1 else layers.Concatenate(name="metric_features")(parts)
     return keras.Model(training_model.input, {"logits": training_model.output,
                                               "features": features}, name="jlml_train_features")

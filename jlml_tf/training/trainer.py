@@ -76,6 +76,7 @@ class Trainer:
         self.strategy = strategy or tf.distribute.get_strategy()
         self.evaluate_fn = evaluate_fn
         self.chief = distribute.is_chief(self.strategy)
+        self._check_triplet_batches()
         self.steps_per_epoch = self._steps_per_epoch()
         self.total_steps = self.steps_per_epoch * train_cfg.epochs
         opt_cfg = dataclasses.replace(opt_cfg, total_steps=self.total_steps)
@@ -97,6 +98,20 @@ class Trainer:
         self.train_step = self._make_train_step()
 
     # -- set-up ---------------------------------------------------------------------------
+    def _check_triplet_batches(self) -> None:
+        """Triplets are mined within each replica's slice of the P x K batch, so every slice
+        must hold whole identities, at least two of them."""
+        cfg = self.train_cfg
+        if not cfg.triplet_weight:
+            return
+        per_replica = cfg.batch_size // self.strategy.num_replicas_in_sync
+        k = cfg.images_per_identity
+        if cfg.sampler != "pk" or per_replica % k or per_replica // k < 2:
+            raise ValueError(
+                f"--triplet_weight needs --sampler=pk and a per-replica batch (--batch_size="
+                f"{cfg.batch_size} over {self.strategy.num_replicas_in_sync} replicas) of at "
+                f"least two whole identities of --images_per_identity={k} images")
+
     def _checkpoint_dir(self) -> str:
         if self.chief:
             return os.fspath(self.run_dir / run_dir_lib.CHECKPOINT_DIR)
@@ -141,7 +156,7 @@ class Trainer:
 
         def replica_step(images, labels):
             replicas = tf.cast(strategy.num_replicas_in_sync, tf.float32)
-            metric_terms = {}
+            triplet_term = {}
             with tf.GradientTape() as tape:
                 if forward is None:
                     logits = model(images, training=True)
@@ -149,7 +164,7 @@ class Trainer:
                     outputs = forward(images, training=True)
                     logits = outputs["logits"]
                     triplet = losses.batch_hard_triplet(outputs["features"], labels, margin)
-                    metric_terms["triplet"] = tf.nn.compute_average_loss(
+                    triplet_term["triplet"] = tf.nn.compute_average_loss(
                         triplet, global_batch_size=global_batch)
                 per_example = losses.per_example_cross_entropy(labels, logits, smoothing)
                 ce = {k: tf.nn.compute_average_loss(v, global_batch_size=global_batch)
@@ -159,12 +174,12 @@ class Trainer:
                 # Model-level terms: each replica adds 1/replicas so the all-reduce sums to 1x.
                 regulariser = (tf.add_n(list(penalties.values()) + [decay])) / replicas
                 loss = tf.add_n(list(ce.values())) + regulariser
-                if metric_terms:
-                    loss += triplet_weight * metric_terms["triplet"]
+                if triplet_term:
+                    loss += triplet_weight * triplet_term["triplet"]
                 scaled = optimizer.scale_loss(loss)
             grads = tape.gradient(scaled, model.trainable_variables)
             optimizer.apply_gradients(zip(grads, model.trainable_variables))
-            out = {"loss": loss, "weight_decay": decay / replicas, **metric_terms}
+            out = {"loss": loss, "weight_decay": decay / replicas, **triplet_term}
             for name, value in ce.items():
                 out[f"ce_{name}"] = value
                 correct = tf.cast(tf.equal(tf.argmax(logits[name], -1, output_type=tf.int32),
