@@ -27,3 +27,19 @@ def tiny_model_config():
     return ModelConfig(input_height=64, input_width=32, stem_filters=8,
                        global_widths=(4, 8), local_widths=(2, 4), units_per_stage=(1, 1),
                        stage_strides=(1, 2), feature_dim=16, num_classes=5)
+
+
+@pytest.fixture
+def parse(monkeypatch):
+    """Parses training-command arguments the way `python -m jlml_tf.train` does, from the
+    project root (nested --flagfile paths are relative to it)."""
+    monkeypatch.chdir(PROJECT_ROOT)
+
+    def _parse(*args):
+        import jlml_tf.train as train
+
+        fv = train.define_flags()
+        fv(["train", *args])
+        return fv
+
+    return _parse

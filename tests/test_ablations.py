@@ -100,12 +100,8 @@ def test_commands_run_the_variant_flagfiles_with_overrides(tmp_path):
         assert "--trials=0,2" in ablations.train_commands(variant, [0, 2], None, None, tmp_path)[1]
 
 
-def _parse(path):
-    import jlml_tf.train as train
-
-    values = train.define_flags()
-    values(["train", f"--flagfile={path.relative_to(PROJECT_ROOT)}"])
-    return values
+def _flagfile(path):
+    return f"--flagfile={path.relative_to(PROJECT_ROOT)}"
 
 
 # The flags a variant may change; every other flag must equal the full model's.
@@ -113,14 +109,13 @@ _VARIANT_FLAGS = {"branches", "loss_mode", "shared_stem", "global_group_lasso",
                   "local_exclusive_lasso", "num_stripes", "run_dir", "init_from"}
 
 
-def test_variants_change_only_their_model_and_fine_tune_their_own_pre_training(monkeypatch):
+def test_variants_change_only_their_model_and_fine_tune_their_own_pre_training(parse):
     from jlml_tf import flags as jflags
 
-    monkeypatch.chdir(PROJECT_ROOT)
-    full = [_parse(p).flag_values_dict() for p in ablations.stage_configs(ablations.FULL)]
+    full = [parse(_flagfile(p)).flag_values_dict() for p in ablations.stage_configs(ablations.FULL)]
     models = set()
     for variant in ablations.TRAINED:
-        stages = [_parse(p) for p in ablations.stage_configs(variant)]
+        stages = [parse(_flagfile(p)) for p in ablations.stage_configs(variant)]
         for values, reference in zip(stages, full):
             changed = {k for k, v in values.flag_values_dict().items() if reference[k] != v}
             assert changed <= _VARIANT_FLAGS, (variant, changed - _VARIANT_FLAGS)
@@ -132,9 +127,8 @@ def test_variants_change_only_their_model_and_fine_tune_their_own_pre_training(m
     assert len(models) == len(ablations.TRAINED)  # no two variants train the same model
 
 
-def test_learned_metrics_use_the_test_time_views_of_the_l2_figure(tmp_path, monkeypatch):
-    monkeypatch.chdir(PROJECT_ROOT)
-    flip = _parse(ablations.stage_configs(ablations.FULL)[1]).flip_test
+def test_learned_metrics_use_the_test_time_views_of_the_l2_figure(tmp_path, parse):
+    flip = parse(_flagfile(ablations.stage_configs(ablations.FULL)[1])).flip_test
     for variant in ablations.MATCHED:
         command = ablations.metric_command(variant, tmp_path)
         assert ("--flip_test" in command) == flip

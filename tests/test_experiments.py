@@ -6,7 +6,6 @@ import pathlib
 from absl import flags
 import pytest
 
-import jlml_tf.train as train
 from jlml_tf import flags as jflags, paper
 from jlml_tf.training import optimization
 from jlml_tf.config import ModelConfig
@@ -14,18 +13,6 @@ from jlml_tf.config import ModelConfig
 from conftest import PROJECT_ROOT
 
 CONFIGS = sorted((PROJECT_ROOT / "experiments").rglob("*.cfg"))
-
-
-@pytest.fixture
-def parse(monkeypatch):
-    monkeypatch.chdir(PROJECT_ROOT)  # nested --flagfile paths are relative to the project
-
-    def _parse(*args):
-        fv = train.define_flags()
-        fv(["train", *args])
-        return fv
-
-    return _parse
 
 
 def test_every_benchmark_and_ablation_has_a_config():

@@ -92,8 +92,8 @@ FEATURE_LAYERS = ("global_feature", "local_feature")  # each branch's feature_di
 def with_features(training_model: keras.Model) -> keras.Model:
     """The training model with a second output, the branches' features concatenated before
     BNNeck (where a metric loss acts on a BNNeck model; Luo et al., 2019); weights shared."""
-    parts = [training_model.get_layer(n).output for n in FEATURE_LAYERS
-             if n in {layer.name for layer in training_model.layers}]
+    names = {layer.name for layer in training_model.layers}
+    parts = [training_model.get_layer(n).output for n in FEATURE_LAYERS if n in names]
     if not parts:
         raise ValueError(f"{training_model.name}: no layer named {' or '.join(FEATURE_LAYERS)}")
     features = parts[0] if len(parts) == 1 else layers.Concatenate(name="metric_features")(parts)

@@ -156,16 +156,16 @@ class Trainer:
 
         def replica_step(images, labels):
             replicas = tf.cast(strategy.num_replicas_in_sync, tf.float32)
-            triplet_term = {}
+            triplet = None
             with tf.GradientTape() as tape:
                 if forward is None:
                     logits = model(images, training=True)
                 else:
                     outputs = forward(images, training=True)
                     logits = outputs["logits"]
-                    triplet = losses.batch_hard_triplet(outputs["features"], labels, margin)
-                    triplet_term["triplet"] = tf.nn.compute_average_loss(
-                        triplet, global_batch_size=global_batch)
+                    triplet = tf.nn.compute_average_loss(
+                        losses.batch_hard_triplet(outputs["features"], labels, margin),
+                        global_batch_size=global_batch)
                 per_example = losses.per_example_cross_entropy(labels, logits, smoothing)
                 ce = {k: tf.nn.compute_average_loss(v, global_batch_size=global_batch)
                       for k, v in per_example.items()}
@@ -174,12 +174,14 @@ class Trainer:
                 # Model-level terms: each replica adds 1/replicas so the all-reduce sums to 1x.
                 regulariser = (tf.add_n(list(penalties.values()) + [decay])) / replicas
                 loss = tf.add_n(list(ce.values())) + regulariser
-                if triplet_term:
-                    loss += triplet_weight * triplet_term["triplet"]
+                if triplet is not None:
+                    loss += triplet_weight * triplet
                 scaled = optimizer.scale_loss(loss)
             grads = tape.gradient(scaled, model.trainable_variables)
             optimizer.apply_gradients(zip(grads, model.trainable_variables))
-            out = {"loss": loss, "weight_decay": decay / replicas, **triplet_term}
+            out = {"loss": loss, "weight_decay": decay / replicas}
+            if triplet is not None:
+                out["triplet"] = triplet
             for name, value in ce.items():
                 out[f"ce_{name}"] = value
                 correct = tf.cast(tf.equal(tf.argmax(logits[name], -1, output_type=tf.int32),
