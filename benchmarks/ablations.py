@@ -172,15 +172,20 @@ def verdict(difference: dict | None) -> str:
     return "not resolved"
 
 
+def paper_rank1(variant: str) -> float | None:
+    """The paper's Market-1501 single-query R1 of a variant."""
+    key = TRAINED[variant][1] if variant in TRAINED else variant
+    market = paper.ABLATIONS.get(key)
+    return market[0] if market else None
+
+
 def summary_rows(results: pathlib.Path) -> list[dict]:
     rows = []
     for variant in VARIANTS:
         trials = per_split(results, variant)
         label = TRAINED[variant][0] if variant in TRAINED else MATCHED[variant][0]
-        key = TRAINED[variant][1] if variant in TRAINED else variant
-        market = paper.ABLATIONS.get(key)
         row = {"variant": variant, "label": label, "splits": sorted(trials),
-               "paper_market_rank1": market[0] if market else None,
+               "paper_market_rank1": paper_rank1(variant),
                "hours": variant_hours(results, variant)}
         for metric in ("rank1", "map"):
             values = [100 * t[metric] for t in trials.values()]
@@ -206,7 +211,8 @@ def claim_rows(results: pathlib.Path) -> list[dict]:
     for claim, better, worse in CLAIMS:
         difference = paired(per_split(results, better), per_split(results, worse))
         out.append({"claim": claim, "better": better, "worse": worse,
-                    "difference": difference, "verdict": verdict(difference)})
+                    "difference": difference, "verdict": verdict(difference),
+                    "paper_difference": paper_rank1(better) - paper_rank1(worse)})
     return out
 
 
@@ -221,24 +227,25 @@ def markdown(rows: list[dict], claims: list[dict]) -> str:
         lines.append(f"| {row['label']} | {len(row['splits'])} | {cell(row, 'rank1')} | "
                      f"{cell(row, 'map')} | {f'{hours:.2f}' if hours is not None else '-'} | "
                      f"{market if market is not None else '-'} |")
-    lines += ["", "| the paper's claim | R1 difference, 95 % interval (points) | here |",
-              "|---|---|---|"]
+    lines += ["", "| the paper's claim | the paper's R1 difference (Market-1501) | "
+              "R1 difference here, 95 % interval (points) | here |", "|---|---|---|---|"]
     for c in claims:
         d = c["difference"]
         text = (f"{d['mean']:+.1f} [{d['low']:+.1f}, {d['high']:+.1f}] over {len(d['splits'])} "
                 "splits" if d else "-")
-        lines.append(f"| {c['claim']} | {text} | {c['verdict']} |")
+        lines.append(f"| {c['claim']} | {c['paper_difference']:+.1f} | {text} | {c['verdict']} |")
     return "\n".join(lines)
 
 
-def plot(rows: list[dict], path: pathlib.Path) -> None:
+def plot(rows: list[dict], claims: list[dict], path: pathlib.Path) -> None:
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
     shown = [r for r in rows if "rank1" in r]
-    fig, (ours, theirs) = plt.subplots(1, 2, figsize=(11, 4.5), sharey=False)
+    fig, (ours, theirs, differences) = plt.subplots(
+        1, 3, figsize=(17, 5), gridspec_kw={"width_ratios": [1, 1, 1.3]})
     names = [r["variant"] for r in shown]
     ours.bar(names, [r["rank1"]["mean"] for r in shown],
              yerr=[r["rank1"]["std"] for r in shown], capsize=3, color="tab:blue")
@@ -249,10 +256,30 @@ def plot(rows: list[dict], path: pathlib.Path) -> None:
     for axis in (ours, theirs):
         axis.tick_params(axis="x", labelrotation=60)
         axis.grid(axis="y", alpha=0.3)
+    plot_claims(differences, [c for c in claims if c["difference"]])
     fig.tight_layout()
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path, dpi=100)
     plt.close(fig)
+
+
+def plot_claims(axis, claims: list[dict]) -> None:
+    """Each claim's paired R1 difference here with its 95 % interval, the paper's beside it:
+    a claim holds where the whole interval is right of zero."""
+    y = list(range(len(claims)))[::-1]
+    means = [c["difference"]["mean"] for c in claims]
+    spans = [[m - c["difference"]["low"] for m, c in zip(means, claims)],
+             [c["difference"]["high"] - m for m, c in zip(means, claims)]]
+    axis.errorbar(means, y, xerr=spans, fmt="o", color="tab:blue", capsize=3,
+                  label="here, 95 % interval")
+    axis.scatter([c["paper_difference"] for c in claims], y, marker="D", color="tab:gray",
+                 label="the paper (Market-1501)", zorder=3)
+    axis.axvline(0, color="black", linewidth=0.8)
+    axis.set_yticks(y, [f"{c['claim']}\n({c['verdict']})" for c in claims], fontsize=8)
+    axis.set_xlabel("R1 difference, better minus worse (points)")
+    axis.set_title("the paper's claims")
+    axis.grid(axis="x", alpha=0.3)
+    axis.legend(fontsize=8, loc="lower right")
 
 
 def budget_rows(results: pathlib.Path, longer: pathlib.Path) -> list[dict]:
@@ -287,7 +314,7 @@ def report(results: pathlib.Path, longer: pathlib.Path | None = None) -> str:
     (results / "summary.json").write_text(json.dumps(
         {"variants": rows, "claims": claims, "budget_check": budget}, indent=1))
     if any("rank1" in r for r in rows):
-        plot(rows, results / "ablations.png")
+        plot(rows, claims, results / "ablations.png")
     text = markdown(rows, claims)
     if longer:
         text += f"\n\nThe same claims at the budget of {longer}:\n\n" + budget_markdown(budget)

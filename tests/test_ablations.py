@@ -62,7 +62,8 @@ def test_report_from_committed_files(tmp_path):
     full = next(r for r in summary["variants"] if r["variant"] == "full")
     uniloss = next(r for r in summary["variants"] if r["variant"] == "uniloss")
     assert full["rank1"]["mean"] == pytest.approx(32.0) and full["paper_market_rank1"] == 85.1
-    assert "| multi-loss beats UniLoss | -2.5 [" in text
+    assert "| multi-loss beats UniLoss | +9.0 | -2.5 [" in text  # the paper: 85.1 - 76.1
+    assert claims["L2 beats XQDA on JLML features"]["paper_difference"] == pytest.approx(85.1 - 82.6)
     assert full["hours"] == pytest.approx(1.5) and uniloss["hours"] == pytest.approx(0.25)
     assert next(r for r in summary["variants"] if r["variant"] == "xqda")["hours"] is None
     assert "| 1.50 | 85.1 |" in text
