@@ -254,7 +254,7 @@ def plot(rows: list[dict], claims: list[dict], path: pathlib.Path) -> None:
     theirs.bar(names, [r["paper_market_rank1"] or 0 for r in shown], color="tab:gray")
     theirs.set_title("the paper, Market-1501 single query")
     for axis in (ours, theirs):
-        axis.tick_params(axis="x", labelrotation=60)
+        axis.set_xticks(range(len(names)), names, rotation=45, ha="right")
         axis.grid(axis="y", alpha=0.3)
     plot_claims(differences, [c for c in claims if c["difference"]])
     fig.tight_layout()
