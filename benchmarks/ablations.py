@@ -2,7 +2,8 @@
 
 Every variant gets the same data, budget and seeds: a joint pre-training without CUHK01
 (`experiments/ablations/cpu/<variant>.cfg`: the CUHK01 pre-training cut to 8 epochs, with the
-variant's change), then fine-tuning on splits 0-2 (`<variant>_cuhk01.cfg`). KISSME and XQDA are
+variant's change), then fine-tuning on splits 0-2 (`<variant>_cuhk01.cfg`; `--splits` adds
+more). KISSME and XQDA are
 the full model's features matched with a metric fitted on each split's training identities.
 
     python benchmarks/ablations.py run --jobs=2     # resumable, reuses finished trials
@@ -266,6 +267,9 @@ def plot(rows: list[dict], claims: list[dict], path: pathlib.Path) -> None:
 def plot_claims(axis, claims: list[dict]) -> None:
     """Each claim's paired R1 difference here with its 95 % interval, the paper's beside it:
     a claim holds where the whole interval is right of zero."""
+    if not claims:  # one variant measured: nothing to pair yet
+        axis.set_axis_off()
+        return
     y = list(range(len(claims)))[::-1]
     means = [c["difference"]["mean"] for c in claims]
     spans = [[m - c["difference"]["low"] for m, c in zip(means, claims)],

@@ -70,6 +70,15 @@ def test_report_from_committed_files(tmp_path):
     assert (tmp_path / "ablations.png").stat().st_size > 0
 
 
+def test_report_with_one_variant_has_no_claim_to_pair(tmp_path):
+    _write(tmp_path, "full", {0: 0.30, 1: 0.34})
+    text = ablations.report(tmp_path)
+    summary = json.loads((tmp_path / "summary.json").read_text())
+    assert {c["verdict"] for c in summary["claims"]} == {"not run"}
+    assert "| multi-loss beats UniLoss | +9.0 | - | not run |" in text
+    assert (tmp_path / "ablations.png").stat().st_size > 0
+
+
 def test_budget_check_compares_the_sign_of_each_claim(tmp_path):
     short, long = tmp_path / "short", tmp_path / "long"
     _write(short, "full", {0: 0.30, 1: 0.34, 2: 0.32})
