@@ -3,8 +3,8 @@
 Every variant gets the same data, budget and seeds: a joint pre-training without CUHK01
 (`experiments/ablations/cpu/<variant>.cfg`: the CUHK01 pre-training cut to 8 epochs, with the
 variant's change), then fine-tuning on splits 0-2 (`<variant>_cuhk01.cfg`; `--splits` adds
-more). KISSME and XQDA are
-the full model's features matched with a metric fitted on each split's training identities.
+more). KISSME and XQDA are the full model's features matched with a metric fitted on each
+split's training identities.
 
     python benchmarks/ablations.py run --jobs=2     # resumable, reuses finished trials
     python benchmarks/ablations.py report                           # table, paired differences, PNG
