@@ -143,7 +143,7 @@ def markdown(per_trial: dict[str, dict[str, dict]]) -> str:
     for name in names:
         r1 = 100 * np.array([by_readout[name][t]["rank1"] for t in trials])
         mp = 100 * np.array([by_readout[name][t]["map"] for t in trials])
-        spread = lambda v: f"{v.mean():.1f} ± {v.std(ddof=1):.1f}" if len(v) > 1 else f"{v.mean():.1f}"  # noqa: E731
+        spread = lambda v: f"{v.mean():.1f} ± {v.std():.1f}"  # noqa: E731  (std over trials as every table here)
         d = None if name == DEPLOYED else paired(by_readout[name], by_readout[DEPLOYED])
         diff = "-" if d is None else f"{d['mean']:+.1f} [{d['low']:+.1f}, {d['high']:+.1f}]"
         lines.append(f"| {name} | {spread(r1)} | {spread(mp)} | {diff} |")

@@ -69,7 +69,7 @@ def test_table_pairs_each_readout_with_the_deployed_one():
     assert rows[readouts.DEPLOYED].endswith("| - |")
     # differences +2, +1, +3: mean +2.0, t(0.975, 2) = 4.303, sd 1: half width 2.48
     assert "+2.0 [-0.5, +4.5]" in rows[other]
-    assert "| 45.0 ± 5.0 |" in rows[readouts.DEPLOYED]
+    assert "| 45.0 ± 4.1 |" in rows[readouts.DEPLOYED]  # population std, as protocol.aggregate_trials
 
 
 def test_missing_trial_is_named(tmp_path, capsys):
