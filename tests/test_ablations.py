@@ -37,6 +37,9 @@ def test_paired_difference_and_its_t_interval_by_hand():
     assert (d["low"], d["high"]) == (pytest.approx(16 / 3 - half), pytest.approx(16 / 3 + half))
     assert ablations.verdict(d) == "holds"  # 5.33 - 3.80 > 0
     assert ablations.paired(better, {"trial0": {"rank1": 0.1}}) is None  # one shared split
+    wide = ablations.paired(better, worse, confidence=0.995)  # t(0.9975, df=2) = 14.089
+    assert wide["high"] - wide["mean"] == pytest.approx(14.0890 * math.sqrt(7 / 3) / math.sqrt(3), rel=1e-4)
+    assert ablations.verdict(wide) == "not resolved"
 
 
 @pytest.mark.parametrize("low, high, expected", [(0.5, 2.0, "holds"), (-3.0, -0.1, "reversed"),
@@ -57,6 +60,9 @@ def test_report_from_committed_files(tmp_path):
     summary = json.loads((tmp_path / "summary.json").read_text())
     claims = {c["claim"]: c for c in summary["claims"]}
     assert claims["multi-loss beats UniLoss"]["verdict"] == "reversed"
+    # -2, -2.5, -3 points: reversed at 95 %, not with all ten claims at once (99.5 %)
+    assert claims["multi-loss beats UniLoss"]["family_verdict"] == "not resolved"
+    assert claims["L2 beats XQDA on JLML features"]["family_verdict"] == "holds"  # +10, +12, +11
     assert claims["L2 beats XQDA on JLML features"]["verdict"] == "holds"
     assert claims["m = 4 beats m = 2"]["verdict"] == "not run"
     full = next(r for r in summary["variants"] if r["variant"] == "full")
@@ -75,7 +81,7 @@ def test_report_with_one_variant_has_no_claim_to_pair(tmp_path):
     text = ablations.report(tmp_path)
     summary = json.loads((tmp_path / "summary.json").read_text())
     assert {c["verdict"] for c in summary["claims"]} == {"not run"}
-    assert "| multi-loss beats UniLoss | +9.0 | - | not run |" in text
+    assert "| multi-loss beats UniLoss | +9.0 | - | not run | - | not run |" in text
     assert (tmp_path / "ablations.png").stat().st_size > 0
 
 
