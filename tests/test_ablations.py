@@ -1,19 +1,13 @@
 """benchmarks/ablations.py: commands, paired differences and verdicts on hand-made results."""
-import importlib.util
 import json
 import math
-import sys
 
 import pytest
 
-from conftest import PROJECT_ROOT
+from conftest import PROJECT_ROOT, load_benchmark
 import run_fixtures as fixtures
 
-_spec = importlib.util.spec_from_file_location(
-    "benchmarks_ablations", PROJECT_ROOT / "benchmarks" / "ablations.py")
-ablations = importlib.util.module_from_spec(_spec)
-sys.modules[_spec.name] = ablations
-_spec.loader.exec_module(ablations)
+ablations = load_benchmark("ablations")
 
 
 def _write(results, variant, rank1_by_split, name="results.json"):

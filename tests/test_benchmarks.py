@@ -1,25 +1,14 @@
 """benchmarks/run.py: exact FLOP arithmetic, timing windows on a fake clock, flags, and the
 report files of a seconds-long run. No timing figure is asserted."""
-import importlib.util
 import json
-import sys
 
 import pytest
 
-from conftest import PROJECT_ROOT
+from conftest import load_benchmark
 
 
-def _load(name):
-    spec = importlib.util.spec_from_file_location(f"benchmarks_{name}",
-                                                  PROJECT_ROOT / "benchmarks" / f"{name}.py")
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module  # dataclasses look their module up while it executes
-    spec.loader.exec_module(module)
-    return module
-
-
-speed = _load("speed")
-run = _load("run")
+speed = load_benchmark("speed")
+run = load_benchmark("run")
 
 
 # -- pure helpers ------------------------------------------------------------------------------

@@ -1,16 +1,10 @@
 """benchmarks/floor_baselines.py: the no-training features on tiny hand-made images."""
-import importlib.util
-import sys
 
 import numpy as np
 
-from conftest import PROJECT_ROOT
+from conftest import load_benchmark
 
-_spec = importlib.util.spec_from_file_location(
-    "benchmarks_floor_baselines", PROJECT_ROOT / "benchmarks" / "floor_baselines.py")
-floor = importlib.util.module_from_spec(_spec)
-sys.modules[_spec.name] = floor
-_spec.loader.exec_module(floor)
+floor = load_benchmark("floor_baselines")
 
 
 def _two_colour_person(top, bottom, h=16, w=6):

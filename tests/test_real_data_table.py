@@ -1,16 +1,10 @@
 """benchmarks/real_data_table.py on a hand-made results folder: rows, hours, best LOMO variant."""
-import importlib.util
 import json
-import sys
 
-from conftest import PROJECT_ROOT
+from conftest import load_benchmark
 import run_fixtures as fixtures
 
-_spec = importlib.util.spec_from_file_location(
-    "benchmarks_real_data_table", PROJECT_ROOT / "benchmarks" / "real_data_table.py")
-real_data_table = importlib.util.module_from_spec(_spec)
-sys.modules[_spec.name] = real_data_table
-_spec.loader.exec_module(real_data_table)
+real_data_table = load_benchmark("real_data_table")
 
 
 def _results(path, method, rank1, trials=10):

@@ -1,17 +1,11 @@
 """benchmarks/recipe_curves.py: window means on hand-made points, and the NAME=RUN parsing."""
-import importlib.util
-import sys
 
 import numpy as np
 import pytest
 
-from conftest import PROJECT_ROOT
+from conftest import load_benchmark
 
-_spec = importlib.util.spec_from_file_location(
-    "benchmarks_recipe_curves", PROJECT_ROOT / "benchmarks" / "recipe_curves.py")
-recipe_curves = importlib.util.module_from_spec(_spec)
-sys.modules[_spec.name] = recipe_curves
-_spec.loader.exec_module(recipe_curves)
+recipe_curves = load_benchmark("recipe_curves")
 
 
 def test_windows_average_the_points_they_hold_and_skip_empty_ones():

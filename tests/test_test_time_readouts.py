@@ -1,19 +1,13 @@
 """benchmarks/test_time_readouts.py: readouts on hand-made features, the deployed one against the
 deployed model, and the table's paired differences."""
 import dataclasses
-import importlib.util
-import sys
 
 import numpy as np
 import pytest
 
-from conftest import PROJECT_ROOT
+from conftest import load_benchmark
 
-_spec = importlib.util.spec_from_file_location(
-    "benchmarks_test_time_readouts", PROJECT_ROOT / "benchmarks" / "test_time_readouts.py")
-readouts = importlib.util.module_from_spec(_spec)
-sys.modules[_spec.name] = readouts
-_spec.loader.exec_module(readouts)
+readouts = load_benchmark("test_time_readouts")
 
 
 def _views():
