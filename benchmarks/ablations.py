@@ -28,9 +28,8 @@ import sys
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 sys.path.insert(0, os.fspath(ROOT))
 
-import scipy.stats  # noqa: E402
-
 from jlml_tf import paper  # noqa: E402
+from jlml_tf.evaluation.paired import paired_difference as paired  # noqa: E402
 from jlml_tf.inference.run_dir import training_hours  # noqa: E402
 
 CONFIGS = ROOT / "experiments" / "ablations" / "cpu"  # <variant>.cfg, <variant>_cuhk01.cfg
@@ -147,21 +146,6 @@ def per_split(results: pathlib.Path, variant: str) -> dict[str, dict]:
     (entry,) = document["results"].values()
     names = document.get("extra", {}).get("trials") or [f"trial{i}" for i in range(len(entry["trials"]))]
     return dict(zip(names, entry["trials"]))
-
-
-def paired(better: dict[str, dict], worse: dict[str, dict], key: str = "rank1",
-           confidence: float = 0.95) -> dict | None:
-    """Mean paired difference (better - worse) over the splits both have, with a t interval
-    at `confidence`, in percentage points; None without at least two shared splits."""
-    shared = sorted(set(better) & set(worse))
-    if len(shared) < 2:
-        return None
-    diffs = [100 * (better[s][key] - worse[s][key]) for s in shared]
-    n = len(diffs)
-    mean = sum(diffs) / n
-    sd = math.sqrt(sum((d - mean) ** 2 for d in diffs) / (n - 1))
-    half = scipy.stats.t.ppf(1 - (1 - confidence) / 2, n - 1) * sd / math.sqrt(n)
-    return {"splits": shared, "mean": mean, "low": mean - half, "high": mean + half}
 
 
 def verdict(difference: dict | None) -> str:

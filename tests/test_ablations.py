@@ -1,6 +1,5 @@
 """benchmarks/ablations.py: commands, paired differences and verdicts on hand-made results."""
 import json
-import math
 
 import pytest
 
@@ -17,23 +16,6 @@ def _write(results, variant, rank1_by_split, name="results.json"):
     trials = [{"rank1": r, "map": r / 2} for r in rank1_by_split.values()]
     (run / name).write_text(json.dumps({"extra": {"trials": names},
                                         "results": {"JLML": {"trials": trials}}}))
-
-
-def test_paired_difference_and_its_t_interval_by_hand():
-    better = {"trial0": {"rank1": 0.30}, "trial1": {"rank1": 0.34}, "trial2": {"rank1": 0.32}}
-    worse = {"trial0": {"rank1": 0.25}, "trial1": {"rank1": 0.27}, "trial2": {"rank1": 0.28},
-             "trial7": {"rank1": 0.99}}  # not shared: ignored
-    d = ablations.paired(better, worse)
-    # differences 5, 7, 4 points: mean 16/3, sd sqrt(7/3), t(0.975, 2) = 4.303
-    half = 4.302653 * math.sqrt(7 / 3) / math.sqrt(3)  # t(0.975, df=2)
-    assert d["splits"] == ["trial0", "trial1", "trial2"]
-    assert d["mean"] == pytest.approx(16 / 3)
-    assert (d["low"], d["high"]) == (pytest.approx(16 / 3 - half), pytest.approx(16 / 3 + half))
-    assert ablations.verdict(d) == "holds"  # 5.33 - 3.80 > 0
-    assert ablations.paired(better, {"trial0": {"rank1": 0.1}}) is None  # one shared split
-    wide = ablations.paired(better, worse, confidence=0.995)  # t(0.9975, df=2) = 14.089
-    assert wide["high"] - wide["mean"] == pytest.approx(14.0890 * math.sqrt(7 / 3) / math.sqrt(3), rel=1e-4)
-    assert ablations.verdict(wide) == "not resolved"
 
 
 @pytest.mark.parametrize("low, high, expected", [(0.5, 2.0, "holds"), (-3.0, -0.1, "reversed"),

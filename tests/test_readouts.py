@@ -1,4 +1,4 @@
-"""benchmarks/test_time_readouts.py: readouts on hand-made features, the deployed one against the
+"""benchmarks/readouts.py: readouts on hand-made features, the deployed one against the
 deployed model, and the table's paired differences."""
 import dataclasses
 
@@ -7,7 +7,7 @@ import pytest
 
 from conftest import load_benchmark
 
-readouts = load_benchmark("test_time_readouts")
+readouts = load_benchmark("readouts")
 
 
 def _views():
@@ -70,3 +70,16 @@ def test_missing_trial_is_named(tmp_path, capsys):
     with pytest.raises(SystemExit):
         readouts.main([f"--run_dir={tmp_path}", "--trials=0,3", f"--out={tmp_path}/o.json"])
     assert f"--run_dir={tmp_path}: no trial_NN/config.json for trials [0, 3]" in capsys.readouterr().err
+
+
+def test_single_branch_model_is_refused_by_name(tiny_model_config):
+    from jlml_tf.modeling import jlml
+
+    cfg = dataclasses.replace(tiny_model_config, feature_bn=True, branches="global")
+    with pytest.raises(ValueError, match="two-branch model trained with --feature_bn.*local_feature"):
+        readouts.branch_feature_model(jlml.build_jlml(cfg)[0])
+
+
+def test_table_orders_trials_by_index():
+    per_trial = {f"trial{t}": {readouts.DEPLOYED: {"rank1": 0.5, "map": 0.5}} for t in (10, 2, 1)}
+    assert readouts.markdown(per_trial).startswith("Trials: trial1, trial2, trial10")

@@ -5,7 +5,7 @@ with test-time flip. This compares it, on a fine-tuned multi-trial run's own tes
 the features before BNNeck, each branch normalised before concatenation, one branch alone, and
 k-reciprocal re-ranking (Zhong et al. 2017) of the deployed embedding at several (k1, k2, lambda).
 
-    python benchmarks/test_time_readouts.py --run_dir=runs/cpu-cuhk01_485_486_single --trials=0,1,2 \
+    python benchmarks/readouts.py --run_dir=runs/cpu-cuhk01_485_486_single --trials=0,1,2 \
         --out=results/recipe/cuhk01_test_time_readouts.json
 
 Writes the per-trial R1/mAP of every readout (JSON) and a Markdown table beside it with the paired
@@ -14,8 +14,6 @@ R1 difference from the deployed readout (95 % t interval).
 from __future__ import annotations
 
 import argparse
-import functools
-import importlib.util
 import json
 import os
 import pathlib
@@ -25,6 +23,8 @@ ROOT = pathlib.Path(__file__).resolve().parents[1]
 sys.path.insert(0, os.fspath(ROOT))
 
 import numpy as np  # noqa: E402
+
+from jlml_tf.evaluation.paired import paired_difference  # noqa: E402
 
 DEPLOYED = "deployed: both branches after BNNeck, concatenated"
 # readout name: (feature layer suffix, branches, normalise each branch before concatenating)
@@ -55,16 +55,18 @@ def readout(views: list[dict[str, np.ndarray]], layer: str, branches: tuple[str,
 
 def branch_feature_model(training_model):
     """pixels -> {global_pre, global_post, local_pre, local_post}: each branch's feature before
-    and after BNNeck (post = pre when the model has no BNNeck)."""
+    and after BNNeck."""
     import keras
 
     names = {layer.name for layer in training_model.layers}
+    needed = [f"{b}_feature{suffix}" for b in ("global", "local") for suffix in ("", "_bn")]
+    missing = [n for n in needed if n not in names]
+    if missing:  # the readouts compare both branches, before and after BNNeck
+        raise ValueError(f"needs a two-branch model trained with --feature_bn; no layer {missing}")
     outputs = {}
     for branch in ("global", "local"):
-        pre = training_model.get_layer(f"{branch}_feature").output
-        bn = f"{branch}_feature_bn"
-        outputs[f"{branch}_pre"] = pre
-        outputs[f"{branch}_post"] = training_model.get_layer(bn).output if bn in names else pre
+        outputs[f"{branch}_pre"] = training_model.get_layer(f"{branch}_feature").output
+        outputs[f"{branch}_post"] = training_model.get_layer(f"{branch}_feature_bn").output
     return keras.Model(training_model.input, outputs)
 
 
@@ -119,22 +121,9 @@ def rerank_name(k1: int, k2: int, lam: float) -> str:
     return f"deployed + k-reciprocal re-ranking k1={k1}, k2={k2}, lambda={lam}"
 
 
-@functools.cache
-def _ablations():
-    spec = importlib.util.spec_from_file_location("benchmarks_ablations", ROOT / "benchmarks" / "ablations.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
-def paired(better: dict, worse: dict) -> dict | None:
-    """The ablation runner's paired R1 difference (one rule for every paired figure here)."""
-    return _ablations().paired(better, worse)
-
-
 def markdown(per_trial: dict[str, dict[str, dict]]) -> str:
     """Mean +- std per readout over the trials and its paired R1 difference from the deployed one."""
-    trials = sorted(per_trial)
+    trials = sorted(per_trial, key=lambda name: int(name.removeprefix("trial")))
     names = list(per_trial[trials[0]])
     by_readout = {n: {t: per_trial[t][n] for t in trials} for n in names}
     lines = [f"Trials: {', '.join(trials)}", "",
@@ -144,7 +133,7 @@ def markdown(per_trial: dict[str, dict[str, dict]]) -> str:
         r1 = 100 * np.array([by_readout[name][t]["rank1"] for t in trials])
         mp = 100 * np.array([by_readout[name][t]["map"] for t in trials])
         spread = lambda v: f"{v.mean():.1f} ± {v.std():.1f}"  # noqa: E731  (std over trials as every table here)
-        d = None if name == DEPLOYED else paired(by_readout[name], by_readout[DEPLOYED])
+        d = None if name == DEPLOYED else paired_difference(by_readout[name], by_readout[DEPLOYED])
         diff = "-" if d is None else f"{d['mean']:+.1f} [{d['low']:+.1f}, {d['high']:+.1f}]"
         lines.append(f"| {name} | {spread(r1)} | {spread(mp)} | {diff} |")
     return "\n".join(lines) + "\n"
@@ -166,7 +155,10 @@ def main(argv=None) -> int:
         parser.error(f"--run_dir={run}: no trial_NN/config.json for trials {missing}")
     per_trial = {}
     for t in trials:
-        per_trial[f"trial{t}"] = evaluate_trial(run / f"trial_{t:02d}")
+        try:
+            per_trial[f"trial{t}"] = evaluate_trial(run / f"trial_{t:02d}")
+        except ValueError as e:
+            parser.error(f"--run_dir={run / f'trial_{t:02d}'}: {e}")
         print(f"trial {t}: deployed R1 {100 * per_trial[f'trial{t}'][DEPLOYED]['rank1']:.1f}", flush=True)
     out = pathlib.Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
