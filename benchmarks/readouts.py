@@ -58,16 +58,16 @@ def branch_feature_model(training_model):
     and after BNNeck."""
     import keras
 
+    from jlml_tf.modeling.jlml import FEATURE_LAYERS  # ("global_feature", "local_feature")
+
+    layers = {f"{name.split('_')[0]}_{stage}": name + suffix
+              for name in FEATURE_LAYERS for stage, suffix in (("pre", ""), ("post", "_bn"))}
     names = {layer.name for layer in training_model.layers}
-    needed = [f"{b}_feature{suffix}" for b in ("global", "local") for suffix in ("", "_bn")]
-    missing = [n for n in needed if n not in names]
+    missing = [n for n in layers.values() if n not in names]
     if missing:  # the readouts compare both branches, before and after BNNeck
         raise ValueError(f"needs a two-branch model trained with --feature_bn; no layer {missing}")
-    outputs = {}
-    for branch in ("global", "local"):
-        outputs[f"{branch}_pre"] = training_model.get_layer(f"{branch}_feature").output
-        outputs[f"{branch}_post"] = training_model.get_layer(f"{branch}_feature_bn").output
-    return keras.Model(training_model.input, outputs)
+    return keras.Model(training_model.input,
+                       {key: training_model.get_layer(name).output for key, name in layers.items()})
 
 
 def trial_views(loaded, data, rows: np.ndarray) -> list[dict[str, np.ndarray]]:
