@@ -124,11 +124,19 @@ def train_trial(fv: flags.FlagValues, data: ReidData, trial: Trial, trial_dir: p
                       jflags.optimizer_config(fv, steps_per_epoch), train_cfg, augment, table,
                       labels, strategy=strategy, evaluate_fn=evaluate)
     trainer.fit()
-    results = eval_trial.evaluate_trial(trainer.embedding_model, data, trial, model_cfg,
+    deployed = deployed_embedding_model(trial_dir)
+    results = eval_trial.evaluate_trial(deployed, data, trial, model_cfg,
                                         metric=fv.metric, batch_size=fv.eval_batch_size,
                                         flip=fv.flip_test)
     eval_trial.write_trial_report(trial_dir, results, data, trial)
     return results
+
+
+def deployed_embedding_model(trial_dir: pathlib.Path):
+    """The trained model as `evaluate` and the exports load it: float32 from the last checkpoint,
+    whatever policy trained it, so the reported figure is the deployed model's."""
+    precision.set_policy("float32")
+    return run_dir_lib.load_run(trial_dir).embedding_model
 
 
 def run(fv: flags.FlagValues) -> str:

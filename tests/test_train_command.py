@@ -7,6 +7,7 @@ import shutil
 
 import numpy as np
 import pytest
+import keras
 import tensorflow as tf
 
 import jlml_tf_datasets
@@ -123,6 +124,36 @@ def test_another_model_is_refused_without_overwrite_and_replaces_with_it(run_cop
     assert run_command(f"--run_dir={run_copy}", "--feature_dim=8", "--overwrite") == 0
     assert json.loads((run_copy / "config.json").read_text())["model"]["feature_dim"] == 8
     assert [(e["event"], e["step"]) for e in events(run_copy)] == [("start", 0), ("finished", 3)]
+
+
+def _compute_dtypes(model):
+    layers, dtypes = list(model.layers), set()
+    while layers:
+        layer = layers.pop()
+        layers.extend(getattr(layer, "layers", []))
+        if layer.weights:
+            dtypes.add(layer.compute_dtype)
+    return dtypes
+
+
+@pytest.mark.slow  # trains the tiny model through the command
+def test_the_reported_evaluation_runs_float32_whatever_policy_trained(run_command, tmp_path,
+                                                                      monkeypatch):
+    seen = []
+    evaluate_trial = train.eval_trial.evaluate_trial
+
+    def recording(model, *args, **kwargs):
+        seen.append(_compute_dtypes(model))
+        return evaluate_trial(model, *args, **kwargs)
+
+    monkeypatch.setattr(train.eval_trial, "evaluate_trial", recording)
+    try:
+        assert run_command(f"--run_dir={tmp_path / 'run'}", "--mixed_precision=mixed_bfloat16",
+                           "--eval_every_epochs=1", "--epochs=2") == 0
+    finally:
+        keras.mixed_precision.set_global_policy("float32")
+    assert seen[0] == {"bfloat16"}  # epoch 1 of 2: the training model as it is
+    assert seen[-1] == {"float32"}  # results.json: the model export and evaluate load
 
 
 def _fake_data(name, pids):
