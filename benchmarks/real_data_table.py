@@ -3,7 +3,8 @@
     python benchmarks/real_data_table.py            # Markdown to stdout
     python benchmarks/real_data_table.py --results=results
 
-For each benchmark: JLML fine-tuned per trial from its joint pre-training, the same
+For each benchmark and each JLML trained for it (the CPU recipe's half widths; the paper's
+widths where run): JLML fine-tuned per trial from its joint pre-training, the same
 pre-training without fine-tuning (direct transfer: no image of the benchmark seen), LOMO + XQDA
 on the same trials (best of the Retinex variants measured; the range over them beside it) and
 the paper. Where `python -m jlml_tf.evaluate --metric=xqda` was run on the fine-tuned models,
@@ -14,6 +15,7 @@ row's hours include its pre-training.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import os
 import pathlib
@@ -26,24 +28,41 @@ from jlml_tf.inference.run_dir import training_hours  # noqa: E402
 from jlml_tf.evaluation.metrics import RANK_KEYS as RANKS  # noqa: E402
 
 LOMO_VARIANTS = ("none", "msr", "msrcr")
-# (label, paper key, fine-tuned run, its results file, direct-transfer results, pre-training
-# runs (the pre-training and its continuation), LOMO results folder prefix)
+
+
+@dataclasses.dataclass(frozen=True)
+class Model:
+    """A JLML trained for a benchmark: its rows read `run`, its hours include `pretrain`."""
+    width: str  # as the method column names it
+    run: str  # the fine-tuned run
+    pretrain: tuple[str, ...]  # the pre-training runs it started from, continuation included
+    transfer: str | None = None  # the pre-training's direct-transfer results file
+
+
 FOR_CUHK01 = ("cpu-pretrain_for_cuhk01", "cpu-continue_pretrain_for_cuhk01")
 FOR_VIPER_GRID = ("cpu-pretrain_for_viper_grid", "cpu-continue_pretrain_for_viper_grid")
+PAPER_WIDTH_FOR_CUHK01 = ("cpu-paper_width-pretrain_for_cuhk01",
+                          "cpu-paper_width-continue_for_cuhk01")
+CUHK01_485_486 = (
+    Model("half width", "cpu-cuhk01_485_486_single", FOR_CUHK01,
+          "transfer-cuhk01_485_486_single/results_transfer.json"),
+    Model("the paper's widths", "cpu-paper_width-cuhk01_485_486_single", PAPER_WIDTH_FOR_CUHK01))
+# (label, paper key, models, their results file, LOMO results folder prefix)
 BENCHMARKS = (
-    ("CUHK01 485/486 single shot", "cuhk01/485_486_single_shot", "cpu-cuhk01_485_486_single",
-     "results.json", "transfer-cuhk01_485_486_single/results_transfer.json",
-     FOR_CUHK01, "lomo_xqda/cuhk01_485_486_single_shot"),
-    ("CUHK01 485/486 multi shot", "cuhk01/485_486_multi_shot", "cpu-cuhk01_485_486_single",
-     "results_multi_shot.json", None, FOR_CUHK01,
-     "lomo_xqda/cuhk01_485_486_multi_shot"),
-    ("CUHK01 871/100 single shot", "cuhk01/871_100_single_shot", "cpu-cuhk01_871_100_single",
-     "results.json", None, FOR_CUHK01, "lomo_xqda/cuhk01_871_100_single_shot"),
-    ("GRID 125/125 + 775 distractors", "grid/125_125", "cpu-grid", "results.json",
-     "transfer-grid/results_transfer.json", FOR_VIPER_GRID, "lomo_xqda/grid_125_125"),
-    ("VIPeR 316/316", "viper/316_316", "cpu-viper", "results.json",
-     "transfer-viper/results_transfer.json", FOR_VIPER_GRID,
-     "lomo_xqda/viper_316_316"),
+    ("CUHK01 485/486 single shot", "cuhk01/485_486_single_shot", CUHK01_485_486, "results.json",
+     "lomo_xqda/cuhk01_485_486_single_shot"),
+    ("CUHK01 485/486 multi shot", "cuhk01/485_486_multi_shot",
+     tuple(dataclasses.replace(m, transfer=None) for m in CUHK01_485_486),
+     "results_multi_shot.json", "lomo_xqda/cuhk01_485_486_multi_shot"),
+    ("CUHK01 871/100 single shot", "cuhk01/871_100_single_shot",
+     (Model("half width", "cpu-cuhk01_871_100_single", FOR_CUHK01),), "results.json",
+     "lomo_xqda/cuhk01_871_100_single_shot"),
+    ("GRID 125/125 + 775 distractors", "grid/125_125",
+     (Model("half width", "cpu-grid", FOR_VIPER_GRID, "transfer-grid/results_transfer.json"),),
+     "results.json", "lomo_xqda/grid_125_125"),
+    ("VIPeR 316/316", "viper/316_316",
+     (Model("half width", "cpu-viper", FOR_VIPER_GRID, "transfer-viper/results_transfer.json"),),
+     "results.json", "lomo_xqda/viper_316_316"),
 )
 
 
@@ -83,26 +102,35 @@ def cells(s: dict) -> list[str]:
     return [one(k) if k in s["mean"] else "-" for k in RANKS + ("map",)]
 
 
+def model_rows(results: pathlib.Path, label: str, model: Model, name: str) -> list[str]:
+    """The fine-tuned model's row, its features matched by XQDA, and its direct transfer."""
+    pre_hours = sum(training_hours(results / r) or 0 for r in model.pretrain)
+    hours = (training_hours(results / model.run) or 0) + pre_hours
+    method = f"JLML {model.width}"
+    rows = []
+    tuned = summary(results / model.run / name)
+    if tuned:
+        rows.append(f"| {label} | {method}, joint pre-training + fine-tuning per trial | "
+                    f"{tuned['trials']} | " + " | ".join(cells(tuned)) + f" | {hours:.2f} |")
+    xqda = summary(results / model.run / name.replace("results", "results_xqda", 1)) \
+        if name == "results.json" else None
+    if xqda:
+        rows.append(f"| {label} | {method} features + XQDA fitted on each trial's training split "
+                    f"| {xqda['trials']} | " + " | ".join(cells(xqda)) + f" | {hours:.2f} |")
+    moved = summary(results / model.transfer) if model.transfer else None
+    if moved:
+        rows.append(f"| {label} | {method}, direct transfer (pre-training only, no image of "
+                    f"it seen) | {moved['trials']} | " + " | ".join(cells(moved)) +
+                    f" | {pre_hours:.2f} |")
+    return rows
+
+
 def table(results: pathlib.Path) -> str:
     lines = ["| benchmark | method | trials | R1 | R5 | R10 | R20 | mAP | hours (2-core CPU) |",
              "|---|---|---|---|---|---|---|---|---|"]
-    for label, key, run, name, transfer, pretrain, lomo in BENCHMARKS:
-        pre_hours = sum(training_hours(results / r) or 0 for r in pretrain)
-        tuned, tuned_hours = summary(results / run / name), training_hours(results / run)
-        hours = (tuned_hours or 0) + (pre_hours or 0)
-        if tuned:
-            lines.append(f"| {label} | JLML, joint pre-training + fine-tuning per trial | "
-                         f"{tuned['trials']} | " + " | ".join(cells(tuned)) + f" | {hours:.2f} |")
-        xqda = summary(results / run / name.replace("results", "results_xqda", 1)) \
-            if name == "results.json" else None
-        if xqda:
-            lines.append(f"| {label} | JLML features + XQDA fitted on each trial's training split "
-                         f"| {xqda['trials']} | " + " | ".join(cells(xqda)) + f" | {hours:.2f} |")
-        moved = summary(results / transfer) if transfer else None
-        if moved:
-            lines.append(f"| {label} | JLML, direct transfer (pre-training only, no image of "
-                         f"it seen) | {moved['trials']} | " + " | ".join(cells(moved)) +
-                         f" | {pre_hours or 0:.2f} |")
+    for label, key, models, name, lomo in BENCHMARKS:
+        for model in models:
+            lines.extend(model_rows(results, label, model, name))
         floor = floor_summary(results / FLOORS[label]) if label in FLOORS else None
         if floor:
             lines.append(f"| {label} | {FLOOR_METHOD}, L2 (no training: the floor) | "
