@@ -1,9 +1,12 @@
-"""jlml_tf.evaluation.paired: the paired difference and its t interval, by hand."""
+"""jlml_tf.evaluation.paired: the paired difference and its t interval, by hand; the results
+file reader and benchmarks/paired.py on hand-made files."""
+import json
 import math
 
 import pytest
 
-from jlml_tf.evaluation.paired import paired_difference
+from conftest import load_benchmark
+from jlml_tf.evaluation.paired import paired_difference, per_trial
 
 
 def test_paired_difference_and_its_t_interval_by_hand():
@@ -21,3 +24,37 @@ def test_paired_difference_and_its_t_interval_by_hand():
     wide = paired_difference(better, worse, confidence=0.995)  # t(0.9975, df=2) = 14.089
     assert wide["high"] - wide["mean"] == pytest.approx(14.0890 * math.sqrt(7 / 3) / math.sqrt(3), rel=1e-4)
     assert wide["low"] < 0 < wide["high"]
+
+
+def _results_file(path, rank1s, names=None):
+    document = {"results": {"method": {"trials": [{"rank1": r, "map": r / 2} for r in rank1s]}}}
+    if names:
+        document["extra"] = {"trials": names}
+    path.write_text(json.dumps(document))
+    return path
+
+
+def test_per_trial_names_trials_as_the_file_does_or_by_position(tmp_path):
+    named = per_trial(_results_file(tmp_path / "a.json", [0.3, 0.4], ["split0", "split1"]))
+    assert named == {"split0": {"rank1": 0.3, "map": 0.15}, "split1": {"rank1": 0.4, "map": 0.2}}
+    assert list(per_trial(_results_file(tmp_path / "b.json", [0.3, 0.4]))) == ["trial0", "trial1"]
+
+
+def test_paired_cli_reports_each_metric_and_each_trial(tmp_path, capsys):
+    first = _results_file(tmp_path / "first.json", [0.30, 0.34, 0.32])
+    second = _results_file(tmp_path / "second.json", [0.25, 0.27, 0.28, 0.99])
+    assert load_benchmark("paired").main([str(first), str(second)]) == 0
+    rank1, map_ = capsys.readouterr().out.splitlines()
+    assert rank1.startswith("rank1: +5.3 [+1.5, +9.1] over 3 trials (+5.0 +7.0 +4.0)")
+    assert map_.startswith("map: +2.7 [")
+
+
+def test_paired_cli_names_a_missing_file_or_metric(tmp_path, capsys):
+    first = _results_file(tmp_path / "first.json", [0.3, 0.4])
+    paired_cli = load_benchmark("paired")
+    with pytest.raises(SystemExit):
+        paired_cli.main([str(first), str(tmp_path / "nothing.json")])
+    assert "nothing.json: no such results file" in capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        paired_cli.main([str(first), str(first), "--keys=rank1,minp"])
+    assert "['minp']" in capsys.readouterr().err

@@ -2,7 +2,9 @@
 interval: the one rule behind every "paired difference" figure the project reports."""
 from __future__ import annotations
 
+import json
 import math
+import os
 
 import scipy.stats
 
@@ -21,3 +23,12 @@ def paired_difference(better: dict[str, dict], worse: dict[str, dict], key: str 
     sd = math.sqrt(sum((d - mean) ** 2 for d in diffs) / (n - 1))
     half = float(scipy.stats.t.ppf(1 - (1 - confidence) / 2, n - 1)) * sd / math.sqrt(n)
     return {"splits": shared, "mean": mean, "low": mean - half, "high": mean + half}
+
+
+def per_trial(results_json: str | os.PathLike) -> dict[str, dict]:
+    """{trial name: its metrics} from a results file the project's report code wrote."""
+    document = json.loads(open(results_json).read())
+    (entry,) = document["results"].values()
+    names = document.get("extra", {}).get("trials") or [f"trial{i}"
+                                                         for i in range(len(entry["trials"]))]
+    return dict(zip(names, entry["trials"]))
