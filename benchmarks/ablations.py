@@ -29,7 +29,8 @@ ROOT = pathlib.Path(__file__).resolve().parents[1]
 sys.path.insert(0, os.fspath(ROOT))
 
 from jlml_tf import paper  # noqa: E402
-from jlml_tf.evaluation.paired import paired_difference as paired, per_trial  # noqa: E402
+from jlml_tf.evaluation.paired import paired_difference as paired  # noqa: E402
+from jlml_tf.evaluation.report import read_trials  # noqa: E402
 from jlml_tf.inference.run_dir import training_hours  # noqa: E402
 
 CONFIGS = ROOT / "experiments" / "ablations" / "cpu"  # <variant>.cfg, <variant>_cuhk01.cfg
@@ -140,7 +141,7 @@ def per_split(results: pathlib.Path, variant: str) -> dict[str, dict]:
     run = results / (FULL if variant in MATCHED else variant) / "cuhk01"
     name = f"results_{variant}.json" if variant in MATCHED else "results.json"
     path = run / name
-    return per_trial(path) if path.is_file() else {}
+    return read_trials(path) if path.is_file() else {}
 
 
 def verdict(difference: dict | None) -> str:

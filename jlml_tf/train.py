@@ -124,7 +124,7 @@ def train_trial(fv: flags.FlagValues, data: ReidData, trial: Trial, trial_dir: p
                       jflags.optimizer_config(fv, steps_per_epoch), train_cfg, augment, table,
                       labels, strategy=strategy, evaluate_fn=evaluate)
     trainer.fit()
-    deployed = deployed_embedding_model(trial_dir)
+    deployed = deployed_embedding_model(trainer)
     results = eval_trial.evaluate_trial(deployed, data, trial, model_cfg,
                                         metric=fv.metric, batch_size=fv.eval_batch_size,
                                         flip=fv.flip_test)
@@ -132,11 +132,12 @@ def train_trial(fv: flags.FlagValues, data: ReidData, trial: Trial, trial_dir: p
     return results
 
 
-def deployed_embedding_model(trial_dir: pathlib.Path):
-    """The trained model as `evaluate` and the exports load it: float32 from the last checkpoint,
-    whatever policy trained it, so the reported figure is the deployed model's."""
-    precision.set_policy("float32")
-    return run_dir_lib.load_run(trial_dir).embedding_model
+def deployed_embedding_model(trainer: Trainer):
+    """The trained weights in the model `evaluate` and the exports build (float32 whatever
+    policy trained them), so the reported figure is the deployed model's."""
+    training_model, embedding_model = run_dir_lib.build_deployed(trainer.model_cfg)
+    training_model.set_weights(trainer.model.get_weights())
+    return embedding_model
 
 
 def run(fv: flags.FlagValues) -> str:

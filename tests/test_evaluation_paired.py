@@ -6,7 +6,8 @@ import math
 import pytest
 
 from conftest import load_benchmark
-from jlml_tf.evaluation.paired import paired_difference, per_trial
+from jlml_tf.evaluation.paired import paired_difference
+from jlml_tf.evaluation.report import read_trials
 
 
 def test_paired_difference_and_its_t_interval_by_hand():
@@ -17,6 +18,7 @@ def test_paired_difference_and_its_t_interval_by_hand():
     # differences 5, 7, 4 points: mean 16/3, sd sqrt(7/3), t(0.975, 2) = 4.303
     half = 4.302653 * math.sqrt(7 / 3) / math.sqrt(3)  # t(0.975, df=2)
     assert d["splits"] == ["trial0", "trial1", "trial2"]
+    assert d["differences"] == [pytest.approx(5), pytest.approx(7), pytest.approx(4)]
     assert d["mean"] == pytest.approx(16 / 3)
     assert (d["low"], d["high"]) == (pytest.approx(16 / 3 - half), pytest.approx(16 / 3 + half))
     assert d["low"] > 0  # 5.33 - 3.80
@@ -26,18 +28,25 @@ def test_paired_difference_and_its_t_interval_by_hand():
     assert wide["low"] < 0 < wide["high"]
 
 
-def _results_file(path, rank1s, names=None):
-    document = {"results": {"method": {"trials": [{"rank1": r, "map": r / 2} for r in rank1s]}}}
-    if names:
-        document["extra"] = {"trials": names}
+def _results_file(path, rank1s, names=None, methods=("method",)):
+    trials = [{"rank1": r, "map": r / 2} for r in rank1s]
+    document = {"extra": {"trials": names} if names else None,  # None: as write_report writes it
+                "results": {m: {"trials": trials} for m in methods}}
     path.write_text(json.dumps(document))
     return path
 
 
-def test_per_trial_names_trials_as_the_file_does_or_by_position(tmp_path):
-    named = per_trial(_results_file(tmp_path / "a.json", [0.3, 0.4], ["split0", "split1"]))
+def test_read_trials_names_trials_as_the_file_does_or_by_position(tmp_path):
+    named = read_trials(_results_file(tmp_path / "a.json", [0.3, 0.4], ["split0", "split1"]))
     assert named == {"split0": {"rank1": 0.3, "map": 0.15}, "split1": {"rank1": 0.4, "map": 0.2}}
-    assert list(per_trial(_results_file(tmp_path / "b.json", [0.3, 0.4]))) == ["trial0", "trial1"]
+    assert list(read_trials(_results_file(tmp_path / "b.json", [0.3, 0.4]))) == ["trial0", "trial1"]
+
+
+def test_read_trials_names_the_file_it_cannot_read(tmp_path):
+    with pytest.raises(ValueError, match=r"c.json: 2 methods \(a, b\); expected one"):
+        read_trials(_results_file(tmp_path / "c.json", [0.3], methods=("a", "b")))
+    with pytest.raises(ValueError, match="d.json: 1 trial names for 2 trials"):
+        read_trials(_results_file(tmp_path / "d.json", [0.3, 0.4], ["split0"]))
 
 
 def test_paired_cli_reports_each_metric_and_each_trial(tmp_path, capsys):
@@ -58,3 +67,7 @@ def test_paired_cli_names_a_missing_file_or_metric(tmp_path, capsys):
     with pytest.raises(SystemExit):
         paired_cli.main([str(first), str(first), "--keys=rank1,minp"])
     assert "['minp']" in capsys.readouterr().err
+    other = _results_file(tmp_path / "other.json", [0.3, 0.4], ["split0", "split1"])
+    with pytest.raises(SystemExit):
+        paired_cli.main([str(first), str(other)])
+    assert "share 0 trials" in capsys.readouterr().err

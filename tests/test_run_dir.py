@@ -1,4 +1,5 @@
 """run_dir: load_run (the one way tools restore a trained run) and training_hours."""
+import keras
 import numpy as np
 import pytest
 
@@ -23,6 +24,16 @@ def test_load_run_restores_the_checkpoint_and_normalises_the_embedding(two_runs)
     assert np.abs(ea - eb).max() > 1e-3
     assert a.run_dir == two_runs[0] and a.checkpoint.startswith(str(two_runs[0]))
     assert a.config["model"] == cfg.to_dict()
+
+
+def test_load_run_builds_float32_under_any_policy_and_leaves_the_policy_as_it_was(two_runs):
+    keras.mixed_precision.set_global_policy("mixed_bfloat16")
+    try:
+        loaded = run_dir_lib.load_run(two_runs[0])
+        assert keras.mixed_precision.global_policy().name == "mixed_bfloat16"
+    finally:
+        keras.mixed_precision.set_global_policy("float32")
+    assert {layer.compute_dtype for layer in loaded.training_model.layers} == {"float32"}
 
 
 def test_load_run_accepts_a_checkpoint_prefix_and_names_bad_paths(two_runs, tmp_path):

@@ -12,6 +12,7 @@ import tensorflow as tf
 
 import jlml_tf_datasets
 
+import jlml_tf.evaluate as evaluate
 import jlml_tf.train as train
 from jlml_tf.data.types import ImageTable, ReidData, Trial, union_for_training
 
@@ -147,13 +148,23 @@ def test_the_reported_evaluation_runs_float32_whatever_policy_trained(run_comman
         return evaluate_trial(model, *args, **kwargs)
 
     monkeypatch.setattr(train.eval_trial, "evaluate_trial", recording)
+    run = tmp_path / "run"
     try:
-        assert run_command(f"--run_dir={tmp_path / 'run'}", "--mixed_precision=mixed_bfloat16",
+        assert run_command(f"--run_dir={run}", "--mixed_precision=mixed_bfloat16",
                            "--eval_every_epochs=1", "--epochs=2") == 0
     finally:
         keras.mixed_precision.set_global_policy("float32")
     assert seen[0] == {"bfloat16"}  # epoch 1 of 2: the training model as it is
     assert seen[-1] == {"float32"}  # results.json: the model export and evaluate load
+    # ... with the trained weights: `evaluate` on the checkpoint reports the same figures
+    monkeypatch.undo()
+    assert evaluate.main(["evaluate", f"--run_dir={run}", f"--output_dir={tmp_path / 'eval'}",
+                          "--suffix=check", "--verbose=0", "--num_queries_shown=0"]) == 0
+    reported = json.loads((run / "results.json").read_text())["results"]
+    evaluated = json.loads((tmp_path / "eval" / "results_check.json").read_text())["results"]
+    (reported,), (evaluated,) = reported.values(), evaluated.values()
+    for key in ("rank1", "rank5", "map"):
+        assert reported["mean"][key] == pytest.approx(evaluated["mean"][key], abs=1e-6), key
 
 
 def _fake_data(name, pids):

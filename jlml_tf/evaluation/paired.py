@@ -2,9 +2,7 @@
 interval: the one rule behind every "paired difference" figure the project reports."""
 from __future__ import annotations
 
-import json
 import math
-import os
 
 import scipy.stats
 
@@ -12,8 +10,8 @@ import scipy.stats
 def paired_difference(better: dict[str, dict], worse: dict[str, dict], key: str = "rank1",
                       confidence: float = 0.95) -> dict | None:
     """Mean paired difference (better - worse) of `key` over the trials both have, with a t
-    interval at `confidence`, in percentage points (the metrics are fractions); None without at
-    least two shared trials."""
+    interval at `confidence`, and each trial's difference, in percentage points (the metrics are
+    fractions); None without at least two shared trials."""
     shared = sorted(set(better) & set(worse))
     if len(shared) < 2:
         return None
@@ -22,13 +20,6 @@ def paired_difference(better: dict[str, dict], worse: dict[str, dict], key: str 
     mean = sum(diffs) / n
     sd = math.sqrt(sum((d - mean) ** 2 for d in diffs) / (n - 1))
     half = float(scipy.stats.t.ppf(1 - (1 - confidence) / 2, n - 1)) * sd / math.sqrt(n)
-    return {"splits": shared, "mean": mean, "low": mean - half, "high": mean + half}
+    return {"splits": shared, "differences": diffs, "mean": mean, "low": mean - half,
+            "high": mean + half}
 
-
-def per_trial(results_json: str | os.PathLike) -> dict[str, dict]:
-    """{trial name: its metrics} from a results file the project's report code wrote."""
-    document = json.loads(open(results_json).read())
-    (entry,) = document["results"].values()
-    names = document.get("extra", {}).get("trials") or [f"trial{i}"
-                                                         for i in range(len(entry["trials"]))]
-    return dict(zip(names, entry["trials"]))

@@ -123,3 +123,18 @@ def write_report(out_dir: str | os.PathLike, results: Mapping[str, Sequence[dict
     paths["markdown"].write_text(heading + markdown_table(summaries, paper, paper_label))
     plot_cmc(paths["cmc"], summaries, max_rank, title)
     return paths
+
+
+def read_trials(path: str | os.PathLike) -> dict[str, dict]:
+    """{trial name: its metrics} of a results.json `write_report` wrote with one method; trials
+    are named as its extra["trials"] names them, else trial0, trial1, ..."""
+    document = json.loads(pathlib.Path(path).read_text())
+    methods = document["results"]
+    if len(methods) != 1:
+        raise ValueError(f"{path}: {len(methods)} methods ({', '.join(methods)}); expected one")
+    (entry,) = methods.values()
+    names = (document.get("extra") or {}).get("trials") or [
+        f"trial{i}" for i in range(len(entry["trials"]))]
+    if len(names) != len(entry["trials"]):
+        raise ValueError(f"{path}: {len(names)} trial names for {len(entry['trials'])} trials")
+    return dict(zip(names, entry["trials"]))

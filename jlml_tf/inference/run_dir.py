@@ -106,12 +106,23 @@ class LoadedRun:
     embedding_model: keras.Model  # pixels -> L2-normalised embedding, as every export serves it
 
 
+def build_deployed(cfg: ModelConfig) -> tuple[keras.Model, keras.Model]:
+    """JLML as it is deployed: float32, whatever policy trained it or is set globally (left
+    as it was)."""
+    previous = keras.mixed_precision.global_policy()
+    keras.mixed_precision.set_global_policy("float32")
+    try:
+        return jlml.build_jlml(cfg)
+    finally:
+        keras.mixed_precision.set_global_policy(previous)
+
+
 def load_run(run_dir_or_checkpoint: str | os.PathLike) -> LoadedRun:
-    """Rebuilds the models from config.json and restores the checkpoint's weights."""
+    """Rebuilds the models from config.json (float32) and restores the checkpoint's weights."""
     run_dir, ckpt = resolve_checkpoint(run_dir_or_checkpoint)
     config = read_config(run_dir)
     cfg = ModelConfig.from_dict(config["model"])
-    training_model, embedding_model = jlml.build_jlml(cfg)
+    training_model, embedding_model = build_deployed(cfg)
     tf.train.Checkpoint(model=training_model).restore(ckpt).expect_partial().assert_existing_objects_matched()
     return LoadedRun(run_dir, ckpt, config, cfg, training_model,
                      jlml.with_l2_normalization(embedding_model))
