@@ -3,14 +3,16 @@
     python benchmarks/real_data_table.py            # Markdown to stdout
     python benchmarks/real_data_table.py --results=results
 
-For each benchmark and each JLML trained for it (the CPU recipe's half widths; the paper's
-widths where run): JLML fine-tuned per trial from its joint pre-training, the same
-pre-training without fine-tuning (direct transfer: no image of the benchmark seen), LOMO + XQDA
-on the same trials (best of the Retinex variants measured; the range over them beside it) and
-the paper. Where `python -m jlml_tf.evaluate --metric=xqda` was run on the fine-tuned models,
-their features matched by XQDA (the paper's ablation) too. Mean ± std over trials. Hours are wall time on the machine that trained (2-core CPU
-here), summed over every start-to-stop segment in each trial's train_log.jsonl; a fine-tuned
-row's hours include its pre-training.
+For each benchmark and each JLML trained for it (half width: the CPU recipe's widths; paper
+width: the paper's widths at the CPU recipe's 128x48, where run): JLML fine-tuned per trial
+from its joint pre-training, the same pre-training without fine-tuning (direct transfer: no
+image of the benchmark seen), LOMO + XQDA on the same trials (best of the Retinex variants
+measured; the range over them beside it) and the paper. Where `python -m jlml_tf.evaluate
+--metric=xqda` was run on the fine-tuned models, their features matched by XQDA (the paper's
+ablation) too. Mean ± std over trials. Hours are wall time on the machine that trained (a
+2-core CPU, not always the same one, sometimes shared with other work), summed over every
+start-to-stop segment in each trial's train_log.jsonl; a fine-tuned row's hours include its
+pre-training.
 """
 from __future__ import annotations
 
@@ -31,9 +33,9 @@ LOMO_VARIANTS = ("none", "msr", "msrcr")
 
 
 @dataclasses.dataclass(frozen=True)
-class Model:
+class TrainedJlml:
     """A JLML trained for a benchmark: its rows read `run`, its hours include `pretrain`."""
-    width: str  # as the method column names it
+    width: str  # "half width" (experiments/cpu/base.cfg) or "paper width" (cpu/paper_width.cfg)
     run: str  # the fine-tuned run
     pretrain: tuple[str, ...]  # the pre-training runs it started from, continuation included
     transfer: str | None = None  # the pre-training's direct-transfer results file
@@ -43,10 +45,11 @@ FOR_CUHK01 = ("cpu-pretrain_for_cuhk01", "cpu-continue_pretrain_for_cuhk01")
 FOR_VIPER_GRID = ("cpu-pretrain_for_viper_grid", "cpu-continue_pretrain_for_viper_grid")
 PAPER_WIDTH_FOR_CUHK01 = ("cpu-paper_width-pretrain_for_cuhk01",
                           "cpu-paper_width-continue_for_cuhk01")
+PAPER_WIDTH_FOR_VIPER_GRID = ("cpu-paper_width-pretrain_for_viper_grid",)
 CUHK01_485_486 = (
-    Model("half width", "cpu-cuhk01_485_486_single", FOR_CUHK01,
+    TrainedJlml("half width", "cpu-cuhk01_485_486_single", FOR_CUHK01,
           "transfer-cuhk01_485_486_single/results_transfer.json"),
-    Model("the paper's widths", "cpu-paper_width-cuhk01_485_486_single", PAPER_WIDTH_FOR_CUHK01))
+    TrainedJlml("paper width", "cpu-paper_width-cuhk01_485_486_single", PAPER_WIDTH_FOR_CUHK01))
 # (label, paper key, models, their results file, LOMO results folder prefix)
 BENCHMARKS = (
     ("CUHK01 485/486 single shot", "cuhk01/485_486_single_shot", CUHK01_485_486, "results.json",
@@ -55,13 +58,15 @@ BENCHMARKS = (
      tuple(dataclasses.replace(m, transfer=None) for m in CUHK01_485_486),
      "results_multi_shot.json", "lomo_xqda/cuhk01_485_486_multi_shot"),
     ("CUHK01 871/100 single shot", "cuhk01/871_100_single_shot",
-     (Model("half width", "cpu-cuhk01_871_100_single", FOR_CUHK01),), "results.json",
+     (TrainedJlml("half width", "cpu-cuhk01_871_100_single", FOR_CUHK01),), "results.json",
      "lomo_xqda/cuhk01_871_100_single_shot"),
     ("GRID 125/125 + 775 distractors", "grid/125_125",
-     (Model("half width", "cpu-grid", FOR_VIPER_GRID, "transfer-grid/results_transfer.json"),),
+     (TrainedJlml("half width", "cpu-grid", FOR_VIPER_GRID, "transfer-grid/results_transfer.json"),
+      TrainedJlml("paper width", "cpu-paper_width-grid", PAPER_WIDTH_FOR_VIPER_GRID)),
      "results.json", "lomo_xqda/grid_125_125"),
     ("VIPeR 316/316", "viper/316_316",
-     (Model("half width", "cpu-viper", FOR_VIPER_GRID, "transfer-viper/results_transfer.json"),),
+     (TrainedJlml("half width", "cpu-viper", FOR_VIPER_GRID, "transfer-viper/results_transfer.json"),
+      TrainedJlml("paper width", "cpu-paper_width-viper", PAPER_WIDTH_FOR_VIPER_GRID)),
      "results.json", "lomo_xqda/viper_316_316"),
 )
 
@@ -102,7 +107,7 @@ def cells(s: dict) -> list[str]:
     return [one(k) if k in s["mean"] else "-" for k in RANKS + ("map",)]
 
 
-def model_rows(results: pathlib.Path, label: str, model: Model, name: str) -> list[str]:
+def model_rows(results: pathlib.Path, label: str, model: TrainedJlml, name: str) -> list[str]:
     """The fine-tuned model's row, its features matched by XQDA, and its direct transfer."""
     pre_hours = sum(training_hours(results / r) or 0 for r in model.pretrain)
     hours = (training_hours(results / model.run) or 0) + pre_hours

@@ -44,7 +44,7 @@ def test_each_model_of_a_benchmark_has_its_rows_and_its_own_pre_training_hours(t
             if r.startswith("| CUHK01 485/486 single shot | JLML ")]
     assert rows[0].startswith("| CUHK01 485/486 single shot | JLML half width, joint")
     assert "| 46.0 ± 1.0 |" in rows[0] and rows[0].endswith("| 1.50 |")
-    assert rows[1].startswith("| CUHK01 485/486 single shot | JLML the paper's widths, joint")
+    assert rows[1].startswith("| CUHK01 485/486 single shot | JLML paper width, joint")
     assert "| 50.0 ± 1.0 |" in rows[1] and rows[1].endswith("| 2.50 |")
 
 
