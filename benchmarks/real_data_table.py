@@ -49,7 +49,8 @@ PAPER_WIDTH_FOR_VIPER_GRID = ("cpu-paper_width-pretrain_for_viper_grid",)
 CUHK01_485_486 = (
     TrainedJlml("half width", "cpu-cuhk01_485_486_single", FOR_CUHK01,
           "transfer-cuhk01_485_486_single/results_transfer.json"),
-    TrainedJlml("paper width", "cpu-paper_width-cuhk01_485_486_single", PAPER_WIDTH_FOR_CUHK01))
+    TrainedJlml("paper width", "cpu-paper_width-cuhk01_485_486_single", PAPER_WIDTH_FOR_CUHK01,
+                "transfer-paper_width-cuhk01_485_486_single/results_transfer.json"))
 # (label, paper key, models, their results file, LOMO results folder prefix)
 BENCHMARKS = (
     ("CUHK01 485/486 single shot", "cuhk01/485_486_single_shot", CUHK01_485_486, "results.json",
