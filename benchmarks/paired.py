@@ -4,11 +4,16 @@
         results/lomo_xqda/cuhk01_485_486_single_shot_none/results.json
 
 Prints, per metric, the mean difference first - second in percentage points with its t interval
-(jlml_tf/evaluation/paired.py, 95 % unless --confidence), and each trial's difference.
+(jlml_tf/evaluation/paired.py, 95 % unless --confidence), and each trial's difference. A file
+written by benchmarks/readouts.py is named with the readout after a '#' (a prefix of its name):
+
+    python benchmarks/paired.py results/cpu-paper_width-cuhk01_485_486_single/results.json \
+        "results/recipe/cuhk01_test_time_readouts.json#deployed: both"
 """
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import pathlib
 import sys
@@ -17,6 +22,24 @@ sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), os.p
 
 from jlml_tf.evaluation.paired import paired_difference  # noqa: E402
 from jlml_tf.evaluation.report import read_trials  # noqa: E402
+
+
+def read_readout(path: pathlib.Path, prefix: str) -> dict[str, dict]:
+    """{trial: metrics} of the one readout whose name starts with `prefix` in a readouts.py file."""
+    per_trial = json.loads(path.read_text())["per_trial"]
+    names = {name for readouts in per_trial.values() for name in readouts if name.startswith(prefix)}
+    if len(names) != 1:
+        raise ValueError(f"{path}#{prefix}: {len(names)} readouts start with {prefix!r}; expected one")
+    (name,) = names
+    return {trial: readouts[name] for trial, readouts in per_trial.items() if name in readouts}
+
+
+def read(spec: str) -> dict[str, dict]:
+    path, hash_sign, readout = spec.partition("#")
+    path = pathlib.Path(path)
+    if not path.is_file():
+        raise ValueError(f"{path}: no such results file")
+    return read_readout(path, readout) if hash_sign else read_trials(path)
 
 
 def report(first: dict[str, dict], second: dict[str, dict], keys: list[str],
@@ -32,22 +55,17 @@ def report(first: dict[str, dict], second: dict[str, dict], keys: list[str],
 
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("first", type=pathlib.Path)
-    parser.add_argument("second", type=pathlib.Path)
+    parser.add_argument("first", help="results.json, or a readouts.py file#readout")
+    parser.add_argument("second")
     parser.add_argument("--keys", default="rank1,map", help="comma-separated metric names")
     parser.add_argument("--confidence", type=float, default=0.95)
     args = parser.parse_args(argv)
     if not 0 < args.confidence < 1:
         parser.error(f"--confidence={args.confidence}: expected a fraction between 0 and 1")
-    trials = []
-    for path in (args.first, args.second):
-        if not path.is_file():
-            parser.error(f"{path}: no such results file")
-        try:
-            trials.append(read_trials(path))
-        except ValueError as e:
-            parser.error(str(e))
-    first, second = trials
+    try:
+        first, second = read(args.first), read(args.second)
+    except ValueError as e:
+        parser.error(str(e))
     shared = sorted(set(first) & set(second))
     if len(shared) < 2:
         parser.error(f"{args.first} and {args.second} share {len(shared)} trials; a paired "

@@ -71,3 +71,20 @@ def test_paired_cli_names_a_missing_file_or_metric(tmp_path, capsys):
     with pytest.raises(SystemExit):
         paired_cli.main([str(first), str(other)])
     assert "share 0 trials" in capsys.readouterr().err
+
+
+def test_paired_cli_reads_one_readout_of_a_readouts_file(tmp_path, capsys):
+    readouts = {"run_dir": "runs/x", "per_trial": {
+        f"trial{i}": {"deployed: both": {"rank1": r, "map": r}, "global branch": {"rank1": 0.0, "map": 0.0}}
+        for i, r in enumerate([0.25, 0.27, 0.28])}}
+    path = tmp_path / "readouts.json"
+    path.write_text(json.dumps(readouts))
+    first = _results_file(tmp_path / "first.json", [0.30, 0.34, 0.32])
+    paired_cli = load_benchmark("paired")
+    assert paired_cli.main([str(first), f"{path}#deployed"]) == 0
+    assert capsys.readouterr().out.startswith("rank1: +5.3 [+1.5, +9.1] over 3 trials")
+    with pytest.raises(SystemExit):
+        paired_cli.main([str(first), f"{path}#"])  # empty prefix: every readout matches
+    with pytest.raises(SystemExit):
+        paired_cli.main([str(first), f"{path}#local"])
+    assert "readouts.json#local: 0 readouts start with 'local'" in capsys.readouterr().err

@@ -129,6 +129,8 @@ def read_trials(path: str | os.PathLike) -> dict[str, dict]:
     """{trial name: its metrics} of a results.json `write_report` wrote with one method; trials
     are named as its extra["trials"] names them, else trial0, trial1, ..."""
     document = json.loads(pathlib.Path(path).read_text())
+    if "results" not in document:
+        raise ValueError(f"{path}: not a results file (no 'results' entry)")
     methods = document["results"]
     if len(methods) != 1:
         raise ValueError(f"{path}: {len(methods)} methods ({', '.join(methods)}); expected one")
