@@ -29,7 +29,7 @@ ROOT = pathlib.Path(__file__).resolve().parents[1]
 sys.path.insert(0, os.fspath(ROOT))
 
 from jlml_tf import paper  # noqa: E402
-from jlml_tf.evaluation.paired import paired_difference as paired  # noqa: E402
+from jlml_tf.evaluation.paired import format_difference, paired_difference as paired  # noqa: E402
 from jlml_tf.evaluation.report import read_trials  # noqa: E402
 from jlml_tf.inference.run_dir import training_hours  # noqa: E402
 
@@ -223,8 +223,7 @@ def markdown(rows: list[dict], claims: list[dict]) -> str:
               "|---|---|---|---|---|---|"]
     for c in claims:
         d, f = c["difference"], c["family_difference"]
-        text = (f"{d['mean']:+.1f} [{d['low']:+.1f}, {d['high']:+.1f}] over {len(d['splits'])} "
-                "splits" if d else "-")
+        text = f"{format_difference(d)} over {len(d['splits'])} splits" if d else "-"
         wide = f"[{f['low']:+.1f}, {f['high']:+.1f}]" if f else "-"
         lines.append(f"| {c['claim']} | {c['paper_difference']:+.1f} | {text} | {c['verdict']} | "
                      f"{wide} | {c['family_verdict']} |")
@@ -296,7 +295,7 @@ def budget_rows(results: pathlib.Path, longer: pathlib.Path) -> list[dict]:
 def budget_markdown(rows: list[dict]) -> str:
     def interval(c):
         d = c["difference"]
-        return f"{d['mean']:+.1f} [{d['low']:+.1f}, {d['high']:+.1f}] ({c['verdict']})"
+        return f"{format_difference(d)} ({c['verdict']})"
 
     lines = ["| the paper's claim | this budget: R1 difference | longer budget | same sign |",
              "|---|---|---|---|"]

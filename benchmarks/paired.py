@@ -20,7 +20,7 @@ import sys
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), os.pardir))
 
-from jlml_tf.evaluation.paired import paired_difference  # noqa: E402
+from jlml_tf.evaluation.paired import format_difference, paired_difference  # noqa: E402
 from jlml_tf.evaluation.report import read_trials  # noqa: E402
 
 
@@ -48,7 +48,7 @@ def report(first: dict[str, dict], second: dict[str, dict], keys: list[str],
     for key in keys:
         d = paired_difference(first, second, key, confidence)
         each = " ".join(f"{x:+.1f}" for x in d["differences"])
-        lines.append(f"{key}: {d['mean']:+.1f} [{d['low']:+.1f}, {d['high']:+.1f}] over "
+        lines.append(f"{key}: {format_difference(d)} over "
                      f"{len(d['splits'])} trials ({each})")
     return "\n".join(lines)
 

@@ -24,7 +24,7 @@ sys.path.insert(0, os.fspath(ROOT))
 
 import numpy as np  # noqa: E402
 
-from jlml_tf.evaluation.paired import paired_difference  # noqa: E402
+from jlml_tf.evaluation.paired import format_difference, paired_difference  # noqa: E402
 
 DEPLOYED = "deployed: both branches after BNNeck, concatenated"
 # readout name: (feature layer suffix, branches, normalise each branch before concatenating)
@@ -134,7 +134,7 @@ def markdown(per_trial: dict[str, dict[str, dict]]) -> str:
         mp = 100 * np.array([by_readout[name][t]["map"] for t in trials])
         spread = lambda v: f"{v.mean():.1f} ± {v.std():.1f}"  # noqa: E731  (std over trials as every table here)
         d = None if name == DEPLOYED else paired_difference(by_readout[name], by_readout[DEPLOYED])
-        diff = "-" if d is None else f"{d['mean']:+.1f} [{d['low']:+.1f}, {d['high']:+.1f}]"
+        diff = "-" if d is None else format_difference(d)
         lines.append(f"| {name} | {spread(r1)} | {spread(mp)} | {diff} |")
     return "\n".join(lines) + "\n"
 

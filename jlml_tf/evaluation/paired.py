@@ -23,3 +23,8 @@ def paired_difference(better: dict[str, dict], worse: dict[str, dict], key: str 
     return {"splits": shared, "differences": diffs, "mean": mean, "low": mean - half,
             "high": mean + half}
 
+
+
+def format_difference(d: dict) -> str:
+    """"+1.8 [+0.3, +3.3]": a paired difference as every report prints it (points)."""
+    return f"{d['mean']:+.1f} [{d['low']:+.1f}, {d['high']:+.1f}]"
