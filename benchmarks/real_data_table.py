@@ -4,7 +4,8 @@
     python benchmarks/real_data_table.py --results=results
 
 For each benchmark and each JLML trained for it (half width: the CPU recipe's widths; paper
-width: the paper's widths at the CPU recipe's 128x48, where run): JLML fine-tuned per trial
+width: the paper's widths at the CPU recipe's 128x48, where run; each labelled with its plain +
+augmented pre-training epochs): JLML fine-tuned per trial
 from its joint pre-training, the same pre-training without fine-tuning (direct transfer: no
 image of the benchmark seen), LOMO + XQDA on the same trials (best of the Retinex variants
 measured; the range over them beside it) and the paper. Where `python -m jlml_tf.evaluate
@@ -35,7 +36,7 @@ LOMO_VARIANTS = ("none", "msr", "msrcr")
 @dataclasses.dataclass(frozen=True)
 class TrainedJlml:
     """A JLML trained for a benchmark: its rows read `run`, its hours include `pretrain`."""
-    width: str  # "half width" (experiments/cpu/base.cfg) or "paper width" (cpu/paper_width.cfg)
+    label: str  # its widths (half: experiments/cpu/base.cfg, paper: cpu/paper_width.cfg), epochs
     run: str  # the fine-tuned run
     pretrain: tuple[str, ...]  # the pre-training runs it started from, continuation included
     transfer: str | None = None  # the pre-training's direct-transfer results file
@@ -45,12 +46,17 @@ FOR_CUHK01 = ("cpu-pretrain_for_cuhk01", "cpu-continue_pretrain_for_cuhk01")
 FOR_VIPER_GRID = ("cpu-pretrain_for_viper_grid", "cpu-continue_pretrain_for_viper_grid")
 PAPER_WIDTH_FOR_CUHK01 = ("cpu-paper_width-pretrain_for_cuhk01",
                           "cpu-paper_width-continue_for_cuhk01")
+PAPER_WIDTH25_FOR_CUHK01 = ("cpu-paper_width-pretrain25_for_cuhk01",
+                            "cpu-paper_width-continue25_for_cuhk01")
 PAPER_WIDTH_FOR_VIPER_GRID = ("cpu-paper_width-pretrain_for_viper_grid",)
 CUHK01_485_486 = (
-    TrainedJlml("half width", "cpu-cuhk01_485_486_single", FOR_CUHK01,
-          "transfer-cuhk01_485_486_single/results_transfer.json"),
-    TrainedJlml("paper width", "cpu-paper_width-cuhk01_485_486_single", PAPER_WIDTH_FOR_CUHK01,
-                "transfer-paper_width-cuhk01_485_486_single/results_transfer.json"))
+    TrainedJlml("half width, 25 + 12 epochs", "cpu-cuhk01_485_486_single", FOR_CUHK01,
+                "transfer-cuhk01_485_486_single/results_transfer.json"),
+    TrainedJlml("paper width, 8 + 12 epochs", "cpu-paper_width-cuhk01_485_486_single",
+                PAPER_WIDTH_FOR_CUHK01,
+                "transfer-paper_width-cuhk01_485_486_single/results_transfer.json"),
+    TrainedJlml("paper width, 25 + 12 epochs", "cpu-paper_width25-cuhk01_485_486_single",
+                PAPER_WIDTH25_FOR_CUHK01))
 # (label, paper key, models, their results file, LOMO results folder prefix)
 BENCHMARKS = (
     ("CUHK01 485/486 single shot", "cuhk01/485_486_single_shot", CUHK01_485_486, "results.json",
@@ -59,15 +65,17 @@ BENCHMARKS = (
      tuple(dataclasses.replace(m, transfer=None) for m in CUHK01_485_486),
      "results_multi_shot.json", "lomo_xqda/cuhk01_485_486_multi_shot"),
     ("CUHK01 871/100 single shot", "cuhk01/871_100_single_shot",
-     (TrainedJlml("half width", "cpu-cuhk01_871_100_single", FOR_CUHK01),), "results.json",
+     (TrainedJlml("half width, 25 + 12 epochs", "cpu-cuhk01_871_100_single", FOR_CUHK01),), "results.json",
      "lomo_xqda/cuhk01_871_100_single_shot"),
     ("GRID 125/125 + 775 distractors", "grid/125_125",
-     (TrainedJlml("half width", "cpu-grid", FOR_VIPER_GRID, "transfer-grid/results_transfer.json"),
-      TrainedJlml("paper width", "cpu-paper_width-grid", PAPER_WIDTH_FOR_VIPER_GRID)),
+     (TrainedJlml("half width, 21 + 12 epochs", "cpu-grid", FOR_VIPER_GRID, "transfer-grid/results_transfer.json"),
+      TrainedJlml("paper width, 8 epochs", "cpu-paper_width-grid",
+                  PAPER_WIDTH_FOR_VIPER_GRID)),
      "results.json", "lomo_xqda/grid_125_125"),
     ("VIPeR 316/316", "viper/316_316",
-     (TrainedJlml("half width", "cpu-viper", FOR_VIPER_GRID, "transfer-viper/results_transfer.json"),
-      TrainedJlml("paper width", "cpu-paper_width-viper", PAPER_WIDTH_FOR_VIPER_GRID)),
+     (TrainedJlml("half width, 21 + 12 epochs", "cpu-viper", FOR_VIPER_GRID, "transfer-viper/results_transfer.json"),
+      TrainedJlml("paper width, 8 epochs", "cpu-paper_width-viper",
+                  PAPER_WIDTH_FOR_VIPER_GRID)),
      "results.json", "lomo_xqda/viper_316_316"),
 )
 
@@ -112,7 +120,7 @@ def model_rows(results: pathlib.Path, label: str, model: TrainedJlml, name: str)
     """The fine-tuned model's row, its features matched by XQDA, and its direct transfer."""
     pre_hours = sum(training_hours(results / r) or 0 for r in model.pretrain)
     hours = (training_hours(results / model.run) or 0) + pre_hours
-    method = f"JLML {model.width}"
+    method = f"JLML {model.label}"
     rows = []
     tuned = summary(results / model.run / name)
     if tuned:
@@ -121,7 +129,7 @@ def model_rows(results: pathlib.Path, label: str, model: TrainedJlml, name: str)
     xqda = summary(results / model.run / name.replace("results", "results_xqda", 1)) \
         if name == "results.json" else None
     if xqda:
-        rows.append(f"| {label} | {method} features + XQDA fitted on each trial's training split "
+        rows.append(f"| {label} | {method}, its features + XQDA fitted on each trial's training split "
                     f"| {xqda['trials']} | " + " | ".join(cells(xqda)) + f" | {hours:.2f} |")
     moved = summary(results / model.transfer) if model.transfer else None
     if moved:
