@@ -65,15 +65,18 @@ BENCHMARKS = (
      tuple(dataclasses.replace(m, transfer=None) for m in CUHK01_485_486),
      "results_multi_shot.json", "lomo_xqda/cuhk01_485_486_multi_shot"),
     ("CUHK01 871/100 single shot", "cuhk01/871_100_single_shot",
-     (TrainedJlml("half width, 25 + 12 epochs", "cpu-cuhk01_871_100_single", FOR_CUHK01),), "results.json",
+     (TrainedJlml("half width, 25 + 12 epochs", "cpu-cuhk01_871_100_single", FOR_CUHK01),),
+     "results.json",
      "lomo_xqda/cuhk01_871_100_single_shot"),
     ("GRID 125/125 + 775 distractors", "grid/125_125",
-     (TrainedJlml("half width, 21 + 12 epochs", "cpu-grid", FOR_VIPER_GRID, "transfer-grid/results_transfer.json"),
+     (TrainedJlml("half width, 21 + 12 epochs", "cpu-grid", FOR_VIPER_GRID,
+                  "transfer-grid/results_transfer.json"),
       TrainedJlml("paper width, 8 epochs", "cpu-paper_width-grid",
                   PAPER_WIDTH_FOR_VIPER_GRID)),
      "results.json", "lomo_xqda/grid_125_125"),
     ("VIPeR 316/316", "viper/316_316",
-     (TrainedJlml("half width, 21 + 12 epochs", "cpu-viper", FOR_VIPER_GRID, "transfer-viper/results_transfer.json"),
+     (TrainedJlml("half width, 21 + 12 epochs", "cpu-viper", FOR_VIPER_GRID,
+                  "transfer-viper/results_transfer.json"),
       TrainedJlml("paper width, 8 epochs", "cpu-paper_width-viper",
                   PAPER_WIDTH_FOR_VIPER_GRID)),
      "results.json", "lomo_xqda/viper_316_316"),
@@ -112,7 +115,8 @@ def cells(s: dict) -> list[str]:
     def one(key):
         mean = 100 * s["mean"][key]
         std = s["std"].get(key)
-        return f"{mean:.1f} ± {100 * std:.1f}" if std is not None and s["trials"] > 1 else f"{mean:.1f}"
+        spread = std is not None and s["trials"] > 1
+        return f"{mean:.1f} ± {100 * std:.1f}" if spread else f"{mean:.1f}"
     return [one(k) if k in s["mean"] else "-" for k in RANKS + ("map",)]
 
 
@@ -129,8 +133,9 @@ def model_rows(results: pathlib.Path, label: str, model: TrainedJlml, name: str)
     xqda = summary(results / model.run / name.replace("results", "results_xqda", 1)) \
         if name == "results.json" else None
     if xqda:
-        rows.append(f"| {label} | {method}, its features + XQDA fitted on each trial's training split "
-                    f"| {xqda['trials']} | " + " | ".join(cells(xqda)) + f" | {hours:.2f} |")
+        rows.append(f"| {label} | {method}, its features + XQDA fitted on each trial's "
+                    f"training split | {xqda['trials']} | " + " | ".join(cells(xqda)) +
+                    f" | {hours:.2f} |")
     moved = summary(results / model.transfer) if model.transfer else None
     if moved:
         rows.append(f"| {label} | {method}, direct transfer (pre-training only, no image of "
