@@ -92,19 +92,25 @@ def _run_dirs_of_configs(parse):
 def test_every_init_from_is_a_pre_training_without_the_target_data_set(parse):
     """A fine-tuning config names the run another config writes, built like its own model and
     trained on no image of the fine-tuning's data set (no test identity can leak); a
-    continuation (--init_classifiers) trains on exactly its source's data."""
+    continuation (--init_classifiers) trains on exactly its source's data; a fine-tuning of one
+    split's joint model (<run_dir>/trial_NN) fine-tunes that split alone."""
     run_dirs = _run_dirs_of_configs(parse)
     for path in CONFIGS:
         values = parse(f"--flagfile={path.relative_to(PROJECT_ROOT)}")
         if not values.init_from:
             continue
         model = jflags.model_config(values, 10)
-        assert values.init_from in run_dirs, f"{path.name}: --init_from={values.init_from}"
-        source = parse(f"--flagfile={run_dirs[values.init_from].relative_to(PROJECT_ROOT)}")
+        source_dir, _, trial = values.init_from.partition("/trial_")
+        assert source_dir in run_dirs, f"{path.name}: --init_from={values.init_from}"
+        source = parse(f"--flagfile={run_dirs[source_dir].relative_to(PROJECT_ROOT)}")
         assert jflags.model_config(source, 10) == model, path.name
         data = lambda v: (v.dataset, v.protocol, v.manual_dir, v.extra_train)  # noqa: E731
         if values.init_classifiers:
             assert data(values) == data(source), path.name
+            continue
+        if trial:
+            assert (values.dataset, values.protocol) == (source.dataset, source.protocol)
+            assert [int(t) for t in values.trials] == [int(trial)], path.name
             continue
         seen = {source.dataset} | {spec.partition(":")[0] for spec in source.extra_train}
         assert values.dataset not in seen, \
