@@ -81,6 +81,29 @@ def test_xqda_keeps_directions_with_eigenvalue_above_one():
     assert fixed.projection.shape == (6, 4)
 
 
+@pytest.mark.parametrize("name", ["kissme", "xqda"])
+def test_learned_metric_is_squared_l2_after_its_linear_map(name):
+    rng = np.random.default_rng(5)
+    draw, pids = _synthetic(rng, 60, 1, dim=8)
+    x, labels = np.concatenate([draw() for _ in range(3)]), np.tile(pids, 3)
+    metric = metric_learning.fit_metric(name, x, labels)
+    q, g = draw(), draw()
+    lin = metric.linear_map()
+    assert lin.shape[0] == 8 and lin.shape[1] <= 8
+    np.testing.assert_allclose(distances.pairwise_distances(q @ lin, g @ lin, "sqeuclidean"),
+                               metric.pairwise(q, g), rtol=1e-3, atol=1e-4)
+
+
+def test_linear_map_refuses_an_indefinite_or_fixed_metric():
+    indefinite = metric_learning.Metric("m", matrix=np.diag([1.0, -0.5]))
+    with pytest.raises(ValueError, match="eigenvalue"):
+        indefinite.linear_map()
+    with pytest.raises(ValueError, match="not learned"):
+        metric_learning.fit_metric("l2").linear_map()
+    lin = metric_learning.Metric("m", matrix=np.diag([4.0, 0.0])).linear_map()
+    assert lin.shape == (2, 1) and (lin @ lin.T).tolist() == [[4.0, 0.0], [0.0, 0.0]]
+
+
 def test_l2_generic_path_equals_direct():
     rng = np.random.default_rng(4)
     q, g = rng.normal(size=(7, 5)), rng.normal(size=(11, 5))

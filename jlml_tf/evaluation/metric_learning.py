@@ -56,6 +56,24 @@ class Metric:
         return dist_lib.mahalanobis_blocks(query, gallery, self.matrix, self.projection,
                                            block_size)
 
+    def linear_map(self, tolerance: float = 1e-6) -> np.ndarray:
+        """L (dim x r) with d(x, y) = |L^T (x - y)|^2: a learned metric as squared L2 after a
+        linear map, so matching can run where only L2 exists (an exported model, a vector
+        index). M = U S U^T gives L = W U sqrt(S); directions with S = 0 are dropped. For XQDA,
+        M = I - inv(Lambda) with every kept lambda > 1, so M is PSD and nothing is lost.
+        Raises if M has an eigenvalue below -tolerance * its largest (not a squared L2)."""
+        if self.matrix is None:
+            raise ValueError(f"metric {self.name!r} is not learned; it has no linear map")
+        values, vectors = scipy.linalg.eigh(np.asarray(self.matrix, np.float64))
+        top = max(values.max(initial=0.0), np.finfo(np.float64).tiny)
+        if values.min() < -tolerance * top:
+            raise ValueError(f"metric {self.name!r}: M has eigenvalue {values.min():.3g} < 0, "
+                             "so it is not a squared L2 distance after any linear map")
+        keep = values > tolerance * top
+        scaled = vectors[:, keep] * np.sqrt(values[keep])
+        projection = np.eye(len(values)) if self.projection is None else self.projection
+        return (np.asarray(projection, np.float64) @ scaled).astype(np.float32)
+
     def pairwise(self, query, gallery) -> np.ndarray:
         """The full float32 distance matrix (small problems)."""
         query = dist_lib.as_features(query, "query")
