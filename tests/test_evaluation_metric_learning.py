@@ -94,6 +94,24 @@ def test_learned_metric_is_squared_l2_after_its_linear_map(name):
                                metric.pairwise(q, g), rtol=1e-3, atol=1e-4)
 
 
+@pytest.mark.parametrize("name", ["kissme", "xqda"])
+def test_mapped_metric_is_l2_between_unit_length_mapped_features(name):
+    rng = np.random.default_rng(6)
+    draw, pids = _synthetic(rng, 60, 1, dim=8)
+    x, labels = np.concatenate([draw() for _ in range(3)]), np.tile(pids, 3)
+    lin = metric_learning.fit_metric(name, x, labels).linear_map()
+    mapped = metric_learning.fit_metric(f"{name}_map", x, labels)
+    assert mapped.name == f"{name}_map" and mapped.matrix is None
+    q, g = draw(), draw()
+    unit = lambda v: v / np.linalg.norm(v, axis=1, keepdims=True)  # noqa: E731
+    np.testing.assert_allclose(mapped.pairwise(q, g),
+                               distances.pairwise_distances(unit(q @ lin), unit(g @ lin), "l2"),
+                               rtol=1e-4, atol=1e-4)
+    # the normalisation changes the ranking: not the plain learned distance
+    assert not np.allclose(mapped.pairwise(q, g) ** 2,
+                           metric_learning.fit_metric(name, x, labels).pairwise(q, g), rtol=0.1)
+
+
 def test_linear_map_refuses_an_indefinite_or_fixed_metric():
     indefinite = metric_learning.Metric("m", matrix=np.diag([1.0, -0.5]))
     with pytest.raises(ValueError, match="eigenvalue"):

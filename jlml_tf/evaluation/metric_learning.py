@@ -23,6 +23,8 @@ set. Differences of ordered pairs have zero mean, so scatter / count is the cova
       image from each view) are `cross_camera=True` with each image's view as its camera id.
 
 A `Metric` computes blocked query x gallery distances d(x, y) = (W^T (x - y))^T M W^T (x - y).
+"xqda_map" / "kissme_map" are the learned metric's linear map L (`Metric.linear_map`), then
+unit length, then L2: what an exported model with the map built in computes.
 """
 from __future__ import annotations
 
@@ -33,7 +35,11 @@ import scipy.linalg
 
 from jlml_tf.evaluation import distances as dist_lib
 
-LEARNED_METRICS = ("kissme", "xqda")  # fitted on a trial's training features
+FITTERS = ("kissme", "xqda")
+# "<learned>_map": the learned metric's linear map L, then unit length, then L2: what a model
+# exported with --linear_map computes, so it runs where only unit-norm L2 embeddings exist
+MAPPED = "_map"
+LEARNED_METRICS = FITTERS + tuple(f"{m}{MAPPED}" for m in FITTERS)  # fitted on training features
 METRIC_NAMES = ("l2", "cosine") + LEARNED_METRICS  # the --metric choices of train and evaluate
 
 
@@ -45,6 +51,7 @@ class Metric:
     base: str = "l2"  # distances.METRICS entry used when matrix is None
     matrix: np.ndarray | None = None  # (k, k) symmetric M
     projection: np.ndarray | None = None  # (dim, k) W, None = identity
+    unit_after_projection: bool = False  # without M: x -> unit(W^T x) before `base`
 
     def distance_blocks(self, query, gallery, block_size: int | None = None):
         """Yields (query_rows, float32 distances), as distances.distance_blocks."""
@@ -52,6 +59,8 @@ class Metric:
             if self.projection is not None:
                 query = dist_lib.as_features(query) @ self.projection
                 gallery = dist_lib.as_features(gallery) @ self.projection
+            if self.unit_after_projection:
+                query, gallery = unit_rows(query), unit_rows(gallery)
             return dist_lib.distance_blocks(query, gallery, self.base, block_size)
         return dist_lib.mahalanobis_blocks(query, gallery, self.matrix, self.projection,
                                            block_size)
@@ -81,6 +90,11 @@ class Metric:
         for rows, block in self.distance_blocks(query, gallery):
             out[rows] = block
         return out
+
+
+def unit_rows(x) -> np.ndarray:
+    x = dist_lib.as_features(x)
+    return x / np.maximum(np.linalg.norm(x, axis=1, keepdims=True), 1e-12).astype(x.dtype)
 
 
 def _pair_scatter(x: np.ndarray, groups: np.ndarray) -> tuple[np.ndarray, int]:
@@ -207,8 +221,12 @@ def fit_metric(name: str, train_features=None, train_pids=None, train_camids=Non
     if name in ("l2", "cosine", "sqeuclidean"):
         return Metric(name, base=name)
     fitters = {"kissme": fit_kissme, "xqda": fit_xqda}
-    if name not in fitters:
+    if name not in LEARNED_METRICS:
         raise ValueError(f"unknown metric {name!r}; choose one of {METRIC_NAMES}")
     if train_features is None or train_pids is None:
         raise ValueError(f"metric {name!r} needs training features and pids")
-    return fitters[name](train_features, train_pids, train_camids, **options)
+    learned = fitters[name.removesuffix(MAPPED)](train_features, train_pids, train_camids,
+                                                 **options)
+    if not name.endswith(MAPPED):
+        return learned
+    return Metric(name, base="l2", projection=learned.linear_map(), unit_after_projection=True)
