@@ -4,6 +4,7 @@
     python -m jlml_tf.evaluate --run_dir=runs/market
     python -m jlml_tf.evaluate --run_dir=runs/market --rerank --k1=20 --k2=6 --lambda_value=0.3
     python -m jlml_tf.evaluate --run_dir=runs/market --metric=xqda
+    python -m jlml_tf.evaluate --run_dir=runs/market --metric=xqda_map --save_linear_map
     python -m jlml_tf.evaluate --checkpoint=runs/market/checkpoints/ckpt-4000
     python -m jlml_tf.evaluate --run_dir=runs/cuhk03-classic_labeled     # all trial_NN/
     python -m jlml_tf.evaluate --run_dir=runs/market --calibrate_threshold \
@@ -19,6 +20,11 @@ a suffix per option so training's own results.* are never overwritten:
     results_<suffix>.json / .md, cmc_<suffix>.png   metrics, the paper's figures beside them
     worst_best_<suffix>.png                         ranked lists of the worst and best queries
 e.g. results_rerank.json, results_xqda.json, results_l2.json for plain L2.
+
+--metric=xqda_map ranks as a model exported with XQDA built in: XQDA's linear map L
+(`Metric.linear_map`), then unit length, then L2. --save_linear_map stores L as
+RUN/linear_map.npz (per trial in its trial directory) for `python -m jlml_tf.export
+--linear_map`.
 
 --calibrate_threshold computes L2 distances between images of people the model was not trained
 on: same identity across cameras = true matches, different identities = false matches; it picks
@@ -48,7 +54,7 @@ import jlml_tf_datasets
 from jlml_tf import cli
 from jlml_tf import paper as paper_lib
 from jlml_tf.evaluation import metrics, report
-from jlml_tf.evaluation.metric_learning import LEARNED_METRICS, METRIC_NAMES, fit_metric
+from jlml_tf.evaluation.metric_learning import LEARNED_METRICS, MAPPED, METRIC_NAMES, fit_metric
 from jlml_tf.evaluation.protocol import FeatureEvaluation, evaluate_features, worst_and_best
 from jlml_tf.evaluation.rerank import RerankConfig
 from jlml_tf.inference import gallery_index
@@ -177,6 +183,9 @@ def define_flags():
     flags.DEFINE_list("dataset_option", None, "key=value loader options (default: the run's).", **d)
     flags.DEFINE_enum("metric", "l2", METRIC_NAMES, "Matching metric: L2 (the paper), cosine, or "
                       "KISSME/XQDA fitted on the training split's features.", **d)
+    flags.DEFINE_bool("save_linear_map", False, "With --metric=xqda_map or kissme_map: store "
+                      "the fitted linear map as RUN/linear_map.npz, for `python -m "
+                      "jlml_tf.export --linear_map`.", **d)
     flags.DEFINE_bool("rerank", False, "k-reciprocal re-ranking (Zhong et al. 2017).", **d)
     flags.DEFINE_bool("flip_test", False, "Test-time flip: embed each image and its mirror and "
                       "match their normalised sum (two forward passes).", **d)
@@ -337,6 +346,23 @@ def _calibrate_trial(fv, lookup, data, trial, target: Target, checkpoint: str, l
     return path
 
 
+def _save_linear_map(fv, metric, data, trial, target: Target, checkpoint: str, log
+                     ) -> pathlib.Path:
+    """RUN/linear_map.npz: the fitted metric's map, with what it was fitted on."""
+    from jlml_tf.inference import linear_map
+
+    source = {"metric": fv.metric, "flip_test": bool(fv.flip_test), "dataset": data.name,
+              "protocol": data.protocol, "trial": trial.name, "checkpoint": checkpoint,
+              "model_fingerprint": gallery_index.model_fingerprint(checkpoint),
+              "training_images": int(len(trial.train)),
+              "training_identities": int(len(np.unique(data.table.pids[trial.train])))}
+    path = linear_map.save(linear_map.LinearMap(metric.projection, source),
+                           target.run_dir / linear_map.FILE_NAME)
+    log(f"Linear map {metric.projection.shape[0]} -> {metric.projection.shape[1]} dimensions "
+        f"({fv.metric} on {source['training_images']} training images) -> {path}")
+    return path
+
+
 def evaluate_target(fv, target: Target, data, trial, out_dir: pathlib.Path, suffix: str,
                     paper_key: str, log=print) -> tuple[dict | None, dict[str, pathlib.Path]]:
     """Features -> metrics, report files and worst/best picture; the calibration if asked.
@@ -382,8 +408,11 @@ def evaluate_target(fv, target: Target, data, trial, out_dir: pathlib.Path, suff
                                        data.same_camera_junk, rerank, multi,
                                        fv.multi_query_pooling)
         results = evaluation.results
-        paths = _report_trial(fv, evaluation, data, trial, out_dir, suffix, paper_key,
-                              str(target.checkpoint or checkpoint), log)
+        if fv.save_linear_map:
+            paths["linear_map"] = _save_linear_map(fv, metric, data, trial, target, checkpoint,
+                                                   log)
+        paths.update(_report_trial(fv, evaluation, data, trial, out_dir, suffix, paper_key,
+                              str(target.checkpoint or checkpoint), log))
     if fv.calibrate_threshold:
         paths["threshold"] = _calibrate_trial(fv, lookup, data, trial, target, checkpoint, log)
     return results, paths
@@ -395,6 +424,15 @@ def run(fv) -> str:
 
     if bool(fv.run_dir) == bool(fv.checkpoint):
         raise UsageError("pass exactly one of --run_dir=RUN or --checkpoint=RUN/checkpoints/ckpt-N")
+    if fv.save_linear_map and not fv.metric.endswith(MAPPED):
+        raise UsageError(f"--save_linear_map needs a mapped metric (--metric=xqda{MAPPED} or "
+                         f"kissme{MAPPED}), not --metric={fv.metric}")
+    if fv.calibrate_threshold and fv.metric.endswith(MAPPED):
+        # the threshold is stored for the run's own embedding, not the mapped one
+        raise UsageError(f"--calibrate_threshold calibrates the model's own L2 distances, not "
+                         f"--metric={fv.metric}'s: run it without the mapped metric")
+    if fv.save_linear_map and not fv.evaluation:
+        raise UsageError("--save_linear_map fits the map while evaluating: drop --noevaluation")
     if not fv.evaluation and not fv.calibrate_threshold:
         raise UsageError("--noevaluation leaves nothing to do without --calibrate_threshold")
     if fv.checkpoint:

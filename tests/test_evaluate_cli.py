@@ -88,6 +88,39 @@ def test_cli_writes_suffixed_results_the_worst_best_picture_and_a_threshold(tiny
     check_threshold(tiny_run)
 
 
+def test_xqda_map_ranks_with_the_linear_map_it_saves(tiny_run, tmp_path, capsys):
+    from jlml_tf.evaluation import metric_learning
+    from jlml_tf.inference import gallery_index, linear_map
+
+    run = tmp_path / "run"
+    shutil.copytree(tiny_run.run, run)
+    assert ev.main(["evaluate", f"--run_dir={run}", "--verbose=0", "--metric=xqda_map",
+                    "--save_linear_map", "--num_queries_shown=0"]) == 0
+    assert "Linear map 32 -> " in capsys.readouterr().out
+    saved = linear_map.load(run / linear_map.FILE_NAME)
+    table, trial, f = tiny_run.data.table, tiny_run.data.trials[0], tiny_run.features
+    train = trial.train
+    want = metric_learning.fit_metric("xqda", f[train], table.pids[train],
+                                      table.camids[train]).linear_map()
+    np.testing.assert_allclose(saved.matrix, want, rtol=1e-4, atol=1e-5)
+    assert saved.source["trial"] == trial.name and saved.flip_test is False
+    assert saved.source["training_images"] == len(train)
+    assert saved.source["model_fingerprint"] == gallery_index.model_fingerprint(run)
+    unit = lambda x: x / np.linalg.norm(x, axis=1, keepdims=True)  # noqa: E731
+    q, g = trial.query, trial.gallery
+    expected = protocol.evaluate(unit(f[q] @ want), table.pids[q], table.camids[q],
+                                 unit(f[g] @ want), table.pids[g], table.camids[g])
+    summary = read_results(run / "results_xqda_map.json")
+    for key in ("rank1", "map"):
+        assert summary["mean"][key] == pytest.approx(expected[key], abs=1e-6), key
+    # a map needs a mapped metric, and its threshold would not be the run's own
+    assert ev.main(["evaluate", f"--run_dir={run}", "--metric=xqda", "--save_linear_map"]) == 2
+    assert "--metric=xqda_map" in capsys.readouterr().err
+    assert ev.main(["evaluate", f"--run_dir={run}", "--metric=xqda_map",
+                    "--calibrate_threshold"]) == 2
+    assert "--calibrate_threshold" in capsys.readouterr().err
+
+
 def test_rerank_cli_uses_the_library_rerank_on_the_same_features(tiny_run, tmp_path):
     out = tmp_path / "out"
     ckpt = tiny_run.run / "checkpoints" / "ckpt-1"

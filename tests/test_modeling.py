@@ -98,6 +98,20 @@ def test_flip_test_model_is_the_normalised_sum_of_both_views(tiny_model_config):
     assert flip.count_params() == l2.count_params()  # the views share the weights
 
 
+def test_linear_map_model_is_the_unit_length_mapped_embedding(tiny_model_config):
+    l2 = jlml.with_l2_normalization(jlml.build_jlml(tiny_model_config)[1])
+    matrix = np.random.default_rng(3).normal(size=(32, 5)).astype("float32")
+    mapped = jlml.with_linear_map(l2, matrix)
+    x = np.random.default_rng(4).uniform(0, 255, (3, 64, 32, 3)).astype("float32")
+    want = l2(x).numpy() @ matrix
+    np.testing.assert_allclose(mapped(x).numpy(),
+                               want / np.linalg.norm(want, axis=1, keepdims=True), atol=1e-5)
+    assert mapped.count_params() == l2.count_params() + 32 * 5
+    assert not mapped.get_layer("linear_map").trainable
+    with pytest.raises(ValueError, match=r"\(32, r\)"):
+        jlml.with_linear_map(l2, matrix[:16])
+
+
 def test_uniloss_has_one_classifier_on_concatenation(tiny_model_config):
     cfg = ModelConfig.from_dict({**tiny_model_config.to_dict(), "loss_mode": "uni"})
     training_model, _ = jlml.build_jlml(cfg)

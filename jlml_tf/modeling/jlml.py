@@ -8,6 +8,7 @@
 from __future__ import annotations
 
 import keras
+import numpy as np
 from keras import layers
 
 from jlml_tf.config import PIXEL_MEAN, PIXEL_STD, ModelConfig
@@ -128,6 +129,24 @@ def with_flip_test(l2_model: keras.Model) -> keras.Model:
     total = layers.Add(dtype="float32")([l2_model(pixels), l2_model(mirrored)])
     out = layers.UnitNormalization(axis=-1, dtype="float32", name="l2_normalize")(total)
     return keras.Model(pixels, out, name="jlml_embedding_l2_flip")
+
+
+def with_linear_map(l2_model: keras.Model, matrix) -> keras.Model:
+    """unit(L^T e(x)) for an L2-normalised embedding model e and a fixed (dim, r) matrix L: a
+    learned metric (XQDA, KISSME; `Metric.linear_map`) carried by the model, so the L2 distance
+    between its unit-norm outputs ranks as evaluation's `--metric=xqda_map`."""
+    matrix = np.asarray(matrix, np.float32)
+    dim = l2_model.output.shape[-1]
+    if matrix.ndim != 2 or matrix.shape[0] != dim:
+        raise ValueError(f"linear map of shape {matrix.shape} does not apply to the model's "
+                         f"{dim}-d embedding: expected ({dim}, r)")
+    pixels = keras.Input(l2_model.input.shape[1:], name="images")
+    project = layers.Dense(matrix.shape[1], use_bias=False, dtype="float32", trainable=False,
+                           name="linear_map")
+    mapped = project(l2_model(pixels))
+    project.set_weights([matrix])
+    out = layers.UnitNormalization(axis=-1, dtype="float32", name="l2_normalize")(mapped)
+    return keras.Model(pixels, out, name=f"{l2_model.name}_mapped")
 
 
 def classifier_layers(model: keras.Model) -> dict[str, layers.Dense]:

@@ -1,0 +1,74 @@
+"""A learned metric's linear map, stored beside the model it was fitted for: RUN/linear_map.npz.
+
+`python -m jlml_tf.evaluate --metric=xqda_map --save_linear_map` fits XQDA on a trial's training
+features, evaluates unit(L^T f) matched by L2 and writes L here; `python -m jlml_tf.export
+--linear_map=RUN/linear_map.npz` builds it into the exported model (`jlml.with_linear_map`), so
+a server, the gallery index and a phone get the learned metric's ranking from plain unit-norm
+embeddings. The file records what L was fitted on, and the export refuses it for another model,
+another embedding size or the other test-time flip setting.
+"""
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import pathlib
+
+import numpy as np
+
+FILE_NAME = "linear_map.npz"
+
+
+@dataclasses.dataclass
+class LinearMap:
+    matrix: np.ndarray  # (embedding dim, r) float32
+    source: dict  # metric, flip_test, data set / protocol / trial, checkpoint, model_fingerprint
+
+    @property
+    def flip_test(self) -> bool:
+        return bool(self.source.get("flip_test", False))
+
+
+def save(linear_map: LinearMap, path: str | os.PathLike) -> pathlib.Path:
+    """Writes atomically (a reader never sees half a file)."""
+    path = pathlib.Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    staging = path.with_name(f".{path.stem}.tmp.npz")
+    np.savez(staging, matrix=np.asarray(linear_map.matrix, np.float32),
+             source=np.array(json.dumps(linear_map.source, default=str)))
+    os.replace(staging, path)
+    return path
+
+
+def load(path: str | os.PathLike) -> LinearMap:
+    path = pathlib.Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"{path}: no such file (write one with `python -m "
+                                "jlml_tf.evaluate --metric=xqda_map --save_linear_map`)")
+    try:
+        with np.load(path, allow_pickle=False) as f:
+            matrix, source = f["matrix"], json.loads(str(f["source"]))
+    except (OSError, ValueError, KeyError) as e:
+        raise ValueError(f"{path}: not a linear map file written by --save_linear_map ({e})") \
+            from e
+    if matrix.ndim != 2 or 0 in matrix.shape:
+        raise ValueError(f"{path}: matrix of shape {matrix.shape}, expected (dim, r)")
+    return LinearMap(matrix.astype(np.float32), source)
+
+
+def check_applies(linear_map: LinearMap, path, embedding_dim: int, flip_test: bool,
+                  model_fingerprint: str | None = None) -> None:
+    """Raises ValueError (naming the file and the flag to change) unless the map was fitted on
+    this model's embeddings as they will be computed."""
+    dim = linear_map.matrix.shape[0]
+    if dim != embedding_dim:
+        raise ValueError(f"--linear_map={path}: maps {dim}-d embeddings, the model has "
+                         f"{embedding_dim}-d ones")
+    if linear_map.flip_test != bool(flip_test):
+        raise ValueError(f"--linear_map={path}: fitted on embeddings "
+                         f"{'with' if linear_map.flip_test else 'without'} test-time flip: "
+                         f"pass --{'' if linear_map.flip_test else 'no'}flip_test")
+    fitted_on = linear_map.source.get("model_fingerprint")
+    if model_fingerprint and fitted_on and fitted_on != model_fingerprint:
+        raise ValueError(f"--linear_map={path}: fitted on another model's embeddings "
+                         f"({linear_map.source.get('checkpoint')}); fit it on this one")
