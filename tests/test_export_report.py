@@ -297,3 +297,47 @@ def test_flip_test_export_embeds_an_image_and_its_mirror_alike(tmp_path):
     output = result.card["output"]
     assert output["test_time_flip"] is True and "mirror" in output["meaning"]
     assert result.card["multiply_adds"] == 2 * model_summary.count_macs(plain)
+
+
+@pytest.mark.slow  # one more export (SavedModel + float32 TFLite)
+def test_linear_map_export_outputs_the_unit_length_mapped_embedding(tmp_path):
+    from jlml_tf.inference import embedders, gallery_index
+    from jlml_tf.inference import linear_map as linear_map_lib
+
+    run = fixtures.make_run(tmp_path / "run")
+    threshold_lib.save(threshold_lib.Calibration(
+        threshold=0.75, target_false_match_rate=0.01, false_match_rate=0.01, true_match_rate=0.5,
+        num_true_pairs=4, num_false_pairs=100), run)
+    checkpoint = run_dir_lib.resolve_checkpoint(run)[1]
+    matrix = np.random.default_rng(4).normal(size=(32, 6)).astype(np.float32)
+    source = {"metric": "xqda_map", "flip_test": False, "dataset": "fixture", "trial": "0",
+              "model_fingerprint": gallery_index.model_fingerprint(checkpoint)}
+    path = linear_map_lib.save(linear_map_lib.LinearMap(matrix, source), run / "linear_map.npz")
+    messages = []
+    result = pipeline.export_run(run, tmp_path / "out", tflite_variants=("float32",),
+                                 linear_map=path, progress=messages.append)
+    x = np.random.default_rng(5).integers(0, 256, (3, 64, 32, 3), dtype=np.uint8)
+    mapped = run_dir_lib.load_run(run).embedding_model(x.astype(np.float32)).numpy() @ matrix
+    want = mapped / np.linalg.norm(mapped, axis=1, keepdims=True)
+    for embedder in (embedders.SavedModelEmbedder(result.saved_model_dir),
+                     embedders.TFLiteEmbedder(result.tflite_files["float32"])):
+        np.testing.assert_allclose(embedder.embed(x), want, atol=1e-5)
+    assert result.card["output"]["shape"] == [-1, 6]
+    assert result.card["linear_map"]["metric"] == "xqda_map"
+    assert not (result.extras_dir / threshold_lib.FILE_NAME).exists()
+    assert any("left out of this export" in m for m in messages)
+    cfg = run_dir_lib.model_config(run)
+    with pytest.raises(ValueError, match="without test-time flip: pass --noflip_test"):
+        pipeline.load_linear_map(path, cfg, True, checkpoint)
+    linear_map_lib.save(linear_map_lib.LinearMap(matrix[:16], source), tmp_path / "small.npz")
+    with pytest.raises(ValueError, match="16-d embeddings, the model has 32-d"):
+        pipeline.load_linear_map(tmp_path / "small.npz", cfg, False, checkpoint)
+    other = {**source, "model_fingerprint": "another model"}
+    linear_map_lib.save(linear_map_lib.LinearMap(matrix, other), tmp_path / "other.npz")
+    with pytest.raises(ValueError, match="another model's embeddings"):
+        pipeline.load_linear_map(tmp_path / "other.npz", cfg, False, checkpoint)
+    with pytest.raises(ValueError, match="no such file"):
+        pipeline.load_linear_map(tmp_path / "missing.npz", cfg, False, checkpoint)
+    (tmp_path / "bad.npz").write_text("not numpy")
+    with pytest.raises(ValueError, match="not a linear map file"):
+        pipeline.load_linear_map(tmp_path / "bad.npz", cfg, False, checkpoint)

@@ -56,6 +56,9 @@ def define_flags() -> flags.FlagValues:
     flags.DEFINE_bool("flip_test", False, "Export the test-time flip embedding: the normalised "
                       "sum of the image's and its mirror's embeddings, as the README's rows and "
                       "`evaluate --flip_test` rank (two forward passes per image).", **d)
+    flags.DEFINE_string("linear_map", None, "RUN/linear_map.npz from `python -m "
+                        "jlml_tf.evaluate --metric=xqda_map --save_linear_map`: export "
+                        "unit(L^T e(x)), XQDA's ranking as unit-norm embeddings.", **d)
     flags.DEFINE_bool("progress", True, "Progress bars on stderr inside conversion and parity.",
                       **d)
     return fv
@@ -110,6 +113,9 @@ def run(fv: flags.FlagValues) -> None:
         raise UsageError(f"--run_dir: {e}")
     run_config = run_dir_lib.read_config(run_path)
     cfg = run_dir_lib.model_config(run_path)
+    if fv.linear_map:  # before the slow steps
+        pipeline.load_linear_map(fv.linear_map, cfg, fv.flip_test,
+                                 run_dir_lib.resolve_checkpoint(fv.run_dir)[1])
 
     data = None
     need_data = (fv.parity and not fv.parity_images) or (
@@ -148,7 +154,7 @@ def run(fv: flags.FlagValues) -> None:
     result = pipeline.export_run(
         fv.run_dir, fv.export_dir, fv.model_name, fv.version, fv.tflite,
         calibration, fv.calibration_count, eval_set, runs, fv.num_threads, fv.overwrite,
-        flip_test=fv.flip_test, progress=lambda m: print(m, flush=True), progress_bars=fv.progress)
+        flip_test=fv.flip_test, linear_map=fv.linear_map, progress=lambda m: print(m, flush=True), progress_bars=fv.progress)
     out = result.card["output"]
     print(f"\nSavedModel:  {result.saved_model_dir} (`{out['name']}`: {out['dtype']} "
           f"[N, {out['shape'][1]}], L2-normalised)")

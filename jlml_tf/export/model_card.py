@@ -84,12 +84,13 @@ def _pick(d) -> dict:
 def build_card(cfg: ModelConfig, embedding_model: keras.Model, run_dir: str | os.PathLike,
                checkpoint: str, model_name: str, version: int, saved_model_dir: str,
                tflite_files: dict[str, dict] | None = None, parity: dict | None = None,
-               flip_test: bool = False) -> dict:
+               flip_test: bool = False, linear_map: dict | None = None) -> dict:
     run = read_run(run_dir)
     data = run["config"].get("data", {})
     train = run["config"].get("train", {})
     h, w = cfg.input_height, cfg.input_width
     params = embedding_model.count_params()
+    out_dim = int(embedding_model.output.shape[-1])
     card = {
         "model_name": model_name,
         "version": int(version),
@@ -124,13 +125,18 @@ def build_card(cfg: ModelConfig, embedding_model: keras.Model, run_dir: str | os
                             f"{list(config.PIXEL_MEAN)} and divide by the std "
                             f"{list(config.PIXEL_STD)} (in 0..255 units)",
         },
-        "output": {"name": "embeddings", "dtype": "float32", "shape": [-1, cfg.embedding_dim],
-                   "meaning": f"L2-normalised {cfg.embedding_dim}-d embedding (global and local "
-                              "branch features concatenated"
+        "output": {"name": "embeddings", "dtype": "float32", "shape": [-1, out_dim],
+                   "meaning": f"L2-normalised {out_dim}-d embedding ("
+                              + (f"the {linear_map.get('metric')} linear map, fitted on "
+                                 f"{linear_map.get('dataset')}/{linear_map.get('protocol')} "
+                                 f"trial {linear_map.get('trial')}, of the " if linear_map
+                                 else "")
+                              + "global and local branch features concatenated"
                               + ("; test-time flip: the normalised sum of the image's and its "
                                  "mirror's embeddings, two forward passes" if flip_test else "")
                               + "); match by L2 distance, equivalently cosine similarity",
                    "test_time_flip": bool(flip_test)},
+        "linear_map": linear_map,
         "parameters": int(params),
         "multiply_adds": model_summary.count_macs(embedding_model),
         "training": {"data": _scalars(data),

@@ -71,6 +71,20 @@ def _saved_model_candidates(path: pathlib.Path, size: int) -> list[parity.Candid
     return cands
 
 
+def load_linear_map(path, cfg, flip_test: bool, checkpoint: str):
+    """The --linear_map file, checked to fit this model as exported (ValueError if not)."""
+    from jlml_tf.inference import gallery_index
+    from jlml_tf.inference import linear_map as linear_map_lib
+
+    try:
+        mapped = linear_map_lib.load(path)
+    except FileNotFoundError as e:
+        raise ValueError(f"--linear_map: {e}") from e
+    linear_map_lib.check_applies(mapped, path, cfg.embedding_dim, flip_test,
+                                 gallery_index.model_fingerprint(checkpoint))
+    return mapped
+
+
 class _Steps:
     """Numbered steps with their wall time: "[3/9] converting TFLite int8 ... 41.2 s"."""
 
@@ -100,6 +114,7 @@ def export_run(run_dir: str | os.PathLike, export_dir: str | os.PathLike,
                calibration: Sequence[str] | ImageTable | None = None, calibration_count: int = 200,
                eval_set: parity.EvalSet | None = None, latency_runs: tuple[int, int] = (30, 10),
                num_threads: int = 2, overwrite: bool = False, flip_test: bool = False,
+               linear_map: str | os.PathLike | None = None,
                progress: Callable[[str], None] = print, progress_bars: bool = False
                ) -> ExportResult:
     """Exports a run directory (or checkpoint prefix); see the module docstring for the layout.
@@ -108,6 +123,9 @@ def export_run(run_dir: str | os.PathLike, export_dir: str | os.PathLike,
     `eval_set` (see `parity.eval_set_from_reid` / `eval_set_from_files`) for the parity report.
     `flip_test` exports unit(e(x) + e(mirror(x))) (`jlml.with_flip_test`): the embedding the
     README's rows with test-time flip rank with, at twice the compute.
+    `linear_map` (RUN/linear_map.npz from `evaluate --metric=xqda_map --save_linear_map`)
+    exports unit(L^T e(x)) (`jlml.with_linear_map`): XQDA's ranking as unit-norm embeddings.
+    The run's threshold.json, calibrated on its own embedding, is then left out.
     `progress(message)` hears each numbered step and its wall time; `progress_bars` adds tqdm
     bars on stderr inside the long steps (int8 calibration, parity embedding and timing).
     What the TFLite converter prints on its own (`fully_quantize: 0, ...`, TensorFlow's
@@ -123,6 +141,8 @@ def export_run(run_dir: str | os.PathLike, export_dir: str | os.PathLike,
     if not model_name or "/" in model_name or model_name.isdigit():
         raise ValueError(f"--model_name={model_name!r}: expected a plain, non-numeric name")
     run_path, checkpoint = run_dir_lib.resolve_checkpoint(run_dir)
+    mapped = None if linear_map is None else \
+        load_linear_map(linear_map, run_dir_lib.model_config(run_path), flip_test, checkpoint)
     base = pathlib.Path(export_dir) / model_name
     version = saved_model.next_version(base) if version is None else int(version)
     target = saved_model.check_version(base, version, overwrite)
@@ -138,9 +158,13 @@ def export_run(run_dir: str | os.PathLike, export_dir: str | os.PathLike,
         cfg, l2 = loaded.model_cfg, loaded.embedding_model
         if flip_test:
             l2 = jlml.with_flip_test(l2)
+        if mapped is not None:
+            l2 = jlml.with_linear_map(l2, mapped.matrix)
     height, width = cfg.input_height, cfg.input_width
-    progress(f"model: {height}x{width} RGB in, {cfg.embedding_dim}-d L2-normalised embedding "
-             f"out ({l2.count_params():,} parameters{', test-time flip' if flip_test else ''})")
+    extras_note = (", test-time flip" if flip_test else "") + (
+        f", {mapped.source.get('metric', 'learned')} linear map {linear_map}" if mapped else "")
+    progress(f"model: {height}x{width} RGB in, {l2.output.shape[-1]}-d L2-normalised embedding "
+             f"out ({l2.count_params():,} parameters{extras_note})")
 
     calib_images = None
     if "int8" in tflite_variants:
@@ -198,11 +222,15 @@ def export_run(run_dir: str | os.PathLike, export_dir: str | os.PathLike,
 
         with steps.step("model card, threshold, publishing"):
             card = model_card.build_card(cfg, l2, run_path, checkpoint, model_name, version,
-                                         os.fspath(target), tflite_info, report, flip_test)
+                                         os.fspath(target), tflite_info, report, flip_test,
+                                         mapped.source if mapped else None)
             model_card.write_card(card, extras)
             extra_files = {model_card.CARD_JSON: json.dumps(card, indent=2, default=str) + "\n"}
             threshold_file = run_path / threshold_lib.FILE_NAME
-            if threshold_file.is_file():  # the run's "no match" threshold travels with it
+            if threshold_file.is_file() and mapped is not None:
+                progress(f"{threshold_file} is calibrated on the run's own embedding, not the "
+                         "mapped one: left out of this export")
+            elif threshold_file.is_file():  # the run's "no match" threshold travels with it
                 extra_files[threshold_lib.FILE_NAME] = threshold_file.read_text()
                 shutil.copyfile(threshold_file, extras / threshold_lib.FILE_NAME)
             saved_model.write_extra_files(staged, extra_files)
