@@ -341,3 +341,16 @@ def test_linear_map_export_outputs_the_unit_length_mapped_embedding(tmp_path):
     (tmp_path / "bad.npz").write_text("not numpy")
     with pytest.raises(ValueError, match="not a linear map file"):
         pipeline.load_linear_map(tmp_path / "bad.npz", cfg, False, checkpoint)
+
+
+def test_parity_checks_a_split_model_on_its_own_split():
+    import types
+
+    trials = [types.SimpleNamespace(name=n) for n in ("0", "1", "2")]
+    data = types.SimpleNamespace(name="cuhk01", protocol="485_486", trials=trials)
+    assert parity.pick_trial(data).name == "0"
+    assert parity.pick_trial(data, "2").name == "2"
+    with pytest.raises(ValueError, match=r"no trial '7' \(trials: \['0', '1', '2'\]\)"):
+        parity.pick_trial(data, "7")
+    with pytest.raises(ValueError, match="has no trials"):
+        parity.pick_trial(types.SimpleNamespace(name="x", protocol="p", trials=[]))

@@ -134,6 +134,10 @@ def run(fv: flags.FlagValues) -> None:
         data = jlml_tf_datasets.load(name, protocol, data_dir=data_dir, manual_dir=manual_dir,
                                      **options)
 
+    trial_name = None  # the run's own split when it was trained for one of the parity data's
+    if data is not None and data.name == run_config.get("data", {}).get("dataset") \
+            and data.protocol == run_config["data"].get("protocol"):
+        trial_name = run_config["data"].get("trial")
     eval_set = None
     if fv.parity:
         if fv.parity_images:
@@ -141,7 +145,8 @@ def run(fv: flags.FlagValues) -> None:
                                                   cfg.input_width)
         else:
             eval_set = parity.eval_set_from_reid(data, cfg.input_height, cfg.input_width,
-                                                 fv.parity_max_query, fv.parity_max_gallery)
+                                                 fv.parity_max_query, fv.parity_max_gallery,
+                                                 trial_name)
     calibration = None
     if "int8" in fv.tflite:
         if fv.calibration_images:
@@ -149,7 +154,7 @@ def run(fv: flags.FlagValues) -> None:
 
             calibration = preprocessing.list_images(fv.calibration_images)
         else:
-            calibration = data.table.subset(data.trials[0].train)
+            calibration = data.table.subset(parity.pick_trial(data, trial_name).train)
 
     result = pipeline.export_run(
         fv.run_dir, fv.export_dir, fv.model_name, fv.version, fv.tflite,

@@ -44,14 +44,26 @@ class EvalSet:
         return self.pids is not None and 0 < self.num_query < len(self.images)
 
 
-def eval_set_from_reid(data: ReidData, height: int, width: int, max_query: int | None = None,
-                       max_gallery: int | None = None) -> EvalSet:
-    """The first trial's query + gallery rows (optionally the first max_query/max_gallery)."""
-    from jlml_tf.data import pipeline
-
+def pick_trial(data: ReidData, name: str | None = None):
+    """The trial called `name`, or the first: a model fine-tuned for one split of a multi-split
+    protocol is checked on that split, whose test people it has not seen."""
     if not data.trials:
         raise ValueError(f"data set {data.name}/{data.protocol} has no trials")
-    trial = data.trials[0]
+    names = [t.name for t in data.trials]
+    if name is None:
+        return data.trials[0]
+    if name not in names:
+        raise ValueError(f"{data.name}/{data.protocol} has no trial {name!r} (trials: {names})")
+    return data.trials[names.index(name)]
+
+
+def eval_set_from_reid(data: ReidData, height: int, width: int, max_query: int | None = None,
+                       max_gallery: int | None = None, trial_name: str | None = None) -> EvalSet:
+    """A trial's query + gallery rows (optionally the first max_query/max_gallery); the trial
+    called `trial_name`, or the first."""
+    from jlml_tf.data import pipeline
+
+    trial = pick_trial(data, trial_name)
     query, gallery = trial.query[:max_query], trial.gallery[:max_gallery]
     if len(query) == 0 or len(gallery) == 0:
         raise ValueError(f"{data.name}/{data.protocol} trial {trial.name}: empty query "
