@@ -10,7 +10,8 @@ from its joint pre-training, the same pre-training without fine-tuning (direct t
 image of the benchmark seen), LOMO + XQDA on the same trials (best of the Retinex variants
 measured; the range over them beside it) and the paper. Where `python -m jlml_tf.evaluate
 --metric=xqda` was run on the fine-tuned models, their features matched by XQDA (the paper's
-ablation) too. Mean ± std over trials. Hours are wall time on the machine that trained (a
+ablation) too, and where `--metric=xqda_map --suffix=xqda_map` was, XQDA built into the
+exported model (unit-norm embeddings matched by L2). Mean ± std over trials. Hours are wall time on the machine that trained (a
 2-core CPU, not always the same one, sometimes shared with other work), summed over every
 start-to-stop segment in each trial's train_log.jsonl; a fine-tuned row's hours include its
 pre-training.
@@ -136,6 +137,12 @@ def model_rows(results: pathlib.Path, label: str, model: TrainedJlml, name: str)
         rows.append(f"| {label} | {method}, its features + XQDA fitted on each trial's "
                     f"training split | {xqda['trials']} | " + " | ".join(cells(xqda)) +
                     f" | {hours:.2f} |")
+    mapped = summary(results / model.run / name.replace("results", "results_xqda_map", 1)) \
+        if name == "results.json" else None
+    if mapped:
+        rows.append(f"| {label} | {method}, XQDA built into the model (`export --linear_map`: "
+                    f"unit-norm embeddings, L2) | {mapped['trials']} | "
+                    + " | ".join(cells(mapped)) + f" | {hours:.2f} |")
     moved = summary(results / model.transfer) if model.transfer else None
     if moved:
         rows.append(f"| {label} | {method}, direct transfer (pre-training only, no image of "

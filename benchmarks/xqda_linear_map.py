@@ -6,7 +6,7 @@ carry L as a last layer. The stack around the exported model (gallery, threshold
 assumes unit-norm embeddings, so this also measures what normalising after the map costs.
 Per trial of a multi-trial run: features with test-time flip, XQDA fitted on the trial's
 training split, then R1/mAP for L2 (the run's own readout), XQDA, L2 after the map, and L2 after
-the map and a normalisation.
+the map and a normalisation (`--metric=xqda_map`, what `export --linear_map` computes).
 
     python benchmarks/xqda_linear_map.py --run_dir=runs/probe/paper_width_160x64/cuhk01 \
         --out=results/recipe/paper_width_160x64_8ep/xqda_linear_map.json
@@ -26,13 +26,9 @@ import numpy as np  # noqa: E402
 READOUTS = ("l2", "xqda", "linear_map_l2", "linear_map_normalised_l2")
 
 
-def unit_rows(x: np.ndarray) -> np.ndarray:
-    return x / np.maximum(np.linalg.norm(x, axis=1, keepdims=True), 1e-12)
-
-
 def trial_readouts(trial_dir: pathlib.Path) -> dict:
     import jlml_tf_datasets
-    from jlml_tf.evaluation.metric_learning import fit_xqda
+    from jlml_tf.evaluation.metric_learning import fit_metric, fit_xqda
     from jlml_tf.evaluation.protocol import evaluate_features
     from jlml_tf.inference import eval_trial, run_dir as run_dir_lib
 
@@ -50,10 +46,11 @@ def trial_readouts(trial_dir: pathlib.Path) -> dict:
     table, q, g = data.table, trial.query, trial.gallery
     xqda = fit_xqda(lookup(trial.train), table.pids[trial.train], table.camids[trial.train])
     linear = xqda.linear_map()
-    mapped_q, mapped_g = lookup(q) @ linear, lookup(g) @ linear
+    deployed = fit_metric("xqda_map", lookup(trial.train), table.pids[trial.train],
+                          table.camids[trial.train])  # what `export --linear_map` computes
     candidates = {"l2": ("l2", lookup(q), lookup(g)), "xqda": (xqda, lookup(q), lookup(g)),
-                  "linear_map_l2": ("l2", mapped_q, mapped_g),
-                  "linear_map_normalised_l2": ("l2", unit_rows(mapped_q), unit_rows(mapped_g))}
+                  "linear_map_l2": ("l2", lookup(q) @ linear, lookup(g) @ linear),
+                  "linear_map_normalised_l2": (deployed, lookup(q), lookup(g))}
     out = {"map_dims": list(linear.shape)}
     for name in READOUTS:
         metric, fq, fg = candidates[name]

@@ -60,3 +60,15 @@ def test_floor_row_sits_before_the_hand_crafted_baseline(tmp_path):
     rows = [r for r in real_data_table.table(tmp_path).splitlines() if r.startswith("| VIPeR")]
     assert "no training" in rows[0] and "| 2 | 7.0 ± 0.9 | 20.0 ± 1.0 | - | - | 11.0 ± 0.0 |" in rows[0]
     assert "LOMO" in rows[1]
+
+
+def test_xqda_rows_follow_the_model_they_were_fitted_on(tmp_path):
+    model = real_data_table.CUHK01_485_486[1]
+    _results(tmp_path / model.run / "results.json", "JLML (this run)", 0.48)
+    _results(tmp_path / model.run / "results_xqda.json", "JLML xqda", 0.56)
+    _results(tmp_path / model.run / "results_xqda_map.json", "JLML xqda_map", 0.53)
+    rows = [r for r in real_data_table.table(tmp_path).splitlines()
+            if r.startswith("| CUHK01 485/486 single shot | JLML ")]
+    assert len(rows) == 3 and "| 48.0 ± 1.0 |" in rows[0]
+    assert "XQDA fitted on each trial" in rows[1] and "| 56.0 ± 1.0 |" in rows[1]
+    assert "XQDA built into the model" in rows[2] and "| 53.0 ± 1.0 |" in rows[2]
