@@ -346,16 +346,33 @@ def _calibrate_trial(fv, lookup, data, trial, target: Target, checkpoint: str, l
     return path
 
 
-def _save_linear_map(fv, metric, data, trial, target: Target, checkpoint: str, log
-                     ) -> pathlib.Path:
-    """RUN/linear_map.npz: the fitted metric's map, with what it was fitted on."""
+def _check_own_trial(fv, data, trial, config: dict) -> None:
+    """A stored map must be fitted on the split the model was trained for: another split's
+    training people may be this model's test people."""
+    own = config.get("data", {})
+    if (data.name, data.protocol, trial.name) != (own.get("dataset"), own.get("protocol"),
+                                                  own.get("trial")):
+        raise UsageError(f"--save_linear_map: the model was trained for {own.get('dataset')}/"
+                         f"{own.get('protocol')} trial {own.get('trial')}, not {data.name}/"
+                         f"{data.protocol} trial {trial.name}; drop --trial/--dataset/--protocol")
+
+
+def _save_linear_map(fv, metric, results: dict, data, trial, target: Target, checkpoint: str,
+                     log) -> pathlib.Path:
+    """RUN/linear_map.npz: the fitted metric's map, with what it was fitted on and the
+    accuracy it gave (the export's model card shows it)."""
     from jlml_tf.inference import linear_map
 
+    title = f"{data.name} / {data.protocol} / {trial.name}"
+    accuracy = {"title": title, "results": {method_name(fv.metric, None, "mean"): {
+        "num_trials": 1, "mean": {k: float(v) for k, v in results.items()
+                                  if isinstance(v, (int, float, np.floating))}}}}
     source = {"metric": fv.metric, "flip_test": bool(fv.flip_test), "dataset": data.name,
               "protocol": data.protocol, "trial": trial.name, "checkpoint": checkpoint,
               "model_fingerprint": gallery_index.model_fingerprint(checkpoint),
               "training_images": int(len(trial.train)),
-              "training_identities": int(len(np.unique(data.table.pids[trial.train])))}
+              "training_identities": int(len(np.unique(data.table.pids[trial.train]))),
+              "accuracy": accuracy}
     path = linear_map.save(linear_map.LinearMap(metric.projection, source),
                            target.run_dir / linear_map.FILE_NAME)
     log(f"Linear map {metric.projection.shape[0]} -> {metric.projection.shape[1]} dimensions "
@@ -397,8 +414,13 @@ def evaluate_target(fv, target: Target, data, trial, out_dir: pathlib.Path, suff
     results, paths = None, {}
     if fv.evaluation:
         learned = fv.metric in LEARNED_METRICS
-        metric = fit_metric(fv.metric, lookup(trial.train) if learned else None,
-                            table.pids[trial.train], table.camids[trial.train])
+        if fv.save_linear_map:
+            _check_own_trial(fv, data, trial, target.config)
+        try:
+            metric = fit_metric(fv.metric, lookup(trial.train) if learned else None,
+                                table.pids[trial.train], table.camids[trial.train])
+        except ValueError as e:
+            raise UsageError(f"--metric={fv.metric} on {data.name}/{trial.name}: {e}") from e
         mq = trial.multi_query
         multi = (lookup(mq), table.pids[mq], table.camids[mq]) if len(mq) else None
         q, g = trial.query, trial.gallery
@@ -409,8 +431,8 @@ def evaluate_target(fv, target: Target, data, trial, out_dir: pathlib.Path, suff
                                        fv.multi_query_pooling)
         results = evaluation.results
         if fv.save_linear_map:
-            paths["linear_map"] = _save_linear_map(fv, metric, data, trial, target, checkpoint,
-                                                   log)
+            paths["linear_map"] = _save_linear_map(fv, metric, results, data, trial, target,
+                                                   checkpoint, log)
         paths.update(_report_trial(fv, evaluation, data, trial, out_dir, suffix, paper_key,
                               str(target.checkpoint or checkpoint), log))
     if fv.calibrate_threshold:
@@ -431,6 +453,9 @@ def run(fv) -> str:
         # the threshold is stored for the run's own embedding, not the mapped one
         raise UsageError(f"--calibrate_threshold calibrates the model's own L2 distances, not "
                          f"--metric={fv.metric}'s: run it without the mapped metric")
+    if fv.save_linear_map and fv.trial == ALL_TRIALS:
+        raise UsageError(f"--save_linear_map stores one map per model: not with "
+                         f"--trial={ALL_TRIALS}")
     if fv.save_linear_map and not fv.evaluation:
         raise UsageError("--save_linear_map fits the map while evaluating: drop --noevaluation")
     if not fv.evaluation and not fv.calibrate_threshold:

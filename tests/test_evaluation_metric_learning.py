@@ -112,6 +112,14 @@ def test_mapped_metric_is_l2_between_unit_length_mapped_features(name):
                            metric_learning.fit_metric(name, x, labels).pairwise(q, g), rtol=0.1)
 
 
+def test_mapped_metric_says_which_metric_to_use_when_there_is_no_map():
+    # two identities with the same two images: same-identity pairs differ more than others,
+    # so no XQDA direction has eigenvalue > 1 and the one kept is not a squared L2
+    x = np.array([[1.0, 0.0], [0.0, 1.0], [1.0, 0.0], [0.0, 1.0]])
+    with pytest.raises(ValueError, match="use --metric=xqda$"):
+        metric_learning.fit_metric("xqda_map", x, [1, 1, 2, 2])
+
+
 def test_linear_map_refuses_an_indefinite_or_fixed_metric():
     indefinite = metric_learning.Metric("m", matrix=np.diag([1.0, -0.5]))
     with pytest.raises(ValueError, match="eigenvalue"):

@@ -310,8 +310,11 @@ def test_linear_map_export_outputs_the_unit_length_mapped_embedding(tmp_path):
         num_true_pairs=4, num_false_pairs=100), run)
     checkpoint = run_dir_lib.resolve_checkpoint(run)[1]
     matrix = np.random.default_rng(4).normal(size=(32, 6)).astype(np.float32)
+    accuracy = {"title": "fixture / p / 0",
+                "results": {"JLML xqda_map": {"num_trials": 1, "mean": {"rank1": 0.53}}}}
     source = {"metric": "xqda_map", "flip_test": False, "dataset": "fixture", "trial": "0",
-              "model_fingerprint": gallery_index.model_fingerprint(checkpoint)}
+              "model_fingerprint": gallery_index.model_fingerprint(checkpoint),
+              "accuracy": accuracy}
     path = linear_map_lib.save(linear_map_lib.LinearMap(matrix, source), run / "linear_map.npz")
     messages = []
     result = pipeline.export_run(run, tmp_path / "out", tflite_variants=("float32",),
@@ -324,6 +327,9 @@ def test_linear_map_export_outputs_the_unit_length_mapped_embedding(tmp_path):
         np.testing.assert_allclose(embedder.embed(x), want, atol=1e-5)
     assert result.card["output"]["shape"] == [-1, 6]
     assert result.card["linear_map"]["metric"] == "xqda_map"
+    # the card's accuracy is the mapped model's, not the run's own L2 figures
+    assert result.card["accuracy"]["methods"] == {
+        "JLML xqda_map": {"num_trials": 1, "mean": {"rank1": 0.53}}}
     assert not (result.extras_dir / threshold_lib.FILE_NAME).exists()
     assert any("left out of this export" in m for m in messages)
     cfg = run_dir_lib.model_config(run)
@@ -354,3 +360,7 @@ def test_parity_checks_a_split_model_on_its_own_split():
         parity.pick_trial(data, "7")
     with pytest.raises(ValueError, match="has no trials"):
         parity.pick_trial(types.SimpleNamespace(name="x", protocol="p", trials=[]))
+    run_config = {"data": {"dataset": "cuhk01", "protocol": "485_486", "trial": "2"}}
+    assert parity.own_trial_name(data, run_config) == "2"
+    other = types.SimpleNamespace(name="cuhk01", protocol="871_100", trials=trials)
+    assert parity.own_trial_name(other, run_config) is None  # another protocol's splits

@@ -229,4 +229,9 @@ def fit_metric(name: str, train_features=None, train_pids=None, train_camids=Non
                                                  **options)
     if not name.endswith(MAPPED):
         return learned
-    return Metric(name, base="l2", projection=learned.linear_map(), unit_after_projection=True)
+    try:
+        linear = learned.linear_map()
+    except ValueError as e:  # e.g. no XQDA direction with eigenvalue > 1 (an untrained model)
+        raise ValueError(f"{name}: the fitted {learned.name} is not a squared L2 distance after "
+                         f"a linear map ({e}); use --metric={learned.name}") from e
+    return Metric(name, base="l2", projection=linear, unit_after_projection=True)

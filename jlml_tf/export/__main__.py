@@ -4,8 +4,9 @@
         [--model_name=jlml] [--version=N] [--tflite=float32,float16,dynamic_int8,int8] \
         [--parity_data=NAME --parity_protocol=P | --parity_images=DIR] [--calibration_images=DIR]
 
-Without --parity_data / --parity_images the data set recorded in RUN/config.json is used (its
-first trial's query + gallery for parity, its training images for int8 calibration).
+Without --parity_data / --parity_images the data set recorded in RUN/config.json is used (the
+query + gallery of the run's own trial, or the first, for parity; that trial's training images
+for int8 calibration).
 --noparity skips the parity report; then int8 needs --calibration_images or --parity_data.
 See jlml_tf/export/pipeline.py for the layout written.
 """
@@ -58,7 +59,8 @@ def define_flags() -> flags.FlagValues:
                       "`evaluate --flip_test` rank (two forward passes per image).", **d)
     flags.DEFINE_string("linear_map", None, "RUN/linear_map.npz from `python -m "
                         "jlml_tf.evaluate --metric=xqda_map --save_linear_map`: export "
-                        "unit(L^T e(x)), XQDA's ranking as unit-norm embeddings.", **d)
+                        "unit(L^T e(x)): XQDA's map, normalised, as the embedding (the "
+                        "`--metric=xqda_map` ranking).", **d)
     flags.DEFINE_bool("progress", True, "Progress bars on stderr inside conversion and parity.",
                       **d)
     return fv
@@ -134,10 +136,7 @@ def run(fv: flags.FlagValues) -> None:
         data = jlml_tf_datasets.load(name, protocol, data_dir=data_dir, manual_dir=manual_dir,
                                      **options)
 
-    trial_name = None  # the run's own split when it was trained for one of the parity data's
-    if data is not None and data.name == run_config.get("data", {}).get("dataset") \
-            and data.protocol == run_config["data"].get("protocol"):
-        trial_name = run_config["data"].get("trial")
+    trial_name = None if data is None else parity.own_trial_name(data, run_config)
     eval_set = None
     if fv.parity:
         if fv.parity_images:

@@ -136,13 +136,17 @@ def build_card(cfg: ModelConfig, embedding_model: keras.Model, run_dir: str | os
                                  "mirror's embeddings, two forward passes" if flip_test else "")
                               + "); match by L2 distance, equivalently cosine similarity",
                    "test_time_flip": bool(flip_test)},
-        "linear_map": linear_map,
+        "linear_map": {k: v for k, v in linear_map.items() if k != "accuracy"}
+        if linear_map else None,
         "parameters": int(params),
         "multiply_adds": model_summary.count_macs(embedding_model),
         "training": {"data": _scalars(data),
                      "flags": {k: train[k] for k in ("epochs", "batch_size", "optimizer",
                                                      "learning_rate", "seed") if k in train}},
-        "accuracy": accuracy_from_results(run.get("results_document")),
+        # a mapped model's own accuracy, as `evaluate --save_linear_map` measured it
+        "accuracy": accuracy_from_results(linear_map["accuracy"] if linear_map
+                                          and "accuracy" in linear_map
+                                          else run.get("results_document")),
         "formats": {"saved_model": {"path": saved_model_dir,
                                     "signatures": ["serving_default", "serving_bytes"]},
                     "tflite": tflite_files or {}},

@@ -1,7 +1,7 @@
 """Parity report: does every exported format compute what the Keras model computes?
 
-For each format, on an evaluation set (the query + gallery rows of a data set's first trial,
-or a folder of images): the largest absolute difference and the mean cosine similarity of its
+For each format, on an evaluation set (the query + gallery rows of a data set's trial, the
+run's own or the first, or a folder of images): the largest absolute difference and the mean cosine similarity of its
 embeddings to the Keras model's, rank-1 and mAP and their change from the Keras model's (in
 percentage points, with the Market-1501 rules of `jlml_tf.evaluation`), the file size, and the
 latency per image (median and p95 over repeated runs, batch 1 and batch 32, on `num_threads`).
@@ -55,6 +55,14 @@ def pick_trial(data: ReidData, name: str | None = None):
     if name not in names:
         raise ValueError(f"{data.name}/{data.protocol} has no trial {name!r} (trials: {names})")
     return data.trials[names.index(name)]
+
+
+def own_trial_name(data: ReidData, run_config: dict) -> str | None:
+    """The trial a run was trained for, when `data` is its data set and protocol, else None."""
+    own = run_config.get("data", {})
+    if (data.name, data.protocol) == (own.get("dataset"), own.get("protocol")):
+        return own.get("trial")
+    return None
 
 
 def eval_set_from_reid(data: ReidData, height: int, width: int, max_query: int | None = None,

@@ -124,7 +124,7 @@ def export_run(run_dir: str | os.PathLike, export_dir: str | os.PathLike,
     `flip_test` exports unit(e(x) + e(mirror(x))) (`jlml.with_flip_test`): the embedding the
     README's rows with test-time flip rank with, at twice the compute.
     `linear_map` (RUN/linear_map.npz from `evaluate --metric=xqda_map --save_linear_map`)
-    exports unit(L^T e(x)) (`jlml.with_linear_map`): XQDA's ranking as unit-norm embeddings.
+    exports unit(L^T e(x)) (`jlml.with_linear_map`): the `--metric=xqda_map` ranking.
     The run's threshold.json, calibrated on its own embedding, is then left out.
     `progress(message)` hears each numbered step and its wall time; `progress_bars` adds tqdm
     bars on stderr inside the long steps (int8 calibration, parity embedding and timing).

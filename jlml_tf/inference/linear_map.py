@@ -3,8 +3,8 @@
 `python -m jlml_tf.evaluate --metric=xqda_map --save_linear_map` fits XQDA on a trial's training
 features, evaluates unit(L^T f) matched by L2 and writes L here; `python -m jlml_tf.export
 --linear_map=RUN/linear_map.npz` builds it into the exported model (`jlml.with_linear_map`), so
-a server, the gallery index and a phone get the learned metric's ranking from plain unit-norm
-embeddings. The file records what L was fitted on, and the export refuses it for another model,
+a server, the gallery index and a phone rank with the learned metric's map, normalised, as
+plain unit-norm embeddings. The file records what L was fitted on, and the export refuses it for another model,
 another embedding size or the other test-time flip setting.
 """
 from __future__ import annotations
