@@ -4,7 +4,8 @@
     python benchmarks/real_data_table.py --results=results
 
 For each benchmark and each JLML trained for it (half width: the CPU recipe's widths; paper
-width: the paper's widths at the CPU recipe's 128x48, where run; each labelled with its plain +
+width: the paper's widths at the CPU recipe's 128x48, or at 160x64 where the label says so,
+where run; each labelled with its plain +
 augmented pre-training epochs): JLML fine-tuned per trial
 from its joint pre-training, the same pre-training without fine-tuning (direct transfer: no
 image of the benchmark seen), LOMO + XQDA on the same trials (best of the Retinex variants
@@ -49,6 +50,8 @@ PAPER_WIDTH_FOR_CUHK01 = ("cpu-paper_width-pretrain_for_cuhk01",
                           "cpu-paper_width-continue_for_cuhk01")
 PAPER_WIDTH25_FOR_CUHK01 = ("cpu-paper_width-pretrain25_for_cuhk01",
                             "cpu-paper_width-continue25_for_cuhk01")
+PAPER_WIDTH160_FOR_CUHK01 = ("recipe/paper_width_160x64_8ep/pretrain",
+                             "recipe/paper_width_160x64_8ep/continue")
 PAPER_WIDTH_FOR_VIPER_GRID = ("cpu-paper_width-pretrain_for_viper_grid",)
 CUHK01_485_486 = (
     TrainedJlml("half width, 25 + 12 epochs", "cpu-cuhk01_485_486_single", FOR_CUHK01,
@@ -57,7 +60,9 @@ CUHK01_485_486 = (
                 PAPER_WIDTH_FOR_CUHK01,
                 "transfer-paper_width-cuhk01_485_486_single/results_transfer.json"),
     TrainedJlml("paper width, 25 + 12 epochs", "cpu-paper_width25-cuhk01_485_486_single",
-                PAPER_WIDTH25_FOR_CUHK01))
+                PAPER_WIDTH25_FOR_CUHK01),
+    TrainedJlml("paper width at 160x64, 8 + 12 epochs",
+                "recipe/paper_width_160x64_8ep/continue_cuhk01", PAPER_WIDTH160_FOR_CUHK01))
 # (label, paper key, models, their results file, LOMO results folder prefix)
 BENCHMARKS = (
     ("CUHK01 485/486 single shot", "cuhk01/485_486_single_shot", CUHK01_485_486, "results.json",
