@@ -12,7 +12,8 @@ summarise_trials = load_benchmark("summarise_trials")
 
 def _trial(run, name, rank1, method="JLML xqda_map"):
     result = {"rank1": rank1, "map": rank1 / 2, "cmc": [rank1, 1.0]}
-    ev.write_results(run / name, "_xqda_map", {method: [result]}, title=f"d / p / {name}")
+    ev.write_results(run / name, "_xqda_map", {method: [result]},
+                     title=f"d / p / trial{int(name[-2:])}")
 
 
 def test_summary_is_the_mean_and_std_over_the_trials_files(tmp_path):
@@ -24,7 +25,7 @@ def test_summary_is_the_mean_and_std_over_the_trials_files(tmp_path):
     assert entry["num_trials"] == 3 and document["title"] == "d / p"
     assert entry["mean"]["rank1"] == pytest.approx(0.6)
     assert entry["std"]["rank1"] == pytest.approx(np.std([0.5, 0.6, 0.7]))
-    assert document["extra"]["trials"] == ["trial_00", "trial_01", "trial_02"]
+    assert document["extra"]["trials"] == ["trial0", "trial1", "trial2"]  # as the files name them
 
 
 def test_refuses_missing_or_mixed_files(tmp_path, capsys):
