@@ -54,7 +54,7 @@ def _check_finite(squared_norms: np.ndarray, name: str) -> None:
         raise ValueError(f"{name} features contain NaN or inf (or values too large for float32)")
 
 
-def _l2_normalise(x: np.ndarray, name: str) -> np.ndarray:
+def l2_normalise(x: np.ndarray, name: str = "features") -> np.ndarray:
     norms = np.linalg.norm(x, axis=1, keepdims=True)
     _check_finite(norms, name)
     return x / np.maximum(norms, np.finfo(np.float32).tiny)  # zero vectors stay zero
@@ -96,7 +96,7 @@ def distance_blocks(query, gallery, metric: str = "l2",
     block_size = block_size or default_block_size(len(gallery))
     if metric == "cosine":
         # 1 - cos = |a - b|^2 / 2 for unit vectors a, b: reuse the Gram path, halve at the end.
-        query, gallery = _l2_normalise(query, "query"), _l2_normalise(gallery, "gallery")
+        query, gallery = l2_normalise(query, "query"), l2_normalise(gallery, "gallery")
         for rows, block in _gram_blocks(query, gallery, np.ones(len(query), np.float32),
                                         np.ones(len(gallery), np.float32), block_size, False):
             block *= np.float32(0.5)

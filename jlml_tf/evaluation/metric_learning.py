@@ -60,7 +60,8 @@ class Metric:
                 query = dist_lib.as_features(query) @ self.projection
                 gallery = dist_lib.as_features(gallery) @ self.projection
             if self.unit_after_projection:
-                query, gallery = unit_rows(query), unit_rows(gallery)
+                query = dist_lib.l2_normalise(dist_lib.as_features(query), "query")
+                gallery = dist_lib.l2_normalise(dist_lib.as_features(gallery), "gallery")
             return dist_lib.distance_blocks(query, gallery, self.base, block_size)
         return dist_lib.mahalanobis_blocks(query, gallery, self.matrix, self.projection,
                                            block_size)
@@ -90,11 +91,6 @@ class Metric:
         for rows, block in self.distance_blocks(query, gallery):
             out[rows] = block
         return out
-
-
-def unit_rows(x) -> np.ndarray:
-    x = dist_lib.as_features(x)
-    return x / np.maximum(np.linalg.norm(x, axis=1, keepdims=True), 1e-12).astype(x.dtype)
 
 
 def _pair_scatter(x: np.ndarray, groups: np.ndarray) -> tuple[np.ndarray, int]:
