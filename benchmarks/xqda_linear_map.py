@@ -3,10 +3,12 @@
 XQDA's distance is (x - y)^T W M W^T (x - y) with M = I - inv(Lambda) positive semi-definite, so
 it equals the squared L2 distance after x -> L^T x (`Metric.linear_map`): an exported model could
 carry L as a last layer. The stack around the exported model (gallery, threshold, search)
-assumes unit-norm embeddings, so this also measures what normalising after the map costs.
+assumes unit-norm embeddings, so this also measures the two ways to get them: normalising after
+the map (drops |L^T x|), and putting the mapped vector on the unit sphere of one more dimension
+(metric_learning.onto_sphere: `--metric=xqda_map`, what `export --linear_map` computes).
 Per trial of a multi-trial run: features with test-time flip, XQDA fitted on the trial's
-training split, then R1/mAP for L2 (the run's own readout), XQDA, L2 after the map, and L2 after
-the map and a normalisation (`--metric=xqda_map`, what `export --linear_map` computes).
+training split, then R1/mAP for L2 (the run's own readout), XQDA, L2 after the map, L2 after the
+map and a normalisation, and L2 after the map on the sphere.
 
     python benchmarks/xqda_linear_map.py --run_dir=runs/probe/paper_width_160x64/cuhk01 \
         --out=results/recipe/paper_width_160x64_8ep/xqda_linear_map.json
@@ -23,11 +25,12 @@ sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), os.p
 
 import numpy as np  # noqa: E402
 
-READOUTS = ("l2", "xqda", "linear_map_l2", "linear_map_normalised_l2")
+READOUTS = ("l2", "xqda", "linear_map_l2", "linear_map_normalised_l2", "linear_map_sphere_l2")
 
 
 def trial_readouts(trial_dir: pathlib.Path) -> dict:
     import jlml_tf_datasets
+    from jlml_tf.evaluation.distances import l2_normalise
     from jlml_tf.evaluation.metric_learning import fit_metric, fit_xqda
     from jlml_tf.evaluation.protocol import evaluate_features
     from jlml_tf.inference import eval_trial, run_dir as run_dir_lib
@@ -50,7 +53,9 @@ def trial_readouts(trial_dir: pathlib.Path) -> dict:
                           table.camids[trial.train])  # what `export --linear_map` computes
     candidates = {"l2": ("l2", lookup(q), lookup(g)), "xqda": (xqda, lookup(q), lookup(g)),
                   "linear_map_l2": ("l2", lookup(q) @ linear, lookup(g) @ linear),
-                  "linear_map_normalised_l2": (deployed, lookup(q), lookup(g))}
+                  "linear_map_normalised_l2": ("l2", l2_normalise(lookup(q) @ linear),
+                                               l2_normalise(lookup(g) @ linear)),
+                  "linear_map_sphere_l2": (deployed, lookup(q), lookup(g))}
     out = {"map_dims": list(linear.shape)}
     for name in READOUTS:
         metric, fq, fg = candidates[name]

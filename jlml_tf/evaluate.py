@@ -22,9 +22,9 @@ a suffix per option so training's own results.* are never overwritten:
 e.g. results_rerank.json, results_xqda.json, results_l2.json for plain L2.
 
 --metric=xqda_map ranks as a model exported with XQDA built in: XQDA's linear map L
-(`Metric.linear_map`), then unit length, then L2. --save_linear_map stores L as
-RUN/linear_map.npz (per trial in its trial directory) for `python -m jlml_tf.export
---linear_map`.
+(`Metric.linear_map`), put on the unit sphere of one more dimension (metric_learning.onto_sphere),
+then L2. --save_linear_map stores L and the sphere's radius as RUN/linear_map.npz (per trial in
+its trial directory) for `python -m jlml_tf.export --linear_map`.
 
 --calibrate_threshold computes L2 distances between images of people the model was not trained
 on: same identity across cameras = true matches, different identities = false matches; it picks
@@ -373,9 +373,10 @@ def _save_linear_map(fv, metric, results: dict, data, trial, target: Target, che
               "training_images": int(len(trial.train)),
               "training_identities": int(len(np.unique(data.table.pids[trial.train]))),
               "accuracy": accuracy}
-    path = linear_map.save(linear_map.LinearMap(metric.projection, source),
+    path = linear_map.save(linear_map.LinearMap(metric.projection, metric.sphere_radius, source),
                            target.run_dir / linear_map.FILE_NAME)
-    log(f"Linear map {metric.projection.shape[0]} -> {metric.projection.shape[1]} dimensions "
+    dim, rank = metric.projection.shape
+    log(f"Linear map {dim} -> {rank} dimensions, on the unit sphere of {rank + 1} "
         f"({fv.metric} on {source['training_images']} training images) -> {path}")
     return path
 

@@ -108,10 +108,12 @@ def test_xqda_map_ranks_with_the_linear_map_it_saves(tiny_run, tmp_path, capsys)
     assert saved.source["trial"] == trial.name and saved.flip_test is False
     assert saved.source["training_images"] == len(train)
     assert saved.source["model_fingerprint"] == gallery_index.model_fingerprint(run)
-    unit = lambda x: x / np.linalg.norm(x, axis=1, keepdims=True)  # noqa: E731
+    assert saved.radius == pytest.approx(
+        10 * np.linalg.norm(f[train] @ want, axis=1).max(), rel=1e-4)
+    sphere = lambda x: metric_learning.onto_sphere(x @ want, saved.radius)  # noqa: E731
     q, g = trial.query, trial.gallery
-    expected = protocol.evaluate(unit(f[q] @ want), table.pids[q], table.camids[q],
-                                 unit(f[g] @ want), table.pids[g], table.camids[g])
+    expected = protocol.evaluate(sphere(f[q]), table.pids[q], table.camids[q],
+                                 sphere(f[g]), table.pids[g], table.camids[g])
     summary = read_results(run / "results_xqda_map.json")
     for key in ("rank1", "map"):
         assert summary["mean"][key] == pytest.approx(expected[key], abs=1e-6), key

@@ -95,21 +95,45 @@ def test_learned_metric_is_squared_l2_after_its_linear_map(name):
 
 
 @pytest.mark.parametrize("name", ["kissme", "xqda"])
-def test_mapped_metric_is_l2_between_unit_length_mapped_features(name):
+def test_mapped_metric_is_l2_between_mapped_features_on_the_sphere(name):
     rng = np.random.default_rng(6)
     draw, pids = _synthetic(rng, 60, 1, dim=8)
     x, labels = np.concatenate([draw() for _ in range(3)]), np.tile(pids, 3)
-    lin = metric_learning.fit_metric(name, x, labels).linear_map()
+    learned = metric_learning.fit_metric(name, x, labels)
+    lin = learned.linear_map()
     mapped = metric_learning.fit_metric(f"{name}_map", x, labels)
     assert mapped.name == f"{name}_map" and mapped.matrix is None
+    radius = mapped.sphere_radius
+    assert radius == pytest.approx(10 * np.linalg.norm(x @ lin, axis=1).max(), rel=1e-5)
     q, g = draw(), draw()
-    unit = lambda v: v / np.linalg.norm(v, axis=1, keepdims=True)  # noqa: E731
-    np.testing.assert_allclose(mapped.pairwise(q, g),
-                               distances.pairwise_distances(unit(q @ lin), unit(g @ lin), "l2"),
-                               rtol=1e-4, atol=1e-4)
-    # the normalisation changes the ranking: not the plain learned distance
-    assert not np.allclose(mapped.pairwise(q, g) ** 2,
-                           metric_learning.fit_metric(name, x, labels).pairwise(q, g), rtol=0.1)
+    np.testing.assert_allclose(
+        mapped.pairwise(q, g),
+        distances.pairwise_distances(metric_learning.onto_sphere(q @ lin, radius),
+                                     metric_learning.onto_sphere(g @ lin, radius), "l2"),
+        rtol=1e-4, atol=1e-5)
+    # R times the distance is the learned one, stretched by at most 1 / sqrt(1 - rho^2)
+    # (in float64: float32's Gram-matrix distances blur the nearest pairs at this scale)
+    lin = lin.astype(np.float64)
+    plain = np.linalg.norm((q @ lin)[:, None] - (g @ lin)[None], axis=-1)
+    on_q, on_g = (metric_learning.onto_sphere(v @ lin, radius).astype(np.float64) for v in (q, g))
+    lifted = np.linalg.norm(on_q[:, None] - on_g[None], axis=-1)
+    rho = max(np.linalg.norm(q @ lin, axis=1).max(), np.linalg.norm(g @ lin, axis=1).max()) / radius
+    assert 0 < rho < 0.5
+    stretch = lifted * radius / plain
+    assert stretch.min() > 1 - 1e-5 and stretch.max() < 1 / np.sqrt(1 - rho ** 2) + 1e-5
+    assert stretch.max() > 1 + 1e-4  # the sphere's dimension does move distances a little
+    np.testing.assert_array_equal(lifted.argmin(1), plain.argmin(1))
+
+
+def test_onto_sphere_gives_unit_rows_and_brings_rows_beyond_the_radius_back():
+    y = np.array([[3.0, 4.0], [0.3, 0.4], [0.0, 0.0]], np.float32)
+    on = metric_learning.onto_sphere(y, radius=1.0)
+    assert on.shape == (3, 3)
+    np.testing.assert_allclose(np.linalg.norm(on, axis=1), 1.0, rtol=1e-6)
+    np.testing.assert_allclose(on[0], [0.6, 0.8, 0.0], rtol=1e-6)  # |y| = 5 > R: direction kept
+    np.testing.assert_allclose(on[1], [0.3, 0.4, np.sqrt(0.75)], rtol=1e-6)
+    np.testing.assert_allclose(on[2], [0.0, 0.0, 1.0])
+    assert metric_learning.sphere_radius(y) == pytest.approx(10 * 5.0)
 
 
 def test_mapped_metric_says_which_metric_to_use_when_there_is_no_map():

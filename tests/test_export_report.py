@@ -300,7 +300,8 @@ def test_flip_test_export_embeds_an_image_and_its_mirror_alike(tmp_path):
 
 
 @pytest.mark.slow  # one more export (SavedModel + float32 TFLite)
-def test_linear_map_export_outputs_the_unit_length_mapped_embedding(tmp_path):
+def test_linear_map_export_outputs_the_mapped_embedding_on_the_sphere(tmp_path):
+    from jlml_tf.evaluation import metric_learning
     from jlml_tf.inference import embedders, gallery_index
     from jlml_tf.inference import linear_map as linear_map_lib
 
@@ -315,18 +316,20 @@ def test_linear_map_export_outputs_the_unit_length_mapped_embedding(tmp_path):
     source = {"metric": "xqda_map", "flip_test": False, "dataset": "fixture", "trial": "0",
               "model_fingerprint": gallery_index.model_fingerprint(checkpoint),
               "accuracy": accuracy}
-    path = linear_map_lib.save(linear_map_lib.LinearMap(matrix, source), run / "linear_map.npz")
+    path = linear_map_lib.save(linear_map_lib.LinearMap(matrix, 3.0, source),
+                               run / "linear_map.npz")
     messages = []
     result = pipeline.export_run(run, tmp_path / "out", tflite_variants=("float32",),
                                  linear_map=path, progress=messages.append)
     x = np.random.default_rng(5).integers(0, 256, (3, 64, 32, 3), dtype=np.uint8)
     mapped = run_dir_lib.load_run(run).embedding_model(x.astype(np.float32)).numpy() @ matrix
-    want = mapped / np.linalg.norm(mapped, axis=1, keepdims=True)
+    want = metric_learning.onto_sphere(mapped, 3.0)
     for embedder in (embedders.SavedModelEmbedder(result.saved_model_dir),
                      embedders.TFLiteEmbedder(result.tflite_files["float32"])):
         np.testing.assert_allclose(embedder.embed(x), want, atol=1e-5)
-    assert result.card["output"]["shape"] == [-1, 6]
+    assert result.card["output"]["shape"] == [-1, 7]
     assert result.card["linear_map"]["metric"] == "xqda_map"
+    assert result.card["linear_map"]["sphere_radius"] == 3.0
     # the card's accuracy is the mapped model's, not the run's own L2 figures
     assert result.card["accuracy"]["methods"] == {
         "JLML xqda_map": {"num_trials": 1, "mean": {"rank1": 0.53}}}
@@ -335,15 +338,19 @@ def test_linear_map_export_outputs_the_unit_length_mapped_embedding(tmp_path):
     cfg = run_dir_lib.model_config(run)
     with pytest.raises(ValueError, match="without test-time flip: pass --noflip_test"):
         pipeline.load_linear_map(path, cfg, True, checkpoint)
-    linear_map_lib.save(linear_map_lib.LinearMap(matrix[:16], source), tmp_path / "small.npz")
+    linear_map_lib.save(linear_map_lib.LinearMap(matrix[:16], 3.0, source),
+                        tmp_path / "small.npz")
     with pytest.raises(ValueError, match="16-d embeddings, the model has 32-d"):
         pipeline.load_linear_map(tmp_path / "small.npz", cfg, False, checkpoint)
     other = {**source, "model_fingerprint": "another model"}
-    linear_map_lib.save(linear_map_lib.LinearMap(matrix, other), tmp_path / "other.npz")
+    linear_map_lib.save(linear_map_lib.LinearMap(matrix, 3.0, other), tmp_path / "other.npz")
     with pytest.raises(ValueError, match="another model's embeddings"):
         pipeline.load_linear_map(tmp_path / "other.npz", cfg, False, checkpoint)
     with pytest.raises(ValueError, match="no such file"):
         pipeline.load_linear_map(tmp_path / "missing.npz", cfg, False, checkpoint)
+    np.savez(tmp_path / "old.npz", matrix=matrix, source=np.array("{}"))  # normalised, no R
+    with pytest.raises(ValueError, match="old.npz: a map without a sphere radius"):
+        pipeline.load_linear_map(tmp_path / "old.npz", cfg, False, checkpoint)
     (tmp_path / "bad.npz").write_text("not numpy")
     with pytest.raises(ValueError, match="not a linear map file"):
         pipeline.load_linear_map(tmp_path / "bad.npz", cfg, False, checkpoint)

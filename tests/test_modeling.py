@@ -98,18 +98,22 @@ def test_flip_test_model_is_the_normalised_sum_of_both_views(tiny_model_config):
     assert flip.count_params() == l2.count_params()  # the views share the weights
 
 
-def test_linear_map_model_is_the_unit_length_mapped_embedding(tiny_model_config):
+def test_linear_map_model_is_the_mapped_embedding_on_the_sphere(tiny_model_config):
+    from jlml_tf.evaluation import metric_learning
+
     l2 = jlml.with_l2_normalization(jlml.build_jlml(tiny_model_config)[1])
     matrix = np.random.default_rng(3).normal(size=(32, 5)).astype("float32")
-    mapped = jlml.with_linear_map(l2, matrix)
-    x = np.random.default_rng(4).uniform(0, 255, (3, 64, 32, 3)).astype("float32")
-    want = l2(x).numpy() @ matrix
+    x = np.random.default_rng(4).uniform(0, 255, (4, 64, 32, 3)).astype("float32")
+    projected = l2(x).numpy() @ matrix
+    radius = float(np.median(np.linalg.norm(projected, axis=1)))  # some rows beyond it
+    mapped = jlml.with_linear_map(l2, matrix, radius)
     np.testing.assert_allclose(mapped(x).numpy(),
-                               want / np.linalg.norm(want, axis=1, keepdims=True), atol=1e-5)
+                               metric_learning.onto_sphere(projected, radius), atol=1e-5)
+    assert mapped.output.shape[-1] == 6
     assert mapped.count_params() == l2.count_params() + 32 * 5
     assert not mapped.get_layer("linear_map").trainable
     with pytest.raises(ValueError, match=r"\(32, r\)"):
-        jlml.with_linear_map(l2, matrix[:16])
+        jlml.with_linear_map(l2, matrix[:16], radius)
 
 
 def test_uniloss_has_one_classifier_on_concatenation(tiny_model_config):

@@ -24,7 +24,14 @@ set. Differences of ordered pairs have zero mean, so scatter / count is the cova
 
 A `Metric` computes blocked query x gallery distances d(x, y) = (W^T (x - y))^T M W^T (x - y).
 "xqda_map" / "kissme_map" are the learned metric's linear map L (`Metric.linear_map`), then
-unit length, then L2: what an exported model with the map built in computes.
+`onto_sphere`, then L2: what an exported model with the map built in computes. The learned
+distance survives on unit-norm vectors, which the export, gallery index and threshold expect:
+y = L^T x goes to (y / R, sqrt(1 - |y / R|^2)), one more dimension, with R = SPHERE_MARGIN times
+the largest |y| over the training features. For |y|, |y'| <= rho R the new distance times R lies
+between |y - y'| and |y - y'| / sqrt(1 - rho^2) (the last coordinates' difference is at most
+rho / sqrt(1 - rho^2) of |y - y'|), so ranks change only between distances within 0.5 % at
+rho = 0.1. Plain unit length instead (x -> unit(L^T x)) drops |y| and, measured, 3.4 R1 of
+XQDA's 52.2 on CUHK01.
 """
 from __future__ import annotations
 
@@ -36,9 +43,10 @@ import scipy.linalg
 from jlml_tf.evaluation import distances as dist_lib
 
 FITTERS = ("kissme", "xqda")
-# "<learned>_map": the learned metric's linear map L, then unit length, then L2: what a model
+# "<learned>_map": the learned metric's linear map L, then onto_sphere, then L2: what a model
 # exported with --linear_map computes, so it runs where only unit-norm L2 embeddings exist
 MAPPED = "_map"
+SPHERE_MARGIN = 10.0  # R / the largest training |L^T x|: distances kept within 0.5 % (above)
 LEARNED_METRICS = FITTERS + tuple(f"{m}{MAPPED}" for m in FITTERS)  # fitted on training features
 METRIC_NAMES = ("l2", "cosine") + LEARNED_METRICS  # the --metric choices of train and evaluate
 
@@ -51,7 +59,7 @@ class Metric:
     base: str = "l2"  # distances.METRICS entry used when matrix is None
     matrix: np.ndarray | None = None  # (k, k) symmetric M
     projection: np.ndarray | None = None  # (dim, k) W, None = identity
-    unit_after_projection: bool = False  # without M: x -> unit(W^T x) before `base`
+    sphere_radius: float | None = None  # without M: x -> onto_sphere(W^T x, R) before `base`
 
     def distance_blocks(self, query, gallery, block_size: int | None = None):
         """Yields (query_rows, float32 distances), as distances.distance_blocks."""
@@ -59,9 +67,9 @@ class Metric:
             if self.projection is not None:
                 query = dist_lib.as_features(query) @ self.projection
                 gallery = dist_lib.as_features(gallery) @ self.projection
-            if self.unit_after_projection:
-                query = dist_lib.l2_normalise(dist_lib.as_features(query), "query")
-                gallery = dist_lib.l2_normalise(dist_lib.as_features(gallery), "gallery")
+            if self.sphere_radius is not None:
+                query = onto_sphere(query, self.sphere_radius, "query")
+                gallery = onto_sphere(gallery, self.sphere_radius, "gallery")
             return dist_lib.distance_blocks(query, gallery, self.base, block_size)
         return dist_lib.mahalanobis_blocks(query, gallery, self.matrix, self.projection,
                                            block_size)
@@ -91,6 +99,21 @@ class Metric:
         for rows, block in self.distance_blocks(query, gallery):
             out[rows] = block
         return out
+
+
+def onto_sphere(mapped, radius: float, name: str = "features") -> np.ndarray:
+    """(n, r) -> (n, r + 1) unit rows (y / R, sqrt(1 - |y / R|^2)): L2 distances between them are
+    those between the y, divided by R, to within the bound in the module docstring. A row
+    beyond R (not seen in fitting) gets last coordinate 0 and is scaled back to unit length."""
+    scaled = dist_lib.as_features(mapped, name) / np.float32(radius)
+    rest = np.sqrt(np.maximum(0.0, 1.0 - np.sum(np.square(scaled), axis=1, keepdims=True)))
+    return dist_lib.l2_normalise(np.concatenate([scaled, rest], axis=1), name)
+
+
+def sphere_radius(train_mapped) -> float:
+    """R for onto_sphere: SPHERE_MARGIN times the largest norm among the mapped training rows."""
+    largest = float(np.linalg.norm(dist_lib.as_features(train_mapped), axis=1).max(initial=0.0))
+    return SPHERE_MARGIN * max(largest, float(np.finfo(np.float32).tiny))
 
 
 def _pair_scatter(x: np.ndarray, groups: np.ndarray) -> tuple[np.ndarray, int]:
@@ -230,4 +253,5 @@ def fit_metric(name: str, train_features=None, train_pids=None, train_camids=Non
     except ValueError as e:  # e.g. no XQDA direction with eigenvalue > 1 (an untrained model)
         raise ValueError(f"{name}: the fitted {learned.name} is not a squared L2 distance after "
                          f"a linear map ({e}); use --metric={learned.name}") from e
-    return Metric(name, base="l2", projection=linear, unit_after_projection=True)
+    train_mapped = dist_lib.as_features(train_features) @ linear
+    return Metric(name, base="l2", projection=linear, sphere_radius=sphere_radius(train_mapped))

@@ -59,8 +59,8 @@ def define_flags() -> flags.FlagValues:
                       "`evaluate --flip_test` rank (two forward passes per image).", **d)
     flags.DEFINE_string("linear_map", None, "RUN/linear_map.npz from `python -m "
                         "jlml_tf.evaluate --metric=xqda_map --save_linear_map`: export "
-                        "unit(L^T e(x)): XQDA's map, normalised, as the embedding (the "
-                        "`--metric=xqda_map` ranking).", **d)
+                        "onto_sphere(L^T e(x), R): XQDA's map on the unit sphere of one more "
+                        "dimension, as the embedding (the `--metric=xqda_map` ranking).", **d)
     flags.DEFINE_bool("progress", True, "Progress bars on stderr inside conversion and parity.",
                       **d)
     return fv

@@ -124,7 +124,7 @@ def export_run(run_dir: str | os.PathLike, export_dir: str | os.PathLike,
     `flip_test` exports unit(e(x) + e(mirror(x))) (`jlml.with_flip_test`): the embedding the
     README's rows with test-time flip rank with, at twice the compute.
     `linear_map` (RUN/linear_map.npz from `evaluate --metric=xqda_map --save_linear_map`)
-    exports unit(L^T e(x)) (`jlml.with_linear_map`): the `--metric=xqda_map` ranking.
+    exports onto_sphere(L^T e(x), R) (`jlml.with_linear_map`): the `--metric=xqda_map` ranking.
     The run's threshold.json, calibrated on its own embedding, is then left out.
     `progress(message)` hears each numbered step and its wall time; `progress_bars` adds tqdm
     bars on stderr inside the long steps (int8 calibration, parity embedding and timing).
@@ -159,7 +159,7 @@ def export_run(run_dir: str | os.PathLike, export_dir: str | os.PathLike,
         if flip_test:
             l2 = jlml.with_flip_test(l2)
         if mapped is not None:
-            l2 = jlml.with_linear_map(l2, mapped.matrix)
+            l2 = jlml.with_linear_map(l2, mapped.matrix, mapped.radius)
     height, width = cfg.input_height, cfg.input_width
     extras_note = (", test-time flip" if flip_test else "") + (
         f", {mapped.source.get('metric', 'learned')} linear map {linear_map}" if mapped else "")
@@ -221,9 +221,10 @@ def export_run(run_dir: str | os.PathLike, export_dir: str | os.PathLike,
             parity.write_report(report, extras)
 
         with steps.step("model card, threshold, publishing"):
+            map_info = {**mapped.source, "sphere_radius": mapped.radius} if mapped else None
             card = model_card.build_card(cfg, l2, run_path, checkpoint, model_name, version,
                                          os.fspath(target), tflite_info, report, flip_test,
-                                         mapped.source if mapped else None)
+                                         map_info)
             model_card.write_card(card, extras)
             extra_files = {model_card.CARD_JSON: json.dumps(card, indent=2, default=str) + "\n"}
             threshold_file = run_path / threshold_lib.FILE_NAME

@@ -1,10 +1,10 @@
 """A learned metric's linear map, stored beside the model it was fitted for: RUN/linear_map.npz.
 
 `python -m jlml_tf.evaluate --metric=xqda_map --save_linear_map` fits XQDA on a trial's training
-features, evaluates unit(L^T f) matched by L2 and writes L here; `python -m jlml_tf.export
---linear_map=RUN/linear_map.npz` builds it into the exported model (`jlml.with_linear_map`), so
-a server, the gallery index and a phone rank with the learned metric's map, normalised, as
-plain unit-norm embeddings. The file records what L was fitted on, and the export refuses it for another model,
+features, evaluates onto_sphere(L^T f, R) matched by L2 and writes L and R here; `python -m
+jlml_tf.export --linear_map=RUN/linear_map.npz` builds both into the exported model
+(`jlml.with_linear_map`), so a server, the gallery index and a phone rank by the learned metric
+with plain unit-norm embeddings (metric_learning's docstring: why and how closely). The file records what L was fitted on, and the export refuses it for another model,
 another embedding size or the other test-time flip setting.
 """
 from __future__ import annotations
@@ -22,6 +22,7 @@ FILE_NAME = "linear_map.npz"
 @dataclasses.dataclass
 class LinearMap:
     matrix: np.ndarray  # (embedding dim, r) float32
+    radius: float  # R of metric_learning.onto_sphere
     source: dict  # metric, flip_test, data set / protocol / trial, checkpoint, model_fingerprint
 
     @property
@@ -35,6 +36,7 @@ def save(linear_map: LinearMap, path: str | os.PathLike) -> pathlib.Path:
     path.parent.mkdir(parents=True, exist_ok=True)
     staging = path.with_name(f".{path.stem}.tmp.npz")
     np.savez(staging, matrix=np.asarray(linear_map.matrix, np.float32),
+             radius=np.float64(linear_map.radius),
              source=np.array(json.dumps(linear_map.source, default=str)))
     os.replace(staging, path)
     return path
@@ -48,12 +50,19 @@ def load(path: str | os.PathLike) -> LinearMap:
     try:
         with np.load(path, allow_pickle=False) as f:
             matrix, source = f["matrix"], json.loads(str(f["source"]))
+            radius = float(f["radius"]) if "radius" in f else None
     except (OSError, ValueError, KeyError) as e:
         raise ValueError(f"{path}: not a linear map file written by --save_linear_map ({e})") \
             from e
+    if radius is None:  # files from before the maps were put onto the sphere
+        raise ValueError(f"{path}: a map without a sphere radius (an older file that normalised "
+                         "instead); write it again with `python -m jlml_tf.evaluate "
+                         "--metric=xqda_map --save_linear_map`")
+    if not np.isfinite(radius) or radius <= 0:
+        raise ValueError(f"{path}: sphere radius {radius}, expected a positive number")
     if matrix.ndim != 2 or 0 in matrix.shape:
         raise ValueError(f"{path}: matrix of shape {matrix.shape}, expected (dim, r)")
-    return LinearMap(matrix.astype(np.float32), source)
+    return LinearMap(matrix.astype(np.float32), radius, source)
 
 
 def check_applies(linear_map: LinearMap, path, embedding_dim: int, flip_test: bool,

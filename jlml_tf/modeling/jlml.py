@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import keras
 import numpy as np
-from keras import layers
+from keras import layers, ops
 
 from jlml_tf.config import PIXEL_MEAN, PIXEL_STD, ModelConfig
 from jlml_tf.modeling import residual
@@ -131,10 +131,11 @@ def with_flip_test(l2_model: keras.Model) -> keras.Model:
     return keras.Model(pixels, out, name="jlml_embedding_l2_flip")
 
 
-def with_linear_map(l2_model: keras.Model, matrix) -> keras.Model:
-    """unit(L^T e(x)) for an L2-normalised embedding model e and a fixed (dim, r) matrix L: a
-    learned metric (XQDA, KISSME; `Metric.linear_map`) carried by the model, so the L2 distance
-    between its unit-norm outputs ranks as evaluation's `--metric=xqda_map`."""
+def with_linear_map(l2_model: keras.Model, matrix, radius: float) -> keras.Model:
+    """onto_sphere(L^T e(x), R) for an L2-normalised embedding model e, a fixed (dim, r) matrix L
+    and radius R: a learned metric (XQDA, KISSME; `Metric.linear_map`) carried by the model as
+    (r + 1)-d unit-norm outputs whose L2 distance ranks as evaluation's `--metric=xqda_map`
+    (metric_learning.onto_sphere, the NumPy twin)."""
     matrix = np.asarray(matrix, np.float32)
     dim = l2_model.output.shape[-1]
     if matrix.ndim != 2 or matrix.shape[0] != dim:
@@ -143,9 +144,11 @@ def with_linear_map(l2_model: keras.Model, matrix) -> keras.Model:
     pixels = keras.Input(l2_model.input.shape[1:], name="images")
     project = layers.Dense(matrix.shape[1], use_bias=False, dtype="float32", trainable=False,
                            name="linear_map")
-    mapped = project(l2_model(pixels))
+    scaled = project(l2_model(pixels)) / np.float32(radius)
+    rest = ops.sqrt(ops.maximum(1.0 - ops.sum(ops.square(scaled), axis=-1, keepdims=True), 0.0))
     project.set_weights([matrix])
-    out = layers.UnitNormalization(axis=-1, dtype="float32", name="l2_normalize")(mapped)
+    out = layers.UnitNormalization(axis=-1, dtype="float32", name="l2_normalize")(
+        ops.concatenate([scaled, rest], axis=-1))
     return keras.Model(pixels, out, name=f"{l2_model.name}_mapped")
 
 
