@@ -35,7 +35,9 @@ and the export find it. --calibration_split chooses the identities: `validation`
 training identities the run held out from training (RUN/config.json data.validation_pids);
 `test`, the test trial's identities (unseen in training; the unseen-people rate is then
 cross-validated over them); `train`, the training identities themselves, as before (the model
-knows these people, so unseen people match more often than the target).
+knows these people, so unseen people match more often than the target). With
+--metric=xqda_map --save_linear_map it calibrates the mapped embedding instead and stores the
+threshold in linear_map.npz, which `export --linear_map` ships as the model's threshold.json.
 """
 from __future__ import annotations
 
@@ -314,22 +316,27 @@ def _report_trial(fv, evaluation: FeatureEvaluation, data, trial, out_dir: pathl
     return paths
 
 
-def _calibrate_trial(fv, lookup, data, trial, target: Target, checkpoint: str, log
-                     ) -> pathlib.Path:
-    """RUN/threshold.json from the identities --calibration_split names (see
+def _calibrate_trial(fv, features_of, data, trial, target: Target, checkpoint: str
+                     ) -> "threshold_lib.Calibration":
+    """The threshold from the identities --calibration_split names (see
     threshold.calibrate_split), with the rates it implies on unseen people."""
     table = data.table
     source = {"dataset": data.name, "protocol": data.protocol, "trial": trial.name,
               "checkpoint": checkpoint,
               "model_fingerprint": gallery_index.model_fingerprint(checkpoint)}
+    if fv.metric.endswith(MAPPED):
+        source["linear_map"] = fv.metric
     validation = target.config.get("data", {}).get(threshold_lib.VALIDATION_KEY)
     try:
-        c = threshold_lib.calibrate_split(
-            fv.calibration_split, lookup, table.pids, table.camids, trial.train, trial.query,
-            trial.gallery, fv.target_false_match_rate, validation, fv.max_false_pairs, source)
+        return threshold_lib.calibrate_split(
+            fv.calibration_split, features_of, table.pids, table.camids, trial.train,
+            trial.query, trial.gallery, fv.target_false_match_rate, validation,
+            fv.max_false_pairs, source)
     except ValueError as e:
         raise UsageError(f"--calibrate_threshold on {data.name}/{trial.name}: {e}") from e
-    path = threshold_lib.save(c, target.run_dir / threshold_lib.FILE_NAME)
+
+
+def _log_calibration(c: "threshold_lib.Calibration", path: pathlib.Path, log) -> None:
     log(f"Threshold {c.threshold:.4f} (L2), {threshold_lib.describe(c)}.\n"
         f"  On the calibration pairs: false-match rate {100 * c.false_match_rate:.2f}%, "
         f"true-match rate {100 * c.true_match_rate:.1f}% ({c.num_true_pairs} true / "
@@ -343,7 +350,6 @@ def _calibrate_trial(fv, lookup, data, trial, target: Target, checkpoint: str, l
            if not c.source["held_out"] and c.unseen
            and c.unseen["false_match_rate"] > c.target_false_match_rate else "")
         + f"\n  -> {path}")
-    return path
 
 
 def _check_own_trial(fv, data, trial, config: dict) -> None:
@@ -358,9 +364,10 @@ def _check_own_trial(fv, data, trial, config: dict) -> None:
 
 
 def _save_linear_map(fv, metric, results: dict, data, trial, target: Target, checkpoint: str,
-                     log) -> pathlib.Path:
-    """RUN/linear_map.npz: the fitted metric's map, with what it was fitted on and the
-    accuracy it gave (the export's model card shows it)."""
+                     log, calibration: "threshold_lib.Calibration | None" = None
+                     ) -> pathlib.Path:
+    """RUN/linear_map.npz: the fitted metric's map, with what it was fitted on, the accuracy it
+    gave (the export's model card shows it) and the threshold calibrated on its outputs."""
     from jlml_tf.inference import linear_map
 
     title = f"{data.name} / {data.protocol} / {trial.name}"
@@ -373,6 +380,8 @@ def _save_linear_map(fv, metric, results: dict, data, trial, target: Target, che
               "training_images": int(len(trial.train)),
               "training_identities": int(len(np.unique(data.table.pids[trial.train]))),
               "accuracy": accuracy}
+    if calibration is not None:
+        source[linear_map.THRESHOLD_KEY] = calibration.to_dict()
     path = linear_map.save(linear_map.LinearMap(metric.projection, metric.sphere_radius, source),
                            target.run_dir / linear_map.FILE_NAME)
     dim, rank = metric.projection.shape
@@ -431,13 +440,20 @@ def evaluate_target(fv, target: Target, data, trial, out_dir: pathlib.Path, suff
                                        data.same_camera_junk, rerank, multi,
                                        fv.multi_query_pooling)
         results = evaluation.results
-        if fv.save_linear_map:
+        if fv.save_linear_map:  # a mapped threshold is on the map's outputs and stored with it
+            calibration = _calibrate_trial(fv, lambda r: metric.embed(lookup(r)), data, trial,
+                                           target, checkpoint) if fv.calibrate_threshold else None
             paths["linear_map"] = _save_linear_map(fv, metric, results, data, trial, target,
-                                                   checkpoint, log)
+                                                   checkpoint, log, calibration)
+            if calibration is not None:
+                _log_calibration(calibration, paths["linear_map"], log)
         paths.update(_report_trial(fv, evaluation, data, trial, out_dir, suffix, paper_key,
                               str(target.checkpoint or checkpoint), log))
-    if fv.calibrate_threshold:
-        paths["threshold"] = _calibrate_trial(fv, lookup, data, trial, target, checkpoint, log)
+    if fv.calibrate_threshold and not fv.save_linear_map:
+        calibration = _calibrate_trial(fv, lookup, data, trial, target, checkpoint)
+        paths["threshold"] = threshold_lib.save(calibration,
+                                                target.run_dir / threshold_lib.FILE_NAME)
+        _log_calibration(calibration, paths["threshold"], log)
     return results, paths
 
 
@@ -450,10 +466,10 @@ def run(fv) -> str:
     if fv.save_linear_map and not fv.metric.endswith(MAPPED):
         raise UsageError(f"--save_linear_map needs a mapped metric (--metric=xqda{MAPPED} or "
                          f"kissme{MAPPED}), not --metric={fv.metric}")
-    if fv.calibrate_threshold and fv.metric.endswith(MAPPED):
-        # the threshold is stored for the run's own embedding, not the mapped one
-        raise UsageError(f"--calibrate_threshold calibrates the model's own L2 distances, not "
-                         f"--metric={fv.metric}'s: run it without the mapped metric")
+    if fv.calibrate_threshold and fv.metric.endswith(MAPPED) and not fv.save_linear_map:
+        # RUN/threshold.json is for the run's own embedding; a mapped one travels with its map
+        raise UsageError(f"--calibrate_threshold with --metric={fv.metric} calibrates the mapped "
+                         "embedding, stored with its map: add --save_linear_map")
     if fv.save_linear_map and fv.trial == ALL_TRIALS:
         raise UsageError(f"--save_linear_map stores one map per model: not with "
                          f"--trial={ALL_TRIALS}")

@@ -127,7 +127,37 @@ def test_xqda_map_ranks_with_the_linear_map_it_saves(tiny_run, tmp_path, capsys)
     assert "--metric=xqda_map" in capsys.readouterr().err
     assert ev.main(["evaluate", f"--run_dir={run}", "--metric=xqda_map",
                     "--calibrate_threshold"]) == 2
-    assert "--calibrate_threshold" in capsys.readouterr().err
+    assert "add --save_linear_map" in capsys.readouterr().err
+
+
+def test_mapped_threshold_is_calibrated_on_the_mapped_embedding_and_kept_with_the_map(
+        tiny_run, tmp_path):
+    from jlml_tf.inference import linear_map
+
+    run = tmp_path / "run"
+    shutil.copytree(tiny_run.run, run)
+    (run / th.FILE_NAME).unlink(missing_ok=True)  # other tests calibrate the shared run
+    assert ev.main(["evaluate", f"--run_dir={run}", "--verbose=0", "--metric=xqda_map",
+                    "--save_linear_map", "--calibrate_threshold", "--calibration_split=test",
+                    "--num_queries_shown=0"]) == 0
+    saved = linear_map.load(run / linear_map.FILE_NAME)
+    assert not (run / th.FILE_NAME).exists()  # the run's own threshold is another embedding's
+    table, trial, f = tiny_run.data.table, tiny_run.data.trials[0], tiny_run.features
+    sphere = lambda rows: _on_sphere(saved, f[rows])  # noqa: E731
+    want = th.calibrate_split("test", sphere, table.pids, table.camids, trial.train,
+                              trial.query, trial.gallery, 0.01)
+    got = saved.threshold
+    assert got.threshold == pytest.approx(want.threshold, rel=1e-4)
+    assert got.source["linear_map"] == "xqda_map" and got.source["split"] == "test"
+    unmapped = th.calibrate_split("test", lambda rows: f[rows], table.pids, table.camids,
+                                  trial.train, trial.query, trial.gallery, 0.01)
+    assert abs(got.threshold - unmapped.threshold) > 1e-3  # not the run's own embedding's
+
+
+def _on_sphere(saved, features):
+    from jlml_tf.evaluation import metric_learning
+
+    return metric_learning.onto_sphere(features @ saved.matrix, saved.radius)
 
 
 def test_rerank_cli_uses_the_library_rerank_on_the_same_features(tiny_run, tmp_path):

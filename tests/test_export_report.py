@@ -335,6 +335,15 @@ def test_linear_map_export_outputs_the_mapped_embedding_on_the_sphere(tmp_path):
         "JLML xqda_map": {"num_trials": 1, "mean": {"rank1": 0.53}}}
     assert not (result.extras_dir / threshold_lib.FILE_NAME).exists()
     assert any("left out of this export" in m for m in messages)
+    # a threshold calibrated on the mapped embedding travels with the map instead
+    mapped_threshold = threshold_lib.Calibration(
+        threshold=0.04, target_false_match_rate=0.01, false_match_rate=0.01,
+        true_match_rate=0.6, num_true_pairs=4, num_false_pairs=100)
+    with_threshold = {**source, linear_map_lib.THRESHOLD_KEY: mapped_threshold.to_dict()}
+    linear_map_lib.save(linear_map_lib.LinearMap(matrix, 3.0, with_threshold), path)
+    result = pipeline.export_run(run, tmp_path / "out", version=2, tflite_variants=(),
+                                 linear_map=path)
+    assert threshold_lib.load(result.extras_dir).threshold == 0.04
     cfg = run_dir_lib.model_config(run)
     with pytest.raises(ValueError, match="without test-time flip: pass --noflip_test"):
         pipeline.load_linear_map(path, cfg, True, checkpoint)

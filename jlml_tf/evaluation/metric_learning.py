@@ -61,16 +61,22 @@ class Metric:
     projection: np.ndarray | None = None  # (dim, k) W, None = identity
     sphere_radius: float | None = None  # without M: x -> onto_sphere(W^T x, R) before `base`
 
+    def embed(self, features, name: str = "features") -> np.ndarray:
+        """The vectors a metric without M compares by `base`: W^T x, on the sphere if it has a
+        radius (for a mapped metric, what the exported model outputs)."""
+        if self.matrix is not None:
+            raise ValueError(f"metric {self.name!r} compares through M, not embedded vectors")
+        x = dist_lib.as_features(features, name)
+        if self.projection is not None:
+            x = x @ self.projection
+        return x if self.sphere_radius is None else onto_sphere(x, self.sphere_radius, name)
+
     def distance_blocks(self, query, gallery, block_size: int | None = None):
         """Yields (query_rows, float32 distances), as distances.distance_blocks."""
         if self.matrix is None:
-            if self.projection is not None:
-                query = dist_lib.as_features(query) @ self.projection
-                gallery = dist_lib.as_features(gallery) @ self.projection
-            if self.sphere_radius is not None:
-                query = onto_sphere(query, self.sphere_radius, "query")
-                gallery = onto_sphere(gallery, self.sphere_radius, "gallery")
-            return dist_lib.distance_blocks(query, gallery, self.base, block_size)
+            return dist_lib.distance_blocks(self.embed(query, "query"),
+                                            self.embed(gallery, "gallery"), self.base,
+                                            block_size)
         return dist_lib.mahalanobis_blocks(query, gallery, self.matrix, self.projection,
                                            block_size)
 

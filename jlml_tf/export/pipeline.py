@@ -125,7 +125,8 @@ def export_run(run_dir: str | os.PathLike, export_dir: str | os.PathLike,
     README's rows with test-time flip rank with, at twice the compute.
     `linear_map` (RUN/linear_map.npz from `evaluate --metric=xqda_map --save_linear_map`)
     exports onto_sphere(L^T e(x), R) (`jlml.with_linear_map`): the `--metric=xqda_map` ranking.
-    The run's threshold.json, calibrated on its own embedding, is then left out.
+    The run's threshold.json, calibrated on its own embedding, is then left out; the map's own
+    threshold (`evaluate --save_linear_map --calibrate_threshold`) is shipped instead.
     `progress(message)` hears each numbered step and its wall time; `progress_bars` adds tqdm
     bars on stderr inside the long steps (int8 calibration, parity embedding and timing).
     What the TFLite converter prints on its own (`fully_quantize: 0, ...`, TensorFlow's
@@ -228,9 +229,13 @@ def export_run(run_dir: str | os.PathLike, export_dir: str | os.PathLike,
             model_card.write_card(card, extras)
             extra_files = {model_card.CARD_JSON: json.dumps(card, indent=2, default=str) + "\n"}
             threshold_file = run_path / threshold_lib.FILE_NAME
-            if threshold_file.is_file() and mapped is not None:
+            if mapped is not None and mapped.threshold is not None:
+                written = threshold_lib.save(mapped.threshold, extras / threshold_lib.FILE_NAME)
+                extra_files[threshold_lib.FILE_NAME] = written.read_text()
+            elif threshold_file.is_file() and mapped is not None:
                 progress(f"{threshold_file} is calibrated on the run's own embedding, not the "
-                         "mapped one: left out of this export")
+                         "mapped one: left out of this export (calibrate one on the mapped "
+                         "embedding with `evaluate --save_linear_map --calibrate_threshold`)")
             elif threshold_file.is_file():  # the run's "no match" threshold travels with it
                 extra_files[threshold_lib.FILE_NAME] = threshold_file.read_text()
                 shutil.copyfile(threshold_file, extras / threshold_lib.FILE_NAME)

@@ -17,6 +17,7 @@ import pathlib
 import numpy as np
 
 FILE_NAME = "linear_map.npz"
+THRESHOLD_KEY = "threshold"  # source entry: a threshold.json calibrated on the mapped outputs
 
 
 @dataclasses.dataclass
@@ -28,6 +29,15 @@ class LinearMap:
     @property
     def flip_test(self) -> bool:
         return bool(self.source.get("flip_test", False))
+
+    @property
+    def threshold(self):
+        """The threshold.Calibration on the mapped embeddings (`evaluate --save_linear_map
+        --calibrate_threshold`), or None."""
+        from jlml_tf.inference import threshold as threshold_lib
+
+        stored = self.source.get(THRESHOLD_KEY)
+        return None if stored is None else threshold_lib.Calibration.from_dict(stored)
 
 
 def save(linear_map: LinearMap, path: str | os.PathLike) -> pathlib.Path:
