@@ -12,7 +12,7 @@ image of the benchmark seen), LOMO + XQDA on the same trials (best of the Retine
 measured; the range over them beside it) and the paper. Where `python -m jlml_tf.evaluate
 --metric=xqda` was run on the fine-tuned models, their features matched by XQDA (the paper's
 ablation) too, and where `--metric=xqda_map --suffix=xqda_map` was, XQDA built into the
-exported model (unit-norm embeddings matched by L2). Mean ± std over trials. Hours are wall time on the machine that trained (a
+exported model (its map on the unit sphere of one more dimension, matched by L2). Mean ± std over trials. Hours are wall time on the machine that trained (a
 2-core CPU, not always the same one, sometimes shared with other work), summed over every
 start-to-stop segment in each trial's train_log.jsonl; a fine-tuned row's hours include its
 pre-training.
@@ -71,7 +71,10 @@ BENCHMARKS = (
      tuple(dataclasses.replace(m, transfer=None) for m in CUHK01_485_486),
      "results_multi_shot.json", "lomo_xqda/cuhk01_485_486_multi_shot"),
     ("CUHK01 871/100 single shot", "cuhk01/871_100_single_shot",
-     (TrainedJlml("half width, 25 + 12 epochs", "cpu-cuhk01_871_100_single", FOR_CUHK01),),
+     (TrainedJlml("half width, 25 + 12 epochs", "cpu-cuhk01_871_100_single", FOR_CUHK01),
+      TrainedJlml("paper width at 160x64, 8 + 12 epochs",
+                  "recipe/paper_width_160x64_8ep/continue_cuhk01_871_100",
+                  PAPER_WIDTH160_FOR_CUHK01)),
      "results.json",
      "lomo_xqda/cuhk01_871_100_single_shot"),
     ("GRID 125/125 + 775 distractors", "grid/125_125",
@@ -146,7 +149,7 @@ def model_rows(results: pathlib.Path, label: str, model: TrainedJlml, name: str)
         if name == "results.json" else None
     if mapped:
         rows.append(f"| {label} | {method}, XQDA built into the model (`export --linear_map`: "
-                    f"unit-norm embeddings, L2) | {mapped['trials']} | "
+                    f"the map on the unit sphere, L2) | {mapped['trials']} | "
                     + " | ".join(cells(mapped)) + f" | {hours:.2f} |")
     moved = summary(results / model.transfer) if model.transfer else None
     if moved:
