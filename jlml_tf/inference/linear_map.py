@@ -4,8 +4,10 @@
 features, evaluates onto_sphere(L^T f, R) matched by L2 and writes L and R here; `python -m
 jlml_tf.export --linear_map=RUN/linear_map.npz` builds both into the exported model
 (`jlml.with_linear_map`), so a server, the gallery index and a phone rank by the learned metric
-with plain unit-norm embeddings (metric_learning's docstring: why and how closely). The file records what L was fitted on, and the export refuses it for another model,
-another embedding size or the other test-time flip setting.
+with plain unit-norm embeddings (metric_learning's docstring: why and how closely). The file
+records what L was fitted on, and the export refuses it for another model, another embedding
+size or the other test-time flip setting. It may also hold a threshold calibrated on the mapped
+embeddings (THRESHOLD_KEY), which the export ships in place of the run's own.
 """
 from __future__ import annotations
 
