@@ -277,15 +277,32 @@ def test_cli_end_to_end_on_a_folder(tmp_path):
     assert_no_tf_noise(res.stdout + res.stderr)  # issue 13 item 8
 
 
-@pytest.mark.slow  # one more export (SavedModel + float32 TFLite)
+@pytest.mark.slow  # one more export (SavedModel, float32 and int8 TFLite)
 def test_flip_test_export_embeds_an_image_and_its_mirror_alike(tmp_path):
     from jlml_tf.inference import embedders
 
     run = fixtures.make_run(tmp_path / "run")
-    result = pipeline.export_run(run, tmp_path / "out", tflite_variants=("float32",),
-                                 flip_test=True, progress=lambda m: None)
-    x = np.random.default_rng(3).integers(0, 256, (2, 64, 32, 3), dtype=np.uint8)
+    rng = np.random.default_rng(3)
+    calibration = []
+    for i in range(8):
+        calibration.append(tmp_path / f"calibration_{i}.png")
+        calibration[-1].write_bytes(tf.io.encode_png(
+            rng.integers(0, 256, (64, 32, 3), dtype=np.uint8)).numpy())
+    result = pipeline.export_run(run, tmp_path / "out", tflite_variants=("float32", "int8"),
+                                 calibration=calibration, flip_test=True,
+                                 progress=lambda m: None)
+    x = rng.integers(0, 256, (2, 64, 32, 3), dtype=np.uint8)
     mirrored = x[:, :, ::-1].copy()
+    # int8: the mirror is taken in float (an int8 REVERSE_V2 cost 14 R1 on CUHK01), so the
+    # image and its mirror differ only by the two branches' own quantisation
+    int8 = embedders.TFLiteEmbedder(result.tflite_files["int8"])
+    assert np.sum(int8.embed(x) * int8.embed(mirrored), axis=1).min() > 0.99
+    from ai_edge_litert.interpreter import Interpreter
+
+    interpreter = Interpreter(model_path=str(result.tflite_files["int8"]))
+    dtypes = {t["index"]: np.dtype(t["dtype"]).name for t in interpreter.get_tensor_details()}
+    mirrors = [op for op in interpreter._get_ops_details() if op["op_name"] == "REVERSE_V2"]
+    assert mirrors and all(dtypes[op["inputs"][0]] == "float32" for op in mirrors)
     plain = run_dir_lib.load_run(run).embedding_model
     for embedder in (embedders.SavedModelEmbedder(result.saved_model_dir),
                      embedders.TFLiteEmbedder(result.tflite_files["float32"])):
