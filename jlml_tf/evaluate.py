@@ -186,8 +186,9 @@ def define_flags():
     flags.DEFINE_enum("metric", "l2", METRIC_NAMES, "Matching metric: L2 (the paper), cosine, or "
                       "KISSME/XQDA fitted on the training split's features.", **d)
     flags.DEFINE_bool("save_linear_map", False, "With --metric=xqda_map or kissme_map: store "
-                      "the fitted linear map as RUN/linear_map.npz, for `python -m "
-                      "jlml_tf.export --linear_map`.", **d)
+                      "the fitted linear map and its sphere radius (and, with "
+                      "--calibrate_threshold, the mapped embedding's threshold) as "
+                      "RUN/linear_map.npz, for `python -m jlml_tf.export --linear_map`.", **d)
     flags.DEFINE_bool("rerank", False, "k-reciprocal re-ranking (Zhong et al. 2017).", **d)
     flags.DEFINE_bool("flip_test", False, "Test-time flip: embed each image and its mirror and "
                       "match their normalised sum (two forward passes).", **d)
@@ -211,7 +212,7 @@ def define_flags():
                       "--calibrate_threshold calibrates only).", **d)
     flags.DEFINE_bool("calibrate_threshold", False, "Calibrate a no-match distance threshold "
                       "on identities held out from training (--calibration_split) and store it "
-                      "as RUN/threshold.json.", **d)
+                      "as RUN/threshold.json (with --save_linear_map: in linear_map.npz).", **d)
     flags.DEFINE_float("target_false_match_rate", 0.01, "False-match rate at the threshold.",
                        lower_bound=0.0, upper_bound=1.0, **d)
     flags.DEFINE_enum("calibration_split", "validation", threshold_lib.SPLITS,
@@ -470,6 +471,11 @@ def run(fv) -> str:
         # RUN/threshold.json is for the run's own embedding; a mapped one travels with its map
         raise UsageError(f"--calibrate_threshold with --metric={fv.metric} calibrates the mapped "
                          "embedding, stored with its map: add --save_linear_map")
+    if fv.calibrate_threshold and fv.save_linear_map and fv.calibration_split == "validation":
+        # the map is fitted on every training identity, the held-out ones included
+        raise UsageError("--calibrate_threshold --save_linear_map: the map is fitted on every "
+                         "training identity, the held-out validation ones too; pass "
+                         "--calibration_split=train or test")
     if fv.save_linear_map and fv.trial == ALL_TRIALS:
         raise UsageError(f"--save_linear_map stores one map per model: not with "
                          f"--trial={ALL_TRIALS}")

@@ -128,6 +128,9 @@ def test_xqda_map_ranks_with_the_linear_map_it_saves(tiny_run, tmp_path, capsys)
     assert ev.main(["evaluate", f"--run_dir={run}", "--metric=xqda_map",
                     "--calibrate_threshold"]) == 2
     assert "add --save_linear_map" in capsys.readouterr().err
+    assert ev.main(["evaluate", f"--run_dir={run}", "--metric=xqda_map", "--save_linear_map",
+                    "--calibrate_threshold", "--calibration_split=validation"]) == 2
+    assert "--calibration_split=train or test" in capsys.readouterr().err
 
 
 def test_mapped_threshold_is_calibrated_on_the_mapped_embedding_and_kept_with_the_map(

@@ -361,6 +361,7 @@ def test_linear_map_export_outputs_the_mapped_embedding_on_the_sphere(tmp_path):
     result = pipeline.export_run(run, tmp_path / "out", version=2, tflite_variants=(),
                                  linear_map=path)
     assert threshold_lib.load(result.extras_dir).threshold == 0.04
+    assert linear_map_lib.THRESHOLD_KEY not in result.card["linear_map"]  # the file carries it
     cfg = run_dir_lib.model_config(run)
     with pytest.raises(ValueError, match="without test-time flip: pass --noflip_test"):
         pipeline.load_linear_map(path, cfg, True, checkpoint)

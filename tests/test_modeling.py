@@ -114,6 +114,8 @@ def test_linear_map_model_is_the_mapped_embedding_on_the_sphere(tiny_model_confi
     assert not mapped.get_layer("linear_map").trainable
     with pytest.raises(ValueError, match=r"\(32, r\)"):
         jlml.with_linear_map(l2, matrix[:16], radius)
+    with pytest.raises(ValueError, match="sphere radius 0.0"):
+        jlml.with_linear_map(l2, matrix, 0.0)
 
 
 def test_uniloss_has_one_classifier_on_concatenation(tiny_model_config):

@@ -28,6 +28,7 @@ import numpy as np
 from jlml_tf import tf_quiet
 from jlml_tf.inference import embedders
 from jlml_tf.inference import threshold as threshold_lib
+from jlml_tf.inference import linear_map as linear_map_lib
 from jlml_tf.inference import run_dir as run_dir_lib
 from jlml_tf.data.types import ImageTable
 from jlml_tf.export import model_card, parity, saved_model, tflite
@@ -74,7 +75,6 @@ def _saved_model_candidates(path: pathlib.Path, size: int) -> list[parity.Candid
 def load_linear_map(path, cfg, flip_test: bool, checkpoint: str):
     """The --linear_map file, checked to fit this model as exported (ValueError if not)."""
     from jlml_tf.inference import gallery_index
-    from jlml_tf.inference import linear_map as linear_map_lib
 
     try:
         mapped = linear_map_lib.load(path)
@@ -222,7 +222,9 @@ def export_run(run_dir: str | os.PathLike, export_dir: str | os.PathLike,
             parity.write_report(report, extras)
 
         with steps.step("model card, threshold, publishing"):
-            map_info = {**mapped.source, "sphere_radius": mapped.radius} if mapped else None
+            map_info = {**{k: v for k, v in mapped.source.items()
+                           if k != linear_map_lib.THRESHOLD_KEY},
+                        "sphere_radius": mapped.radius} if mapped else None
             card = model_card.build_card(cfg, l2, run_path, checkpoint, model_name, version,
                                          os.fspath(target), tflite_info, report, flip_test,
                                          map_info)

@@ -141,12 +141,14 @@ def with_linear_map(l2_model: keras.Model, matrix, radius: float) -> keras.Model
     if matrix.ndim != 2 or matrix.shape[0] != dim:
         raise ValueError(f"linear map of shape {matrix.shape} does not apply to the model's "
                          f"{dim}-d embedding: expected ({dim}, r)")
+    if not np.isfinite(radius) or radius <= 0:
+        raise ValueError(f"sphere radius {radius}: expected a positive number")
     pixels = keras.Input(l2_model.input.shape[1:], name="images")
     project = layers.Dense(matrix.shape[1], use_bias=False, dtype="float32", trainable=False,
                            name="linear_map")
-    scaled = project(l2_model(pixels)) / np.float32(radius)
+    scaled = project(l2_model(pixels))  # L^T e(x) / R: the radius is folded into the weights
     rest = ops.sqrt(ops.maximum(1.0 - ops.sum(ops.square(scaled), axis=-1, keepdims=True), 0.0))
-    project.set_weights([matrix])
+    project.set_weights([matrix / np.float32(radius)])
     out = layers.UnitNormalization(axis=-1, dtype="float32", name="l2_normalize")(
         ops.concatenate([scaled, rest], axis=-1))
     return keras.Model(pixels, out, name=f"{l2_model.name}_mapped")
