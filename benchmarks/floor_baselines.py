@@ -23,6 +23,8 @@ sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), os.p
 
 import numpy as np  # noqa: E402
 
+import jlml_tf  # noqa: E402,F401 - before TensorFlow loads: its CPU kernel choice (jlml_tf/__init__.py)
+
 HEIGHT, WIDTH = 128, 48  # the CPU model's input (experiments/cpu/base.cfg)
 STRIPES, HSV_BINS = 8, (8, 4, 4)
 

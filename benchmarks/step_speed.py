@@ -18,6 +18,8 @@ import time
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), os.pardir))
 
+import jlml_tf  # noqa: E402,F401 - before TensorFlow loads: its CPU kernel choice (jlml_tf/__init__.py)
+
 WIDTHS = {
     "half": dict(stem_filters=16, global_widths=(16, 32, 64, 128), local_widths=(4, 8, 16, 32),
                  feature_dim=256, feature_bn=True),

@@ -9,6 +9,8 @@ os.environ.setdefault("CUDA_VISIBLE_DEVICES", "")
 
 import pytest  # noqa: E402
 
+import jlml_tf  # noqa: E402,F401 - tests run TensorFlow with the CPU kernels the tools choose
+
 PROJECT_ROOT = pathlib.Path(__file__).resolve().parents[1]
 REAL_DATA = PROJECT_ROOT.parent / "shared" / "data"
 
