@@ -33,7 +33,7 @@ setup(
         "tqdm>=4.60",  # embed progress bar
     ],
     extras_require={
-        "test": ["pytest>=8"],
+        "test": ["pytest>=8", "pytest-xdist>=3.5"],  # pytest.ini runs the suite on 2 workers
         # tensorflow-serving-api pins the full `tensorflow` wheel: install it with --no-deps.
         "serving": ["grpcio>=1.60"],
         "lite": ["ai-edge-litert>=2.0"],
