@@ -52,7 +52,8 @@ PAPER_WIDTH25_FOR_CUHK01 = ("cpu-paper_width-pretrain25_for_cuhk01",
                             "cpu-paper_width-continue25_for_cuhk01")
 PAPER_WIDTH160_FOR_CUHK01 = ("recipe/paper_width_160x64_8ep/pretrain",
                              "recipe/paper_width_160x64_8ep/continue")
-PAPER_WIDTH_FOR_VIPER_GRID = ("cpu-paper_width-pretrain_for_viper_grid",)
+PAPER_WIDTH_FOR_VIPER_GRID = ("cpu-paper_width-pretrain_for_viper_grid",
+                              "cpu-paper_width-continue_for_viper_grid")
 CUHK01_485_486 = (
     TrainedJlml("half width, 25 + 12 epochs", "cpu-cuhk01_485_486_single", FOR_CUHK01,
                 "transfer-cuhk01_485_486_single/results_transfer.json"),
@@ -80,13 +81,13 @@ BENCHMARKS = (
     ("GRID 125/125 + 775 distractors", "grid/125_125",
      (TrainedJlml("half width, 21 + 12 epochs", "cpu-grid", FOR_VIPER_GRID,
                   "transfer-grid/results_transfer.json"),
-      TrainedJlml("paper width, 8 epochs", "cpu-paper_width-grid",
+      TrainedJlml("paper width, 8 + 12 epochs", "cpu-paper_width-grid",
                   PAPER_WIDTH_FOR_VIPER_GRID)),
      "results.json", "lomo_xqda/grid_125_125"),
     ("VIPeR 316/316", "viper/316_316",
      (TrainedJlml("half width, 21 + 12 epochs", "cpu-viper", FOR_VIPER_GRID,
                   "transfer-viper/results_transfer.json"),
-      TrainedJlml("paper width, 8 epochs", "cpu-paper_width-viper",
+      TrainedJlml("paper width, 8 + 12 epochs", "cpu-paper_width-viper",
                   PAPER_WIDTH_FOR_VIPER_GRID)),
      "results.json", "lomo_xqda/viper_316_316"),
 )
