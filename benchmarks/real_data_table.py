@@ -82,13 +82,15 @@ BENCHMARKS = (
      (TrainedJlml("half width, 21 + 12 epochs", "cpu-grid", FOR_VIPER_GRID,
                   "transfer-grid/results_transfer.json"),
       TrainedJlml("paper width, 8 + 12 epochs", "cpu-paper_width-grid",
-                  PAPER_WIDTH_FOR_VIPER_GRID)),
+                  PAPER_WIDTH_FOR_VIPER_GRID,
+                  "transfer-paper_width-grid/results_transfer.json")),
      "results.json", "lomo_xqda/grid_125_125"),
     ("VIPeR 316/316", "viper/316_316",
      (TrainedJlml("half width, 21 + 12 epochs", "cpu-viper", FOR_VIPER_GRID,
                   "transfer-viper/results_transfer.json"),
       TrainedJlml("paper width, 8 + 12 epochs", "cpu-paper_width-viper",
-                  PAPER_WIDTH_FOR_VIPER_GRID)),
+                  PAPER_WIDTH_FOR_VIPER_GRID,
+                  "transfer-paper_width-viper/results_transfer.json")),
      "results.json", "lomo_xqda/viper_316_316"),
 )
 
