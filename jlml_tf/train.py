@@ -112,7 +112,8 @@ def train_trial(fv: flags.FlagValues, data: ReidData, trial: Trial, trial_dir: p
     train_cfg = jflags.train_config(fv)
     steps_per_epoch = pipeline.steps_per_epoch(len(labels), train_cfg.batch_size)
     augment = pipeline.AugmentConfig(flip=fv.flip, pad=fv.pad,
-                                     erasing_probability=fv.random_erasing)
+                                     erasing_probability=fv.random_erasing,
+                                     color_jitter=fv.color_jitter)
     run_dir_lib.write_config(trial_dir, model_cfg, train=fv.flag_values_dict(), data={
         "dataset": data.name, "protocol": data.protocol, "trial": trial.name,
         "train_images": len(labels), "train_identities": num_classes,

@@ -184,6 +184,47 @@ def test_random_erasing_changes_one_rectangle_of_the_expected_area():
     assert len(np.unique(rand[np.any(rand != 0, -1)])) > 10
 
 
+def test_color_jitter_moves_a_grey_image_only_in_brightness_within_its_strength():
+    # On a flat grey image contrast, saturation and hue have nothing to act on: what is left
+    # is the brightness shift, the same on every pixel and channel and at most j of full scale.
+    strength = 0.2
+    grey = tf.fill((H, W, 3), 128.0)
+    shifts = []
+    for i in range(20):
+        out = pipeline.color_jitter(grey, tf.constant([3, i], tf.int64), strength).numpy()
+        np.testing.assert_allclose(out, np.full_like(out, out[0, 0, 0]), atol=1e-3)
+        shifts.append(out[0, 0, 0] - 128.0)
+    assert max(abs(s) for s in shifts) <= strength * 255 + 1e-3
+    assert len({round(s, 2) for s in shifts}) > 10  # really random
+    np.testing.assert_array_equal(pipeline.color_jitter(grey, tf.constant([3, 0], tf.int64), 0.0),
+                                  grey)
+
+
+def test_color_jitter_changes_colours_reproducibly_and_stays_in_pixel_range():
+    image = tf.constant(np.random.default_rng(0).integers(0, 256, (H, W, 3)), tf.float32)
+    seed = tf.constant([4, 1], tf.int64)
+    out = pipeline.color_jitter(image, seed, 0.4).numpy()
+    assert out.min() >= 0.0 and out.max() <= 255.0
+    assert np.abs(out - image.numpy()).mean() > 1.0
+    np.testing.assert_array_equal(out, pipeline.color_jitter(image, seed, 0.4).numpy())
+    other = pipeline.color_jitter(image, tf.constant([4, 2], tf.int64), 0.4).numpy()
+    assert not np.array_equal(out, other)
+
+
+def test_color_jitter_leaves_the_geometric_augmentation_draws_unchanged():
+    # Colour jitter takes a fourth sub-seed, so a flip drawn for an image is the same with and
+    # without it: runs that only add jitter stay comparable image for image.
+    ramp = tf.constant(np.broadcast_to(np.arange(W, dtype=np.float32)[None, :, None] * 30,
+                                       (H, W, 3)).copy())
+    for i in range(10):
+        seed = tf.constant([6, i], tf.int64)
+        plain = pipeline.augment_image(ramp, seed, pipeline.AugmentConfig(pad=0, erasing_probability=0))
+        jittered = pipeline.augment_image(ramp, seed, pipeline.AugmentConfig(
+            pad=0, erasing_probability=0, color_jitter=0.1)).numpy()
+        flipped = plain.numpy()[0, 0, 0] > plain.numpy()[0, -1, 0]
+        assert (jittered[0, 0].mean() > jittered[0, -1].mean()) == flipped
+
+
 def test_pk_sampler_gives_p_identities_with_k_images():
     table = numbered_table(n=40, per_identity=5)  # 8 identities
     labels = table.pids - 1
@@ -247,3 +288,5 @@ def test_bad_arguments_are_refused():
         pipeline.train_dataset(table, table.pids - 1, H, W, 4, 0, 0, sampler="balanced")
     with pytest.raises(ValueError, match="erasing_area"):
         pipeline.AugmentConfig(erasing_area=(0.5, 0.1))
+    with pytest.raises(ValueError, match="color_jitter=1.5"):
+        pipeline.AugmentConfig(color_jitter=1.5)

@@ -113,6 +113,10 @@ class AugmentConfig:
     erasing_area: tuple[float, float] = (0.02, 0.4)  # fraction of the image area
     erasing_aspect: tuple[float, float] = (0.3, 1 / 0.3)  # height / width, log-uniform
     erasing_fill: str = "random"  # "random" (uniform 0..255 per pixel), "mean" or "zero"
+    # Colour jitter strength j: brightness +-j (of full scale), contrast and saturation x[1-j, 1+j],
+    # hue +-j/4 of the colour circle, on every image; 0 turns it off. Cameras of one data set
+    # differ mostly in illumination and colour response (VIPeR, GRID).
+    color_jitter: float = 0.0
 
     def __post_init__(self):
         self.erasing_area = tuple(float(v) for v in self.erasing_area)
@@ -132,6 +136,8 @@ class AugmentConfig:
         lo, hi = self.erasing_aspect
         if not 0.0 < lo <= hi:
             raise ValueError(f"AugmentConfig.erasing_aspect={self.erasing_aspect}: need 0 < lo <= hi")
+        if not 0.0 <= self.color_jitter < 1.0:
+            raise ValueError(f"AugmentConfig.color_jitter={self.color_jitter} not in [0, 1)")
         if self.erasing_fill not in ERASING_FILLS:
             raise ValueError(f"AugmentConfig.erasing_fill={self.erasing_fill!r}; "
                              f"expected one of {ERASING_FILLS}")
@@ -139,7 +145,7 @@ class AugmentConfig:
     @property
     def active(self) -> bool:
         return (self.flip and self.flip_probability > 0) or self.pad > 0 \
-            or self.erasing_probability > 0
+            or self.erasing_probability > 0 or self.color_jitter > 0
 
 
 NO_AUGMENT = AugmentConfig(flip=False, pad=0, erasing_probability=0.0)
@@ -202,9 +208,27 @@ def random_erasing(image: tf.Tensor, seed: tf.Tensor, probability: float = 0.5,
     return tf.where(inside[..., None], tf.cast(values, image.dtype), image)
 
 
+def color_jitter(image: tf.Tensor, seed: tf.Tensor, strength: float) -> tf.Tensor:
+    """Random brightness (+-strength), contrast and saturation (x[1 - strength, 1 + strength])
+    and hue (+-strength / 4), in that order, with tf.image's stateless ops; pixels in [0, 255]."""
+    if strength <= 0:
+        return image
+    seeds = tf.random.experimental.stateless_split(seed, 4)
+    low, high = 1.0 - strength, 1.0 + strength
+    x = image / 255.0
+    x = tf.image.stateless_random_brightness(x, strength, seeds[0])
+    x = tf.image.stateless_random_contrast(x, low, high, seeds[1])
+    x = tf.image.stateless_random_saturation(tf.clip_by_value(x, 0.0, 1.0), low, high, seeds[2])
+    x = tf.image.stateless_random_hue(tf.clip_by_value(x, 0.0, 1.0), strength / 4, seeds[3])
+    return tf.clip_by_value(x, 0.0, 1.0) * 255.0
+
+
 def augment_image(image: tf.Tensor, seed: tf.Tensor, cfg: AugmentConfig) -> tf.Tensor:
-    """Flip, then pad-and-crop, then random erasing, each with its own sub-seed of `seed`."""
-    seeds = tf.random.experimental.stateless_split(seed, 3)
+    """Colour jitter, flip, pad-and-crop, then random erasing, each with its own sub-seed of
+    `seed` (the first three sub-seeds are those of the runs before colour jitter existed)."""
+    seeds = tf.random.experimental.stateless_split(seed, 4)
+    if cfg.color_jitter > 0:
+        image = color_jitter(image, seeds[3], cfg.color_jitter)
     if cfg.flip and cfg.flip_probability > 0:
         image = random_flip(image, seeds[0], cfg.flip_probability)
     if cfg.pad > 0:
