@@ -22,7 +22,8 @@ from jlml_tf.inference import threshold
 from jlml_tf import flags as jflags
 from jlml_tf.config import ModelConfig
 from jlml_tf.data import pipeline
-from jlml_tf.data.types import ReidData, Trial, hold_out_identities, union_for_training
+from jlml_tf.data.types import (ReidData, Trial, hold_out_identities, keep_identity_fraction,
+                                union_for_training)
 from jlml_tf.training import distribute, precision
 from jlml_tf.training.trainer import Trainer, TrainingDivergedError
 
@@ -34,6 +35,11 @@ def define_flags() -> flags.FlagValues:
                          "by --seed) and listed in config.json, so `evaluate --calibrate_threshold` "
                          "can calibrate the no-match threshold on people the model never saw.",
                          lower_bound=0, **d)
+    flags.DEFINE_float("identity_fraction", 1.0, "Train on this fraction of each training set's "
+                       "identities (drawn by --seed; all their images), for data-scaling curves.",
+                       lower_bound=0.0, upper_bound=1.0, **d)
+    flags.register_validator("identity_fraction", lambda v: v > 0,
+                             "--identity_fraction must be above 0", flag_values=fv)
     flags.DEFINE_string("paper_key", None, "Which of the paper's figures to print beside the "
                         "results (default dataset/protocol; see jlml_tf/paper.py).", **d)
     return fv
@@ -97,7 +103,9 @@ def train_trial(fv: flags.FlagValues, data: ReidData, trial: Trial, trial_dir: p
         trial, validation_pids = hold_out_identities(data, trial, fv.validation_ids, fv.seed)
     except ValueError as e:
         raise flags.ValidationError(f"--validation_ids={fv.validation_ids}: {e}") from None
-    table, labels, num_classes = union_for_training([(data, trial)] + extra_training_sets(fv))
+    table, labels, num_classes = union_for_training(
+        [(d, keep_identity_fraction(d, t, fv.identity_fraction, fv.seed))
+         for d, t in [(data, trial)] + extra_training_sets(fv)])
     model_cfg = jflags.model_config(fv, num_classes)
     # before reuse: a finished run of another model is refused too
     check_same_run(trial_dir, model_cfg, fv.overwrite)

@@ -5,7 +5,8 @@ import numpy as np
 import pytest
 
 from jlml_tf.data import pipeline
-from jlml_tf.data.types import ImageTable, ReidData, Trial, hold_out_identities, union_for_training
+from jlml_tf.data.types import (ImageTable, ReidData, Trial, hold_out_identities,
+                                keep_identity_fraction, union_for_training)
 
 
 def _data(name, pids):
@@ -49,3 +50,21 @@ def test_held_out_identities_leave_training_and_are_drawn_from_the_seed():
     assert hold_out_identities(data, data.trials[0], 0, seed=7) == (data.trials[0], [])
     with pytest.raises(ValueError, match="10 training identities"):
         hold_out_identities(data, data.trials[0], 10, seed=7)
+
+
+def test_identity_fraction_keeps_whole_identities_of_each_data_set_by_seed():
+    big = _data("big", np.repeat(np.arange(1, 21), 3))  # 20 ids x 3 images
+    small = _data("small", np.repeat(np.arange(1, 5), 2))  # 4 ids x 2 images
+    kept = {d.name: keep_identity_fraction(d, d.trials[0], 0.25, seed=3) for d in (big, small)}
+    big_pids = np.unique(big.table.pids[kept["big"].train])
+    assert len(big_pids) == 5 and len(kept["big"].train) == 15  # every image of a kept id
+    assert len(kept["small"].train) == 2  # round(0.25 x 4) = 1 identity, both its images
+    again = keep_identity_fraction(big, big.trials[0], 0.25, seed=3)
+    np.testing.assert_array_equal(again.train, kept["big"].train)
+    other = keep_identity_fraction(big, big.trials[0], 0.25, seed=4)
+    assert not np.array_equal(other.train, kept["big"].train)
+    _, labels, classes = union_for_training([(d, kept[d.name]) for d in (big, small)])
+    assert classes == 6 and sorted(set(labels.tolist())) == list(range(6))
+    assert keep_identity_fraction(big, big.trials[0], 1.0, seed=3) is big.trials[0]
+    with pytest.raises(ValueError, match="fraction 0"):
+        keep_identity_fraction(big, big.trials[0], 0.0, seed=3)

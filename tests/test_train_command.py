@@ -234,3 +234,30 @@ def test_extra_train_labels_follow_the_main_set(parse, data_dir, monkeypatch, tm
     # the same offsets as union_for_training gives for the two sets
     _, expected, classes = union_for_training([(main, main.trials[0]), (extra, extra.trials[0])])
     assert classes == 9 and labels.tolist() == expected.tolist()
+
+
+def test_identity_fraction_trains_on_part_of_each_sets_identities(parse, data_dir, monkeypatch,
+                                                                  tmp_path):
+    main = tiny_data(data_dir)
+    extra = _fake_data("extra", [1, 1, 2, 2, 3, 3, 4, 4])
+    monkeypatch.setattr(train, "load_data", lambda *args: extra)
+    captured = {}
+
+    class Stop(Exception):
+        pass
+
+    def trainer(run_dir, model_cfg, sparsity, opt_cfg, train_cfg, augment, table, labels,
+                **kwargs):
+        captured.update(model_cfg=model_cfg, table=table)
+        raise Stop
+
+    monkeypatch.setattr(train, "Trainer", trainer)
+    fv = parse("--extra_train=extra:p", "--identity_fraction=0.5", f"--run_dir={tmp_path / 'run'}")
+    with pytest.raises(Stop):
+        train.train_trial(fv, main, main.trials[0], tmp_path / "run", tf.distribute.get_strategy())
+    main_ids = len(set(main.table.pids[main.trials[0].train].tolist()))
+    assert captured["model_cfg"].num_classes == round(main_ids / 2) + 2
+    assert sorted(captured["table"].pids[-4:].tolist()) in ([1, 1, 2, 2], [1, 1, 3, 3], [1, 1, 4, 4],
+                                                            [2, 2, 3, 3], [2, 2, 4, 4], [3, 3, 4, 4])
+    with pytest.raises(Exception, match="identity_fraction"):
+        parse("--identity_fraction=0")

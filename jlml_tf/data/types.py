@@ -106,6 +106,20 @@ def hold_out_identities(data: ReidData, trial: Trial, count: int, seed: int
     return dataclasses.replace(trial, train=kept), [int(p) for p in held]
 
 
+def keep_identity_fraction(data: ReidData, trial: Trial, fraction: float, seed: int) -> Trial:
+    """The trial with only round(fraction x its training identities) kept (at least one), drawn
+    with default_rng([seed, 2]): data-scaling curves at a fixed number of images seen."""
+    if not 0.0 < fraction <= 1.0:
+        raise ValueError(f"identity fraction {fraction} not in (0, 1]")
+    if fraction == 1.0:
+        return trial
+    pids = np.unique(data.table.pids[trial.train])
+    count = max(1, int(round(fraction * len(pids))))
+    kept_pids = np.random.default_rng([seed, 2]).choice(pids, count, replace=False)
+    return dataclasses.replace(trial, train=trial.train[np.isin(data.table.pids[trial.train],
+                                                                kept_pids)])
+
+
 def union_for_training(datasets: list[tuple[ReidData, Trial]]) -> tuple[ImageTable, np.ndarray, int]:
     """Training images of several data sets with disjoint identity labels.
 
