@@ -1,0 +1,122 @@
+"""R1 against the number of pre-training identities, at a fixed number of images seen.
+
+    python benchmarks/data_scaling.py --results=results/scaling --out=results/scaling/curve
+
+Each pre-training run RESULTS/NAME (config.json, results.json: its own data set's test split)
+may have direct-transfer results beside it in RESULTS/NAME-TARGET/results_transfer.json (written
+by `python -m jlml_tf.evaluate --run_dir=runs/scaling/NAME --output_dir=...-TARGET
+--suffix=transfer`). Prints a Markdown table (identities, images seen, R1 per target, mean +-
+std over its trials), the least-squares slope of R1 against log2(identities) per target (R1
+points per doubling of the identities), and writes OUT.json and OUT.png.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import pathlib
+import sys
+
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), os.pardir))
+
+import numpy as np  # noqa: E402
+
+from jlml_tf.evaluation import report  # noqa: E402
+
+OWN_TEST = "own test split"
+
+
+def rank1(path: pathlib.Path) -> tuple[float, float, int]:
+    """(mean, std, trials) of rank-1 in percent over the trials of a results file."""
+    values = [100 * t["rank1"] for t in report.read_trials(path).values()]
+    return float(np.mean(values)), float(np.std(values)), len(values)
+
+
+def read_point(run: pathlib.Path) -> dict:
+    """One pre-training run and its direct-transfer results."""
+    config = json.loads((run / "config.json").read_text())
+    steps_per_epoch = config["data"]["train_images"] // config["train"]["batch_size"]
+    point = {"run": run.name, "identities": config["data"]["train_identities"],
+             "images_seen": steps_per_epoch * config["train"]["batch_size"]
+             * config["train"]["epochs"],
+             "r1": {f"{config['data']['dataset']} ({OWN_TEST})": rank1(run / "results.json")}}
+    for transfer in sorted(run.parent.glob(f"{run.name}-*/results_transfer.json")):
+        target = transfer.parent.name[len(run.name) + 1:]
+        point["r1"][target] = rank1(transfer)
+    return point
+
+
+def read_points(results: pathlib.Path) -> list[dict]:
+    runs = [p.parent for p in sorted(results.glob("*/config.json"))]
+    if not runs:
+        raise SystemExit(f"{results}: no pre-training run (NAME/config.json) found")
+    return sorted((read_point(r) for r in runs), key=lambda p: p["identities"])
+
+
+def slope_per_doubling(points: list[dict], target: str) -> float | None:
+    """Least-squares slope of R1 against log2(identities); None with fewer than two points."""
+    pairs = [(np.log2(p["identities"]), p["r1"][target][0]) for p in points if target in p["r1"]]
+    if len(pairs) < 2:
+        return None
+    x, y = np.array(pairs).T
+    return float(np.polyfit(x, y, 1)[0])
+
+
+def targets_of(points: list[dict]) -> list[str]:
+    return sorted({t for p in points for t in p["r1"]})
+
+
+def markdown(points: list[dict]) -> str:
+    targets = targets_of(points)
+    lines = ["| run | identities | images seen | " + " | ".join(f"R1 {t}" for t in targets) + " |",
+             "|---|---|---|" + "---|" * len(targets)]
+    for p in points:
+        cells = [f"{p['r1'][t][0]:.1f} ± {p['r1'][t][1]:.1f}" if t in p["r1"] else "-"
+                 for t in targets]
+        lines.append(f"| {p['run']} | {p['identities']:,} | {p['images_seen']:,} | "
+                     + " | ".join(cells) + " |")
+    slopes = [slope_per_doubling(points, t) for t in targets]
+    lines.append("| R1 points per doubling of the identities | | | "
+                 + " | ".join("-" if s is None else f"{s:+.1f}" for s in slopes) + " |")
+    return "\n".join(lines) + "\n"
+
+
+def plot(points: list[dict], path: pathlib.Path) -> None:
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(6, 4))
+    for target in targets_of(points):
+        xs = [p["identities"] for p in points if target in p["r1"]]
+        ys = [p["r1"][target] for p in points if target in p["r1"]]
+        ax.errorbar(xs, [m for m, _, _ in ys], yerr=[s for _, s, _ in ys], marker="o",
+                    capsize=3, label=target)
+    ax.set_xscale("log", base=2)
+    ax.set_xlabel("pre-training identities (log scale; same number of images seen)")
+    ax.set_ylabel("rank-1 (%)")
+    ax.grid(alpha=0.3)
+    ax.legend()
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--results", default="results/scaling", type=pathlib.Path)
+    parser.add_argument("--out", type=pathlib.Path, help="write OUT.json and OUT.png")
+    args = parser.parse_args(argv)
+    points = read_points(args.results)
+    print(markdown(points), end="")
+    if args.out:
+        args.out.parent.mkdir(parents=True, exist_ok=True)
+        slopes = {t: slope_per_doubling(points, t) for t in targets_of(points)}
+        args.out.with_suffix(".json").write_text(json.dumps(
+            {"points": points, "r1_per_doubling": slopes}, indent=2) + "\n")
+        plot(points, args.out.with_suffix(".png"))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
