@@ -3,9 +3,10 @@
     python benchmarks/data_scaling.py --results=results/scaling --out=results/scaling/curve
 
 Each pre-training run RESULTS/NAME (config.json, results.json: its own data set's test split)
-may have direct-transfer results beside it in RESULTS/NAME-TARGET/results_transfer.json (written
-by `python -m jlml_tf.evaluate --run_dir=runs/scaling/NAME --output_dir=...-TARGET
---suffix=transfer`). Prints a Markdown table (identities, images seen, R1 per target, mean +-
+may have scores beside it in RESULTS/NAME-LABEL: direct transfer (results_transfer.json, by
+`python -m jlml_tf.evaluate --run_dir=runs/scaling/NAME --output_dir=...-LABEL
+--suffix=transfer`) or a run fine-tuned from it (results.json of `python -m jlml_tf.train
+--init_from=runs/scaling/NAME --run_dir=...-LABEL`). Prints a Markdown table (identities, images seen, R1 per target, mean +-
 std over its trials), the least-squares slope of R1 against log2(identities) per target (R1
 points per doubling of the identities), and writes OUT.json and OUT.png.
 """
@@ -40,9 +41,11 @@ def read_point(run: pathlib.Path) -> dict:
              "images_seen": steps_per_epoch * config["train"]["batch_size"]
              * config["train"]["epochs"],
              "r1": {f"{config['data']['dataset']} ({OWN_TEST})": rank1(run / "results.json")}}
-    for transfer in sorted(run.parent.glob(f"{run.name}-*/results_transfer.json")):
-        target = transfer.parent.name[len(run.name) + 1:]
-        point["r1"][target] = rank1(transfer)
+    for scored in sorted(run.parent.glob(f"{run.name}-*")):
+        files = [scored / "results_transfer.json", scored / "results.json"]
+        found = [f for f in files if f.is_file()]
+        if found:
+            point["r1"][scored.name[len(run.name) + 1:]] = rank1(found[0])
     return point
 
 

@@ -30,16 +30,21 @@ def test_points_slopes_and_files(tmp_path):
     _pretraining(results, "f100", 400, 3210, 2, 0.30, {"viper": [0.17, 0.19], "grid": [0.1]})
     _pretraining(results, "f25", 100, 800, 8, 0.20, {"viper": [0.09, 0.11]})
     _pretraining(results, "f50", 200, 1600, 4, 0.25, {"viper": [0.14, 0.14]})
+    fine_tuned = results / "f50-viper_ft"  # a run fine-tuned from f50: its results.json
+    report.write_report(fine_tuned, {"JLML": [{"rank1": 0.2, "cmc": [0.2, 1.0]},
+                                              {"rank1": 0.3, "cmc": [0.3, 1.0]}]})
+    (results / "f25-empty").mkdir()  # nothing scored there: no column
     points = data_scaling.read_points(results)
     assert [p["run"] for p in points] == ["f25", "f50", "f100"]  # by identities
     assert [p["images_seen"] for p in points] == [800 * 8 // 32 * 32, 1600 * 4, 3200 * 2]
     assert points[0]["r1"]["viper"] == pytest.approx((10.0, 1.0, 2))
     assert points[2]["r1"]["cuhk03 (own test split)"][0] == pytest.approx(30.0)
     assert data_scaling.slope_per_doubling(points, "viper") == pytest.approx(4.0)
+    assert points[1]["r1"]["viper_ft"] == pytest.approx((25.0, 5.0, 2))
     assert data_scaling.slope_per_doubling(points, "grid") is None  # one point only
     table = data_scaling.markdown(points)
-    assert "| f25 | 100 | 6,400 | 20.0 ± 0.0 | - | 10.0 ± 1.0 |" in table
-    assert table.rstrip().endswith("| +5.0 | - | +4.0 |")
+    assert "| f25 | 100 | 6,400 | 20.0 ± 0.0 | - | 10.0 ± 1.0 | - |" in table
+    assert table.rstrip().endswith("| +5.0 | - | +4.0 | - |")
     assert data_scaling.main([f"--results={results}", f"--out={tmp_path / 'curve'}"]) == 0
     saved = json.loads((tmp_path / "curve.json").read_text())
     assert saved["r1_per_doubling"]["viper"] == pytest.approx(4.0)
