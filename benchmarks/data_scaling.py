@@ -33,13 +33,14 @@ def rank1(path: pathlib.Path) -> tuple[float, float, int]:
     return float(np.mean(values)), float(np.std(values)), len(values)
 
 
-def read_point(run: pathlib.Path) -> dict:
-    """One pre-training run and its direct-transfer results."""
-    config = json.loads((run / "config.json").read_text())
-    steps_per_epoch = config["data"]["train_images"] // config["train"]["batch_size"]
+def read_point(run: pathlib.Path, config: dict) -> dict:
+    """One pre-training run and the scores beside it (direct transfer, fine-tuned runs)."""
+    from jlml_tf.data import pipeline
+
+    batch_size = config["train"]["batch_size"]
+    steps_per_epoch = pipeline.steps_per_epoch(config["data"]["train_images"], batch_size)
     point = {"run": run.name, "identities": config["data"]["train_identities"],
-             "images_seen": steps_per_epoch * config["train"]["batch_size"]
-             * config["train"]["epochs"],
+             "images_seen": steps_per_epoch * batch_size * config["train"]["epochs"],
              "r1": {f"{config['data']['dataset']} ({OWN_TEST})": rank1(run / "results.json")}}
     for scored in sorted(run.parent.glob(f"{run.name}-*")):
         files = [scored / "results_transfer.json", scored / "results.json"]
@@ -50,10 +51,13 @@ def read_point(run: pathlib.Path) -> dict:
 
 
 def read_points(results: pathlib.Path) -> list[dict]:
-    runs = [p.parent for p in sorted(results.glob("*/config.json"))]
+    """Every pre-training run in RESULTS (a NAME/config.json not started from another run's
+    weights: a one-trial fine-tuned run has its config.json there too), by identities."""
+    configs = {p.parent: json.loads(p.read_text()) for p in sorted(results.glob("*/config.json"))}
+    runs = {run: c for run, c in configs.items() if not c["train"].get("init_from")}
     if not runs:
         raise SystemExit(f"{results}: no pre-training run (NAME/config.json) found")
-    return sorted((read_point(r) for r in runs), key=lambda p: p["identities"])
+    return sorted((read_point(r, c) for r, c in runs.items()), key=lambda p: p["identities"])
 
 
 def slope_per_doubling(points: list[dict], target: str) -> float | None:

@@ -113,9 +113,8 @@ def define_flags(fv: flags.FlagValues | None = None) -> flags.FlagValues:
                          **d)
     flags.DEFINE_float("random_erasing", 0.5, "Random erasing probability (0: off).",
                        lower_bound=0.0, upper_bound=1.0, **d)
-    flags.DEFINE_float("color_jitter", 0.0, "Colour jitter strength j: brightness +-j, contrast and "
-                       "saturation x[1-j, 1+j], hue +-j/4 (0: off).", lower_bound=0.0,
-                       upper_bound=0.99, **d)
+    flags.DEFINE_float("color_jitter", 0.0, "Colour jitter strength (0: off; what it does: "
+                       "AugmentConfig.color_jitter).", lower_bound=0.0, upper_bound=0.99, **d)
     flags.DEFINE_integer("checkpoint_every_steps", 500, "Checkpoint period.", lower_bound=1, **d)
     flags.DEFINE_integer("keep_checkpoints", 3, "Checkpoints kept.", lower_bound=1, **d)
     flags.DEFINE_integer("log_every_steps", 20, "TensorBoard period.", lower_bound=1, **d)

@@ -37,7 +37,7 @@ def define_flags() -> flags.FlagValues:
                          lower_bound=0, **d)
     flags.DEFINE_float("identity_fraction", 1.0, "Train on this fraction of each training set's "
                        "identities (drawn by --seed; all their images), for data-scaling curves.",
-                       lower_bound=0.0, upper_bound=1.0, **d)
+                       upper_bound=1.0, **d)
     flags.register_validator("identity_fraction", lambda v: v > 0,
                              "--identity_fraction must be above 0", flag_values=fv)
     flags.DEFINE_string("paper_key", None, "Which of the paper's figures to print beside the "

@@ -15,7 +15,7 @@ def _pretraining(results, name, identities, images, epochs, own_rank1, transfers
     run.mkdir(parents=True)
     (run / "config.json").write_text(json.dumps({
         "data": {"dataset": "cuhk03", "train_identities": identities, "train_images": images},
-        "train": {"batch_size": 32, "epochs": epochs}}))
+        "train": {"batch_size": 32, "epochs": epochs, "init_from": None}}))
     report.write_report(run, {"JLML": [{"rank1": own_rank1, "cmc": [own_rank1, 1.0]}]})
     for target, ranks in transfers.items():
         out = results / f"{name}-{target}"
@@ -34,6 +34,11 @@ def test_points_slopes_and_files(tmp_path):
     report.write_report(fine_tuned, {"JLML": [{"rank1": 0.2, "cmc": [0.2, 1.0]},
                                               {"rank1": 0.3, "cmc": [0.3, 1.0]}]})
     (results / "f25-empty").mkdir()  # nothing scored there: no column
+    one_trial_ft = results / "f100-market_ft"  # fine-tuned, one trial: a column, not a point
+    report.write_report(one_trial_ft, {"JLML": [{"rank1": 0.5, "cmc": [0.5, 1.0]}]})
+    (one_trial_ft / "config.json").write_text(json.dumps({
+        "data": {"train_identities": 751, "train_images": 12936},
+        "train": {"batch_size": 32, "epochs": 4, "init_from": "runs/scaling/f100"}}))
     points = data_scaling.read_points(results)
     assert [p["run"] for p in points] == ["f25", "f50", "f100"]  # by identities
     assert [p["images_seen"] for p in points] == [800 * 8 // 32 * 32, 1600 * 4, 3200 * 2]
@@ -41,10 +46,11 @@ def test_points_slopes_and_files(tmp_path):
     assert points[2]["r1"]["cuhk03 (own test split)"][0] == pytest.approx(30.0)
     assert data_scaling.slope_per_doubling(points, "viper") == pytest.approx(4.0)
     assert points[1]["r1"]["viper_ft"] == pytest.approx((25.0, 5.0, 2))
+    assert points[2]["r1"]["market_ft"] == pytest.approx((50.0, 0.0, 1))
     assert data_scaling.slope_per_doubling(points, "grid") is None  # one point only
     table = data_scaling.markdown(points)
-    assert "| f25 | 100 | 6,400 | 20.0 ± 0.0 | - | 10.0 ± 1.0 | - |" in table
-    assert table.rstrip().endswith("| +5.0 | - | +4.0 | - |")
+    assert "| f25 | 100 | 6,400 | 20.0 ± 0.0 | - | - | 10.0 ± 1.0 | - |" in table
+    assert table.rstrip().endswith("| +5.0 | - | - | +4.0 | - |")
     assert data_scaling.main([f"--results={results}", f"--out={tmp_path / 'curve'}"]) == 0
     saved = json.loads((tmp_path / "curve.json").read_text())
     assert saved["r1_per_doubling"]["viper"] == pytest.approx(4.0)

@@ -216,6 +216,11 @@ def test_color_jitter_leaves_the_geometric_augmentation_draws_unchanged():
     # without it: runs that only add jitter stay comparable image for image.
     ramp = tf.constant(np.broadcast_to(np.arange(W, dtype=np.float32)[None, :, None] * 30,
                                        (H, W, 3)).copy())
+    for seed in ([6, 0], [6, 1]):
+        seed = tf.constant(seed, tf.int64)
+        np.testing.assert_array_equal(tf.random.experimental.stateless_split(seed, 4)[:3],
+                                      tf.random.experimental.stateless_split(seed, 3))
+    flips = set()
     for i in range(10):
         seed = tf.constant([6, i], tf.int64)
         plain = pipeline.augment_image(ramp, seed, pipeline.AugmentConfig(pad=0, erasing_probability=0))
@@ -223,6 +228,8 @@ def test_color_jitter_leaves_the_geometric_augmentation_draws_unchanged():
             pad=0, erasing_probability=0, color_jitter=0.1)).numpy()
         flipped = plain.numpy()[0, 0, 0] > plain.numpy()[0, -1, 0]
         assert (jittered[0, 0].mean() > jittered[0, -1].mean()) == flipped
+        flips.add(bool(flipped))
+    assert flips == {True, False}
 
 
 def test_pk_sampler_gives_p_identities_with_k_images():

@@ -216,7 +216,7 @@ def color_jitter(image: tf.Tensor, seed: tf.Tensor, strength: float) -> tf.Tenso
     seeds = tf.random.experimental.stateless_split(seed, 4)
     low, high = 1.0 - strength, 1.0 + strength
     x = image / 255.0
-    x = tf.image.stateless_random_brightness(x, strength, seeds[0])
+    x = tf.clip_by_value(tf.image.stateless_random_brightness(x, strength, seeds[0]), 0.0, 1.0)
     x = tf.image.stateless_random_contrast(x, low, high, seeds[1])
     x = tf.image.stateless_random_saturation(tf.clip_by_value(x, 0.0, 1.0), low, high, seeds[2])
     x = tf.image.stateless_random_hue(tf.clip_by_value(x, 0.0, 1.0), strength / 4, seeds[3])
