@@ -2,13 +2,14 @@
 
     python benchmarks/data_scaling.py --results=results/scaling --out=results/scaling/curve
 
-Each pre-training run RESULTS/NAME (config.json, results.json: its own data set's test split)
-may have scores beside it in RESULTS/NAME-LABEL: direct transfer (results_transfer.json, by
-`python -m jlml_tf.evaluate --run_dir=runs/scaling/NAME --output_dir=...-LABEL
---suffix=transfer`) or a run fine-tuned from it (results.json of `python -m jlml_tf.train
---init_from=runs/scaling/NAME --run_dir=...-LABEL`). Prints a Markdown table (identities, images seen, R1 per target, mean +-
-std over its trials), the least-squares slope of R1 against log2(identities) per target (R1
-points per doubling of the identities), and writes OUT.json and OUT.png.
+Each pre-training run RESULTS/NAME (config.json, train_log.jsonl, results.json: its own data
+set's test split) may have scores beside it in RESULTS/NAME-LABEL: direct transfer
+(results_transfer.json, by `python -m jlml_tf.evaluate --run_dir=runs/scaling/NAME
+--output_dir=...-LABEL --suffix=transfer`) or a run fine-tuned from it (results.json of
+`python -m jlml_tf.train --init_from=runs/scaling/NAME --run_dir=...-LABEL`). Prints a
+Markdown table (identities, images seen, R1 per target, mean +- std over its trials), the
+least-squares slope of R1 against log2(identities) per target (R1 points per doubling of the
+identities), and writes OUT.json and OUT.png.
 """
 from __future__ import annotations
 
@@ -33,14 +34,16 @@ def rank1(path: pathlib.Path) -> tuple[float, float, int]:
     return float(np.mean(values)), float(np.std(values)), len(values)
 
 
+def steps_trained(run: pathlib.Path) -> int:
+    """The last step a training segment of RUN/train_log.jsonl finished at."""
+    events = [json.loads(line) for line in (run / "train_log.jsonl").read_text().splitlines()]
+    return max(e["step"] for e in events if e["event"] == "finished")
+
+
 def read_point(run: pathlib.Path, config: dict) -> dict:
     """One pre-training run and the scores beside it (direct transfer, fine-tuned runs)."""
-    from jlml_tf.data import pipeline
-
-    batch_size = config["train"]["batch_size"]
-    steps_per_epoch = pipeline.steps_per_epoch(config["data"]["train_images"], batch_size)
     point = {"run": run.name, "identities": config["data"]["train_identities"],
-             "images_seen": steps_per_epoch * batch_size * config["train"]["epochs"],
+             "images_seen": steps_trained(run) * config["train"]["batch_size"],
              "r1": {f"{config['data']['dataset']} ({OWN_TEST})": rank1(run / "results.json")}}
     for scored in sorted(run.parent.glob(f"{run.name}-*")):
         files = [scored / "results_transfer.json", scored / "results.json"]

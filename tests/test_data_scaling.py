@@ -16,6 +16,10 @@ def _pretraining(results, name, identities, images, epochs, own_rank1, transfers
     (run / "config.json").write_text(json.dumps({
         "data": {"dataset": "cuhk03", "train_identities": identities, "train_images": images},
         "train": {"batch_size": 32, "epochs": epochs, "init_from": None}}))
+    steps = images // 32 * epochs  # as the trainer runs them, in two segments
+    (run / "train_log.jsonl").write_text("\n".join(json.dumps(e) for e in [
+        {"event": "start", "step": 0}, {"event": "interrupted", "step": steps // 2},
+        {"event": "start", "step": steps // 2}, {"event": "finished", "step": steps}]) + "\n")
     report.write_report(run, {"JLML": [{"rank1": own_rank1, "cmc": [own_rank1, 1.0]}]})
     for target, ranks in transfers.items():
         out = results / f"{name}-{target}"

@@ -90,6 +90,17 @@ def relabel(pids: np.ndarray) -> tuple[np.ndarray, int]:
     return labels.astype(np.int64), len(unique)
 
 
+def _draw_identities(pids: np.ndarray, count: int, key: list[int]) -> np.ndarray:
+    """`count` of the distinct `pids`, drawn with default_rng(key), sorted."""
+    return np.sort(np.random.default_rng(key).choice(pids, count, replace=False))
+
+
+def _train_filtered(data: ReidData, trial: Trial, pids: np.ndarray, keep: bool) -> Trial:
+    """The trial with only (keep) or without (not keep) the training images of `pids`."""
+    inside = np.isin(data.table.pids[trial.train], pids)
+    return dataclasses.replace(trial, train=trial.train[inside if keep else ~inside])
+
+
 def hold_out_identities(data: ReidData, trial: Trial, count: int, seed: int
                         ) -> tuple[Trial, list[int]]:
     """`count` identities of the trial's training split, drawn with default_rng([seed, 1]), taken
@@ -101,9 +112,8 @@ def hold_out_identities(data: ReidData, trial: Trial, count: int, seed: int
     if count >= len(pids):
         raise ValueError(f"cannot hold out {count} of the {len(pids)} training identities of "
                          f"{data.name}/{trial.name}; at least one must stay for training")
-    held = np.sort(np.random.default_rng([seed, 1]).choice(pids, count, replace=False))
-    kept = trial.train[~np.isin(data.table.pids[trial.train], held)]
-    return dataclasses.replace(trial, train=kept), [int(p) for p in held]
+    held = _draw_identities(pids, count, [seed, 1])
+    return _train_filtered(data, trial, held, keep=False), [int(p) for p in held]
 
 
 def keep_identity_fraction(data: ReidData, trial: Trial, fraction: float, seed: int) -> Trial:
@@ -115,9 +125,7 @@ def keep_identity_fraction(data: ReidData, trial: Trial, fraction: float, seed: 
         return trial
     pids = np.unique(data.table.pids[trial.train])
     count = max(1, int(round(fraction * len(pids))))
-    kept_pids = np.random.default_rng([seed, 2]).choice(pids, count, replace=False)
-    return dataclasses.replace(trial, train=trial.train[np.isin(data.table.pids[trial.train],
-                                                                kept_pids)])
+    return _train_filtered(data, trial, _draw_identities(pids, count, [seed, 2]), keep=True)
 
 
 def union_for_training(datasets: list[tuple[ReidData, Trial]]) -> tuple[ImageTable, np.ndarray, int]:
