@@ -1,7 +1,7 @@
 """Images per second of JLML's training step per width, input size and precision policy.
 
     python benchmarks/step_speed.py --widths=half,full --input_sizes=128x48,160x64 \
-        --precisions=float32,mixed_bfloat16
+        --precisions=float32,mixed_bfloat16 [--ibn_stages=0,3]
 
 One fixed in-memory batch (no input pipeline), the real multi-loss cross-entropy + SFL + weight
 decay, SGD with momentum; `--warmup` untimed steps, then the median of `--windows` windows of `--steps`
@@ -28,7 +28,8 @@ WIDTHS = {
 
 
 def images_per_second(width: str, height: int, width_px: int, policy: str, batch: int,
-                      num_classes: int, warmup: int, steps: int, windows: int) -> float:
+                      num_classes: int, warmup: int, steps: int, windows: int,
+                      ibn_stages: int = 0) -> float:
     import keras
     import numpy as np
     import tensorflow as tf
@@ -39,7 +40,7 @@ def images_per_second(width: str, height: int, width_px: int, policy: str, batch
 
     keras.mixed_precision.set_global_policy(policy)
     cfg = ModelConfig(input_height=height, input_width=width_px, num_classes=num_classes,
-                      **WIDTHS[width])
+                      ibn_stages=ibn_stages, **WIDTHS[width])
     model, _ = jlml.build_jlml(cfg)
     optimizer = keras.optimizers.SGD(0.01, momentum=0.9)
     images = tf.random.uniform([batch, height, width_px, 3], 0, 255)
@@ -73,6 +74,7 @@ def main(argv=None) -> int:
     parser.add_argument("--widths", default="half,full", help=f"comma list of {list(WIDTHS)}")
     parser.add_argument("--input_sizes", default="128x48", help="comma list of HxW")
     parser.add_argument("--precisions", default="float32,mixed_bfloat16")
+    parser.add_argument("--ibn_stages", default="0", help="comma list of IBN-a stage counts")
     parser.add_argument("--batch_size", type=int, default=32)
     parser.add_argument("--num_classes", type=int, default=1500)
     parser.add_argument("--warmup", type=int, default=3)
@@ -88,13 +90,16 @@ def main(argv=None) -> int:
     except ValueError:
         parser.error(f"--input_sizes={args.input_sizes}: expected HxW,HxW")
     print(f"load average before: {os.getloadavg()[0]:.2f}")
-    print("| width | input | precision | training img/s |\n|---|---|---|---|")
+    print("| width | input | IBN-a stages | precision | training img/s |\n|---|---|---|---|---|")
     for width in widths:
         for height, width_px in sizes:
-            for policy in args.precisions.split(","):
-                rate = images_per_second(width, height, width_px, policy, args.batch_size,
-                                         args.num_classes, args.warmup, args.steps, args.windows)
-                print(f"| {width} | {height}x{width_px} | {policy} | {rate:.1f} |", flush=True)
+            for ibn in (int(v) for v in args.ibn_stages.split(",")):
+                for policy in args.precisions.split(","):
+                    rate = images_per_second(width, height, width_px, policy, args.batch_size,
+                                             args.num_classes, args.warmup, args.steps,
+                                             args.windows, ibn)
+                    print(f"| {width} | {height}x{width_px} | {ibn} | {policy} | {rate:.1f} |",
+                          flush=True)
     print(f"load average after: {os.getloadavg()[0]:.2f}")
     return 0
 

@@ -40,6 +40,9 @@ class ModelConfig:
     feature_bn: bool = False
     batch_norm_momentum: float = 0.9
     sync_batch_norm: bool = False
+    # IBN-a (Pan et al. 2018) in the first ibn_stages stages of every branch: instance norm on
+    # half the channels, against camera-to-camera appearance change. 0: the paper's JLML.
+    ibn_stages: int = 0
     # Training through tf.nn.fused_batch_norm: same outputs and weights, faster (BENCHMARKS.md).
     fused_batch_norm: bool = True
 
@@ -64,6 +67,8 @@ class ModelConfig:
         for name in ("global_widths", "local_widths", "stage_strides"):
             if len(getattr(self, name)) != stages:
                 fail(name, getattr(self, name), f"{stages} values, one per stage")
+        if not 0 <= self.ibn_stages <= stages:
+            fail("ibn_stages", self.ibn_stages, f"an integer from 0 to {stages} (the stages)")
         if self.input_height < 8 * self.num_stripes or self.input_width < 16:
             fail("input_height/input_width", (self.input_height, self.input_width),
                  f"at least {8 * self.num_stripes}x16 for {self.num_stripes} stripes")

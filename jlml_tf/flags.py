@@ -62,6 +62,9 @@ def define_flags(fv: flags.FlagValues | None = None) -> flags.FlagValues:
                        **d)
     flags.DEFINE_bool("feature_bn", False, "Batch norm on each branch's feature before its classifier "
                       "and in the embedding (BNNeck).", **d)
+    flags.DEFINE_integer("ibn_stages", 0, "IBN-a in the first N stages of each branch: instance "
+                         "norm on half the channels of each unit's first batch norm (Pan et al. "
+                         "2018); 0: plain batch norm, as in the paper.", lower_bound=0, **d)
     flags.DEFINE_bool("sync_batch_norm", False, "Synchronise batch norm statistics across replicas.",
                       **d)
     flags.DEFINE_bool("fused_batch_norm", True, "Train batch norm through the fused TF kernel (same "
@@ -147,6 +150,10 @@ def define_flags(fv: flags.FlagValues | None = None) -> flags.FlagValues:
         flags.register_validator(_name, _positive_ints,
                                  message=f"--{_name} must be comma-separated positive integers", flag_values=fv)
     flags.register_multi_flags_validator(
+        ["ibn_stages", "units_per_stage"], lambda f: f["ibn_stages"] <= len(f["units_per_stage"]),
+        message="--ibn_stages must not exceed the number of stages (--units_per_stage)",
+        flag_values=fv)
+    flags.register_multi_flags_validator(
         ["init_classifiers", "init_from"], lambda f: not f["init_classifiers"] or f["init_from"],
         message="--init_classifiers needs --init_from", flag_values=fv)
     flags.register_multi_flags_validator(  # a random batch rarely holds two images of a person
@@ -175,7 +182,7 @@ def model_config(fv: flags.FlagValues, num_classes: int = 2) -> ModelConfig:
             stage_strides=_int_list(fv, "stage_strides"), feature_dim=fv.feature_dim,
             branches=fv.branches, loss_mode=fv.loss_mode, num_classes=num_classes,
             dropout=fv.dropout, feature_bn=fv.feature_bn, sync_batch_norm=fv.sync_batch_norm,
-            fused_batch_norm=fv.fused_batch_norm)
+            fused_batch_norm=fv.fused_batch_norm, ibn_stages=fv.ibn_stages)
     except ValueError as e:  # name the flag, not the dataclass field
         raise flags.ValidationError(str(e).replace("ModelConfig.", "--")) from None
 

@@ -74,6 +74,7 @@ def test_ablation_overrides_the_base_config(parse):
     (["--branches=both_ways"], "branches"), (["--num_stripes=11"], "num_stripes"),
     (["--optimizer=rmsprop"], "optimizer"), (["--global_widths=32,x"], "global_widths"),
     (["--dataset=imagenet"], "dataset"), (["--triplet_weight=1"], "sampler=pk"),
+    (["--ibn_stages=5"], "ibn_stages"),
     (["--triplet_weight=1", "--sampler=pk", "--images_per_identity=1"], "images_per_identity")])
 def test_bad_flag_value_names_the_flag(parse, argv, fragment):
     with pytest.raises(flags.Error, match=fragment):

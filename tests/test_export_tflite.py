@@ -85,3 +85,14 @@ def test_calibration_from_files_and_errors(tmp_path):
     (tmp_path / "bad.jpg").write_bytes(b"garbage")
     with pytest.raises(preprocessing.UnreadableImageError, match="bad.jpg"):
         tflite.calibration_images([tmp_path / "bad.jpg"], 64, 32)
+
+
+def test_ibn_model_converts_and_matches_keras(tmp_path):
+    # Instance norm (IBN-a units) is a different op graph from batch norm: it must convert too.
+    run = fixtures.make_run(tmp_path / "run", fixtures.tiny_config(ibn_stages=1))
+    _, path, keras_model = fixtures.export_tiny(tmp_path / "export", run_dir=run)
+    file = tflite.write(tflite.convert(path, "float32"), tmp_path / "ibn.tflite")
+    images = np.random.default_rng(0).integers(0, 256, (5, 64, 32, 3), dtype=np.uint8)
+    got = embedders.TFLiteEmbedder(file, num_threads=2).embed(images, batch_size=5)
+    want = keras_model(images.astype(np.float32)).numpy()
+    assert np.abs(got - want).max() < 1e-5

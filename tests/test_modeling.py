@@ -151,7 +151,8 @@ def test_config_round_trip(tiny_model_config):
 
 @pytest.mark.parametrize("field,value,message", [
     ("num_stripes", 11, "num_stripes"), ("branches", "both_ways", "branches"),
-    ("loss_mode", "triplet", "loss_mode"), ("global_widths", [4], "global_widths")])
+    ("loss_mode", "triplet", "loss_mode"), ("global_widths", [4], "global_widths"),
+    ("ibn_stages", 3, "ibn_stages"), ("ibn_stages", -1, "ibn_stages")])
 def test_bad_config_names_field(tiny_model_config, field, value, message):
     with pytest.raises(ValueError, match=message):
         ModelConfig.from_dict({**tiny_model_config.to_dict(), field: value})
@@ -179,3 +180,34 @@ def test_feature_bn_normalises_each_branch_feature_in_the_embedding(tiny_model_c
                                              training_model.get_layer("local_feature").output])
     expected = np.concatenate([f.numpy() for f in raw(x.astype(np.float32))], axis=-1)
     np.testing.assert_allclose(features, 2 * expected / np.sqrt(1 + 1e-5) + 3, rtol=1e-4, atol=1e-4)
+
+
+def test_ibn_units_are_in_the_first_stages_of_every_stream(tiny_model_config):
+    cfg = dataclasses.replace(tiny_model_config, ibn_stages=1)
+    plain, _ = jlml.build_jlml(tiny_model_config)
+    ibn, _ = jlml.build_jlml(cfg)
+    instance_norms = sorted(l.name for l in ibn.layers if isinstance(l, keras.layers.GroupNormalization))
+    assert instance_norms == sorted(["global_s1u1_a_in"] + [f"local{i}_s1u1_a_in" for i in range(1, 5)])
+    # half of each unit's reduced channels move from batch norm (4 numbers each) to instance
+    # norm (a scale and a shift): global width 4 -> 2 channels, each local width 2 -> 1
+    channels = tiny_model_config.global_widths[0] // 2 + 4 * (tiny_model_config.local_widths[0] // 2)
+    assert plain.count_params() - ibn.count_params() == 2 * channels
+
+
+def test_ibn_normalises_half_the_channels_per_image():
+    from jlml_tf.modeling import residual
+
+    inputs = keras.Input((6, 5, 3))
+    probe = keras.Model(inputs, residual.conv_bn(inputs, 8, 1, 1, "unit", activation=False,
+                                                 instance_channels=4))
+    rng = np.random.default_rng(0)
+    x = rng.uniform(0, 255, (4, 6, 5, 3)).astype(np.float32)
+    changed = x.copy()
+    changed[1:] = rng.uniform(0, 64, changed[1:].shape)  # the other images of the batch, darker
+    out, out_changed = probe(x, training=True).numpy(), probe(changed, training=True).numpy()
+    # instance norm at initialisation: each image's channel has mean 0 and variance 1 ...
+    np.testing.assert_allclose(out[..., :4].mean(axis=(1, 2)), 0.0, atol=1e-4)
+    np.testing.assert_allclose(out[..., :4].var(axis=(1, 2)), 1.0, atol=1e-3)
+    # ... and does not depend on the rest of the batch, unlike the batch-normed half
+    np.testing.assert_allclose(out_changed[0, ..., :4], out[0, ..., :4], atol=1e-5)
+    assert np.abs(out_changed[0, ..., 4:] - out[0, ..., 4:]).max() > 0.1

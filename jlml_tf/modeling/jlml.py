@@ -28,7 +28,7 @@ def _batch_norm_options(cfg: ModelConfig) -> dict:
 def _global_branch(x, cfg: ModelConfig):
     bn = _batch_norm_options(cfg)
     x = residual.residual_stages(x, cfg.global_widths, cfg.units_per_stage, cfg.stage_strides,
-                                 cfg.expansion, "global", **bn)
+                                 cfg.expansion, "global", ibn_stages=cfg.ibn_stages, **bn)
     x = layers.GlobalAveragePooling2D(name="global_pool")(x)
     return _feature(layers.Dense(cfg.feature_dim, name="global_feature")(x), cfg, "global")
 
@@ -39,7 +39,8 @@ def _local_branch(x, cfg: ModelConfig):
     pooled = []
     for i, stripe in enumerate(stripes):
         y = residual.residual_stages(stripe, cfg.local_widths, cfg.units_per_stage,
-                                     cfg.stage_strides, cfg.expansion, f"local{i + 1}", **bn)
+                                     cfg.stage_strides, cfg.expansion, f"local{i + 1}",
+                                     ibn_stages=cfg.ibn_stages, **bn)
         pooled.append(layers.GlobalAveragePooling2D(name=f"local{i + 1}_pool")(y))
     y = pooled[0] if len(pooled) == 1 else layers.Concatenate(name="local_concat")(pooled)
     return _feature(layers.Dense(cfg.feature_dim, name="local_feature")(y), cfg, "local")

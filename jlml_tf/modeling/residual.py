@@ -1,4 +1,10 @@
-"""Bottleneck residual units (He et al. 2016), the building block of every JLML stream."""
+"""Bottleneck residual units (He et al. 2016), the building block of every JLML stream.
+
+A unit can be IBN-a (Pan et al., ECCV 2018, "IBN-Net"): the batch norm after its first 1x1
+convolution normalises half of the channels per image (instance norm) and half over the batch.
+Instance norm removes each image's contrast and colour cast, the appearance that changes from
+camera to camera, while the batch-normed half keeps what tells people apart.
+"""
 from __future__ import annotations
 
 import keras
@@ -8,25 +14,35 @@ from jlml_tf.modeling.fused_batch_norm import FusedBatchNormalization
 
 
 def conv_bn(x, filters, kernel_size, strides, name, activation=True, bn_momentum=0.9,
-            sync_bn=False, fused_bn=False):
+            sync_bn=False, fused_bn=False, instance_channels=0):
+    """Conv, batch norm, ReLU; the first `instance_channels` channels get instance norm instead."""
     x = layers.Conv2D(filters, kernel_size, strides=strides, padding="same", use_bias=False,
                       kernel_initializer="he_normal", name=f"{name}_conv")(x)
     batch_norm = FusedBatchNormalization if fused_bn else layers.BatchNormalization
-    x = batch_norm(momentum=bn_momentum, epsilon=1e-5, synchronized=sync_bn, name=f"{name}_bn")(x)
+    bn = batch_norm(momentum=bn_momentum, epsilon=1e-5, synchronized=sync_bn, name=f"{name}_bn")
+    if instance_channels:
+        per_image, per_batch = x[..., :instance_channels], x[..., instance_channels:]
+        # groups=-1: one group per channel, i.e. instance norm (with a learned scale and shift).
+        per_image = layers.GroupNormalization(groups=-1, epsilon=1e-5, name=f"{name}_in")(per_image)
+        x = layers.Concatenate(name=f"{name}_ibn")([per_image, bn(per_batch)])
+    else:
+        x = bn(x)
     if activation:
         x = layers.ReLU(name=f"{name}_relu")(x)
     return x
 
 
 def bottleneck_unit(x, mid_filters, strides, expansion, name, bn_momentum=0.9, sync_bn=False,
-                    fused_bn=False):
-    """1x1 reduce, 3x3 (strided), 1x1 expand; projection shortcut when the shape changes."""
+                    fused_bn=False, ibn=False):
+    """1x1 reduce, 3x3 (strided), 1x1 expand; projection shortcut when the shape changes.
+    `ibn`: IBN-a, instance norm on half of the 1x1 reduction's channels."""
     out_filters = mid_filters * expansion
     kw = dict(bn_momentum=bn_momentum, sync_bn=sync_bn, fused_bn=fused_bn)
     shortcut = x
     if strides != 1 or x.shape[-1] != out_filters:
         shortcut = conv_bn(x, out_filters, 1, strides, f"{name}_proj", activation=False, **kw)
-    y = conv_bn(x, mid_filters, 1, 1, f"{name}_a", **kw)
+    y = conv_bn(x, mid_filters, 1, 1, f"{name}_a", instance_channels=mid_filters // 2 if ibn else 0,
+                **kw)
     y = conv_bn(y, mid_filters, 3, strides, f"{name}_b", **kw)
     y = conv_bn(y, out_filters, 1, 1, f"{name}_c", activation=False, **kw)
     y = layers.Add(name=f"{name}_add")([shortcut, y])
@@ -34,11 +50,13 @@ def bottleneck_unit(x, mid_filters, strides, expansion, name, bn_momentum=0.9, s
 
 
 def residual_stages(x, widths, units_per_stage, strides, expansion, name, bn_momentum=0.9,
-                    sync_bn=False, fused_bn=False):
+                    sync_bn=False, fused_bn=False, ibn_stages=0):
+    """The stages in order; the units of the first `ibn_stages` stages are IBN-a."""
     for stage, (width, units, stride) in enumerate(zip(widths, units_per_stage, strides)):
         for unit in range(units):
             x = bottleneck_unit(x, width, stride if unit == 0 else 1, expansion,
-                                f"{name}_s{stage + 1}u{unit + 1}", bn_momentum, sync_bn, fused_bn)
+                                f"{name}_s{stage + 1}u{unit + 1}", bn_momentum, sync_bn, fused_bn,
+                                ibn=stage < ibn_stages)
     return x
 
 
