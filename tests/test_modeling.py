@@ -187,10 +187,11 @@ def test_ibn_units_are_in_the_first_stages_of_every_stream(tiny_model_config):
     plain, _ = jlml.build_jlml(tiny_model_config)
     ibn, _ = jlml.build_jlml(cfg)
     instance_norms = sorted(l.name for l in ibn.layers if isinstance(l, keras.layers.GroupNormalization))
-    assert instance_norms == sorted(["global_s1u1_a_in"] + [f"local{i}_s1u1_a_in" for i in range(1, 5)])
+    stripes = range(1, cfg.num_stripes + 1)
+    assert instance_norms == sorted(["global_s1u1_a_in"] + [f"local{i}_s1u1_a_in" for i in stripes])
     # half of each unit's reduced channels move from batch norm (4 numbers each) to instance
     # norm (a scale and a shift): global width 4 -> 2 channels, each local width 2 -> 1
-    channels = tiny_model_config.global_widths[0] // 2 + 4 * (tiny_model_config.local_widths[0] // 2)
+    channels = cfg.global_widths[0] // 2 + cfg.num_stripes * (cfg.local_widths[0] // 2)
     assert plain.count_params() - ibn.count_params() == 2 * channels
 
 
