@@ -59,7 +59,7 @@ from jlml_tf.evaluation import metrics, report
 from jlml_tf.evaluation.metric_learning import LEARNED_METRICS, MAPPED, METRIC_NAMES, fit_metric
 from jlml_tf.evaluation.protocol import FeatureEvaluation, evaluate_features, worst_and_best
 from jlml_tf.evaluation.rerank import RerankConfig
-from jlml_tf.inference import gallery_index
+from jlml_tf.inference import camera_bn, gallery_index
 from jlml_tf.inference import threshold as threshold_lib
 
 POOLINGS = ("mean", "max")
@@ -72,8 +72,10 @@ DATASETS = tuple(jlml_tf_datasets.MODULES)
 
 
 def option_suffix(metric: str, rerank: bool, multi_query_pooling: str = "mean",
-                  dataset_override: str | None = None, flip: bool = False) -> str:
-    """'_l2', '_rerank', '_xqda_rerank', '_l2_mqmax', '_cuhk03-labeled_l2', '_l2_flip', ..."""
+                  dataset_override: str | None = None, flip: bool = False,
+                  camera_bn: str = "off") -> str:
+    """'_l2', '_rerank', '_xqda_rerank', '_l2_mqmax', '_cuhk03-labeled_l2', '_l2_flip',
+    '_l2_flip_cbn-train', ..."""
     parts = [dataset_override] if dataset_override else []
     if metric != "l2" or not rerank:
         parts.append(metric)
@@ -81,6 +83,8 @@ def option_suffix(metric: str, rerank: bool, multi_query_pooling: str = "mean",
         parts.append("rerank")
     if flip:
         parts.append("flip")
+    if camera_bn != "off":
+        parts.append(f"cbn-{camera_bn}")
     if multi_query_pooling != "mean":
         parts.append(f"mq{multi_query_pooling}")
     return "_" + "_".join(p.replace("/", "-") for p in parts)
@@ -192,6 +196,11 @@ def define_flags():
     flags.DEFINE_bool("rerank", False, "k-reciprocal re-ranking (Zhong et al. 2017).", **d)
     flags.DEFINE_bool("flip_test", False, "Test-time flip: embed each image and its mirror and "
                       "match their normalised sum (two forward passes).", **d)
+    flags.DEFINE_enum("camera_bn", "off", camera_bn.SOURCES, "Per-camera batch "
+                      "norm: embed each camera's images with every batch-norm layer's statistics "
+                      "re-estimated on unlabelled images of that camera, from the trial's "
+                      "training split (train) or from the evaluated images themselves (test, "
+                      "transductive); off: the trained statistics.", **d)
     flags.DEFINE_integer("k1", 20, "Re-ranking k1.", lower_bound=1, **d)
     flags.DEFINE_integer("k2", 6, "Re-ranking k2.", lower_bound=1, **d)
     flags.DEFINE_float("lambda_value", 0.3, "Re-ranking weight of the original distance.",
@@ -418,9 +427,15 @@ def evaluate_target(fv, target: Target, data, trial, out_dir: pathlib.Path, suff
         if fv.calibration_split != "test":
             needed.append(trial.train)
     rows = np.unique(np.concatenate(needed))
-    features = eval_trial.extract_features(embedding_model, table, rows, cfg.input_height,
-                                           cfg.input_width, fv.batch_size, fv.verbose,
-                                           fv.flip_test)
+    if fv.camera_bn == "off":
+        features = eval_trial.extract_features(embedding_model, table, rows, cfg.input_height,
+                                               cfg.input_width, fv.batch_size, fv.verbose,
+                                               fv.flip_test)
+    else:
+        calibration = camera_bn.calibration_rows(fv.camera_bn, table, trial, rows)
+        features = eval_trial.extract_features_by_camera(
+            embedding_model, table, rows, calibration, cfg.input_height, cfg.input_width,
+            fv.batch_size, fv.verbose, fv.flip_test, log)
     lookup = lambda r: features[np.searchsorted(rows, r)]  # noqa: E731
     results, paths = None, {}
     if fv.evaluation:
@@ -506,7 +521,7 @@ def run(fv) -> str:
         targets = targets * len(data.trials)
     suffix = fv.suffix if fv.suffix is not None else option_suffix(
         fv.metric, fv.rerank, fv.multi_query_pooling,
-        f"{data.name}-{data.protocol}" if override else None, fv.flip_test)
+        f"{data.name}-{data.protocol}" if override else None, fv.flip_test, fv.camera_bn)
     if suffix and not suffix.startswith("_"):
         suffix = "_" + suffix
     explicit_key = fv.paper_key or targets[0].config.get("train", {}).get("paper_key")

@@ -252,9 +252,31 @@ def test_flip_test_features_are_the_normalised_sum_of_both_views(tiny_run):
     assert not np.allclose(flipped, tiny_run.features[rows], atol=1e-3)  # the mirror counts
 
 
+def test_camera_bn_cli_ranks_with_each_cameras_calibrated_features(tiny_run, tmp_path, capsys):
+    from jlml_tf.inference import eval_trial
+
+    rc = ev.main(["evaluate", f"--run_dir={tiny_run.run}", "--verbose=0", "--camera_bn=test",
+                  "--num_queries_shown=0", f"--output_dir={tmp_path}"])
+    assert rc == 0, capsys.readouterr().err
+    data, trial = tiny_run.data, tiny_run.data.trials[0]
+    table = data.table
+    rows = np.unique(np.concatenate([trial.query, trial.gallery, trial.multi_query]))
+    calibration = {int(c): rows[table.camids[rows] == c] for c in np.unique(table.camids[rows])}
+    f = eval_trial.extract_features_by_camera(tiny_run.embedding_model, table, rows,
+                                              calibration, 64, 32, verbose=0)
+    lookup = lambda r: f[np.searchsorted(rows, r)]  # noqa: E731
+    q, g = trial.query, trial.gallery
+    expected = protocol.evaluate(lookup(q), table.pids[q], table.camids[q], lookup(g),
+                                 table.pids[g], table.camids[g])
+    summary = read_results(tmp_path / "results_l2_cbn-test.json")
+    for key in ("rank1", "map"):
+        assert summary["mean"][key] == pytest.approx(expected[key], abs=1e-6), key
+
+
 def test_option_suffixes():
     assert ev.option_suffix("l2", False, flip=True) == "_l2_flip"
     assert ev.option_suffix("l2", False) == "_l2"
+    assert ev.option_suffix("l2", False, flip=True, camera_bn="train") == "_l2_flip_cbn-train"
     assert ev.option_suffix("l2", True) == "_rerank"
     assert ev.option_suffix("xqda", True, "max") == "_xqda_rerank_mqmax"
     assert ev.option_suffix("cosine", False, dataset_override="grid-125_125") == \

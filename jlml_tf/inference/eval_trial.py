@@ -13,6 +13,7 @@ from jlml_tf.data import pipeline
 from jlml_tf.data.types import ImageTable, ReidData, Trial
 from jlml_tf.evaluation import fit_metric, protocol, report
 from jlml_tf.evaluation.metric_learning import LEARNED_METRICS
+from jlml_tf.inference import camera_bn
 from jlml_tf.modeling import jlml
 
 
@@ -36,6 +37,29 @@ def extract_features(embedding_model: keras.Model, table: ImageTable, rows: np.n
         features.append(forward(images).numpy())
         bar.add(len(features[-1]))
     return np.concatenate(features)
+
+
+def extract_features_by_camera(embedding_model: keras.Model, table: ImageTable,
+                               rows: np.ndarray, calibration: dict[int, np.ndarray],
+                               height: int, width: int, batch_size: int = 64, verbose: int = 1,
+                               flip: bool = False, log=print) -> np.ndarray:
+    """extract_features, each camera's images embedded with batch-norm statistics calibrated on
+    `calibration[camera]` (camera_bn.calibrated_to); a camera without calibration images keeps
+    the trained statistics. The model's trained statistics are restored afterwards."""
+    rows = np.asarray(rows, np.int64)
+    features = np.zeros((len(rows), embedding_model.output.shape[-1]), np.float32)
+    cams = table.camids[rows]
+    for cam in np.unique(cams):
+        chosen = calibration.get(int(cam), np.zeros(0, np.int64))
+        batches = pipeline.eval_dataset(table, chosen, height, width, batch_size)
+        with camera_bn.calibrated_to(embedding_model, batches) as count:
+            if verbose:
+                log(f"camera {cam}: {np.sum(cams == cam)} images, batch norm calibrated on "
+                    f"{count} images" if count else f"camera {cam}: no calibration image, "
+                    "trained batch-norm statistics kept")
+            features[cams == cam] = extract_features(embedding_model, table, rows[cams == cam],
+                                                     height, width, batch_size, verbose, flip)
+    return features
 
 
 def evaluate_trial(embedding_model: keras.Model, data: ReidData, trial: Trial, cfg: ModelConfig,
