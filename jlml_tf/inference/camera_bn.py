@@ -60,41 +60,72 @@ def _restore(layers, saved) -> None:
         layer.moving_variance.assign(variance)
 
 
-def calibrate(model, batches: Iterable) -> int:
-    """Sets every batch-norm layer's moving statistics to the average of its batch statistics
-    over `batches` (each weighted by its size), in one pass; returns the number of images.
+class Calibrator:
+    """Re-estimates a model's batch-norm statistics; build one per model and reuse it (its
+    forward pass is compiled once)."""
 
-    The model runs in training mode, so each layer sees its inputs normalised the way it will
-    see them afterwards ("precise BN"); nothing but the moving statistics changes (the model
-    must hold no dropout or other training-only randomness before its output). No batch: the
-    statistics stay as they are."""
-    layers = batch_norm_layers(model)
-    if not layers:
-        raise ValueError(f"{model.name}: no batch-norm layer to calibrate")
-    momenta = [l.momentum for l in layers]
-    seen = 0
-    try:
+    def __init__(self, model):
+        import tensorflow as tf
+
+        self.model = model
+        self.layers = batch_norm_layers(model)
+        if not self.layers:
+            raise ValueError(f"{model.name}: no batch-norm layer to calibrate")
+        # Momentum 0 while tracing: each batch's own statistics land in the moving ones, read
+        # after the step (the layers read their momentum when the graph is built).
+        momenta = [l.momentum for l in self.layers]
+        for layer in self.layers:
+            layer.momentum = 0.0
+        try:
+            step = tf.function(lambda x: model(x, training=True), reduce_retracing=True)
+            self._concrete = step.get_concrete_function(
+                tf.TensorSpec([None, *model.input.shape[1:]], tf.float32))
+        finally:
+            for layer, momentum in zip(self.layers, momenta):
+                layer.momentum = momentum
+
+    def calibrate(self, batches: Iterable) -> int:
+        """Sets every batch-norm layer's moving statistics to the average of its batch
+        statistics over `batches` (each weighted by its size); returns the number of images.
+
+        The model runs in training mode, so each layer sees its inputs normalised the way it
+        will see them afterwards ("precise BN"); nothing but the moving statistics changes (the
+        model must hold no dropout or other training-only randomness before its output). No
+        batch: the statistics stay as they are."""
+        import tensorflow as tf
+
+        saved = _statistics(self.layers)
+        sums = [(np.zeros_like(m, np.float64), np.zeros_like(v, np.float64)) for m, v in saved]
+        seen = 0
         for images in batches:
             size = int(images.shape[0])
             if size == 0:
                 continue
-            for layer in layers:  # new = old * m + batch * (1 - m): a running mean by size
-                layer.momentum = seen / (seen + size)
-            model(images, training=True)
+            self._concrete(tf.cast(images, tf.float32))
+            for (mean_sum, var_sum), (mean, variance) in zip(sums, _statistics(self.layers)):
+                mean_sum += size * mean
+                var_sum += size * variance
             seen += size
-    finally:
-        for layer, momentum in zip(layers, momenta):
-            layer.momentum = momentum
-    return seen
+        _restore(self.layers, saved if not seen else
+                 [(m / seen, v / seen) for m, v in sums])
+        return seen
+
+    @contextlib.contextmanager
+    def calibrated_to(self, batches: Iterable) -> Iterator[int]:
+        """Within the block the model's batch-norm statistics are those of `batches`; the
+        trained ones come back afterwards, also on an error. Yields the number of images."""
+        saved = _statistics(self.layers)
+        try:
+            yield self.calibrate(batches)
+        finally:
+            _restore(self.layers, saved)
 
 
-@contextlib.contextmanager
-def calibrated_to(model, batches: Iterable) -> Iterator[int]:
-    """Within the block the model's batch-norm statistics are those of `batches`; the trained
-    ones come back afterwards, also on an error. Yields the number of calibration images."""
-    layers = batch_norm_layers(model)
-    saved = _statistics(layers)
-    try:
-        yield calibrate(model, batches)
-    finally:
-        _restore(layers, saved)
+def calibrate(model, batches: Iterable) -> int:
+    """Calibrator(model).calibrate(batches), for a single calibration."""
+    return Calibrator(model).calibrate(batches)
+
+
+def calibrated_to(model, batches: Iterable):
+    """Calibrator(model).calibrated_to(batches), for a single calibration."""
+    return Calibrator(model).calibrated_to(batches)

@@ -17,20 +17,22 @@ from jlml_tf.inference import camera_bn
 from jlml_tf.modeling import jlml
 
 
-def extract_features(embedding_model: keras.Model, table: ImageTable, rows: np.ndarray,
-                     height: int, width: int, batch_size: int = 64, verbose: int = 1,
-                     flip: bool = False) -> np.ndarray:
-    """L2-normalised embeddings of `table` rows, in order (the deployed model's output).
+def embedding_function(embedding_model: keras.Model, flip: bool = False):
+    """The deployed embedding as a compiled function: float pixels -> L2-normalised float32.
 
     flip: test-time augmentation, the normalised sum of the image's and its mirror's embeddings
     (two forward passes; training flips too, so both views are in-distribution)."""
-    rows = np.asarray(rows, np.int64)
-    if len(rows) == 0:
-        return np.zeros((0, embedding_model.output.shape[-1]), np.float32)
     model = jlml.with_l2_normalization(embedding_model)
     if flip:
         model = jlml.with_flip_test(model)
-    forward = tf.function(lambda x: tf.cast(model(x, training=False), tf.float32))
+    return tf.function(lambda x: tf.cast(model(x, training=False), tf.float32),
+                       reduce_retracing=True)
+
+
+def _embed(forward, table: ImageTable, rows: np.ndarray, dim: int, height: int, width: int,
+           batch_size: int, verbose: int) -> np.ndarray:
+    if len(rows) == 0:
+        return np.zeros((0, dim), np.float32)
     bar = keras.utils.Progbar(len(rows), verbose=verbose, unit_name="image")
     features = []
     for images in pipeline.eval_dataset(table, rows, height, width, batch_size):
@@ -39,26 +41,41 @@ def extract_features(embedding_model: keras.Model, table: ImageTable, rows: np.n
     return np.concatenate(features)
 
 
+def extract_features(embedding_model: keras.Model, table: ImageTable, rows: np.ndarray,
+                     height: int, width: int, batch_size: int = 64, verbose: int = 1,
+                     flip: bool = False) -> np.ndarray:
+    """L2-normalised embeddings of `table` rows, in order (the deployed model's output;
+    `flip` as in embedding_function)."""
+    rows = np.asarray(rows, np.int64)
+    forward = embedding_function(embedding_model, flip) if len(rows) else None
+    return _embed(forward, table, rows, embedding_model.output.shape[-1], height, width,
+                  batch_size, verbose)
+
+
 def extract_features_by_camera(embedding_model: keras.Model, table: ImageTable,
                                rows: np.ndarray, calibration: dict[int, np.ndarray],
                                height: int, width: int, batch_size: int = 64, verbose: int = 1,
                                flip: bool = False, log=print) -> np.ndarray:
     """extract_features, each camera's images embedded with batch-norm statistics calibrated on
-    `calibration[camera]` (camera_bn.calibrated_to); a camera without calibration images keeps
+    `calibration[camera]` (camera_bn.Calibrator); a camera without calibration images keeps
     the trained statistics. The model's trained statistics are restored afterwards."""
     rows = np.asarray(rows, np.int64)
-    features = np.zeros((len(rows), embedding_model.output.shape[-1]), np.float32)
+    dim = embedding_model.output.shape[-1]
+    features = np.zeros((len(rows), dim), np.float32)
     cams = table.camids[rows]
+    calibrator = camera_bn.Calibrator(embedding_model)
+    forward = embedding_function(embedding_model, flip)
     for cam in np.unique(cams):
         chosen = calibration.get(int(cam), np.zeros(0, np.int64))
-        batches = pipeline.eval_dataset(table, chosen, height, width, batch_size)
-        with camera_bn.calibrated_to(embedding_model, batches) as count:
+        batches = pipeline.eval_dataset(table, chosen, height, width, batch_size) \
+            if len(chosen) else []
+        with calibrator.calibrated_to(batches) as count:
             if verbose:
                 log(f"camera {cam}: {np.sum(cams == cam)} images, batch norm calibrated on "
                     f"{count} images" if count else f"camera {cam}: no calibration image, "
                     "trained batch-norm statistics kept")
-            features[cams == cam] = extract_features(embedding_model, table, rows[cams == cam],
-                                                     height, width, batch_size, verbose, flip)
+            features[cams == cam] = _embed(forward, table, rows[cams == cam], dim, height,
+                                           width, batch_size, verbose)
     return features
 
 
