@@ -109,7 +109,10 @@ def define_flags(fv: flags.FlagValues | None = None) -> flags.FlagValues:
     flags.DEFINE_integer("epochs", 60, "Training epochs.", lower_bound=1, **d)
     flags.DEFINE_integer("batch_size", 32, "Global batch size.", lower_bound=1, **d)
     flags.DEFINE_integer("seed", 0, "Seed of initialisation, shuffling and augmentation.", **d)
-    flags.DEFINE_enum("sampler", "random", ("random", "pk"), "Batch sampler.", **d)
+    flags.DEFINE_enum("sampler", "random", ("random", "pk", "camera"), "Batch sampler: random "
+                      "images, P identities x K images (pk), or each batch of one camera "
+                      "(camera: batch norm trains on per-camera statistics, for evaluation's "
+                      "--camera_bn).", **d)
     flags.DEFINE_integer("images_per_identity", 4, "K of the P x K sampler.", lower_bound=1, **d)
     flags.DEFINE_bool("flip", True, "Random horizontal flip.", **d)
     flags.DEFINE_integer("pad", 10, "Pad-and-random-crop padding in pixels (0: off).", lower_bound=0,

@@ -25,6 +25,15 @@ def test_same_pid_values_in_two_data_sets_get_different_labels():
     assert labels[30:].tolist() == np.repeat([3, 4, 5, 6], 2).tolist()
 
 
+def test_cameras_of_two_data_sets_never_share_an_id_in_the_union():
+    big = _data("big", np.repeat([1, 2], 4))
+    big.table.camids[:] = np.tile([3, 5], 4)  # cameras 3 and 5
+    small = _data("small", [1, 1, 2])
+    small.table.camids[:] = [3, -1, 3]  # camera 3 again (another camera) and an unknown one
+    table, _, _ = union_for_training([(big, big.trials[0]), (small, small.trials[0])])
+    assert table.camids.tolist() == [0, 1] * 4 + [3, 2, 3]
+
+
 def test_identity_sampler_balances_identities_not_images_across_data_sets():
     big = _data("big", np.repeat(np.arange(1, 5), 30))  # 4 ids x 30 images
     small = _data("small", np.repeat(np.arange(1, 5), 2))  # 4 ids x 2 images

@@ -261,6 +261,29 @@ def test_pk_sampler_repeats_images_of_small_identities():
     assert len(np.unique(batch)) == 2 and set(np.unique(batch, return_counts=True)[1]) == {4}
 
 
+def test_camera_sampler_gives_batches_of_one_camera_and_a_full_epoch():
+    table = numbered_table(n=40, per_identity=5)
+    cameras = np.r_[np.zeros(21, int), np.ones(14, int), np.full(5, 7)]  # 21 + 14 + 5 images
+    table = ImageTable(table.images, table.pids, cameras, table.filenames)
+    labels = table.pids - 1
+    out = batches(pipeline.train_dataset(table, labels, H, W, 8, 0, 0, sampler="camera"))
+    # 5 batches: 2 + 1 whole ones, then the largest leftovers (camera 1: 6, camera 0: 5)
+    assert len(out) == pipeline.steps_per_epoch(40, 8) == 5
+    per_camera = []
+    for images, batch_labels in out:
+        rows = rows_of(images)
+        np.testing.assert_array_equal(labels[rows], batch_labels)
+        assert len(np.unique(cameras[rows])) == 1
+        per_camera.append(int(cameras[rows][0]))
+    assert sorted(per_camera) == [0, 0, 0, 1, 1]
+    again = pipeline.epoch_order(labels, 8, 0, 0, "camera", cameras=cameras)
+    np.testing.assert_array_equal(again, np.concatenate([rows_of(b[0]) for b in out]))
+    assert not np.array_equal(again, pipeline.epoch_order(labels, 8, 0, 1, "camera",
+                                                          cameras=cameras))
+    with pytest.raises(ValueError, match="camera of every"):
+        pipeline.epoch_order(labels, 8, 0, 0, "camera")
+
+
 def test_eval_dataset_preserves_order():
     table = numbered_table()
     rows = np.array([5, 2, 17, 0, 9, 23, 11])

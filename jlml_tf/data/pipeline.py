@@ -27,7 +27,7 @@ import tensorflow as tf
 from jlml_tf.config import PIXEL_MEAN
 from jlml_tf.data.types import ImageTable
 
-SAMPLERS = ("random", "pk")
+SAMPLERS = ("random", "pk", "camera")
 ERASING_FILLS = ("random", "mean", "zero")
 _ERASING_TRIES = 10
 
@@ -252,7 +252,7 @@ def steps_per_epoch(num_examples: int, batch_size: int, drop_remainder: bool = T
 
 def epoch_order(labels: np.ndarray, batch_size: int, seed: int, epoch: int,
                 sampler: str = "random", images_per_identity: int = 4,
-                drop_remainder: bool = True) -> np.ndarray:
+                drop_remainder: bool = True, cameras: np.ndarray | None = None) -> np.ndarray:
     """Row indices (into `labels`) of one epoch, in the order they are batched.
 
     "random": a permutation from default_rng([seed, epoch]).
@@ -261,9 +261,16 @@ def epoch_order(labels: np.ndarray, batch_size: int, seed: int, epoch: int,
     appears about equally often; an identity's images are drawn without replacement from a
     shuffled pool, reshuffled when fewer than K are left (an identity with fewer than K images
     fills its K by drawing some twice).
+    "camera": `steps_per_epoch` batches, each of one camera's images (`cameras[i]`, the camera
+    of row i), so every batch-norm layer trains on one camera's statistics, as it is
+    calibrated at test time (camera_bn; Zhuang et al., ECCV 2020).
     """
     labels = np.asarray(labels)
     rng = np.random.default_rng([seed, epoch])
+    if sampler == "camera":
+        if cameras is None or len(cameras) != len(labels):
+            raise ValueError("the camera sampler needs the camera of every training image")
+        return _camera_batches(np.asarray(cameras), batch_size, rng)
     if sampler == "random":
         order = rng.permutation(len(labels))
         if drop_remainder:
@@ -302,6 +309,32 @@ def epoch_order(labels: np.ndarray, batch_size: int, seed: int, epoch: int,
     return np.asarray(order, dtype=np.int64)
 
 
+def _camera_batches(cameras: np.ndarray, batch_size: int, rng: np.random.Generator
+                    ) -> np.ndarray:
+    """steps_per_epoch(len(cameras), batch_size) batches of one camera each, in random order.
+
+    Each camera gives floor(n / batch_size) batches of a permutation of its images; the batches
+    still missing go to the cameras with the most images left over, filled up with images of
+    the same camera drawn again (so a small camera still gets a batch)."""
+    steps = steps_per_epoch(len(cameras), batch_size)
+    groups = [np.flatnonzero(cameras == c) for c in np.unique(cameras)]
+    shuffled = [rng.permutation(g) for g in groups]
+    whole = [len(g) // batch_size for g in groups]
+    leftover = [len(g) - w * batch_size for g, w in zip(groups, whole)]
+    extra = np.zeros(len(groups), int)
+    for i in np.argsort([-n for n in leftover], kind="stable")[:max(steps - sum(whole), 0)]:
+        extra[i] = 1
+    batches = []
+    for g, order, w, e in zip(groups, shuffled, whole, extra):
+        batches += [order[b * batch_size:(b + 1) * batch_size] for b in range(w)]
+        if e:
+            rest = order[w * batch_size:]
+            fill = rng.choice(g, batch_size - len(rest))
+            batches.append(np.concatenate([rest, fill]))
+    picked = [batches[i] for i in rng.permutation(len(batches))[:steps]]
+    return np.concatenate(picked).astype(np.int64) if picked else np.zeros(0, np.int64)
+
+
 # ----------------------------------------------------------------------------------------------
 # Datasets
 
@@ -329,7 +362,7 @@ def train_dataset(table: ImageTable, labels: np.ndarray, height: int, width: int
     """One epoch of training batches `(images float32 [B, H, W, 3], labels int32 [B])`.
 
     `labels[i]` is the class of `table` row i. The order depends only on (seed, epoch) and the
-    sampler ("random" or "pk", see `epoch_order`); augmentation is keyed by (seed, epoch,
+    sampler ("random", "pk" or "camera" by `table.camids`, see `epoch_order`); augmentation is keyed by (seed, epoch,
     position in the epoch). `cache_decoded=True` decodes the table once into the module's
     `DECODED_CACHE` (uint8 in memory, kept across epochs; for small data sets); a
     `DecodedCache` instance uses that cache instead.
@@ -342,7 +375,7 @@ def train_dataset(table: ImageTable, labels: np.ndarray, height: int, width: int
         raise ValueError("train_dataset got an empty table")
     augment = NO_AUGMENT if augment is None else augment
     order = epoch_order(labels, batch_size, seed, epoch, sampler, images_per_identity,
-                        drop_remainder)
+                        drop_remainder, cameras=table.camids)
     positions = np.arange(len(order), dtype=np.int64)
     batch_labels = labels[order].astype(np.int32)
 

@@ -131,12 +131,18 @@ def keep_identity_fraction(data: ReidData, trial: Trial, fraction: float, seed: 
 def union_for_training(datasets: list[tuple[ReidData, Trial]]) -> tuple[ImageTable, np.ndarray, int]:
     """Training images of several data sets with disjoint identity labels.
 
-    Returns (table of the training images, labels 0..C-1, C).
+    Returns (table of the training images, labels 0..C-1, C). The table's camera ids are
+    renumbered 0..K-1 over the (data set, camera) pairs, so cameras of two data sets never
+    share an id (an unknown camera is one camera of its data set).
     """
-    tables, labels, offset = [], [], 0
+    tables, labels, offset, camera_offset = [], [], 0, 0
     for data, trial in datasets:
         lab, count = relabel(data.table.pids[trial.train])
-        tables.append(data.table.subset(trial.train))
+        table = data.table.subset(trial.train)
+        cams, num_cams = relabel(table.camids)
+        tables.append(ImageTable(table.images, table.pids, cams + camera_offset,
+                                 table.filenames))
         labels.append(lab + offset)
         offset += count
+        camera_offset += num_cams
     return ImageTable.concatenate(tables), np.concatenate(labels), offset
