@@ -398,3 +398,33 @@ def test_parity_checks_a_split_model_on_its_own_split():
     assert parity.own_trial_name(data, run_config) == "2"
     other = types.SimpleNamespace(name="cuhk01", protocol="871_100", trials=trials)
     assert parity.own_trial_name(other, run_config) is None  # another protocol's splits
+
+
+@pytest.mark.slow  # one more export (SavedModel only)
+def test_camera_bn_export_serves_the_statistics_of_that_cameras_images(tmp_path):
+    from jlml_tf.data import preprocessing
+    from jlml_tf.inference import camera_bn, embedders
+    from jlml_tf.inference import run_dir as run_dir_lib
+
+    run = fixtures.make_run(tmp_path / "run")
+    rng = np.random.default_rng(5)
+    files = []
+    for i in range(5):  # a dark, blue-cast camera
+        files.append(tmp_path / "camera" / f"{i}.png")
+        files[-1].parent.mkdir(exist_ok=True)
+        pixels = rng.integers(0, 80, (64, 32, 3), dtype=np.uint8)
+        pixels[..., 2] += 120
+        files[-1].write_bytes(tf.io.encode_png(pixels).numpy())
+    result = pipeline.export_run(run, tmp_path / "out", tflite_variants=(),
+                                 camera_images=[str(f) for f in files], progress=lambda m: None)
+    served = embedders.load_embedder(result.saved_model_dir)
+    x = rng.integers(0, 256, (3, 64, 32, 3), dtype=np.uint8)
+    model = run_dir_lib.load_run(run).embedding_model
+    plain = model(x.astype(np.float32), training=False).numpy()
+    with camera_bn.calibrated_to(model, [preprocessing.load_images(files, 64, 32).astype(
+            np.float32)]):
+        by_hand = model(x.astype(np.float32), training=False).numpy()
+    np.testing.assert_allclose(served.embed(x), by_hand, atol=1e-5)
+    assert not np.allclose(served.embed(x), plain, atol=1e-3)
+    card = json.loads((result.extras_dir / "model_card.json").read_text())
+    assert card["camera_bn"]["calibration_images"] == 5

@@ -61,6 +61,9 @@ def define_flags() -> flags.FlagValues:
                         "jlml_tf.evaluate --metric=xqda_map --save_linear_map`: export "
                         "onto_sphere(L^T e(x), R): XQDA's map on the unit sphere of one more "
                         "dimension, as the embedding (the `--metric=xqda_map` ranking).", **d)
+    flags.DEFINE_list("camera_bn_images", None, "Image files or folders of ONE camera: export "
+                      "the model with its batch-norm statistics re-estimated on them (evaluate's "
+                      "--camera_bn for a deployed camera; export once per camera).", **d)
     flags.DEFINE_bool("progress", True, "Progress bars on stderr inside conversion and parity.",
                       **d)
     return fv
@@ -82,6 +85,20 @@ def _data_source(fv: flags.FlagValues, run_config: dict):
     if not fv.parity_data and (not source.name or source.name not in jlml_tf_datasets.MODULES):
         return None
     return (source.name, source.protocol, source.data_dir, source.manual_dir, source.options)
+
+
+def _camera_images(fv: flags.FlagValues) -> list[str] | None:
+    if not fv.camera_bn_images:
+        return None
+    from jlml_tf.data import preprocessing
+
+    try:
+        files = preprocessing.list_images(fv.camera_bn_images)
+    except (FileNotFoundError, ValueError) as e:
+        raise UsageError(f"--camera_bn_images={','.join(fv.camera_bn_images)}: {e}")
+    if not files:
+        raise UsageError(f"--camera_bn_images={','.join(fv.camera_bn_images)}: no image found")
+    return files
 
 
 def run(fv: flags.FlagValues) -> None:
@@ -158,7 +175,8 @@ def run(fv: flags.FlagValues) -> None:
     result = pipeline.export_run(
         fv.run_dir, fv.export_dir, fv.model_name, fv.version, fv.tflite,
         calibration, fv.calibration_count, eval_set, runs, fv.num_threads, fv.overwrite,
-        flip_test=fv.flip_test, linear_map=fv.linear_map, progress=lambda m: print(m, flush=True), progress_bars=fv.progress)
+        flip_test=fv.flip_test, linear_map=fv.linear_map, progress=lambda m: print(m, flush=True), progress_bars=fv.progress,
+        camera_images=_camera_images(fv))
     out = result.card["output"]
     print(f"\nSavedModel:  {result.saved_model_dir} (`{out['name']}`: {out['dtype']} "
           f"[N, {out['shape'][1]}], L2-normalised)")

@@ -108,6 +108,16 @@ def _bar_factory(stream):
     return functools.partial(tqdm, file=stream, leave=False, dynamic_ncols=True)
 
 
+def _calibrate_to_camera(model, files: Sequence[str], cfg) -> int:
+    """Sets the model's batch-norm statistics to those of `files` (one camera's images)."""
+    from jlml_tf.data import preprocessing
+    from jlml_tf.inference import camera_bn
+
+    pixels = preprocessing.load_images(files, cfg.input_height, cfg.input_width)
+    batches = [pixels[i:i + 64].astype(np.float32) for i in range(0, len(pixels), 64)]
+    return camera_bn.Calibrator(model).calibrate(batches)
+
+
 def export_run(run_dir: str | os.PathLike, export_dir: str | os.PathLike,
                model_name: str = DEFAULT_MODEL_NAME, version: int | None = None,
                tflite_variants: Sequence[str] = tflite.VARIANTS,
@@ -115,8 +125,8 @@ def export_run(run_dir: str | os.PathLike, export_dir: str | os.PathLike,
                eval_set: parity.EvalSet | None = None, latency_runs: tuple[int, int] = (30, 10),
                num_threads: int = 2, overwrite: bool = False, flip_test: bool = False,
                linear_map: str | os.PathLike | None = None,
-               progress: Callable[[str], None] = print, progress_bars: bool = False
-               ) -> ExportResult:
+               progress: Callable[[str], None] = print, progress_bars: bool = False,
+               camera_images: Sequence[str] | None = None) -> ExportResult:
     """Exports a run directory (or checkpoint prefix); see the module docstring for the layout.
 
     `calibration` (training image files or an ImageTable) is needed for the int8 variant;
@@ -127,6 +137,8 @@ def export_run(run_dir: str | os.PathLike, export_dir: str | os.PathLike,
     exports onto_sphere(L^T e(x), R) (`jlml.with_linear_map`): the `--metric=xqda_map` ranking.
     The run's threshold.json, calibrated on its own embedding, is then left out; the map's own
     threshold (`evaluate --save_linear_map --calibrate_threshold`) is shipped instead.
+    `camera_images` (image files of one camera) re-estimates every batch-norm layer's statistics
+    on them before export (camera_bn.Calibrator): the model of that camera.
     `progress(message)` hears each numbered step and its wall time; `progress_bars` adds tqdm
     bars on stderr inside the long steps (int8 calibration, parity embedding and timing).
     What the TFLite converter prints on its own (`fully_quantize: 0, ...`, TensorFlow's
@@ -157,12 +169,16 @@ def export_run(run_dir: str | os.PathLike, export_dir: str | os.PathLike,
     with steps.step(f"loading {checkpoint}"):
         loaded = run_dir_lib.load_run(run_dir)
         cfg, l2 = loaded.model_cfg, loaded.embedding_model
+        if camera_images:
+            calibrated = _calibrate_to_camera(l2, camera_images, cfg)
         if flip_test:
             l2 = jlml.with_flip_test(l2)
         if mapped is not None:
             l2 = jlml.with_linear_map(l2, mapped.matrix, mapped.radius)
     height, width = cfg.input_height, cfg.input_width
     extras_note = (", test-time flip" if flip_test else "") + (
+        f", batch norm calibrated on {calibrated} images of one camera" if camera_images
+        else "") + (
         f", {mapped.source.get('metric', 'learned')} linear map {linear_map}" if mapped else "")
     progress(f"model: {height}x{width} RGB in, {l2.output.shape[-1]}-d L2-normalised embedding "
              f"out ({l2.count_params():,} parameters{extras_note})")
@@ -228,6 +244,11 @@ def export_run(run_dir: str | os.PathLike, export_dir: str | os.PathLike,
             card = model_card.build_card(cfg, l2, run_path, checkpoint, model_name, version,
                                          os.fspath(target), tflite_info, report, flip_test,
                                          map_info)
+            if camera_images:
+                card["camera_bn"] = {
+                    "calibration_images": calibrated,
+                    "meaning": "every batch-norm layer's statistics re-estimated on images of "
+                               "one camera: serve this model for that camera only"}
             model_card.write_card(card, extras)
             extra_files = {model_card.CARD_JSON: json.dumps(card, indent=2, default=str) + "\n"}
             threshold_file = run_path / threshold_lib.FILE_NAME
