@@ -100,6 +100,7 @@ def test_features_by_camera_use_each_cameras_statistics_and_leave_the_model_as_i
     cams = table.camids[rows]
     assert len(np.unique(cams)) >= 2
     first, other = np.unique(cams)[:2]
+    assert np.sum(cams == first) >= camera_bn.MIN_IMAGES
     calibration = {int(first): rows[cams == first]}  # `other` has none: trained statistics
     trained = [np.array(l.moving_mean) for l in camera_bn.batch_norm_layers(model)]
     got = eval_trial.extract_features_by_camera(model, table, rows, calibration, 64, 32,
@@ -114,6 +115,11 @@ def test_features_by_camera_use_each_cameras_statistics_and_leave_the_model_as_i
         by_hand = eval_trial.extract_features(model, table, rows[cams == first], 64, 32,
                                               verbose=0)
     np.testing.assert_allclose(got[cams == first], by_hand, atol=1e-4)
+    # too few calibration images: the camera keeps the trained statistics
+    few = {int(first): rows[cams == first][:camera_bn.MIN_IMAGES - 1]}
+    kept = eval_trial.extract_features_by_camera(model, table, rows, few, 64, 32,
+                                                 batch_size=8, verbose=0)
+    np.testing.assert_allclose(kept, plain, atol=1e-5)
 
 
 def image_batches(data, rows, batch_size):

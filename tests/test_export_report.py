@@ -409,12 +409,15 @@ def test_camera_bn_export_serves_the_statistics_of_that_cameras_images(tmp_path)
     run = fixtures.make_run(tmp_path / "run")
     rng = np.random.default_rng(5)
     files = []
-    for i in range(5):  # a dark, blue-cast camera
+    for i in range(8):  # a dark, blue-cast camera
         files.append(tmp_path / "camera" / f"{i}.png")
         files[-1].parent.mkdir(exist_ok=True)
         pixels = rng.integers(0, 80, (64, 32, 3), dtype=np.uint8)
         pixels[..., 2] += 120
         files[-1].write_bytes(tf.io.encode_png(pixels).numpy())
+    with pytest.raises(ValueError, match="--camera_bn_images: 7 images; at least 8"):
+        pipeline.export_run(run, tmp_path / "out", tflite_variants=(),
+                            camera_images=[str(f) for f in files[:7]], progress=lambda m: None)
     result = pipeline.export_run(run, tmp_path / "out", tflite_variants=(),
                                  camera_images=[str(f) for f in files], progress=lambda m: None)
     served = embedders.load_embedder(result.saved_model_dir)
@@ -427,4 +430,4 @@ def test_camera_bn_export_serves_the_statistics_of_that_cameras_images(tmp_path)
     np.testing.assert_allclose(served.embed(x), by_hand, atol=1e-5)
     assert not np.allclose(served.embed(x), plain, atol=1e-3)
     card = json.loads((result.extras_dir / "model_card.json").read_text())
-    assert card["camera_bn"]["calibration_images"] == 5
+    assert card["camera_bn"]["calibration_images"] == 8

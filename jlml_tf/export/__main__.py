@@ -93,12 +93,9 @@ def _camera_images(fv: flags.FlagValues) -> list[str] | None:
     from jlml_tf.data import preprocessing
 
     try:
-        files = preprocessing.list_images(fv.camera_bn_images)
+        return preprocessing.list_images(fv.camera_bn_images)
     except (FileNotFoundError, ValueError) as e:
         raise UsageError(f"--camera_bn_images={','.join(fv.camera_bn_images)}: {e}")
-    if not files:
-        raise UsageError(f"--camera_bn_images={','.join(fv.camera_bn_images)}: no image found")
-    return files
 
 
 def run(fv: flags.FlagValues) -> None:

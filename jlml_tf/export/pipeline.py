@@ -26,7 +26,7 @@ from typing import Callable, Sequence
 import numpy as np
 
 from jlml_tf import tf_quiet
-from jlml_tf.inference import embedders
+from jlml_tf.inference import camera_bn, embedders
 from jlml_tf.inference import threshold as threshold_lib
 from jlml_tf.inference import linear_map as linear_map_lib
 from jlml_tf.inference import run_dir as run_dir_lib
@@ -111,7 +111,6 @@ def _bar_factory(stream):
 def _calibrate_to_camera(model, files: Sequence[str], cfg) -> int:
     """Sets the model's batch-norm statistics to those of `files` (one camera's images)."""
     from jlml_tf.data import preprocessing
-    from jlml_tf.inference import camera_bn
 
     pixels = preprocessing.load_images(files, cfg.input_height, cfg.input_width)
     batches = [pixels[i:i + 64].astype(np.float32) for i in range(0, len(pixels), 64)]
@@ -151,6 +150,9 @@ def export_run(run_dir: str | os.PathLike, export_dir: str | os.PathLike,
         raise ValueError("the full int8 TFLite variant needs calibration images: pass "
                          "--calibration_images or a data set (--parity_data), or leave int8 out "
                          "of --tflite")
+    if camera_images is not None and len(camera_images) < camera_bn.MIN_IMAGES:
+        raise ValueError(f"--camera_bn_images: {len(camera_images)} images; at least "
+                         f"{camera_bn.MIN_IMAGES} are needed to estimate a camera's statistics")
     if not model_name or "/" in model_name or model_name.isdigit():
         raise ValueError(f"--model_name={model_name!r}: expected a plain, non-numeric name")
     run_path, checkpoint = run_dir_lib.resolve_checkpoint(run_dir)

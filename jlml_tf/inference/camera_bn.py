@@ -18,6 +18,10 @@ from typing import Iterable, Iterator
 import numpy as np
 
 SOURCES = ("off", "train", "test")  # where each camera's batch-norm statistics come from
+# Fewer images than this leave a camera with the trained statistics: the variance of the
+# pooled-feature batch norm (BNNeck) over one or two images is about zero, which would blow its
+# outputs up (GRID's camera 3 has one training image in most splits).
+MIN_IMAGES = 8
 
 
 def calibration_rows(source: str, table, trial, rows: np.ndarray) -> dict[int, np.ndarray]:
@@ -97,15 +101,20 @@ class Calibrator:
         saved = _statistics(self.layers)
         sums = [(np.zeros_like(m, np.float64), np.zeros_like(v, np.float64)) for m, v in saved]
         seen = 0
-        for images in batches:
-            size = int(images.shape[0])
-            if size == 0:
-                continue
-            self._concrete(tf.cast(images, tf.float32))
-            for (mean_sum, var_sum), (mean, variance) in zip(sums, _statistics(self.layers)):
-                mean_sum += size * mean
-                var_sum += size * variance
-            seen += size
+        try:
+            for images in batches:
+                size = int(images.shape[0])
+                if size == 0:
+                    continue
+                self._concrete(tf.cast(images, tf.float32))
+                for (mean_sum, var_sum), (mean, variance) in zip(sums,
+                                                                 _statistics(self.layers)):
+                    mean_sum += size * mean
+                    var_sum += size * variance
+                seen += size
+        except BaseException:
+            _restore(self.layers, saved)  # not one batch's statistics
+            raise
         _restore(self.layers, saved if not seen else
                  [(m / seen, v / seen) for m, v in sums])
         return seen

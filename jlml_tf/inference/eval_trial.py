@@ -57,8 +57,9 @@ def extract_features_by_camera(embedding_model: keras.Model, table: ImageTable,
                                height: int, width: int, batch_size: int = 64, verbose: int = 1,
                                flip: bool = False, log=print) -> np.ndarray:
     """extract_features, each camera's images embedded with batch-norm statistics calibrated on
-    `calibration[camera]` (camera_bn.Calibrator); a camera without calibration images keeps
-    the trained statistics. The model's trained statistics are restored afterwards."""
+    `calibration[camera]` (camera_bn.Calibrator); a camera with fewer than camera_bn.MIN_IMAGES
+    calibration images keeps the trained statistics. The model's trained statistics are
+    restored afterwards."""
     rows = np.asarray(rows, np.int64)
     dim = embedding_model.output.shape[-1]
     features = np.zeros((len(rows), dim), np.float32)
@@ -67,13 +68,14 @@ def extract_features_by_camera(embedding_model: keras.Model, table: ImageTable,
     forward = embedding_function(embedding_model, flip)
     for cam in np.unique(cams):
         chosen = calibration.get(int(cam), np.zeros(0, np.int64))
+        enough = len(chosen) >= camera_bn.MIN_IMAGES
         batches = pipeline.eval_dataset(table, chosen, height, width, batch_size) \
-            if len(chosen) else []
+            if enough else []
         with calibrator.calibrated_to(batches) as count:
             if verbose:
                 log(f"camera {cam}: {np.sum(cams == cam)} images, batch norm calibrated on "
-                    f"{count} images" if count else f"camera {cam}: no calibration image, "
-                    "trained batch-norm statistics kept")
+                    f"{count} images" if count else f"camera {cam}: {len(chosen)} calibration "
+                    f"images (fewer than {camera_bn.MIN_IMAGES}), trained statistics kept")
             features[cams == cam] = _embed(forward, table, rows[cams == cam], dim, height,
                                            width, batch_size, verbose)
     return features
