@@ -432,7 +432,7 @@ def evaluate_target(fv, target: Target, data, trial, out_dir: pathlib.Path, suff
                                                cfg.input_width, fv.batch_size, fv.verbose,
                                                fv.flip_test)
     else:
-        calibration = camera_bn.calibration_rows(fv.camera_bn, table, trial, rows)
+        calibration = camera_bn.calibration_rows(fv.camera_bn, table, trial)
         features = eval_trial.extract_features_by_camera(
             embedding_model, table, rows, calibration, cfg.input_height, cfg.input_width,
             fv.batch_size, fv.verbose, fv.flip_test, log)

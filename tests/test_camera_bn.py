@@ -8,6 +8,7 @@ import pytest
 from jlml_tf.config import ModelConfig
 from jlml_tf.inference import camera_bn, eval_trial
 from jlml_tf.modeling import jlml
+from jlml_tf.modeling.fused_batch_norm import FusedBatchNormalization
 
 
 def one_batch_norm_model():
@@ -37,10 +38,25 @@ def test_calibration_sets_the_statistics_of_all_batches_weighted_by_size():
     assert camera_bn.calibrate(model, batches) == 8
     everything = np.concatenate(batches)
     np.testing.assert_allclose(np.array(layer.moving_mean), everything.mean(0), rtol=1e-5)
-    # precise BN: the size-weighted mean of each batch's (biased) variance
-    expected_var = (3 * batches[0].var(0) + 5 * batches[1].var(0)) / 8
-    np.testing.assert_allclose(np.array(layer.moving_variance), expected_var, rtol=1e-5)
+    # the variance over all 8 images, spread between the two batches' means included
+    np.testing.assert_allclose(np.array(layer.moving_variance), everything.var(0), rtol=1e-5)
     assert layer.momentum == 0.9  # the training momentum is back
+
+
+def test_fused_calibration_on_batches_of_one_person_each_gives_the_variance_over_all():
+    # Images listed person by person: each batch holds one "person", so the average of the
+    # batch variances would be about 0.1 of the true one. 4x3 maps: 12 positions per image.
+    inputs = keras.Input((4, 3, 2))
+    layer = FusedBatchNormalization(momentum=0.99)
+    model = keras.Model(inputs, layer(inputs))
+    rng = np.random.default_rng(1)
+    people = [rng.normal(centre, 0.3, (4, 4, 3, 2)).astype("float32")
+              for centre in (-2.0, 0.0, 1.0, 3.0)]
+    assert camera_bn.calibrate(model, people) == 16
+    everything = np.concatenate(people).reshape(-1, 2)
+    np.testing.assert_allclose(np.array(layer.moving_mean), everything.mean(0), rtol=1e-4,
+                               atol=1e-5)
+    np.testing.assert_allclose(np.array(layer.moving_variance), everything.var(0), rtol=1e-4)
 
 
 def test_calibrated_to_restores_the_trained_statistics_also_after_an_error():
@@ -63,19 +79,25 @@ def test_no_calibration_batch_keeps_the_statistics_and_no_batch_norm_is_an_error
     assert camera_bn.calibrate(model, []) == 0
     np.testing.assert_allclose(np.array(layer.moving_variance), [4.0, 4.0, 4.0])
     dense = keras.Sequential([keras.Input((3,)), keras.layers.Dense(2)], name="no_bn")
-    with pytest.raises(ValueError, match="no_bn: no batch-norm layer"):
+    with pytest.raises(ValueError, match="no_bn: no batch-norm layer.*--camera_bn"):
         camera_bn.calibrate(dense, [np.zeros((1, 3), "float32")])
 
 
-def test_calibration_rows_per_camera_from_the_training_split_or_the_embedded_rows():
-    table = types.SimpleNamespace(camids=np.array([0, 1, 0, 1, 2, 0]))
-    trial = types.SimpleNamespace(train=np.array([0, 1, 3]))
-    train = camera_bn.calibration_rows("train", table, trial, np.array([2, 4, 5]))
-    assert {c: r.tolist() for c, r in train.items()} == {0: [0], 1: [1, 3]}
-    test = camera_bn.calibration_rows("test", table, trial, np.array([2, 4, 5]))
-    assert {c: r.tolist() for c, r in test.items()} == {0: [2, 5], 2: [4]}
+def test_calibration_rows_per_camera_from_the_training_split_or_the_test_images_shuffled():
+    table = types.SimpleNamespace(camids=np.array([0, 1, 0, 1, 2, 0, 0, 0, 0, 0]))
+    trial = types.SimpleNamespace(train=np.array([0, 1, 3]), query=np.array([2, 4]),
+                                  gallery=np.array([5, 6, 7, 8, 9]),
+                                  multi_query=np.array([4], np.int64))
+    train = camera_bn.calibration_rows("train", table, trial)
+    assert {c: sorted(r.tolist()) for c, r in train.items()} == {0: [0], 1: [1, 3]}
+    # "test": the query, gallery and multi-query images only, never the training split
+    test = camera_bn.calibration_rows("test", table, trial)
+    assert {c: sorted(r.tolist()) for c, r in test.items()} == {0: [2, 5, 6, 7, 8, 9], 2: [4]}
+    orders = {tuple(camera_bn.calibration_rows("test", table, trial, seed)[0])
+              for seed in range(5)}
+    assert len(orders) > 1  # shuffled (by seed), so batches mix the people of a camera
     with pytest.raises(ValueError, match="'off'.*train, test"):
-        camera_bn.calibration_rows("off", table, trial, np.array([2]))
+        camera_bn.calibration_rows("off", table, trial)
 
 
 @pytest.fixture(scope="module")

@@ -24,17 +24,23 @@ SOURCES = ("off", "train", "test")  # where each camera's batch-norm statistics 
 MIN_IMAGES = 8
 
 
-def calibration_rows(source: str, table, trial, rows: np.ndarray) -> dict[int, np.ndarray]:
+def calibration_rows(source: str, table, trial, seed: int = 0) -> dict[int, np.ndarray]:
     """Camera id -> the rows whose images calibrate that camera's batch norm: the trial's
-    training images of the camera ("train": no test image used, labels unused) or the embedded
-    images of the camera themselves ("test": transductive, as a deployed camera calibrated on
-    its own recent footage)."""
+    training images of the camera ("train": no test image used, labels unused) or the trial's
+    test images (query, gallery, multi-query) of the camera ("test": transductive, as a
+    deployed camera calibrated on its own recent footage; the training split is never pooled
+    in, also when its features are embedded for a learned metric).
+
+    Each camera's rows are shuffled (`seed`): the tables list a person's images together, and
+    batches of a few identities would each see a fraction of the between-person spread."""
     if source not in SOURCES[1:]:
         raise ValueError(f"camera batch-norm source {source!r}: expected one of "
                          f"{', '.join(SOURCES[1:])}")
-    pool = np.asarray(trial.train if source == "train" else rows, np.int64)
+    pool = np.asarray(trial.train, np.int64) if source == "train" else np.unique(
+        np.concatenate([trial.query, trial.gallery, trial.multi_query]).astype(np.int64))
     cams = table.camids[pool]
-    return {int(c): pool[cams == c] for c in np.unique(cams)}
+    rng = np.random.default_rng(seed)
+    return {int(c): rng.permutation(pool[cams == c]) for c in np.unique(cams)}
 
 
 def batch_norm_layers(model) -> list:
@@ -64,6 +70,11 @@ def _restore(layers, saved) -> None:
         layer.moving_variance.assign(variance)
 
 
+def _pooled(mean_sum: np.ndarray, square_sum: np.ndarray, count: int):
+    mean = mean_sum / count
+    return mean, np.maximum(square_sum / count - np.square(mean), 0.0)
+
+
 class Calibrator:
     """Re-estimates a model's batch-norm statistics; build one per model and reuse it (its
     forward pass is compiled once)."""
@@ -74,7 +85,8 @@ class Calibrator:
         self.model = model
         self.layers = batch_norm_layers(model)
         if not self.layers:
-            raise ValueError(f"{model.name}: no batch-norm layer to calibrate")
+            raise ValueError(f"{model.name}: no batch-norm layer to calibrate (--camera_bn and "
+                             "--camera_bn_images need a model with batch normalisation)")
         # Momentum 0 while tracing: each batch's own statistics land in the moving ones, read
         # after the step (the layers read their momentum when the graph is built).
         momenta = [l.momentum for l in self.layers]
@@ -89,13 +101,16 @@ class Calibrator:
                 layer.momentum = momentum
 
     def calibrate(self, batches: Iterable) -> int:
-        """Sets every batch-norm layer's moving statistics to the average of its batch
-        statistics over `batches` (each weighted by its size); returns the number of images.
+        """Sets every batch-norm layer's moving statistics to its statistics over all of
+        `batches`; returns the number of images.
 
-        The model runs in training mode, so each layer sees its inputs normalised the way it
-        will see them afterwards ("precise BN"); nothing but the moving statistics changes (the
-        model must hold no dropout or other training-only randomness before its output). No
-        batch: the statistics stay as they are."""
+        The mean is the size-weighted average of the batch means; the variance is the
+        variance over all images, E[var_b + mean_b^2] - mean^2, not the average of the batch
+        variances, which would miss the spread between batches ("precise BN", Wu & Johnson,
+        2021). The model runs in training mode, so each layer sees its inputs normalised the
+        way it will see them afterwards; nothing but the moving statistics changes (the model
+        must hold no dropout or other training-only randomness before its output). No batch:
+        the statistics stay as they are."""
         import tensorflow as tf
 
         saved = _statistics(self.layers)
@@ -107,16 +122,15 @@ class Calibrator:
                 if size == 0:
                     continue
                 self._concrete(tf.cast(images, tf.float32))
-                for (mean_sum, var_sum), (mean, variance) in zip(sums,
-                                                                 _statistics(self.layers)):
+                for (mean_sum, square_sum), (mean, variance) in zip(sums,
+                                                                    _statistics(self.layers)):
                     mean_sum += size * mean
-                    var_sum += size * variance
+                    square_sum += size * (variance + np.square(mean, dtype=np.float64))
                 seen += size
         except BaseException:
             _restore(self.layers, saved)  # not one batch's statistics
             raise
-        _restore(self.layers, saved if not seen else
-                 [(m / seen, v / seen) for m, v in sums])
+        _restore(self.layers, saved if not seen else [_pooled(m, s, seen) for m, s in sums])
         return seen
 
     @contextlib.contextmanager
