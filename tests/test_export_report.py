@@ -415,6 +415,15 @@ def test_camera_bn_export_serves_the_statistics_of_that_cameras_images(tmp_path)
         pixels = rng.integers(0, 80, (64, 32, 3), dtype=np.uint8)
         pixels[..., 2] += 120
         files[-1].write_bytes(tf.io.encode_png(pixels).numpy())
+    broken = tmp_path / "broken.png"
+    broken.write_bytes(b"not an image")
+    with pytest.raises(ValueError, match="--camera_bn_images: .*broken.png"):
+        pipeline.export_run(run, tmp_path / "out", tflite_variants=(),
+                            camera_images=[str(f) for f in files] + [str(broken)],
+                            progress=lambda m: None)
+    threshold_lib.save(threshold_lib.Calibration(
+        threshold=0.75, target_false_match_rate=0.01, false_match_rate=0.01, true_match_rate=0.5,
+        num_true_pairs=4, num_false_pairs=100), run)
     with pytest.raises(ValueError, match="--camera_bn_images: 7 images; at least 8"):
         pipeline.export_run(run, tmp_path / "out", tflite_variants=(),
                             camera_images=[str(f) for f in files[:7]], progress=lambda m: None)
@@ -431,3 +440,5 @@ def test_camera_bn_export_serves_the_statistics_of_that_cameras_images(tmp_path)
     assert not np.allclose(served.embed(x), plain, atol=1e-3)
     card = json.loads((result.extras_dir / "model_card.json").read_text())
     assert card["camera_bn"]["calibration_images"] == 8
+    # the run's threshold was set with the trained statistics: not shipped with this camera's
+    assert not (result.extras_dir / threshold_lib.FILE_NAME).exists()

@@ -109,10 +109,15 @@ def _bar_factory(stream):
 
 
 def _calibrate_to_camera(model, files: Sequence[str], cfg) -> int:
-    """Sets the model's batch-norm statistics to those of `files` (one camera's images)."""
+    """Sets the model's batch-norm statistics to those of `files` (one camera's images), in a
+    fixed shuffled order: folders list a person's images together (camera_bn.calibration_rows)."""
     from jlml_tf.data import preprocessing
 
-    pixels = preprocessing.load_images(files, cfg.input_height, cfg.input_width)
+    files = [files[i] for i in np.random.default_rng(0).permutation(len(files))]
+    try:
+        pixels = preprocessing.load_images(files, cfg.input_height, cfg.input_width)
+    except preprocessing.UnreadableImageError as e:
+        raise ValueError(f"--camera_bn_images: {e}") from e
     batches = [pixels[i:i + 64].astype(np.float32) for i in range(0, len(pixels), 64)]
     return camera_bn.Calibrator(model).calibrate(batches)
 
@@ -137,7 +142,8 @@ def export_run(run_dir: str | os.PathLike, export_dir: str | os.PathLike,
     The run's threshold.json, calibrated on its own embedding, is then left out; the map's own
     threshold (`evaluate --save_linear_map --calibrate_threshold`) is shipped instead.
     `camera_images` (image files of one camera) re-estimates every batch-norm layer's statistics
-    on them before export (camera_bn.Calibrator): the model of that camera.
+    on them before export (camera_bn.Calibrator): the model of that camera. Its distances differ
+    from the trained model's, so the run's threshold.json is left out of that export too.
     `progress(message)` hears each numbered step and its wall time; `progress_bars` adds tqdm
     bars on stderr inside the long steps (int8 calibration, parity embedding and timing).
     What the TFLite converter prints on its own (`fully_quantize: 0, ...`, TensorFlow's
@@ -261,6 +267,9 @@ def export_run(run_dir: str | os.PathLike, export_dir: str | os.PathLike,
                 progress(f"{threshold_file} is calibrated on the run's own embedding, not the "
                          "mapped one: left out of this export (calibrate one on the mapped "
                          "embedding with `evaluate --save_linear_map --calibrate_threshold`)")
+            elif threshold_file.is_file() and camera_images:
+                progress(f"{threshold_file} is calibrated with the trained batch-norm "
+                         "statistics, not this camera's: left out of this export")
             elif threshold_file.is_file():  # the run's "no match" threshold travels with it
                 extra_files[threshold_lib.FILE_NAME] = threshold_file.read_text()
                 shutil.copyfile(threshold_file, extras / threshold_lib.FILE_NAME)
