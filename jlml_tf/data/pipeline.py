@@ -270,7 +270,7 @@ def epoch_order(labels: np.ndarray, batch_size: int, seed: int, epoch: int,
     if sampler == "camera":
         if cameras is None or len(cameras) != len(labels):
             raise ValueError("the camera sampler needs the camera of every training image")
-        return _camera_batches(np.asarray(cameras), batch_size, rng)
+        return _camera_batches(np.asarray(cameras), batch_size, rng, drop_remainder)
     if sampler == "random":
         order = rng.permutation(len(labels))
         if drop_remainder:
@@ -309,21 +309,26 @@ def epoch_order(labels: np.ndarray, batch_size: int, seed: int, epoch: int,
     return np.asarray(order, dtype=np.int64)
 
 
-def _camera_batches(cameras: np.ndarray, batch_size: int, rng: np.random.Generator
-                    ) -> np.ndarray:
-    """steps_per_epoch(len(cameras), batch_size) batches of one camera each, in random order.
+def _camera_batches(cameras: np.ndarray, batch_size: int, rng: np.random.Generator,
+                    drop_remainder: bool = True) -> np.ndarray:
+    """steps_per_epoch(len(cameras), batch_size, drop_remainder) batches of one camera each, in
+    random order.
 
-    Each camera gives floor(n / batch_size) batches of a permutation of its images; the batches
-    still missing go to the cameras with the most images left over, filled up with images of
-    the same camera drawn again (so a small camera still gets a batch)."""
-    steps = steps_per_epoch(len(cameras), batch_size)
+    Each camera gives floor(n / batch_size) batches of a permutation of its images. The batches
+    still missing go to cameras drawn anew each epoch, without replacement and in proportion to
+    the images they have left over; such a batch is its leftover filled up with images of the
+    same camera drawn again. So a camera smaller than a batch still gets batches over the
+    epochs. (There are always enough: the missing batches are at most ceil(sum of leftovers /
+    batch_size), and each leftover is smaller than a batch.)"""
+    steps = steps_per_epoch(len(cameras), batch_size, drop_remainder)
     groups = [np.flatnonzero(cameras == c) for c in np.unique(cameras)]
     shuffled = [rng.permutation(g) for g in groups]
-    whole = [len(g) // batch_size for g in groups]
-    leftover = [len(g) - w * batch_size for g, w in zip(groups, whole)]
-    extra = np.zeros(len(groups), int)
-    for i in np.argsort([-n for n in leftover], kind="stable")[:max(steps - sum(whole), 0)]:
-        extra[i] = 1
+    whole = np.array([len(g) // batch_size for g in groups])
+    leftover = np.array([len(g) for g in groups]) - whole * batch_size
+    missing = max(steps - int(whole.sum()), 0)
+    extra = np.zeros(len(groups), bool)
+    if missing:
+        extra[rng.choice(len(groups), missing, replace=False, p=leftover / leftover.sum())] = True
     batches = []
     for g, order, w, e in zip(groups, shuffled, whole, extra):
         batches += [order[b * batch_size:(b + 1) * batch_size] for b in range(w)]
