@@ -45,6 +45,10 @@ class ModelConfig:
     ibn_stages: int = 0
     # Training through tf.nn.fused_batch_norm: same outputs and weights, faster (BENCHMARKS.md).
     fused_batch_norm: bool = True
+    # > 0: in training, every batch norm normalises each group of this many consecutive images
+    # on its own (one camera per group with --sampler=camera --cameras_per_batch; camera-based
+    # BN, Zhuang et al. 2020). Training only: the deployed model is built with 0.
+    batch_norm_group_size: int = 0
 
     def __post_init__(self):
         for name in ("global_widths", "local_widths", "units_per_stage", "stage_strides"):
@@ -69,6 +73,8 @@ class ModelConfig:
                 fail(name, getattr(self, name), f"{stages} values, one per stage")
         if not 0 <= self.ibn_stages <= stages:
             fail("ibn_stages", self.ibn_stages, f"an integer from 0 to {stages} (the stages)")
+        if self.batch_norm_group_size < 0:
+            fail("batch_norm_group_size", self.batch_norm_group_size, "0 (off) or more")
         if self.input_height < 8 * self.num_stripes or self.input_width < 16:
             fail("input_height/input_width", (self.input_height, self.input_width),
                  f"at least {8 * self.num_stripes}x16 for {self.num_stripes} stripes")

@@ -114,6 +114,10 @@ def define_flags(fv: flags.FlagValues | None = None) -> flags.FlagValues:
                       "(camera: batch norm trains on per-camera statistics, for evaluation's "
                       "--camera_bn).", **d)
     flags.DEFINE_integer("images_per_identity", 4, "K of the P x K sampler.", lower_bound=1, **d)
+    flags.DEFINE_integer("cameras_per_batch", 1, "With --sampler=camera: each batch is this many "
+                         "groups of one camera, and every batch norm normalises each group on "
+                         "its own while training (camera-based BN, Zhuang et al. 2020); must "
+                         "divide --batch_size.", lower_bound=1, **d)
     flags.DEFINE_bool("flip", True, "Random horizontal flip.", **d)
     flags.DEFINE_integer("pad", 10, "Pad-and-random-crop padding in pixels (0: off).", lower_bound=0,
                          **d)
@@ -164,6 +168,12 @@ def define_flags(fv: flags.FlagValues | None = None) -> flags.FlagValues:
         lambda f: not f["triplet_weight"] or (f["sampler"] == "pk" and f["images_per_identity"] > 1),
         message="--triplet_weight needs positives in every batch: --sampler=pk with "
                 "--images_per_identity of 2 or more", flag_values=fv)
+    flags.register_multi_flags_validator(
+        ["cameras_per_batch", "sampler", "batch_size"],
+        lambda f: f["cameras_per_batch"] == 1 or (
+            f["sampler"] == "camera" and f["batch_size"] % f["cameras_per_batch"] == 0),
+        message="--cameras_per_batch > 1 needs --sampler=camera and must divide --batch_size",
+        flag_values=fv)
     return fv
 
 
@@ -185,9 +195,15 @@ def model_config(fv: flags.FlagValues, num_classes: int = 2) -> ModelConfig:
             stage_strides=_int_list(fv, "stage_strides"), feature_dim=fv.feature_dim,
             branches=fv.branches, loss_mode=fv.loss_mode, num_classes=num_classes,
             dropout=fv.dropout, feature_bn=fv.feature_bn, sync_batch_norm=fv.sync_batch_norm,
-            fused_batch_norm=fv.fused_batch_norm, ibn_stages=fv.ibn_stages)
+            fused_batch_norm=fv.fused_batch_norm, ibn_stages=fv.ibn_stages,
+            batch_norm_group_size=_camera_group_size(fv))
     except ValueError as e:  # name the flag, not the dataclass field
         raise flags.ValidationError(str(e).replace("ModelConfig.", "--")) from None
+
+
+def _camera_group_size(fv: flags.FlagValues) -> int:
+    """Images per one-camera group of a batch (0: batch norm over the whole batch)."""
+    return fv.batch_size // fv.cameras_per_batch if fv.cameras_per_batch > 1 else 0
 
 
 def sparsity_config(fv: flags.FlagValues) -> SparsityConfig:
@@ -219,7 +235,7 @@ def train_config(fv: flags.FlagValues) -> TrainConfig:
         mixed_precision=precision.resolve(fv.mixed_precision, fv.strategy),
         jit_compile=fv.jit_compile,
         sampler=fv.sampler, images_per_identity=fv.images_per_identity,
-        cache_decoded=fv.cache_decoded, init_from=fv.init_from,
+        cameras_per_batch=fv.cameras_per_batch, cache_decoded=fv.cache_decoded, init_from=fv.init_from,
         init_classifiers=fv.init_classifiers)
 
 

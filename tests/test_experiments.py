@@ -74,11 +74,19 @@ def test_ablation_overrides_the_base_config(parse):
     (["--branches=both_ways"], "branches"), (["--num_stripes=11"], "num_stripes"),
     (["--optimizer=rmsprop"], "optimizer"), (["--global_widths=32,x"], "global_widths"),
     (["--dataset=imagenet"], "dataset"), (["--triplet_weight=1"], "sampler=pk"),
-    (["--ibn_stages=5"], "ibn_stages"),
+    (["--ibn_stages=5"], "ibn_stages"), (["--cameras_per_batch=2"], "sampler=camera"),
+    (["--sampler=camera", "--batch_size=32", "--cameras_per_batch=3"], "divide --batch_size"),
     (["--triplet_weight=1", "--sampler=pk", "--images_per_identity=1"], "images_per_identity")])
 def test_bad_flag_value_names_the_flag(parse, argv, fragment):
     with pytest.raises(flags.Error, match=fragment):
         parse(*argv)
+
+
+def test_cameras_per_batch_sets_the_batch_norm_group_size(parse):
+    values = parse("--sampler=camera", "--batch_size=32", "--cameras_per_batch=4")
+    assert jflags.model_config(values).batch_norm_group_size == 8
+    assert jflags.train_config(values).cameras_per_batch == 4
+    assert jflags.model_config(parse("--sampler=camera")).batch_norm_group_size == 0
 
 
 def test_enum_error_lists_allowed_values(parse):

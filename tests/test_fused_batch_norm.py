@@ -96,3 +96,46 @@ def test_mixed_bfloat16_matches_plain_layer_within_bfloat16_precision():
                                atol=3e-2)
     for a, b in zip(fused.non_trainable_weights, plain.non_trainable_weights):
         np.testing.assert_allclose(a.numpy(), b.numpy(), rtol=1e-2, atol=1e-3)
+
+
+@pytest.mark.parametrize("shape", [(6, 4, 3, 2), (6, 2)])
+def test_groups_are_each_normalised_like_a_batch_of_their_own(shape):
+    # one layer over 3 groups of 2 images = the plain layer over each group alone
+    grouped = FusedBatchNormalization(momentum=0.9, epsilon=1e-5, group_size=2)
+    plain = keras.layers.BatchNormalization(momentum=0.9, epsilon=1e-5)
+    for layer in (grouped, plain):
+        layer.build((None, *shape[1:]))
+    weights = [np.array([1.5, 0.5]), np.array([0.1, -0.2]), np.zeros(2), np.ones(2)]
+    grouped.set_weights(weights)
+    x = np.random.default_rng(2).normal(0.0, 1.0, shape).astype(np.float32)
+    x[2:4] += 5.0  # a camera with another mean
+    y = grouped(tf.constant(x), training=True).numpy()
+    means, variances = [], []
+    for g in range(3):
+        plain.set_weights(weights)
+        np.testing.assert_allclose(y[2 * g:2 * g + 2], plain(x[2 * g:2 * g + 2], training=True),
+                                   atol=1e-5)
+        axes = tuple(range(len(shape) - 1))
+        means.append(x[2 * g:2 * g + 2].mean(axes))
+        variances.append(x[2 * g:2 * g + 2].var(axes))
+    # the moving statistics follow the groups' average: the within-camera statistics
+    np.testing.assert_allclose(grouped.moving_mean.numpy(), 0.1 * np.mean(means, 0), rtol=1e-5)
+    np.testing.assert_allclose(grouped.moving_variance.numpy(),
+                               0.9 + 0.1 * np.mean(variances, 0), rtol=1e-5)
+    assert FusedBatchNormalization.from_config(grouped.get_config()).group_size == 2
+    with pytest.raises(tf.errors.InvalidArgumentError, match="whole groups of group_size=2"):
+        grouped(tf.constant(x[:5]), training=True)
+
+
+def test_grouped_network_builds_grouped_layers_and_deploys_without_them(tiny_model_config):
+    from jlml_tf.inference import camera_bn, run_dir
+
+    cfg = dataclasses.replace(tiny_model_config, feature_bn=True, batch_norm_group_size=2)
+    training, _ = jlml.build_jlml(cfg)
+    layers = camera_bn.batch_norm_layers(training)
+    assert layers and all(getattr(l, "group_size", 0) == 2 for l in layers)
+    deployed, _ = run_dir.build_deployed(cfg)
+    assert all(getattr(l, "group_size", 0) == 0 for l in camera_bn.batch_norm_layers(deployed))
+    assert training.count_params() == deployed.count_params()
+    with pytest.raises(ValueError, match="batch_norm_group_size"):
+        dataclasses.replace(cfg, batch_norm_group_size=-1)

@@ -308,6 +308,19 @@ def test_camera_sampler_gives_a_camera_smaller_than_a_batch_batches_over_the_epo
     assert drawn == {0, 1, 2, 3, 4, 9}
 
 
+def test_camera_sampler_with_two_cameras_per_batch_gives_two_one_camera_groups():
+    cameras = np.r_[np.zeros(20, int), np.ones(12, int), np.full(9, 5)]  # 41 images
+    labels = np.arange(len(cameras))
+    order = pipeline.epoch_order(labels, 8, 0, 0, "camera", cameras=cameras,
+                                 cameras_per_batch=2)
+    assert len(order) == 8 * pipeline.steps_per_epoch(41, 8) and len(set(order)) > 30
+    groups = cameras[order].reshape(-1, 4)  # batch 8 = 2 consecutive groups of 4
+    assert (groups == groups[:, :1]).all()
+    assert len(set(groups[:, 0])) == 3
+    with pytest.raises(ValueError, match="cameras_per_batch=3 must divide"):
+        pipeline.epoch_order(labels, 8, 0, 0, "camera", cameras=cameras, cameras_per_batch=3)
+
+
 def test_eval_dataset_preserves_order():
     table = numbered_table()
     rows = np.array([5, 2, 17, 0, 9, 23, 11])

@@ -291,3 +291,19 @@ def test_triplet_needs_whole_identities_in_each_batch(tmp_path, tiny_model_confi
     with pytest.raises(ValueError, match="images_per_identity=3"):
         make_trainer(tmp_path, tiny_model_config, sampler="pk", images_per_identity=3,
                      triplet_weight=1.0)  # batch 8 is not whole identities of 3
+
+
+def test_per_camera_batch_norm_trains_and_needs_matching_camera_groups(tmp_path,
+                                                                        tiny_model_config):
+    table = colour_table()
+    table = ImageTable(table.images, table.pids, np.arange(len(table)) % 2, table.filenames)
+    grouped = dataclasses.replace(tiny_model_config, batch_norm_group_size=4)
+    with pytest.raises(ValueError, match="groups of 4 images needs --sampler=camera"):
+        make_trainer(tmp_path / "a", grouped, table=table, sampler="camera")  # 1 camera/batch
+    trainer = make_trainer(tmp_path / "b", grouped, epochs=1, table=table, sampler="camera",
+                           cameras_per_batch=2)
+    batch = next(iter(trainer._dataset(0, 0)))
+    first = float(trainer.train_step(batch)["loss"])
+    for _ in range(15):
+        last = float(trainer.train_step(batch)["loss"])
+    assert last < 0.7 * first

@@ -252,7 +252,8 @@ def steps_per_epoch(num_examples: int, batch_size: int, drop_remainder: bool = T
 
 def epoch_order(labels: np.ndarray, batch_size: int, seed: int, epoch: int,
                 sampler: str = "random", images_per_identity: int = 4,
-                drop_remainder: bool = True, cameras: np.ndarray | None = None) -> np.ndarray:
+                drop_remainder: bool = True, cameras: np.ndarray | None = None,
+                cameras_per_batch: int = 1) -> np.ndarray:
     """Row indices (into `labels`) of one epoch, in the order they are batched.
 
     "random": a permutation from default_rng([seed, epoch]).
@@ -263,14 +264,22 @@ def epoch_order(labels: np.ndarray, batch_size: int, seed: int, epoch: int,
     fills its K by drawing some twice).
     "camera": `steps_per_epoch` batches, each of one camera's images (`cameras[i]`, the camera
     of row i), so every batch-norm layer trains on one camera's statistics, as it is
-    calibrated at test time (camera_bn; Zhuang et al., ECCV 2020).
+    calibrated at test time (camera_bn; Zhuang et al., ECCV 2020). With `cameras_per_batch`
+    G > 1, each batch is G consecutive groups of batch_size / G images, each of one camera
+    (drawn independently, so two groups may share a camera), for batch norm that normalises
+    each group on its own (ModelConfig.batch_norm_group_size).
     """
     labels = np.asarray(labels)
     rng = np.random.default_rng([seed, epoch])
     if sampler == "camera":
         if cameras is None or len(cameras) != len(labels):
             raise ValueError("the camera sampler needs the camera of every training image")
-        return _camera_batches(np.asarray(cameras), batch_size, rng, drop_remainder)
+        if cameras_per_batch < 1 or batch_size % cameras_per_batch:
+            raise ValueError(f"--cameras_per_batch={cameras_per_batch} must divide "
+                             f"--batch_size={batch_size}")
+        group = batch_size // cameras_per_batch
+        groups = _camera_batches(np.asarray(cameras), group, rng, drop_remainder)
+        return groups[:steps_per_epoch(len(labels), batch_size, drop_remainder) * batch_size]
     if sampler == "random":
         order = rng.permutation(len(labels))
         if drop_remainder:
@@ -363,7 +372,8 @@ def train_dataset(table: ImageTable, labels: np.ndarray, height: int, width: int
                   batch_size: int, seed: int, epoch: int,
                   augment: AugmentConfig | None = None, drop_remainder: bool = True,
                   sampler: str = "random", images_per_identity: int = 4,
-                  cache_decoded: bool | DecodedCache = False) -> tf.data.Dataset:
+                  cache_decoded: bool | DecodedCache = False,
+                  cameras_per_batch: int = 1) -> tf.data.Dataset:
     """One epoch of training batches `(images float32 [B, H, W, 3], labels int32 [B])`.
 
     `labels[i]` is the class of `table` row i. The order depends only on (seed, epoch) and the
@@ -380,7 +390,8 @@ def train_dataset(table: ImageTable, labels: np.ndarray, height: int, width: int
         raise ValueError("train_dataset got an empty table")
     augment = NO_AUGMENT if augment is None else augment
     order = epoch_order(labels, batch_size, seed, epoch, sampler, images_per_identity,
-                        drop_remainder, cameras=table.camids)
+                        drop_remainder, cameras=table.camids,
+                        cameras_per_batch=cameras_per_batch)
     positions = np.arange(len(order), dtype=np.int64)
     batch_labels = labels[order].astype(np.int32)
 

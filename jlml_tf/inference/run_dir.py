@@ -108,11 +108,12 @@ class LoadedRun:
 
 def build_deployed(cfg: ModelConfig) -> tuple[keras.Model, keras.Model]:
     """JLML as it is deployed: float32, whatever policy trained it or is set globally (left
-    as it was)."""
+    as it was), and batch norm over whole batches (per-camera groups are a training setting:
+    a training-mode pass, as camera_bn's calibration, must not need whole groups)."""
     previous = keras.mixed_precision.global_policy()
     keras.mixed_precision.set_global_policy("float32")
     try:
-        return jlml.build_jlml(cfg)
+        return jlml.build_jlml(dataclasses.replace(cfg, batch_norm_group_size=0))
     finally:
         keras.mixed_precision.set_global_policy(previous)
 

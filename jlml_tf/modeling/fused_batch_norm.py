@@ -6,6 +6,11 @@ memory-bound work comparable to the convolutions. `tf.nn.fused_batch_norm` (oneD
 on GPU) does it in one pass. Same variables, same formula, same moving-average update: a model
 built with it loads the plain model's checkpoints and computes the same outputs (see the test).
 Inference and every case the fused kernel does not cover use the parent's code.
+
+`group_size` > 0 (training only): the batch is consecutive groups of that many images, each
+normalised with its own statistics (camera-based batch norm, Zhuang et al., ECCV 2020: with
+`--sampler=camera --cameras_per_batch`, each group holds one camera's images). The moving
+statistics average the groups' ones, the within-camera statistics that `camera_bn` calibrates.
 """
 from __future__ import annotations
 
@@ -16,12 +21,21 @@ import tensorflow as tf
 @keras.saving.register_keras_serializable(package="jlml_tf")
 class FusedBatchNormalization(keras.layers.BatchNormalization):
 
+    def __init__(self, *args, group_size: int = 0, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.group_size = int(group_size)
+
+    def get_config(self):
+        return {**super().get_config(), "group_size": self.group_size}
+
     def _fused_applies(self, inputs, training, mask) -> bool:
         return (bool(training) and self.trainable and mask is None and not self.synchronized
                 and not self.renorm and len(inputs.shape) == 4
                 and self.axis in (-1, 3) and keras.backend.backend() == "tensorflow")
 
     def call(self, inputs, training=None, mask=None):
+        if self.group_size and training and self.trainable:
+            return self._grouped(inputs)
         if not self._fused_applies(inputs, training, mask):
             return super().call(inputs, training=training, mask=mask)
         channels = inputs.shape[-1]
@@ -40,3 +54,29 @@ class FusedBatchNormalization(keras.layers.BatchNormalization):
         self.moving_variance.assign(
             self.moving_variance * self.momentum + variance * (1.0 - self.momentum))
         return tf.cast(y, self.compute_dtype)
+
+    def _grouped(self, inputs):
+        """Each group of `group_size` consecutive images normalised with its own statistics."""
+        if self.axis not in (-1, len(inputs.shape) - 1):
+            raise ValueError(f"{self.name}: group_size needs channels-last inputs")
+        shape = tf.shape(inputs)
+        tf.debugging.assert_equal(shape[0] % self.group_size, 0, message=(
+            f"{self.name}: a training batch must be whole groups of group_size="
+            f"{self.group_size} images"))
+        x = tf.cast(inputs, "float32")
+        groups = tf.reshape(x, tf.concat([[-1, self.group_size], shape[1:]], 0))
+        axes = list(range(1, len(inputs.shape)))  # within a group: all but the channels
+        mean, variance = tf.nn.moments(groups, axes=axes, keepdims=True)
+        y = (groups - mean) * tf.math.rsqrt(variance + self.epsilon)
+        if self.scale:
+            y = y * tf.cast(self.gamma, "float32")
+        if self.center:
+            y = y + tf.cast(self.beta, "float32")
+        channels = inputs.shape[-1]
+        group_mean = tf.reduce_mean(tf.reshape(mean, [-1, channels]), 0)
+        group_variance = tf.reduce_mean(tf.reshape(variance, [-1, channels]), 0)
+        self.moving_mean.assign(
+            self.moving_mean * self.momentum + group_mean * (1.0 - self.momentum))
+        self.moving_variance.assign(
+            self.moving_variance * self.momentum + group_variance * (1.0 - self.momentum))
+        return tf.cast(tf.reshape(y, shape), self.compute_dtype)

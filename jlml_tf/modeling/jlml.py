@@ -22,7 +22,7 @@ UNI_CLASSIFIER = "uni_classifier"
 
 def _batch_norm_options(cfg: ModelConfig) -> dict:
     return dict(bn_momentum=cfg.batch_norm_momentum, sync_bn=cfg.sync_batch_norm,
-                fused_bn=cfg.fused_batch_norm)
+                fused_bn=cfg.fused_batch_norm, bn_group_size=cfg.batch_norm_group_size)
 
 
 def _global_branch(x, cfg: ModelConfig):
@@ -49,6 +49,9 @@ def _local_branch(x, cfg: ModelConfig):
 def _feature(x, cfg: ModelConfig, branch: str):
     if not cfg.feature_bn:
         return x
+    if cfg.batch_norm_group_size:
+        return residual.batch_norm(f"{branch}_feature_bn", cfg.batch_norm_momentum,
+                                   bn_group_size=cfg.batch_norm_group_size)(x)
     return layers.BatchNormalization(momentum=cfg.batch_norm_momentum, epsilon=1e-5,
                                      name=f"{branch}_feature_bn")(x)
 

@@ -49,6 +49,7 @@ class TrainConfig:
     jit_compile: bool = False
     sampler: str = "random"  # "pk": P identities x K images per batch
     images_per_identity: int = 4
+    cameras_per_batch: int = 1  # "camera" sampler: groups of one camera per batch
     cache_decoded: bool = True
     init_from: str | None = None  # a run or checkpoint to copy feature weights from
     init_classifiers: bool = False  # copy its identity classifiers too (same identities)
@@ -77,6 +78,7 @@ class Trainer:
         self.evaluate_fn = evaluate_fn
         self.chief = distribute.is_chief(self.strategy)
         self._check_triplet_batches()
+        self._check_camera_groups()
         self.steps_per_epoch = self._steps_per_epoch()
         self.total_steps = self.steps_per_epoch * train_cfg.epochs
         opt_cfg = dataclasses.replace(opt_cfg, total_steps=self.total_steps)
@@ -112,6 +114,22 @@ class Trainer:
                 f"{cfg.batch_size} over {self.strategy.num_replicas_in_sync} replicas) of at "
                 f"least two whole identities of --images_per_identity={k} images")
 
+    def _check_camera_groups(self) -> None:
+        """Per-camera batch norm normalises groups within each replica's slice of the batch:
+        the groups the sampler builds must be the layers' groups, whole in every slice."""
+        group = self.model_cfg.batch_norm_group_size
+        if not group:
+            return
+        cfg = self.train_cfg
+        per_replica = cfg.batch_size // self.strategy.num_replicas_in_sync
+        if cfg.sampler != "camera" or cfg.batch_size // cfg.cameras_per_batch != group \
+                or per_replica % group:
+            raise ValueError(
+                f"batch norm over groups of {group} images needs --sampler=camera with "
+                f"--batch_size / --cameras_per_batch = {group} and a per-replica batch "
+                f"(--batch_size={cfg.batch_size} over {self.strategy.num_replicas_in_sync} "
+                "replicas) of whole groups")
+
     def _checkpoint_dir(self) -> str:
         if self.chief:
             return os.fspath(self.run_dir / run_dir_lib.CHECKPOINT_DIR)
@@ -139,7 +157,7 @@ class Trainer:
             self.table, self.labels, self.model_cfg.input_height, self.model_cfg.input_width,
             cfg.batch_size, seed=cfg.seed, epoch=epoch, augment=self.augment,
             sampler=cfg.sampler, images_per_identity=cfg.images_per_identity,
-            cache_decoded=cfg.cache_decoded)
+            cache_decoded=cfg.cache_decoded, cameras_per_batch=cfg.cameras_per_batch)
         ds = ds.take(self.steps_per_epoch)
         if skip_batches:
             ds = ds.skip(skip_batches)

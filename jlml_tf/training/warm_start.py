@@ -20,7 +20,7 @@ from jlml_tf.modeling import jlml
 # The network is convolutional up to global pooling, so the input size changes no weight shape:
 # a model pre-trained small can be fine-tuned at a larger size.
 _FREE_FIELDS = {"num_classes", "dropout", "loss_mode", "fused_batch_norm", "sync_batch_norm",
-                "batch_norm_momentum", "input_height", "input_width"}
+                "batch_norm_momentum", "batch_norm_group_size", "input_height", "input_width"}
 
 
 def check_compatible(source: ModelConfig, target: ModelConfig, source_path: str) -> None:
