@@ -12,6 +12,13 @@ PIXEL_STD = (58.395, 57.12, 57.375)
 # Image files the deployment tools read from folders.
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".gif")
 
+# A camera needs at least this many distinct images for batch-norm statistics of its own: the
+# variance of the pooled-feature batch norm (BNNeck) over one or two images is about zero, which
+# would blow its outputs up. The camera sampler gives smaller cameras no batch (or group) of
+# their own; test-time calibration (inference/camera_bn.py) leaves them with the trained
+# statistics (GRID's camera 3 has one training image in most splits).
+MIN_CAMERA_IMAGES = 8
+
 BRANCHES = ("both", "global", "local")
 LOSS_MODES = ("multi", "uni")
 
@@ -73,8 +80,9 @@ class ModelConfig:
                 fail(name, getattr(self, name), f"{stages} values, one per stage")
         if not 0 <= self.ibn_stages <= stages:
             fail("ibn_stages", self.ibn_stages, f"an integer from 0 to {stages} (the stages)")
-        if self.batch_norm_group_size < 0:
-            fail("batch_norm_group_size", self.batch_norm_group_size, "0 (off) or more")
+        if self.batch_norm_group_size < 0 or self.batch_norm_group_size == 1:
+            fail("batch_norm_group_size", self.batch_norm_group_size,
+                 "0 (off) or at least 2 images per group (--batch_size / --cameras_per_batch)")
         if self.input_height < 8 * self.num_stripes or self.input_width < 16:
             fail("input_height/input_width", (self.input_height, self.input_width),
                  f"at least {8 * self.num_stripes}x16 for {self.num_stripes} stripes")

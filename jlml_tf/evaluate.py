@@ -199,8 +199,9 @@ def define_flags():
     flags.DEFINE_enum("camera_bn", "off", camera_bn.SOURCES, "Per-camera batch "
                       "norm: embed each camera's images with every batch-norm layer's statistics "
                       "re-estimated on unlabelled images of that camera, from the trial's "
-                      "training split (train) or from the evaluated images themselves (test, "
-                      "transductive); off: the trained statistics.", **d)
+                      "training split (train) or from its query, gallery and multi-query images "
+                      "(test, transductive; never the training split); off: the trained "
+                      "statistics.", **d)
     flags.DEFINE_integer("k1", 20, "Re-ranking k1.", lower_bound=1, **d)
     flags.DEFINE_integer("k2", 6, "Re-ranking k2.", lower_bound=1, **d)
     flags.DEFINE_float("lambda_value", 0.3, "Re-ranking weight of the original distance.",
@@ -498,6 +499,11 @@ def run(fv) -> str:
         raise UsageError("--save_linear_map fits the map while evaluating: drop --noevaluation")
     if not fv.evaluation and not fv.calibrate_threshold:
         raise UsageError("--noevaluation leaves nothing to do without --calibrate_threshold")
+    if fv.camera_bn != "off" and (fv.calibrate_threshold or fv.save_linear_map):
+        # they are stored in RUN/ for the model as trained, and exported with it
+        raise UsageError(f"--camera_bn={fv.camera_bn}: not with --calibrate_threshold or "
+                         "--save_linear_map (they are stored for the model's trained batch-norm "
+                         "statistics); export a camera's model with --camera_bn_images")
     if fv.checkpoint:
         try:
             run, ckpt = run_dir_lib.resolve_checkpoint(fv.checkpoint)

@@ -14,7 +14,7 @@ import jlml_tf_datasets
 
 from jlml_tf import cli
 from jlml_tf.training import distribute, optimization, precision
-from jlml_tf.config import BRANCHES, LOSS_MODES, ModelConfig, SparsityConfig
+from jlml_tf.config import BRANCHES, LOSS_MODES, MIN_CAMERA_IMAGES, ModelConfig, SparsityConfig
 from jlml_tf.evaluation import metric_learning
 from jlml_tf.training.trainer import TrainConfig
 
@@ -169,11 +169,14 @@ def define_flags(fv: flags.FlagValues | None = None) -> flags.FlagValues:
         message="--triplet_weight needs positives in every batch: --sampler=pk with "
                 "--images_per_identity of 2 or more", flag_values=fv)
     flags.register_multi_flags_validator(
-        ["cameras_per_batch", "sampler", "batch_size"],
+        ["cameras_per_batch", "sampler", "batch_size", "sync_batch_norm"],
         lambda f: f["cameras_per_batch"] == 1 or (
-            f["sampler"] == "camera" and f["batch_size"] % f["cameras_per_batch"] == 0),
-        message="--cameras_per_batch > 1 needs --sampler=camera and must divide --batch_size",
-        flag_values=fv)
+            f["sampler"] == "camera" and not f["sync_batch_norm"]
+            and f["batch_size"] % f["cameras_per_batch"] == 0
+            and f["batch_size"] // f["cameras_per_batch"] >= MIN_CAMERA_IMAGES),
+        message=f"--cameras_per_batch > 1 needs --sampler=camera, no --sync_batch_norm (groups "
+                f"are per replica) and must divide --batch_size into groups of at least "
+                f"{MIN_CAMERA_IMAGES} images", flag_values=fv)
     return fv
 
 
@@ -235,7 +238,8 @@ def train_config(fv: flags.FlagValues) -> TrainConfig:
         mixed_precision=precision.resolve(fv.mixed_precision, fv.strategy),
         jit_compile=fv.jit_compile,
         sampler=fv.sampler, images_per_identity=fv.images_per_identity,
-        cameras_per_batch=fv.cameras_per_batch, cache_decoded=fv.cache_decoded, init_from=fv.init_from,
+        cameras_per_batch=fv.cameras_per_batch, cache_decoded=fv.cache_decoded,
+        init_from=fv.init_from,
         init_classifiers=fv.init_classifiers)
 
 

@@ -59,6 +59,16 @@ def test_fused_calibration_on_batches_of_one_person_each_gives_the_variance_over
     np.testing.assert_allclose(np.array(layer.moving_variance), everything.var(0), rtol=1e-4)
 
 
+def test_a_model_built_with_training_groups_is_calibrated_over_whole_batches():
+    inputs = keras.Input((3,))
+    layer = FusedBatchNormalization(momentum=0.9, group_size=2)
+    model = keras.Model(inputs, layer(inputs))
+    batch = np.random.default_rng(3).normal(0.0, 1.0, (5, 3)).astype("float32")  # 5: no groups
+    assert camera_bn.calibrate(model, [batch]) == 5
+    np.testing.assert_allclose(np.array(layer.moving_variance), batch.var(0), rtol=1e-5)
+    assert layer.group_size == 2  # back for training
+
+
 def test_calibrated_to_restores_the_trained_statistics_also_after_an_error():
     model, layer = one_batch_norm_model()
     layer.moving_mean.assign([1.0, 2.0, 3.0])
@@ -93,7 +103,7 @@ def test_calibration_rows_per_camera_from_the_training_split_or_the_test_images_
     # "test": the query, gallery and multi-query images only, never the training split
     test = camera_bn.calibration_rows("test", table, trial)
     assert {c: sorted(r.tolist()) for c, r in test.items()} == {0: [2, 5, 6, 7, 8, 9], 2: [4]}
-    orders = {tuple(camera_bn.calibration_rows("test", table, trial, seed)[0])
+    orders = {tuple(camera_bn.calibration_rows("test", table, trial, seed=seed)[0])
               for seed in range(5)}
     assert len(orders) > 1  # shuffled (by seed), so batches mix the people of a camera
     with pytest.raises(ValueError, match="'off'.*train, test"):

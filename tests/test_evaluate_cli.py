@@ -301,6 +301,9 @@ def test_bad_input_names_the_path_or_flag(tiny_run, tmp_path, capsys):
     assert "--run_dir" in capsys.readouterr().err
     assert ev.main(["evaluate", f"--run_dir={tiny_run.run}", "--noevaluation"]) == 2
     assert "--calibrate_threshold" in capsys.readouterr().err
+    assert ev.main(["evaluate", f"--run_dir={tiny_run.run}", "--camera_bn=train",
+                    "--calibrate_threshold"]) == 2
+    assert "--camera_bn=train: not with --calibrate_threshold" in capsys.readouterr().err
 
 
 def check_threshold(tiny_run):

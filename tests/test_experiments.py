@@ -76,6 +76,8 @@ def test_ablation_overrides_the_base_config(parse):
     (["--dataset=imagenet"], "dataset"), (["--triplet_weight=1"], "sampler=pk"),
     (["--ibn_stages=5"], "ibn_stages"), (["--cameras_per_batch=2"], "sampler=camera"),
     (["--sampler=camera", "--batch_size=32", "--cameras_per_batch=3"], "divide --batch_size"),
+    (["--sampler=camera", "--batch_size=32", "--cameras_per_batch=8"], "at least 8 images"),
+    (["--sampler=camera", "--cameras_per_batch=2", "--sync_batch_norm"], "sync_batch_norm"),
     (["--triplet_weight=1", "--sampler=pk", "--images_per_identity=1"], "images_per_identity")])
 def test_bad_flag_value_names_the_flag(parse, argv, fragment):
     with pytest.raises(flags.Error, match=fragment):

@@ -123,8 +123,12 @@ def test_groups_are_each_normalised_like_a_batch_of_their_own(shape):
     np.testing.assert_allclose(grouped.moving_variance.numpy(),
                                0.9 + 0.1 * np.mean(variances, 0), rtol=1e-5)
     assert FusedBatchNormalization.from_config(grouped.get_config()).group_size == 2
+    with pytest.raises(ValueError, match="whole groups of group_size=2.*cameras_per_batch"):
+        grouped(tf.constant(x[:5]), training=True)  # batch size known when traced
+    unknown = tf.function(lambda x: grouped(x, training=True),
+                          input_signature=[tf.TensorSpec([None, *shape[1:]], tf.float32)])
     with pytest.raises(tf.errors.InvalidArgumentError, match="whole groups of group_size=2"):
-        grouped(tf.constant(x[:5]), training=True)
+        unknown(tf.constant(x[:5]))
 
 
 def test_grouped_network_builds_grouped_layers_and_deploys_without_them(tiny_model_config):
@@ -139,3 +143,36 @@ def test_grouped_network_builds_grouped_layers_and_deploys_without_them(tiny_mod
     assert training.count_params() == deployed.count_params()
     with pytest.raises(ValueError, match="batch_norm_group_size"):
         dataclasses.replace(cfg, batch_norm_group_size=-1)
+
+
+def test_grouped_gradients_and_bfloat16_match_the_plain_layer_on_each_group():
+    grouped = FusedBatchNormalization(momentum=0.9, epsilon=1e-5, group_size=3)
+    plain = keras.layers.BatchNormalization(momentum=0.9, epsilon=1e-5)
+    for layer in (grouped, plain):
+        layer.build((None, 4, 2, 3))
+        layer.set_weights([np.array([1.5, 0.5, 2.0]), np.array([0.1, -0.2, 0.3]),
+                           np.zeros(3), np.ones(3)])
+    x = tf.constant(np.random.default_rng(4).normal(1.0, 2.0, (6, 4, 2, 3)), tf.float32)
+
+    def step(layer, x):  # a loss that weighs each output by its input, not by its position
+        with tf.GradientTape() as tape:
+            tape.watch(x)
+            y = layer(x, training=True)
+            loss = tf.reduce_sum(y * x / 10.0 + 0.5 * y * y)
+        return y, tape.gradient(loss, [x] + layer.trainable_variables)
+
+    _, g_grouped = step(grouped, x)
+    pieces = [step(plain, x[i:i + 3]) for i in (0, 3)]
+    # input gradients: each group's own; gamma/beta gradients: the sum over the groups
+    np.testing.assert_allclose(g_grouped[0], np.concatenate([p[1][0] for p in pieces]),
+                               atol=1e-4)
+    for i in (1, 2):
+        np.testing.assert_allclose(g_grouped[i], pieces[0][1][i] + pieces[1][1][i], rtol=1e-4,
+                                   atol=1e-4)
+    keras.mixed_precision.set_global_policy("mixed_bfloat16")
+    try:
+        half = FusedBatchNormalization(group_size=3)
+    finally:
+        keras.mixed_precision.set_global_policy("float32")
+    y = half(tf.cast(x, tf.bfloat16), training=True)
+    assert y.dtype == tf.bfloat16 and half.moving_mean.dtype == "float32"

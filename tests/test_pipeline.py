@@ -267,7 +267,8 @@ def test_camera_sampler_gives_batches_of_one_camera_and_a_full_epoch():
     table = ImageTable(table.images, table.pids, cameras, table.filenames)
     labels = table.pids - 1
     out = batches(pipeline.train_dataset(table, labels, H, W, 8, 0, 0, sampler="camera"))
-    # 5 batches: 2 + 1 whole ones, then 2 of the 3 cameras with leftovers (5, 6 and 5 images)
+    # 5 batches: 2 + 1 whole ones, then one from each leftover of cameras 0 and 1 (5 and 6
+    # images); camera 7 has 5 images, fewer than MIN_CAMERA_IMAGES: no batch of its own
     assert len(out) == pipeline.steps_per_epoch(40, 8) == 5
     per_camera = []
     for images, batch_labels in out:
@@ -275,8 +276,7 @@ def test_camera_sampler_gives_batches_of_one_camera_and_a_full_epoch():
         np.testing.assert_array_equal(labels[rows], batch_labels)
         assert len(np.unique(cameras[rows])) == 1
         per_camera.append(int(cameras[rows][0]))
-    assert per_camera.count(0) >= 2 and per_camera.count(1) >= 1
-    assert len(set(per_camera)) >= 2 and max(map(per_camera.count, (0, 1, 7))) <= 3
+    assert sorted(per_camera) == [0, 0, 0, 1, 1]
     again = pipeline.epoch_order(labels, 8, 0, 0, "camera", cameras=cameras)
     np.testing.assert_array_equal(again, np.concatenate([rows_of(b[0]) for b in out]))
     assert not np.array_equal(again, pipeline.epoch_order(labels, 8, 0, 1, "camera",
@@ -285,27 +285,26 @@ def test_camera_sampler_gives_batches_of_one_camera_and_a_full_epoch():
         pipeline.epoch_order(labels, 8, 0, 0, "camera")
 
 
-def test_camera_sampler_gives_a_camera_smaller_than_a_batch_batches_over_the_epochs():
-    # 8 + 8 + 3 images, batch 8: two whole batches and one of the three leftovers (0, 0 and 3
-    # images): the small camera is the only one with a leftover, so it gets a batch every epoch
-    cameras = np.r_[np.zeros(8, int), np.ones(8, int), np.full(3, 2)]
-    labels = np.arange(19)
-    order = pipeline.epoch_order(labels, 8, 0, 0, "camera", cameras=cameras)
-    assert sorted(cameras[order].reshape(-1, 8)[:, 0]) == [0, 1]  # drop_remainder: 2 batches
-    order = pipeline.epoch_order(labels, 8, 0, 0, "camera", drop_remainder=False,
-                                 cameras=cameras)
-    per_batch = cameras[order].reshape(-1, 8)
-    assert (per_batch == per_batch[:, :1]).all() and sorted(per_batch[:, 0]) == [0, 1, 2]
-    # 3 images on each of 5 cameras after 9 whole batches: 15 leftover images -> 1 batch per
-    # epoch for one of them; every small leftover camera is drawn within a few epochs
-    cameras = np.r_[np.repeat(np.arange(5), 3), np.full(72, 9)]
+def test_camera_sampler_shares_the_missing_batches_among_cameras_with_enough_images():
+    # 5 cameras of 10 images, 96 on camera 9 and 3 on camera 7; batch 16: 9 batches, 6 whole
+    # ones of camera 9, 3 more from leftovers of the 10-image cameras, drawn anew each epoch
+    cameras = np.r_[np.repeat(np.arange(5), 10), np.full(96, 9), np.full(3, 7)]
     labels = np.arange(len(cameras))
     drawn = set()
-    for epoch in range(30):
-        order = pipeline.epoch_order(labels, 8, 0, epoch, "camera", cameras=cameras)
-        assert len(order) == 8 * pipeline.steps_per_epoch(len(cameras), 8)
-        drawn |= set(cameras[order].tolist())
-    assert drawn == {0, 1, 2, 3, 4, 9}
+    for epoch in range(100):
+        order = pipeline.epoch_order(labels, 16, 0, epoch, "camera", cameras=cameras)
+        per_batch = cameras[order].reshape(-1, 16)
+        assert (per_batch == per_batch[:, :1]).all()
+        assert len(per_batch) == 9 and list(per_batch[:, 0]).count(9) == 6
+        drawn |= set(per_batch[:, 0].tolist())
+    assert drawn == {0, 1, 2, 3, 4, 9}  # never camera 7: 3 images, fewer than 8
+    # drop_remainder=False: a 10th batch; only camera 9 and the 10-image cameras qualify
+    order = pipeline.epoch_order(labels, 16, 0, 0, "camera", drop_remainder=False,
+                                 cameras=cameras)
+    assert len(order) == 160 and 7 not in cameras[order]
+    # no camera large enough to fill the missing batches
+    with pytest.raises(ValueError, match="at least 4 images; the largest has 3"):
+        pipeline.epoch_order(np.arange(6), 4, 0, 0, "camera", cameras=np.r_[0, 0, 0, 1, 1, 1])
 
 
 def test_camera_sampler_with_two_cameras_per_batch_gives_two_one_camera_groups():

@@ -302,6 +302,8 @@ def test_per_camera_batch_norm_trains_and_needs_matching_camera_groups(tmp_path,
         make_trainer(tmp_path / "a", grouped, table=table, sampler="camera")  # 1 camera/batch
     trainer = make_trainer(tmp_path / "b", grouped, epochs=1, table=table, sampler="camera",
                            cameras_per_batch=2)
+    norms = [l for l in trainer.model.layers if isinstance(l, keras.layers.BatchNormalization)]
+    assert norms and {getattr(l, "group_size", 0) for l in norms} == {4}
     batch = next(iter(trainer._dataset(0, 0)))
     first = float(trainer.train_step(batch)["loss"])
     for _ in range(15):

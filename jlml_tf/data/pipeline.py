@@ -24,7 +24,7 @@ import weakref
 import numpy as np
 import tensorflow as tf
 
-from jlml_tf.config import PIXEL_MEAN
+from jlml_tf.config import MIN_CAMERA_IMAGES, PIXEL_MEAN
 from jlml_tf.data.types import ImageTable
 
 SAMPLERS = ("random", "pk", "camera")
@@ -267,7 +267,8 @@ def epoch_order(labels: np.ndarray, batch_size: int, seed: int, epoch: int,
     calibrated at test time (camera_bn; Zhuang et al., ECCV 2020). With `cameras_per_batch`
     G > 1, each batch is G consecutive groups of batch_size / G images, each of one camera
     (drawn independently, so two groups may share a camera), for batch norm that normalises
-    each group on its own (ModelConfig.batch_norm_group_size).
+    each group on its own (ModelConfig.batch_norm_group_size); with drop_remainder=False the
+    last batch may hold fewer than G groups.
     """
     labels = np.asarray(labels)
     rng = np.random.default_rng([seed, epoch])
@@ -324,27 +325,38 @@ def _camera_batches(cameras: np.ndarray, batch_size: int, rng: np.random.Generat
     random order.
 
     Each camera gives floor(n / batch_size) batches of a permutation of its images. The batches
-    still missing go to cameras drawn anew each epoch, without replacement and in proportion to
-    the images they have left over; such a batch is its leftover filled up with images of the
-    same camera drawn again. So a camera smaller than a batch still gets batches over the
-    epochs. (There are always enough: the missing batches are at most ceil(sum of leftovers /
-    batch_size), and each leftover is smaller than a batch.)"""
+    still missing go to cameras with at least min(batch_size, MIN_CAMERA_IMAGES) images: first
+    to those with images left over, drawn anew each epoch without replacement and in
+    proportion to the leftover (the batch is the leftover topped up with the camera's images
+    drawn again); if still short (only when smaller cameras are left out), to batches drawn at
+    random from those cameras. A smaller camera never gets a batch: its batch-norm statistics
+    would be those of a few images repeated."""
     steps = steps_per_epoch(len(cameras), batch_size, drop_remainder)
     groups = [np.flatnonzero(cameras == c) for c in np.unique(cameras)]
-    shuffled = [rng.permutation(g) for g in groups]
-    whole = np.array([len(g) // batch_size for g in groups])
-    leftover = np.array([len(g) for g in groups]) - whole * batch_size
+    sizes = np.array([len(g) for g in groups])
+    eligible = sizes >= min(batch_size, MIN_CAMERA_IMAGES)
+    whole = sizes // batch_size
+    leftover = np.where(eligible, sizes - whole * batch_size, 0)
     missing = max(steps - int(whole.sum()), 0)
+    if missing and not eligible.any():
+        raise ValueError(f"the camera sampler needs a camera with at least "
+                         f"{min(batch_size, MIN_CAMERA_IMAGES)} images; the largest has "
+                         f"{sizes.max()}")
+    from_leftovers = min(missing, int(np.count_nonzero(leftover)))
     extra = np.zeros(len(groups), bool)
-    if missing:
-        extra[rng.choice(len(groups), missing, replace=False, p=leftover / leftover.sum())] = True
+    if from_leftovers:
+        extra[rng.choice(len(groups), from_leftovers, replace=False,
+                         p=leftover / leftover.sum())] = True
     batches = []
-    for g, order, w, e in zip(groups, shuffled, whole, extra):
+    for g, w, e in zip(groups, whole, extra):
+        order = rng.permutation(g)
         batches += [order[b * batch_size:(b + 1) * batch_size] for b in range(w)]
         if e:
             rest = order[w * batch_size:]
-            fill = rng.choice(g, batch_size - len(rest))
-            batches.append(np.concatenate([rest, fill]))
+            batches.append(np.concatenate([rest, rng.choice(g, batch_size - len(rest))]))
+    weights = np.where(eligible, sizes, 0) / sizes[eligible].sum() if missing else None
+    for c in rng.choice(len(groups), missing - from_leftovers, p=weights):
+        batches.append(rng.choice(groups[c], batch_size, replace=sizes[c] < batch_size))
     picked = [batches[i] for i in rng.permutation(len(batches))[:steps]]
     return np.concatenate(picked).astype(np.int64) if picked else np.zeros(0, np.int64)
 

@@ -260,16 +260,17 @@ def export_run(run_dir: str | os.PathLike, export_dir: str | os.PathLike,
             model_card.write_card(card, extras)
             extra_files = {model_card.CARD_JSON: json.dumps(card, indent=2, default=str) + "\n"}
             threshold_file = run_path / threshold_lib.FILE_NAME
-            if mapped is not None and mapped.threshold is not None:
+            if camera_images and (threshold_file.is_file() or (
+                    mapped is not None and mapped.threshold is not None)):
+                progress("the threshold was set with the trained batch-norm statistics, not "
+                         "this camera's: left out of this export")
+            elif mapped is not None and mapped.threshold is not None:
                 written = threshold_lib.save(mapped.threshold, extras / threshold_lib.FILE_NAME)
                 extra_files[threshold_lib.FILE_NAME] = written.read_text()
             elif threshold_file.is_file() and mapped is not None:
                 progress(f"{threshold_file} is calibrated on the run's own embedding, not the "
                          "mapped one: left out of this export (calibrate one on the mapped "
                          "embedding with `evaluate --save_linear_map --calibrate_threshold`)")
-            elif threshold_file.is_file() and camera_images:
-                progress(f"{threshold_file} is calibrated with the trained batch-norm "
-                         "statistics, not this camera's: left out of this export")
             elif threshold_file.is_file():  # the run's "no match" threshold travels with it
                 extra_files[threshold_lib.FILE_NAME] = threshold_file.read_text()
                 shutil.copyfile(threshold_file, extras / threshold_lib.FILE_NAME)

@@ -17,14 +17,13 @@ from typing import Iterable, Iterator
 
 import numpy as np
 
+from jlml_tf.config import MIN_CAMERA_IMAGES
+
 SOURCES = ("off", "train", "test")  # where each camera's batch-norm statistics come from
-# Fewer images than this leave a camera with the trained statistics: the variance of the
-# pooled-feature batch norm (BNNeck) over one or two images is about zero, which would blow its
-# outputs up (GRID's camera 3 has one training image in most splits).
-MIN_IMAGES = 8
+MIN_IMAGES = MIN_CAMERA_IMAGES  # fewer calibration images: the trained statistics are kept
 
 
-def calibration_rows(source: str, table, trial, seed: int = 0) -> dict[int, np.ndarray]:
+def calibration_rows(source: str, table, trial, *, seed: int = 0) -> dict[int, np.ndarray]:
     """Camera id -> the rows whose images calibrate that camera's batch norm: the trial's
     training images of the camera ("train": no test image used, labels unused) or the trial's
     test images (query, gallery, multi-query) of the camera ("test": transductive, as a
@@ -88,17 +87,22 @@ class Calibrator:
             raise ValueError(f"{model.name}: no batch-norm layer to calibrate (--camera_bn and "
                              "--camera_bn_images need a model with batch normalisation)")
         # Momentum 0 while tracing: each batch's own statistics land in the moving ones, read
-        # after the step (the layers read their momentum when the graph is built).
-        momenta = [l.momentum for l in self.layers]
+        # after the step (the layers read their momentum when the graph is built). Per-camera
+        # training groups (group_size) off: a calibration batch is one camera's images.
+        kept = [(l.momentum, getattr(l, "group_size", 0)) for l in self.layers]
         for layer in self.layers:
             layer.momentum = 0.0
+            if hasattr(layer, "group_size"):
+                layer.group_size = 0
         try:
             step = tf.function(lambda x: model(x, training=True), reduce_retracing=True)
             self._concrete = step.get_concrete_function(
                 tf.TensorSpec([None, *model.input.shape[1:]], tf.float32))
         finally:
-            for layer, momentum in zip(self.layers, momenta):
+            for layer, (momentum, group_size) in zip(self.layers, kept):
                 layer.momentum = momentum
+                if hasattr(layer, "group_size"):
+                    layer.group_size = group_size
 
     def calibrate(self, batches: Iterable) -> int:
         """Sets every batch-norm layer's moving statistics to its statistics over all of

@@ -59,19 +59,24 @@ class FusedBatchNormalization(keras.layers.BatchNormalization):
         """Each group of `group_size` consecutive images normalised with its own statistics."""
         if self.axis not in (-1, len(inputs.shape) - 1):
             raise ValueError(f"{self.name}: group_size needs channels-last inputs")
+        message = (f"{self.name}: a training batch must be whole groups of group_size="
+                   f"{self.group_size} images (--batch_size / --cameras_per_batch)")
+        if inputs.shape[0] is not None and inputs.shape[0] % self.group_size:
+            raise ValueError(f"{message}; got {inputs.shape[0]}")  # XLA drops the assert below
         shape = tf.shape(inputs)
-        tf.debugging.assert_equal(shape[0] % self.group_size, 0, message=(
-            f"{self.name}: a training batch must be whole groups of group_size="
-            f"{self.group_size} images"))
-        x = tf.cast(inputs, "float32")
-        groups = tf.reshape(x, tf.concat([[-1, self.group_size], shape[1:]], 0))
+        check = tf.debugging.assert_equal(shape[0] % self.group_size, 0, message=message)
+        with tf.control_dependencies([check]):
+            groups = tf.reshape(tf.cast(inputs, "float32"),
+                                tf.concat([[-1, self.group_size], shape[1:]], 0))
         axes = list(range(1, len(inputs.shape)))  # within a group: all but the channels
         mean, variance = tf.nn.moments(groups, axes=axes, keepdims=True)
-        y = (groups - mean) * tf.math.rsqrt(variance + self.epsilon)
+        scale = tf.math.rsqrt(variance + self.epsilon)
         if self.scale:
-            y = y * tf.cast(self.gamma, "float32")
+            scale = scale * tf.cast(self.gamma, "float32")
+        offset = -mean * scale
         if self.center:
-            y = y + tf.cast(self.beta, "float32")
+            offset = offset + tf.cast(self.beta, "float32")
+        y = groups * scale + offset  # one pass over the activations: gamma folded in
         channels = inputs.shape[-1]
         group_mean = tf.reduce_mean(tf.reshape(mean, [-1, channels]), 0)
         group_variance = tf.reduce_mean(tf.reshape(variance, [-1, channels]), 0)
