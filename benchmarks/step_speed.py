@@ -1,16 +1,19 @@
 """Images per second of JLML's training step per width, input size and precision policy.
 
     python benchmarks/step_speed.py --widths=half,full --input_sizes=128x48,160x64 \
-        --precisions=float32,mixed_bfloat16 [--ibn_stages=0,3]
+        --precisions=float32,mixed_bfloat16 [--ibn_stages=0,3] [--bn_group_sizes=0,16]
 
 One fixed in-memory batch (no input pipeline), the real multi-loss cross-entropy + SFL + weight
 decay, SGD with momentum; `--warmup` untimed steps, then the median of `--windows` windows of `--steps`
 steps. "half" is the CPU model of experiments/cpu/base.cfg, "full" the paper's JLML-ResNet39.
+`--bn_group_sizes`: batch norm over groups of that many images (per-camera batch norm,
+`--cameras_per_batch`; 0: the whole batch).
 Other processes on the machine lower every figure: the load average is printed with them.
 """
 from __future__ import annotations
 
 import argparse
+import itertools
 import os
 import sys
 import time
@@ -29,7 +32,7 @@ WIDTHS = {
 
 def images_per_second(width: str, height: int, width_px: int, policy: str, batch: int,
                       num_classes: int, warmup: int, steps: int, windows: int,
-                      ibn_stages: int = 0) -> float:
+                      ibn_stages: int = 0, bn_group_size: int = 0) -> float:
     import keras
     import numpy as np
     import tensorflow as tf
@@ -40,7 +43,8 @@ def images_per_second(width: str, height: int, width_px: int, policy: str, batch
 
     keras.mixed_precision.set_global_policy(policy)
     cfg = ModelConfig(input_height=height, input_width=width_px, num_classes=num_classes,
-                      ibn_stages=ibn_stages, **WIDTHS[width])
+                      ibn_stages=ibn_stages, batch_norm_group_size=bn_group_size,
+                      **WIDTHS[width])
     model, _ = jlml.build_jlml(cfg)
     optimizer = keras.optimizers.SGD(0.01, momentum=0.9)
     images = tf.random.uniform([batch, height, width_px, 3], 0, 255)
@@ -75,6 +79,8 @@ def main(argv=None) -> int:
     parser.add_argument("--input_sizes", default="128x48", help="comma list of HxW")
     parser.add_argument("--precisions", default="float32,mixed_bfloat16")
     parser.add_argument("--ibn_stages", default="0", help="comma list of IBN-a stage counts")
+    parser.add_argument("--bn_group_sizes", default="0",
+                        help="comma list of batch-norm group sizes (0: the whole batch)")
     parser.add_argument("--batch_size", type=int, default=32)
     parser.add_argument("--num_classes", type=int, default=1500)
     parser.add_argument("--warmup", type=int, default=3)
@@ -90,16 +96,17 @@ def main(argv=None) -> int:
     except ValueError:
         parser.error(f"--input_sizes={args.input_sizes}: expected HxW,HxW")
     print(f"load average before: {os.getloadavg()[0]:.2f}")
-    print("| width | input | IBN-a stages | precision | training img/s |\n|---|---|---|---|---|")
-    for width in widths:
-        for height, width_px in sizes:
-            for ibn in (int(v) for v in args.ibn_stages.split(",")):
-                for policy in args.precisions.split(","):
-                    rate = images_per_second(width, height, width_px, policy, args.batch_size,
-                                             args.num_classes, args.warmup, args.steps,
-                                             args.windows, ibn)
-                    print(f"| {width} | {height}x{width_px} | {ibn} | {policy} | {rate:.1f} |",
-                          flush=True)
+    print("| width | input | IBN-a stages | BN group | precision | training img/s |\n"
+          "|---|---|---|---|---|---|")
+    groups = [int(v) for v in args.bn_group_sizes.split(",")]
+    for width, (height, width_px), ibn, group, policy in itertools.product(
+            widths, sizes, (int(v) for v in args.ibn_stages.split(",")), groups,
+            args.precisions.split(",")):
+        rate = images_per_second(width, height, width_px, policy, args.batch_size,
+                                 args.num_classes, args.warmup, args.steps, args.windows, ibn,
+                                 group)
+        print(f"| {width} | {height}x{width_px} | {ibn} | {group or 'batch'} | {policy} | "
+              f"{rate:.1f} |", flush=True)
     print(f"load average after: {os.getloadavg()[0]:.2f}")
     return 0
 

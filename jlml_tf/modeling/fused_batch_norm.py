@@ -35,9 +35,17 @@ class FusedBatchNormalization(keras.layers.BatchNormalization):
 
     def call(self, inputs, training=None, mask=None):
         if self.group_size and training and self.trainable:
+            if self._fused_applies(inputs, training, mask) and inputs.shape[0] is not None:
+                return self._fused_groups(inputs)
             return self._grouped(inputs)
         if not self._fused_applies(inputs, training, mask):
             return super().call(inputs, training=training, mask=mask)
+        y, mean, variance = self._fused(inputs)
+        self._update_moving(mean, variance)
+        return tf.cast(y, self.compute_dtype)
+
+    def _fused(self, inputs):
+        """(normalised, mean, biased variance) through the fused kernel."""
         channels = inputs.shape[-1]
         gamma = self.gamma if self.scale else tf.ones([channels], "float32")
         beta = self.beta if self.center else tf.zeros([channels], "float32")
@@ -49,22 +57,38 @@ class FusedBatchNormalization(keras.layers.BatchNormalization):
             is_training=True)
         # The kernel returns the unbiased (n - 1) variance; Keras averages the biased one.
         n = tf.cast(tf.size(x, out_type=tf.int64) // channels, "float32")
-        variance = variance * (n - 1.0) / n
+        return y, mean, variance * (n - 1.0) / n
+
+    def _update_moving(self, mean, variance):
         self.moving_mean.assign(self.moving_mean * self.momentum + mean * (1.0 - self.momentum))
         self.moving_variance.assign(
             self.moving_variance * self.momentum + variance * (1.0 - self.momentum))
-        return tf.cast(y, self.compute_dtype)
+
+    def _check_groups(self, batch: int):
+        if batch % self.group_size:
+            raise ValueError(f"{self.name}: a training batch must be whole groups of group_size="
+                             f"{self.group_size} images (--batch_size / --cameras_per_batch); "
+                             f"got {batch}")
+
+    def _fused_groups(self, inputs):
+        """The fused kernel on each group of a batch of known size: one pass per group."""
+        self._check_groups(inputs.shape[0])
+        outputs = [self._fused(part)
+                   for part in tf.split(inputs, inputs.shape[0] // self.group_size)]
+        self._update_moving(tf.reduce_mean(tf.stack([o[1] for o in outputs]), 0),
+                            tf.reduce_mean(tf.stack([o[2] for o in outputs]), 0))
+        return tf.cast(tf.concat([o[0] for o in outputs], 0), self.compute_dtype)
 
     def _grouped(self, inputs):
         """Each group of `group_size` consecutive images normalised with its own statistics."""
         if self.axis not in (-1, len(inputs.shape) - 1):
             raise ValueError(f"{self.name}: group_size needs channels-last inputs")
-        message = (f"{self.name}: a training batch must be whole groups of group_size="
-                   f"{self.group_size} images (--batch_size / --cameras_per_batch)")
-        if inputs.shape[0] is not None and inputs.shape[0] % self.group_size:
-            raise ValueError(f"{message}; got {inputs.shape[0]}")  # XLA drops the assert below
+        if inputs.shape[0] is not None:
+            self._check_groups(inputs.shape[0])  # XLA drops the assert below
         shape = tf.shape(inputs)
-        check = tf.debugging.assert_equal(shape[0] % self.group_size, 0, message=message)
+        check = tf.debugging.assert_equal(shape[0] % self.group_size, 0, message=(
+            f"{self.name}: a training batch must be whole groups of group_size="
+            f"{self.group_size} images"))
         with tf.control_dependencies([check]):
             groups = tf.reshape(tf.cast(inputs, "float32"),
                                 tf.concat([[-1, self.group_size], shape[1:]], 0))
@@ -80,8 +104,5 @@ class FusedBatchNormalization(keras.layers.BatchNormalization):
         channels = inputs.shape[-1]
         group_mean = tf.reduce_mean(tf.reshape(mean, [-1, channels]), 0)
         group_variance = tf.reduce_mean(tf.reshape(variance, [-1, channels]), 0)
-        self.moving_mean.assign(
-            self.moving_mean * self.momentum + group_mean * (1.0 - self.momentum))
-        self.moving_variance.assign(
-            self.moving_variance * self.momentum + group_variance * (1.0 - self.momentum))
+        self._update_moving(group_mean, group_variance)
         return tf.cast(tf.reshape(y, shape), self.compute_dtype)
