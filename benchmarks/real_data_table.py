@@ -39,9 +39,10 @@ LOMO_VARIANTS = ("none", "msr", "msrcr")
 class TrainedJlml:
     """A JLML trained for a benchmark: its rows read `run`, its hours include `pretrain`."""
     label: str  # its widths (half: experiments/cpu/base.cfg, paper: cpu/paper_width.cfg), epochs
-    run: str  # the fine-tuned run
+    run: str | None  # the fine-tuned run (None: a pre-training read out by direct transfer only)
     pretrain: tuple[str, ...]  # the pre-training runs it started from, continuation included
     transfer: str | None = None  # the pre-training's direct-transfer results file
+    transfer_readout: str = ""  # how the direct transfer was read out, if not plainly
 
 
 FOR_CUHK01 = ("cpu-pretrain_for_cuhk01", "cpu-continue_pretrain_for_cuhk01")
@@ -54,6 +55,17 @@ PAPER_WIDTH160_FOR_CUHK01 = ("recipe/paper_width_160x64_8ep/pretrain",
                              "recipe/paper_width_160x64_8ep/continue")
 PAPER_WIDTH_FOR_VIPER_GRID = ("cpu-paper_width-pretrain_for_viper_grid",
                               "cpu-paper_width-continue_for_viper_grid")
+CAMERA_GROUPS = "recipe/camera_bn_pooled_variance"  # docs/cpu_recipe.md section 22
+PER_CAMERA_READOUT = ("; at test time each camera's batch norm calibrated on the split's "
+                      "unlabelled training images, `--camera_bn=train`")
+
+
+def camera_groups_transfer(target: str) -> TrainedJlml:
+    """The 6-epoch pre-training on batches of one-camera groups, read out per camera."""
+    return TrainedJlml("half width, 6 epochs on one-camera groups (`--cameras_per_batch=2`)",
+                       None, (f"{CAMERA_GROUPS}/pretrain_camera_groups",),
+                       f"{CAMERA_GROUPS}/camera_groups_{target}_transfer/"
+                       "results_transfer_cbn-train.json", PER_CAMERA_READOUT)
 CUHK01_485_486 = (
     TrainedJlml("half width, 25 + 12 epochs", "cpu-cuhk01_485_486_single", FOR_CUHK01,
                 "transfer-cuhk01_485_486_single/results_transfer.json"),
@@ -83,14 +95,16 @@ BENCHMARKS = (
                   "transfer-grid/results_transfer.json"),
       TrainedJlml("paper width, 8 + 12 epochs", "cpu-paper_width-grid",
                   PAPER_WIDTH_FOR_VIPER_GRID,
-                  "transfer-paper_width-grid/results_transfer.json")),
+                  "transfer-paper_width-grid/results_transfer.json"),
+      camera_groups_transfer("grid")),
      "results.json", "lomo_xqda/grid_125_125"),
     ("VIPeR 316/316", "viper/316_316",
      (TrainedJlml("half width, 21 + 12 epochs", "cpu-viper", FOR_VIPER_GRID,
                   "transfer-viper/results_transfer.json"),
       TrainedJlml("paper width, 8 + 12 epochs", "cpu-paper_width-viper",
                   PAPER_WIDTH_FOR_VIPER_GRID,
-                  "transfer-paper_width-viper/results_transfer.json")),
+                  "transfer-paper_width-viper/results_transfer.json"),
+      camera_groups_transfer("viper")),
      "results.json", "lomo_xqda/viper_316_316"),
 )
 
@@ -135,9 +149,15 @@ def cells(s: dict) -> list[str]:
 def model_rows(results: pathlib.Path, label: str, model: TrainedJlml, name: str) -> list[str]:
     """The fine-tuned model's row, its features matched by XQDA, and its direct transfer."""
     pre_hours = sum(training_hours(results / r) or 0 for r in model.pretrain)
-    hours = (training_hours(results / model.run) or 0) + pre_hours
     method = f"JLML {model.label}"
     rows = []
+    moved = summary(results / model.transfer) if model.transfer else None
+    transfer_row = [f"| {label} | {method}, direct transfer (pre-training only, no image of it "
+                    f"seen{model.transfer_readout}) | {moved['trials']} | "
+                    + " | ".join(cells(moved)) + f" | {pre_hours:.2f} |"] if moved else []
+    if model.run is None:
+        return transfer_row
+    hours = (training_hours(results / model.run) or 0) + pre_hours
     tuned = summary(results / model.run / name)
     if tuned:
         rows.append(f"| {label} | {method}, joint pre-training + fine-tuning per trial | "
@@ -154,12 +174,7 @@ def model_rows(results: pathlib.Path, label: str, model: TrainedJlml, name: str)
         rows.append(f"| {label} | {method}, XQDA built into the model (`export --linear_map`: "
                     f"the map on the unit sphere, L2) | {mapped['trials']} | "
                     + " | ".join(cells(mapped)) + f" | {hours:.2f} |")
-    moved = summary(results / model.transfer) if model.transfer else None
-    if moved:
-        rows.append(f"| {label} | {method}, direct transfer (pre-training only, no image of "
-                    f"it seen) | {moved['trials']} | " + " | ".join(cells(moved)) +
-                    f" | {pre_hours:.2f} |")
-    return rows
+    return rows + transfer_row
 
 
 def table(results: pathlib.Path) -> str:

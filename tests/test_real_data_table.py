@@ -72,3 +72,17 @@ def test_xqda_rows_follow_the_model_they_were_fitted_on(tmp_path):
     assert len(rows) == 3 and "| 48.0 ± 1.0 |" in rows[0]
     assert "XQDA fitted on each trial" in rows[1] and "| 56.0 ± 1.0 |" in rows[1]
     assert "XQDA built into the model" in rows[2] and "| 53.0 ± 1.0 |" in rows[2]
+
+
+def test_a_transfer_only_model_gives_its_direct_transfer_row_with_its_readout(tmp_path):
+    model = real_data_table.camera_groups_transfer("grid")
+    assert model.run is None
+    _results(tmp_path / model.transfer, "JLML l2", 0.215)
+    fixtures.write_train_log(tmp_path / model.pretrain[0] / "train_log.jsonl", ("start", 0),
+                             ("finished", 1800))
+    # a results.json beside the pre-training's log is its own data set's, not GRID's
+    _results(tmp_path / model.pretrain[0] / "results.json", "JLML (this run)", 0.1, trials=1)
+    rows = [r for r in real_data_table.table(tmp_path).splitlines()
+            if r.startswith("| GRID") and "JLML half width, 6 epochs" in r]
+    assert len(rows) == 1 and "direct transfer" in rows[0] and "--camera_bn=train" in rows[0]
+    assert "| 21.5 ± 1.0 |" in rows[0] and rows[0].endswith("| 0.50 |")
