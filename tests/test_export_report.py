@@ -442,3 +442,11 @@ def test_camera_bn_export_serves_the_statistics_of_that_cameras_images(tmp_path)
     assert card["camera_bn"]["calibration_images"] == 8
     # the run's threshold was set with the trained statistics: not shipped with this camera's
     assert not (result.extras_dir / threshold_lib.FILE_NAME).exists()
+    # a run trained on one-camera groups is exported per camera: a plain export warns
+    import dataclasses
+
+    grouped = fixtures.make_run(tmp_path / "grouped", dataclasses.replace(
+        fixtures.tiny_config(), batch_norm_group_size=8))
+    said = []
+    pipeline.export_run(grouped, tmp_path / "out_grouped", tflite_variants=(), progress=said.append)
+    assert any("per-camera batch norm" in m and "--camera_bn_images" in m for m in said)

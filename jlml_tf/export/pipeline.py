@@ -183,6 +183,11 @@ def export_run(run_dir: str | os.PathLike, export_dir: str | os.PathLike,
             l2 = jlml.with_flip_test(l2)
         if mapped is not None:
             l2 = jlml.with_linear_map(l2, mapped.matrix, mapped.radius)
+    if cfg.batch_norm_group_size and not camera_images:
+        progress(f"warning: {run_path} was trained with per-camera batch norm "
+                 "(--cameras_per_batch): its trained statistics are averages of per-camera "
+                 "ones and rank worse than a camera's own; export one model per camera with "
+                 "--camera_bn_images")
     height, width = cfg.input_height, cfg.input_width
     extras_note = (", test-time flip" if flip_test else "") + (
         f", batch norm calibrated on {calibrated} images of one camera" if camera_images
