@@ -9,7 +9,9 @@ where run; each labelled with its plain +
 augmented pre-training epochs): JLML fine-tuned per trial
 from its joint pre-training, the same pre-training without fine-tuning (direct transfer: no
 image of the benchmark seen), LOMO + XQDA on the same trials (best of the Retinex variants
-measured; the range over them beside it) and the paper. Where `python -m jlml_tf.evaluate
+measured; the range over them beside it) and the paper. A pre-training evaluated only by direct
+transfer (the camera-group runs of docs/cpu_recipe.md section 22) has that row alone, with how
+it was read out. Where `python -m jlml_tf.evaluate
 --metric=xqda` was run on the fine-tuned models, their features matched by XQDA (the paper's
 ablation) too, and where `--metric=xqda_map --suffix=xqda_map` was, XQDA built into the
 exported model (its map on the unit sphere of one more dimension, matched by L2). Mean ± std over trials. Hours are wall time on the machine that trained (a
@@ -148,7 +150,8 @@ def cells(s: dict) -> list[str]:
 
 
 def model_rows(results: pathlib.Path, label: str, model: TrainedJlml, name: str) -> list[str]:
-    """The fine-tuned model's row, its features matched by XQDA, and its direct transfer."""
+    """The fine-tuned model's row, its features matched by XQDA, and its direct transfer (that
+    row alone for a model without a fine-tuned run)."""
     pre_hours = sum(training_hours(results / r) or 0 for r in model.pretrain)
     method = f"JLML {model.label}"
     rows = []

@@ -54,7 +54,8 @@ class ModelConfig:
     fused_batch_norm: bool = True
     # > 0: in training, every batch norm normalises each group of this many consecutive images
     # on its own (one camera per group with --sampler=camera --cameras_per_batch; camera-based
-    # BN, Zhuang et al. 2020). Training only: the deployed model is built with 0.
+    # BN, Zhuang et al. 2020). Training only: the deployed model is built with 0. Grouped layers
+    # train through the fused kernel once per group whatever fused_batch_norm says.
     batch_norm_group_size: int = 0
 
     def __post_init__(self):
@@ -83,6 +84,9 @@ class ModelConfig:
         if self.batch_norm_group_size < 0 or self.batch_norm_group_size == 1:
             fail("batch_norm_group_size", self.batch_norm_group_size,
                  "0 (off) or at least 2 images per group (--batch_size / --cameras_per_batch)")
+        if self.batch_norm_group_size and self.sync_batch_norm:
+            fail("batch_norm_group_size", self.batch_norm_group_size,
+                 "0 with sync_batch_norm (groups are normalised within each replica)")
         if self.input_height < 8 * self.num_stripes or self.input_width < 16:
             fail("input_height/input_width", (self.input_height, self.input_width),
                  f"at least {8 * self.num_stripes}x16 for {self.num_stripes} stripes")

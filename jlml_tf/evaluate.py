@@ -428,6 +428,10 @@ def evaluate_target(fv, target: Target, data, trial, out_dir: pathlib.Path, suff
         if fv.calibration_split != "test":
             needed.append(trial.train)
     rows = np.unique(np.concatenate(needed))
+    if fv.camera_bn == "off" and cfg.batch_norm_group_size:
+        log(f"warning: {target.run_dir or checkpoint} was trained with per-camera batch norm "
+            "(--cameras_per_batch); its trained statistics rank worse than each camera's own: "
+            "pass --camera_bn=train")
     if fv.camera_bn == "off":
         features = eval_trial.extract_features(embedding_model, table, rows, cfg.input_height,
                                                cfg.input_width, fv.batch_size, fv.verbose,

@@ -143,6 +143,8 @@ def test_grouped_network_builds_grouped_layers_and_deploys_without_them(tiny_mod
     assert training.count_params() == deployed.count_params()
     with pytest.raises(ValueError, match="batch_norm_group_size"):
         dataclasses.replace(cfg, batch_norm_group_size=-1)
+    with pytest.raises(ValueError, match="groups are normalised within each replica"):
+        dataclasses.replace(cfg, sync_batch_norm=True)
 
 
 def test_grouped_gradients_and_bfloat16_match_the_plain_layer_on_each_group():
@@ -173,10 +175,19 @@ def test_grouped_gradients_and_bfloat16_match_the_plain_layer_on_each_group():
     dynamic = tf.function(lambda x: grouped(x, training=True),
                           input_signature=[tf.TensorSpec([None, 4, 2, 3], tf.float32)])
     np.testing.assert_allclose(dynamic(x), grouped(x, training=True), atol=1e-5)
+    # mixed bfloat16: the fused kernel per group against the moments path, within bfloat16
     keras.mixed_precision.set_global_policy("mixed_bfloat16")
     try:
-        half = FusedBatchNormalization(group_size=3)
+        fused, moments = (FusedBatchNormalization(group_size=3) for _ in range(2))
     finally:
         keras.mixed_precision.set_global_policy("float32")
-    y = half(tf.cast(x, tf.bfloat16), training=True)
-    assert y.dtype == tf.bfloat16 and half.moving_mean.dtype == "float32"
+    half = tf.cast(x, tf.bfloat16)
+    y_fused = fused(half, training=True)
+    y_moments = tf.function(lambda x: moments(x, training=True), input_signature=[
+        tf.TensorSpec([None, 4, 2, 3], tf.bfloat16)])(half)
+    assert y_fused.dtype == y_moments.dtype == tf.bfloat16
+    assert fused.moving_mean.dtype == "float32"
+    np.testing.assert_allclose(tf.cast(y_fused, tf.float32), tf.cast(y_moments, tf.float32),
+                               atol=3e-2)
+    for a, b in zip(fused.non_trainable_weights, moments.non_trainable_weights):
+        np.testing.assert_allclose(a.numpy(), b.numpy(), rtol=1e-2, atol=1e-3)

@@ -307,6 +307,18 @@ def test_camera_sampler_shares_the_missing_batches_among_cameras_with_enough_ima
         pipeline.epoch_order(np.arange(6), 4, 0, 0, "camera", cameras=np.r_[0, 0, 0, 1, 1, 1])
 
 
+def test_camera_sampler_fills_missing_batches_from_cameras_with_enough_images():
+    # 8 + 7 + 7 images, batch 8: one whole batch of camera 0; the second and (without
+    # drop_remainder) third come from camera 0 again: cameras 1 and 2 have too few images
+    cameras = np.r_[np.zeros(8, int), np.full(7, 1), np.full(7, 2)]
+    labels = np.arange(len(cameras))
+    order = pipeline.epoch_order(labels, 8, 0, 0, "camera", cameras=cameras)
+    assert len(order) == 16 and set(cameras[order]) == {0}
+    order = pipeline.epoch_order(labels, 8, 0, 0, "camera", drop_remainder=False,
+                                 cameras=cameras)
+    assert len(order) == 24 and set(cameras[order]) == {0}
+
+
 def test_camera_sampler_with_two_cameras_per_batch_gives_two_one_camera_groups():
     cameras = np.r_[np.zeros(20, int), np.ones(12, int), np.full(9, 5)]  # 41 images
     labels = np.arange(len(cameras))
