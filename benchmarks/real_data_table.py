@@ -62,11 +62,12 @@ PER_CAMERA_READOUT = ("; at test time each camera's batch norm calibrated on the
                       "unlabelled training images, `--camera_bn=train`")
 
 
-def camera_groups_transfer(target: str, seed: int = 0) -> TrainedJlml:
-    """The 6-epoch pre-training on batches of one-camera groups, read out per camera."""
-    tag = f"_seed{seed}" if seed else ""
-    return TrainedJlml(f"half width, 6 epochs on one-camera groups (`--cameras_per_batch=2`), "
-                       f"seed {seed}", None, (f"{CAMERA_GROUPS}/pretrain_camera_groups{tag}",),
+def camera_groups_transfer(target: str, seed: int = 0, epochs: int = 6) -> TrainedJlml:
+    """A pre-training on batches of one-camera groups, read out per camera."""
+    tag = (f"_seed{seed}" if seed else "") + (f"_{epochs}ep" if epochs != 6 else "")
+    return TrainedJlml(f"half width, {epochs} epochs on one-camera groups "
+                       f"(`--cameras_per_batch=2`), seed {seed}", None,
+                       (f"{CAMERA_GROUPS}/pretrain_camera_groups{tag}",),
                        f"{CAMERA_GROUPS}/camera_groups{tag}_{target}_transfer/"
                        "results_transfer_cbn-train.json", PER_CAMERA_READOUT)
 CUHK01_485_486 = (
@@ -99,7 +100,8 @@ BENCHMARKS = (
       TrainedJlml("paper width, 8 + 12 epochs", "cpu-paper_width-grid",
                   PAPER_WIDTH_FOR_VIPER_GRID,
                   "transfer-paper_width-grid/results_transfer.json"),
-      camera_groups_transfer("grid"), camera_groups_transfer("grid", seed=1)),
+      camera_groups_transfer("grid"), camera_groups_transfer("grid", seed=1),
+      camera_groups_transfer("grid", epochs=12)),
      "results.json", "lomo_xqda/grid_125_125"),
     ("VIPeR 316/316", "viper/316_316",
      (TrainedJlml("half width, 21 + 12 epochs", "cpu-viper", FOR_VIPER_GRID,
@@ -107,7 +109,8 @@ BENCHMARKS = (
       TrainedJlml("paper width, 8 + 12 epochs", "cpu-paper_width-viper",
                   PAPER_WIDTH_FOR_VIPER_GRID,
                   "transfer-paper_width-viper/results_transfer.json"),
-      camera_groups_transfer("viper"), camera_groups_transfer("viper", seed=1)),
+      camera_groups_transfer("viper"), camera_groups_transfer("viper", seed=1),
+      camera_groups_transfer("viper", epochs=12)),
      "results.json", "lomo_xqda/viper_316_316"),
 )
 
