@@ -64,11 +64,13 @@ class FusedBatchNormalization(keras.layers.BatchNormalization):
         self.moving_variance.assign(
             self.moving_variance * self.momentum + variance * (1.0 - self.momentum))
 
+    def _whole_groups_message(self) -> str:
+        return (f"{self.name}: a training batch must be whole groups of group_size="
+                f"{self.group_size} images (--batch_size / --cameras_per_batch)")
+
     def _check_groups(self, batch: int):
         if batch % self.group_size:
-            raise ValueError(f"{self.name}: a training batch must be whole groups of group_size="
-                             f"{self.group_size} images (--batch_size / --cameras_per_batch); "
-                             f"got {batch}")
+            raise ValueError(f"{self._whole_groups_message()}; got {batch}")
 
     def _fused_groups(self, inputs):
         """The fused kernel on each group of a batch of known size: one pass per group."""
@@ -86,9 +88,8 @@ class FusedBatchNormalization(keras.layers.BatchNormalization):
         if inputs.shape[0] is not None:
             self._check_groups(inputs.shape[0])  # XLA drops the assert below
         shape = tf.shape(inputs)
-        check = tf.debugging.assert_equal(shape[0] % self.group_size, 0, message=(
-            f"{self.name}: a training batch must be whole groups of group_size="
-            f"{self.group_size} images"))
+        check = tf.debugging.assert_equal(shape[0] % self.group_size, 0,
+                                          message=self._whole_groups_message())
         with tf.control_dependencies([check]):
             groups = tf.reshape(tf.cast(inputs, "float32"),
                                 tf.concat([[-1, self.group_size], shape[1:]], 0))

@@ -49,11 +49,8 @@ def _local_branch(x, cfg: ModelConfig):
 def _feature(x, cfg: ModelConfig, branch: str):
     if not cfg.feature_bn:
         return x
-    if cfg.batch_norm_group_size:
-        return residual.batch_norm(f"{branch}_feature_bn", cfg.batch_norm_momentum,
-                                   bn_group_size=cfg.batch_norm_group_size)(x)
-    return layers.BatchNormalization(momentum=cfg.batch_norm_momentum, epsilon=1e-5,
-                                     name=f"{branch}_feature_bn")(x)
+    return residual.batch_norm(f"{branch}_feature_bn", cfg.batch_norm_momentum,
+                               bn_group_size=cfg.batch_norm_group_size)(x)
 
 
 def _classifier(x, cfg: ModelConfig, name):
