@@ -10,8 +10,8 @@ augmented pre-training epochs): JLML fine-tuned per trial
 from its joint pre-training, the same pre-training without fine-tuning (direct transfer: no
 image of the benchmark seen), LOMO + XQDA on the same trials (best of the Retinex variants
 measured; the range over them beside it) and the paper. A pre-training evaluated only by direct
-transfer (the camera-group runs of docs/cpu_recipe.md section 22) has that row alone, with how
-it was read out. Where `python -m jlml_tf.evaluate
+transfer (the camera-group runs of docs/cpu_recipe.md section 22) has that row alone; rows
+read out otherwise than plainly (per camera, `--camera_bn=train`) say so. Where `python -m jlml_tf.evaluate
 --metric=xqda` was run on the fine-tuned models, their features matched by XQDA (the paper's
 ablation) too, and where `--metric=xqda_map --suffix=xqda_map` was, XQDA built into the
 exported model (its map on the unit sphere of one more dimension, matched by L2). Mean ± std over trials. Hours are wall time on the machine that trained (a
@@ -44,7 +44,8 @@ class TrainedJlml:
     run: str | None  # the fine-tuned run (None: a pre-training read out by direct transfer only)
     pretrain: tuple[str, ...]  # the pre-training runs it started from, continuation included
     transfer: str | None = None  # the pre-training's direct-transfer results file
-    transfer_readout: str = ""  # how the direct transfer was read out, if not plainly
+    readout: str = ""  # how its rows were read out, if not plainly
+    results_suffix: str = ""  # the fine-tuned run's results file for that readout, "_cbn-train"
 
 
 FOR_CUHK01 = ("cpu-pretrain_for_cuhk01", "cpu-continue_pretrain_for_cuhk01")
@@ -70,6 +71,15 @@ def camera_groups_transfer(target: str, seed: int = 0, epochs: int = 6) -> Train
                        (f"{CAMERA_GROUPS}/pretrain_camera_groups{tag}",),
                        f"{CAMERA_GROUPS}/camera_groups{tag}_{target}_transfer/"
                        "results_transfer_cbn-train.json", PER_CAMERA_READOUT)
+
+
+# Pre-trained without CUHK01 and fine-tuned per split, both on one-camera groups (section 23).
+CAMERA_GROUPS_CUHK01 = TrainedJlml(
+    "half width, 12 epochs on one-camera groups (`--cameras_per_batch=2`)",
+    f"{CAMERA_GROUPS}/camera_groups_for_cuhk01_ft",
+    (f"{CAMERA_GROUPS}/pretrain_camera_groups_for_cuhk01",),
+    f"{CAMERA_GROUPS}/camera_groups_for_cuhk01_transfer/results_transfer_cbn-train.json",
+    PER_CAMERA_READOUT, "_cbn-train")
 CUHK01_485_486 = (
     TrainedJlml("half width, 25 + 12 epochs", "cpu-cuhk01_485_486_single", FOR_CUHK01,
                 "transfer-cuhk01_485_486_single/results_transfer.json"),
@@ -79,7 +89,8 @@ CUHK01_485_486 = (
     TrainedJlml("paper width, 25 + 12 epochs", "cpu-paper_width25-cuhk01_485_486_single",
                 PAPER_WIDTH25_FOR_CUHK01),
     TrainedJlml("paper width at 160x64, 8 + 12 epochs",
-                "recipe/paper_width_160x64_8ep/continue_cuhk01", PAPER_WIDTH160_FOR_CUHK01))
+                "recipe/paper_width_160x64_8ep/continue_cuhk01", PAPER_WIDTH160_FOR_CUHK01),
+    CAMERA_GROUPS_CUHK01)
 # (label, paper key, models, their results file, LOMO results folder prefix)
 BENCHMARKS = (
     ("CUHK01 485/486 single shot", "cuhk01/485_486_single_shot", CUHK01_485_486, "results.json",
@@ -160,14 +171,15 @@ def model_rows(results: pathlib.Path, label: str, model: TrainedJlml, name: str)
     rows = []
     moved = summary(results / model.transfer) if model.transfer else None
     transfer_row = [f"| {label} | {method}, direct transfer (pre-training only, no image of it "
-                    f"seen{model.transfer_readout}) | {moved['trials']} | "
+                    f"seen{model.readout}) | {moved['trials']} | "
                     + " | ".join(cells(moved)) + f" | {pre_hours:.2f} |"] if moved else []
     if model.run is None:
         return transfer_row
     hours = (training_hours(results / model.run) or 0) + pre_hours
-    tuned = summary(results / model.run / name)
+    tuned = summary(results / model.run / name.replace(".json", model.results_suffix + ".json"))
     if tuned:
-        rows.append(f"| {label} | {method}, joint pre-training + fine-tuning per trial | "
+        readout = f" ({model.readout.lstrip('; ')})" if model.readout else ""
+        rows.append(f"| {label} | {method}, joint pre-training + fine-tuning per trial{readout} | "
                     f"{tuned['trials']} | " + " | ".join(cells(tuned)) + f" | {hours:.2f} |")
     xqda = summary(results / model.run / name.replace("results", "results_xqda", 1)) \
         if name == "results.json" else None

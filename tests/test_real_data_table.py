@@ -86,3 +86,15 @@ def test_a_transfer_only_model_gives_its_direct_transfer_row_with_its_readout(tm
             if r.startswith("| GRID") and "JLML half width, 6 epochs" in r]
     assert len(rows) == 1 and "direct transfer" in rows[0] and "--camera_bn=train" in rows[0]
     assert "| 21.5 ± 1.0 |" in rows[0] and rows[0].endswith("| 0.50 |")
+
+
+def test_a_model_read_out_per_camera_gives_its_fine_tuned_row_from_that_readout(tmp_path):
+    model = real_data_table.CAMERA_GROUPS_CUHK01
+    _results(tmp_path / model.run / "results.json", "JLML (this run)", 0.1)  # trained statistics
+    _results(tmp_path / model.run / "results_cbn-train.json", "JLML l2", 0.5)
+    _results(tmp_path / model.transfer, "JLML l2", 0.29)
+    rows = [r for r in real_data_table.table(tmp_path).splitlines()
+            if r.startswith("| CUHK01 485/486 single shot | JLML half width, 12 epochs on one")]
+    assert len(rows) == 2 and "fine-tuning per trial (at test time" in rows[0]
+    assert "| 50.0 ± 1.0 |" in rows[0] and "--camera_bn=train" in rows[0]
+    assert "direct transfer" in rows[1] and "| 29.0 ± 1.0 |" in rows[1]
