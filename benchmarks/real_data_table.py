@@ -44,8 +44,9 @@ class TrainedJlml:
     run: str | None  # the fine-tuned run (None: a pre-training read out by direct transfer only)
     pretrain: tuple[str, ...]  # the pre-training runs it started from, continuation included
     transfer: str | None = None  # the pre-training's direct-transfer results file
-    readout: str = ""  # how its rows were read out, if not plainly
-    results_suffix: str = ""  # the fine-tuned run's results file for that readout, "_cbn-train"
+    # Trained (pre-training and fine-tuning) on one-camera groups and read out per camera:
+    # results_<...>_cbn-train.json files (docs/cpu_recipe.md sections 22-23).
+    camera_groups: bool = False
 
 
 FOR_CUHK01 = ("cpu-pretrain_for_cuhk01", "cpu-continue_pretrain_for_cuhk01")
@@ -58,28 +59,36 @@ PAPER_WIDTH160_FOR_CUHK01 = ("recipe/paper_width_160x64_8ep/pretrain",
                              "recipe/paper_width_160x64_8ep/continue")
 PAPER_WIDTH_FOR_VIPER_GRID = ("cpu-paper_width-pretrain_for_viper_grid",
                               "cpu-paper_width-continue_for_viper_grid")
-CAMERA_GROUPS = "recipe/camera_bn_pooled_variance"  # docs/cpu_recipe.md section 22
-PER_CAMERA_READOUT = ("; at test time each camera's batch norm calibrated on the split's "
+CAMERA_GROUPS = "recipe/camera_bn_pooled_variance"  # docs/cpu_recipe.md sections 22-23
+PER_CAMERA_SUFFIX = "_cbn-train"  # evaluate --camera_bn=train --suffix=...cbn-train
+PER_CAMERA_READOUT = ("at test time each camera's batch norm calibrated on the split's "
                       "unlabelled training images, `--camera_bn=train`")
 
 
-def camera_groups_transfer(target: str, seed: int = 0, epochs: int = 6) -> TrainedJlml:
-    """A pre-training on batches of one-camera groups, read out per camera."""
-    tag = (f"_seed{seed}" if seed else "") + (f"_{epochs}ep" if epochs != 6 else "")
+def camera_groups(pretrain: str, transfer: str, epochs: int, seed: int = 0,
+                  fine_tuned: str | None = None) -> TrainedJlml:
+    """A pre-training on batches of two one-camera groups (`CAMERA_GROUPS`/`pretrain`), its
+    direct transfer (`transfer`) and, where run, its fine-tuning on groups (`fine_tuned`)."""
     return TrainedJlml(f"half width, {epochs} epochs on one-camera groups "
-                       f"(`--cameras_per_batch=2`), seed {seed}", None,
-                       (f"{CAMERA_GROUPS}/pretrain_camera_groups{tag}",),
-                       f"{CAMERA_GROUPS}/camera_groups{tag}_{target}_transfer/"
-                       "results_transfer_cbn-train.json", PER_CAMERA_READOUT)
+                       f"(`--cameras_per_batch=2`), seed {seed}",
+                       f"{CAMERA_GROUPS}/{fine_tuned}" if fine_tuned else None,
+                       (f"{CAMERA_GROUPS}/{pretrain}",),
+                       f"{CAMERA_GROUPS}/{transfer}/results_transfer{PER_CAMERA_SUFFIX}.json",
+                       camera_groups=True)
+
+
+def camera_groups_for_viper_grid(target: str, seed: int = 0, epochs: int = 6,
+                                 fine_tuned: str | None = None) -> TrainedJlml:
+    """One of the camera-group pre-trainings without VIPeR and GRID (section 22)."""
+    tag = (f"_seed{seed}" if seed else "") + (f"_{epochs}ep" if epochs != 6 else "")
+    return camera_groups(f"pretrain_camera_groups{tag}", f"camera_groups{tag}_{target}_transfer",
+                         epochs, seed, fine_tuned)
 
 
 # Pre-trained without CUHK01 and fine-tuned per split, both on one-camera groups (section 23).
-CAMERA_GROUPS_CUHK01 = TrainedJlml(
-    "half width, 12 epochs on one-camera groups (`--cameras_per_batch=2`)",
-    f"{CAMERA_GROUPS}/camera_groups_for_cuhk01_ft",
-    (f"{CAMERA_GROUPS}/pretrain_camera_groups_for_cuhk01",),
-    f"{CAMERA_GROUPS}/camera_groups_for_cuhk01_transfer/results_transfer_cbn-train.json",
-    PER_CAMERA_READOUT, "_cbn-train")
+CAMERA_GROUPS_CUHK01 = camera_groups("pretrain_camera_groups_for_cuhk01",
+                                     "camera_groups_for_cuhk01_transfer", 12,
+                                     fine_tuned="camera_groups_for_cuhk01_ft")
 CUHK01_485_486 = (
     TrainedJlml("half width, 25 + 12 epochs", "cpu-cuhk01_485_486_single", FOR_CUHK01,
                 "transfer-cuhk01_485_486_single/results_transfer.json"),
@@ -111,9 +120,8 @@ BENCHMARKS = (
       TrainedJlml("paper width, 8 + 12 epochs", "cpu-paper_width-grid",
                   PAPER_WIDTH_FOR_VIPER_GRID,
                   "transfer-paper_width-grid/results_transfer.json"),
-      camera_groups_transfer("grid"), camera_groups_transfer("grid", seed=1),
-      dataclasses.replace(camera_groups_transfer("grid", epochs=12), results_suffix="_cbn-train",
-                          run=f"{CAMERA_GROUPS}/camera_groups_12ep_grid_ft")),
+      camera_groups_for_viper_grid("grid"), camera_groups_for_viper_grid("grid", seed=1),
+      camera_groups_for_viper_grid("grid", epochs=12, fine_tuned="camera_groups_12ep_grid_ft")),
      "results.json", "lomo_xqda/grid_125_125"),
     ("VIPeR 316/316", "viper/316_316",
      (TrainedJlml("half width, 21 + 12 epochs", "cpu-viper", FOR_VIPER_GRID,
@@ -121,8 +129,8 @@ BENCHMARKS = (
       TrainedJlml("paper width, 8 + 12 epochs", "cpu-paper_width-viper",
                   PAPER_WIDTH_FOR_VIPER_GRID,
                   "transfer-paper_width-viper/results_transfer.json"),
-      camera_groups_transfer("viper"), camera_groups_transfer("viper", seed=1),
-      camera_groups_transfer("viper", epochs=12)),
+      camera_groups_for_viper_grid("viper"), camera_groups_for_viper_grid("viper", seed=1),
+      camera_groups_for_viper_grid("viper", epochs=12)),
      "results.json", "lomo_xqda/viper_316_316"),
 )
 
@@ -171,25 +179,30 @@ def model_rows(results: pathlib.Path, label: str, model: TrainedJlml, name: str)
     method = f"JLML {model.label}"
     rows = []
     moved = summary(results / model.transfer) if model.transfer else None
-    transfer_row = [f"| {label} | {method}, direct transfer (pre-training only, no image of it "
-                    f"seen{model.readout}) | {moved['trials']} | "
-                    + " | ".join(cells(moved)) + f" | {pre_hours:.2f} |"] if moved else []
+    unseen = (f"no label of it seen; {PER_CAMERA_READOUT}" if model.camera_groups
+              else "no image of it seen")
+    transfer_row = [f"| {label} | {method}, direct transfer (pre-training only, {unseen}) | "
+                    f"{moved['trials']} | " + " | ".join(cells(moved)) +
+                    f" | {pre_hours:.2f} |"] if moved else []
     if model.run is None:
         return transfer_row
     hours = (training_hours(results / model.run) or 0) + pre_hours
-    tuned = summary(results / model.run / name.replace(".json", model.results_suffix + ".json"))
+    suffix, fine_tuning = ((PER_CAMERA_SUFFIX, f" on one-camera groups ({PER_CAMERA_READOUT})")
+                           if model.camera_groups else ("", ""))
+    tuned = summary(results / model.run / name.replace(".json", suffix + ".json"))
     if tuned:
-        readout = f" ({model.readout.lstrip('; ')})" if model.readout else ""
-        rows.append(f"| {label} | {method}, joint pre-training + fine-tuning per trial{readout} | "
-                    f"{tuned['trials']} | " + " | ".join(cells(tuned)) + f" | {hours:.2f} |")
+        rows.append(f"| {label} | {method}, joint pre-training + fine-tuning per trial"
+                    f"{fine_tuning} | {tuned['trials']} | " + " | ".join(cells(tuned)) +
+                    f" | {hours:.2f} |")
+    plain = name == "results.json" and not model.camera_groups  # XQDA was fitted on those only
     xqda = summary(results / model.run / name.replace("results", "results_xqda", 1)) \
-        if name == "results.json" else None
+        if plain else None
     if xqda:
         rows.append(f"| {label} | {method}, its features + XQDA fitted on each trial's "
                     f"training split | {xqda['trials']} | " + " | ".join(cells(xqda)) +
                     f" | {hours:.2f} |")
     mapped = summary(results / model.run / name.replace("results", "results_xqda_map", 1)) \
-        if name == "results.json" else None
+        if plain else None
     if mapped:
         rows.append(f"| {label} | {method}, XQDA built into the model (`export --linear_map`: "
                     f"the map on the unit sphere, L2) | {mapped['trials']} | "

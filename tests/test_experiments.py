@@ -115,7 +115,8 @@ def test_every_init_from_is_a_pre_training_without_the_target_data_set(parse):
         source_dir, _, trial = values.init_from.partition("/trial_")
         assert source_dir in run_dirs, f"{path.name}: --init_from={values.init_from}"
         source = parse(f"--flagfile={run_dirs[source_dir].relative_to(PROJECT_ROOT)}")
-        warm_start.check_compatible(jflags.model_config(source, 10), model, path.name)
+        warm_start.check_compatible(jflags.model_config(source, 10), model,
+                                    f"{values.init_from} (in {path.name})")
         data = lambda v: (v.dataset, v.protocol, v.manual_dir, v.extra_train)  # noqa: E731
         if values.init_classifiers:
             assert data(values) == data(source), path.name

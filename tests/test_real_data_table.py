@@ -75,7 +75,7 @@ def test_xqda_rows_follow_the_model_they_were_fitted_on(tmp_path):
 
 
 def test_a_transfer_only_model_gives_its_direct_transfer_row_with_its_readout(tmp_path):
-    model = real_data_table.camera_groups_transfer("grid")
+    model = real_data_table.camera_groups_for_viper_grid("grid")
     assert model.run is None
     _results(tmp_path / model.transfer, "JLML l2", 0.215)
     fixtures.write_train_log(tmp_path / model.pretrain[0] / "train_log.jsonl", ("start", 0),
@@ -88,13 +88,31 @@ def test_a_transfer_only_model_gives_its_direct_transfer_row_with_its_readout(tm
     assert "| 21.5 ± 1.0 |" in rows[0] and rows[0].endswith("| 0.50 |")
 
 
-def test_a_model_read_out_per_camera_gives_its_fine_tuned_row_from_that_readout(tmp_path):
+def test_camera_group_rows_read_the_per_camera_results_and_say_so(tmp_path):
     model = real_data_table.CAMERA_GROUPS_CUHK01
     _results(tmp_path / model.run / "results.json", "JLML (this run)", 0.1)  # trained statistics
+    _results(tmp_path / model.run / "results_xqda.json", "JLML xqda", 0.9)  # not this readout's
     _results(tmp_path / model.run / "results_cbn-train.json", "JLML l2", 0.5)
+    _results(tmp_path / model.run / "results_multi_shot_cbn-train.json", "JLML l2", 0.55)
     _results(tmp_path / model.transfer, "JLML l2", 0.29)
+    lines = real_data_table.table(tmp_path).splitlines()
+    single = [r for r in lines if r.startswith("| CUHK01 485/486 single shot | JLML half width, 12")]
+    assert len(single) == 2 and "fine-tuning per trial on one-camera groups" in single[0]
+    assert "| 50.0 ± 1.0 |" in single[0] and "--camera_bn=train" in single[0]
+    assert "no label of it seen" in single[1] and "| 29.0 ± 1.0 |" in single[1]
+    multi = [r for r in lines if r.startswith("| CUHK01 485/486 multi shot | JLML half width, 12")]
+    assert len(multi) == 1 and "| 55.0 ± 1.0 |" in multi[0]
+
+
+def test_a_camera_group_fine_tuning_counts_its_pre_training_hours(tmp_path):
+    model = real_data_table.camera_groups_for_viper_grid(
+        "grid", epochs=12, fine_tuned="camera_groups_12ep_grid_ft")
+    assert model in real_data_table.BENCHMARKS[3][2]  # the GRID row set
+    _results(tmp_path / model.run / "results_cbn-train.json", "JLML l2", 0.2)
+    fixtures.write_train_log(tmp_path / model.run / "trial_00/train_log.jsonl", ("start", 0),
+                             ("finished", 720))
+    fixtures.write_train_log(tmp_path / model.pretrain[0] / "train_log.jsonl", ("start", 0),
+                             ("finished", 1800))
     rows = [r for r in real_data_table.table(tmp_path).splitlines()
-            if r.startswith("| CUHK01 485/486 single shot | JLML half width, 12 epochs on one")]
-    assert len(rows) == 2 and "fine-tuning per trial (at test time" in rows[0]
-    assert "| 50.0 ± 1.0 |" in rows[0] and "--camera_bn=train" in rows[0]
-    assert "direct transfer" in rows[1] and "| 29.0 ± 1.0 |" in rows[1]
+            if r.startswith("| GRID") and "12 epochs on one-camera groups" in r]
+    assert len(rows) == 1 and "| 20.0 ± 1.0 |" in rows[0] and rows[0].endswith("| 0.70 |")
