@@ -121,7 +121,8 @@ BENCHMARKS = (
                   PAPER_WIDTH_FOR_VIPER_GRID,
                   "transfer-paper_width-grid/results_transfer.json"),
       camera_groups_for_viper_grid("grid"), camera_groups_for_viper_grid("grid", seed=1),
-      camera_groups_for_viper_grid("grid", epochs=12, fine_tuned="camera_groups_12ep_grid_ft")),
+      camera_groups_for_viper_grid("grid", epochs=12, fine_tuned="camera_groups_12ep_grid_ft"),
+      camera_groups_for_viper_grid("grid", seed=1, epochs=12)),
      "results.json", "lomo_xqda/grid_125_125"),
     ("VIPeR 316/316", "viper/316_316",
      (TrainedJlml("half width, 21 + 12 epochs", "cpu-viper", FOR_VIPER_GRID,
@@ -130,7 +131,8 @@ BENCHMARKS = (
                   PAPER_WIDTH_FOR_VIPER_GRID,
                   "transfer-paper_width-viper/results_transfer.json"),
       camera_groups_for_viper_grid("viper"), camera_groups_for_viper_grid("viper", seed=1),
-      camera_groups_for_viper_grid("viper", epochs=12)),
+      camera_groups_for_viper_grid("viper", epochs=12),
+      camera_groups_for_viper_grid("viper", seed=1, epochs=12)),
      "results.json", "lomo_xqda/viper_316_316"),
 )
 
