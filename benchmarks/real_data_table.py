@@ -65,14 +65,15 @@ PER_CAMERA_READOUT = ("at test time each camera's batch norm calibrated on the s
                       "unlabelled training images, `--camera_bn=train`")
 
 
-def camera_groups(pretrain: str, transfer: str, epochs: int, seed: int = 0,
+def camera_groups(pretrain: tuple[str, ...], transfer: str, epochs: str, seed: int = 0,
                   fine_tuned: str | None = None) -> TrainedJlml:
-    """A pre-training on batches of two one-camera groups (`CAMERA_GROUPS`/`pretrain`), its
-    direct transfer (`transfer`) and, where run, its fine-tuning on groups (`fine_tuned`)."""
+    """A pre-training on batches of two one-camera groups (`CAMERA_GROUPS`/`pretrain`, its
+    continuation included), its direct transfer (`transfer`) and, where run, its fine-tuning on
+    groups (`fine_tuned`)."""
     return TrainedJlml(f"half width, {epochs} epochs on one-camera groups "
                        f"(`--cameras_per_batch=2`), seed {seed}",
                        f"{CAMERA_GROUPS}/{fine_tuned}" if fine_tuned else None,
-                       (f"{CAMERA_GROUPS}/{pretrain}",),
+                       tuple(f"{CAMERA_GROUPS}/{run}" for run in pretrain),
                        f"{CAMERA_GROUPS}/{transfer}/results_transfer{PER_CAMERA_SUFFIX}.json",
                        camera_groups=True)
 
@@ -81,14 +82,30 @@ def camera_groups_for_viper_grid(target: str, seed: int = 0, epochs: int = 6,
                                  fine_tuned: str | None = None) -> TrainedJlml:
     """One of the camera-group pre-trainings without VIPeR and GRID (section 22)."""
     tag = (f"_seed{seed}" if seed else "") + (f"_{epochs}ep" if epochs != 6 else "")
-    return camera_groups(f"pretrain_camera_groups{tag}", f"camera_groups{tag}_{target}_transfer",
-                         epochs, seed, fine_tuned)
+    return camera_groups((f"pretrain_camera_groups{tag}",), f"camera_groups{tag}_{target}_transfer",
+                         str(epochs), seed, fine_tuned)
 
 
 # Pre-trained without CUHK01 and fine-tuned per split, both on one-camera groups (section 23).
-CAMERA_GROUPS_CUHK01 = camera_groups("pretrain_camera_groups_for_cuhk01",
-                                     "camera_groups_for_cuhk01_transfer", 12,
+CAMERA_GROUPS_CUHK01 = camera_groups(("pretrain_camera_groups_for_cuhk01",),
+                                     "camera_groups_for_cuhk01_transfer", "12",
                                      fine_tuned="camera_groups_for_cuhk01_ft")
+# The same 12 epochs continued 12 more on groups with pad and random erasing, then fine-tuned
+# on groups (section 24).
+CAMERA_GROUPS_CONTINUED_CUHK01 = camera_groups(
+    ("pretrain_camera_groups_for_cuhk01", "continue_camera_groups_for_cuhk01"),
+    "camera_groups_continue_for_cuhk01_transfer", "12 + 12",
+    fine_tuned="camera_groups_continue_for_cuhk01_ft")
+
+
+def camera_groups_continued_for_viper_grid(target: str,
+                                           fine_tuned: str | None = None) -> TrainedJlml:
+    """The 12-epoch camera-group pre-training without VIPeR and GRID, continued (section 24)."""
+    return camera_groups(("pretrain_camera_groups_12ep", "continue_camera_groups_12ep"),
+                         f"camera_groups_continue_12ep_{target}_transfer", "12 + 12",
+                         fine_tuned=fine_tuned)
+
+
 CUHK01_485_486 = (
     TrainedJlml("half width, 25 + 12 epochs", "cpu-cuhk01_485_486_single", FOR_CUHK01,
                 "transfer-cuhk01_485_486_single/results_transfer.json"),
@@ -99,7 +116,7 @@ CUHK01_485_486 = (
                 PAPER_WIDTH25_FOR_CUHK01),
     TrainedJlml("paper width at 160x64, 8 + 12 epochs",
                 "recipe/paper_width_160x64_8ep/continue_cuhk01", PAPER_WIDTH160_FOR_CUHK01),
-    CAMERA_GROUPS_CUHK01)
+    CAMERA_GROUPS_CUHK01, CAMERA_GROUPS_CONTINUED_CUHK01)
 # (label, paper key, models, their results file, LOMO results folder prefix)
 BENCHMARKS = (
     ("CUHK01 485/486 single shot", "cuhk01/485_486_single_shot", CUHK01_485_486, "results.json",
@@ -122,7 +139,8 @@ BENCHMARKS = (
                   "transfer-paper_width-grid/results_transfer.json"),
       camera_groups_for_viper_grid("grid"), camera_groups_for_viper_grid("grid", seed=1),
       camera_groups_for_viper_grid("grid", epochs=12, fine_tuned="camera_groups_12ep_grid_ft"),
-      camera_groups_for_viper_grid("grid", seed=1, epochs=12)),
+      camera_groups_for_viper_grid("grid", seed=1, epochs=12),
+      camera_groups_continued_for_viper_grid("grid")),
      "results.json", "lomo_xqda/grid_125_125"),
     ("VIPeR 316/316", "viper/316_316",
      (TrainedJlml("half width, 21 + 12 epochs", "cpu-viper", FOR_VIPER_GRID,
@@ -132,7 +150,8 @@ BENCHMARKS = (
                   "transfer-paper_width-viper/results_transfer.json"),
       camera_groups_for_viper_grid("viper"), camera_groups_for_viper_grid("viper", seed=1),
       camera_groups_for_viper_grid("viper", epochs=12),
-      camera_groups_for_viper_grid("viper", seed=1, epochs=12)),
+      camera_groups_for_viper_grid("viper", seed=1, epochs=12),
+      camera_groups_continued_for_viper_grid("viper", "camera_groups_continue_12ep_viper_ft")),
      "results.json", "lomo_xqda/viper_316_316"),
 )
 

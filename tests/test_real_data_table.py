@@ -96,11 +96,11 @@ def test_camera_group_rows_read_the_per_camera_results_and_say_so(tmp_path):
     _results(tmp_path / model.run / "results_multi_shot_cbn-train.json", "JLML l2", 0.55)
     _results(tmp_path / model.transfer, "JLML l2", 0.29)
     lines = real_data_table.table(tmp_path).splitlines()
-    single = [r for r in lines if r.startswith("| CUHK01 485/486 single shot | JLML half width, 12")]
+    single = [r for r in lines if r.startswith("| CUHK01 485/486 single shot | JLML half width, 12 epochs")]
     assert len(single) == 2 and "fine-tuning per trial on one-camera groups" in single[0]
     assert "| 50.0 ± 1.0 |" in single[0] and "--camera_bn=train" in single[0]
     assert "no label of it seen" in single[1] and "| 29.0 ± 1.0 |" in single[1]
-    multi = [r for r in lines if r.startswith("| CUHK01 485/486 multi shot | JLML half width, 12")]
+    multi = [r for r in lines if r.startswith("| CUHK01 485/486 multi shot | JLML half width, 12 epochs")]
     assert len(multi) == 1 and "| 55.0 ± 1.0 |" in multi[0]
 
 
@@ -116,3 +116,18 @@ def test_a_camera_group_fine_tuning_counts_its_pre_training_hours(tmp_path):
     rows = [r for r in real_data_table.table(tmp_path).splitlines()
             if r.startswith("| GRID") and "12 epochs on one-camera groups" in r]
     assert len(rows) == 1 and "| 20.0 ± 1.0 |" in rows[0] and rows[0].endswith("| 0.70 |")
+
+
+def test_a_continued_camera_group_chain_counts_both_pre_training_runs(tmp_path):
+    model = real_data_table.CAMERA_GROUPS_CONTINUED_CUHK01
+    assert len(model.pretrain) == 2 and model in real_data_table.CUHK01_485_486
+    _results(tmp_path / model.run / "results_cbn-train.json", "JLML l2", 0.47)
+    fixtures.write_train_log(tmp_path / model.run / "trial_00/train_log.jsonl", ("start", 0),
+                             ("finished", 1800))
+    for run, seconds in zip(model.pretrain, (1800, 1800)):
+        fixtures.write_train_log(tmp_path / run / "train_log.jsonl", ("start", 0),
+                                 ("finished", seconds))
+    rows = [r for r in real_data_table.table(tmp_path).splitlines()
+            if r.startswith("| CUHK01 485/486 single shot | JLML half width, 12 + 12 epochs")]
+    assert len(rows) == 1 and "on one-camera groups" in rows[0]
+    assert "| 47.0 ± 1.0 |" in rows[0] and rows[0].endswith("| 1.50 |")
