@@ -70,7 +70,9 @@ def camera_groups(pretrain: tuple[str, ...], transfer: str, epochs: str, seed: i
     """A pre-training on batches of two one-camera groups (`CAMERA_GROUPS`/`pretrain`, its
     continuation included), its direct transfer (`transfer`) and, where run, its fine-tuning on
     groups (`fine_tuned`)."""
-    return TrainedJlml(f"half width, {epochs} epochs on one-camera groups "
+    continued = (" (the second part with pad-and-crop and random erasing)"
+                 if len(pretrain) > 1 else "")
+    return TrainedJlml(f"half width, {epochs} epochs{continued} on one-camera groups "
                        f"(`--cameras_per_batch=2`), seed {seed}",
                        f"{CAMERA_GROUPS}/{fine_tuned}" if fine_tuned else None,
                        tuple(f"{CAMERA_GROUPS}/{run}" for run in pretrain),
@@ -100,7 +102,7 @@ CAMERA_GROUPS_CONTINUED_CUHK01 = camera_groups(
 
 def camera_groups_continued_for_viper_grid(target: str,
                                            fine_tuned: str | None = None) -> TrainedJlml:
-    """The 12-epoch camera-group pre-training without VIPeR and GRID, continued (section 24)."""
+    """The 12-epoch camera-group pre-training without VIPeR and GRID, continued."""
     return camera_groups(("pretrain_camera_groups_12ep", "continue_camera_groups_12ep"),
                          f"camera_groups_continue_12ep_{target}_transfer", "12 + 12",
                          fine_tuned=fine_tuned)

@@ -122,12 +122,16 @@ def test_a_continued_camera_group_chain_counts_both_pre_training_runs(tmp_path):
     model = real_data_table.CAMERA_GROUPS_CONTINUED_CUHK01
     assert len(model.pretrain) == 2 and model in real_data_table.CUHK01_485_486
     _results(tmp_path / model.run / "results_cbn-train.json", "JLML l2", 0.47)
+    _results(tmp_path / model.transfer, "JLML l2", 0.3)
     fixtures.write_train_log(tmp_path / model.run / "trial_00/train_log.jsonl", ("start", 0),
                              ("finished", 1800))
-    for run, seconds in zip(model.pretrain, (1800, 1800)):
+    for run, seconds in zip(model.pretrain, (1800, 3600)):
         fixtures.write_train_log(tmp_path / run / "train_log.jsonl", ("start", 0),
                                  ("finished", seconds))
     rows = [r for r in real_data_table.table(tmp_path).splitlines()
             if r.startswith("| CUHK01 485/486 single shot | JLML half width, 12 + 12 epochs")]
-    assert len(rows) == 1 and "on one-camera groups" in rows[0]
-    assert "| 47.0 ± 1.0 |" in rows[0] and rows[0].endswith("| 1.50 |")
+    assert len(rows) == 2 and "random erasing" in rows[0]
+    assert "fine-tuning per trial on one-camera groups" in rows[0]
+    assert "--camera_bn=train" in rows[0]
+    assert "| 47.0 ± 1.0 |" in rows[0] and rows[0].endswith("| 2.00 |")  # 0.5 + 0.5 + 1 h
+    assert "direct transfer" in rows[1] and rows[1].endswith("| 1.50 |")
