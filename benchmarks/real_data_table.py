@@ -83,19 +83,25 @@ def camera_groups(pretrain: tuple[str, ...], transfer: str, epochs: str, seed: i
 def camera_groups_for_viper_grid(target: str, seed: int = 0, epochs: int = 6,
                                  fine_tuned: str | None = None) -> TrainedJlml:
     """One of the camera-group pre-trainings without VIPeR and GRID (section 22)."""
-    tag = (f"_seed{seed}" if seed else "") + (f"_{epochs}ep" if epochs != 6 else "")
+    tag = viper_grid_tag(seed, epochs)
     return camera_groups((f"pretrain_camera_groups{tag}",), f"camera_groups{tag}_{target}_transfer",
                          str(epochs), seed, fine_tuned)
 
 
+def viper_grid_tag(seed: int, epochs: int) -> str:
+    """How the VIPeR/GRID camera-group runs' folders name their seed and epochs."""
+    return (f"_seed{seed}" if seed else "") + (f"_{epochs}ep" if epochs != 6 else "")
+
+
 # Pre-trained without CUHK01 and fine-tuned per split, both on one-camera groups (section 23).
-CAMERA_GROUPS_CUHK01 = camera_groups(("pretrain_camera_groups_for_cuhk01",),
+CUHK01_PRETRAIN = "pretrain_camera_groups_for_cuhk01"
+CAMERA_GROUPS_CUHK01 = camera_groups((CUHK01_PRETRAIN,),
                                      "camera_groups_for_cuhk01_transfer", "12",
                                      fine_tuned="camera_groups_for_cuhk01_ft")
 # The same 12 epochs continued 12 more on groups with pad and random erasing, then fine-tuned
 # on groups (section 24).
 CAMERA_GROUPS_CONTINUED_CUHK01 = camera_groups(
-    ("pretrain_camera_groups_for_cuhk01", "continue_camera_groups_for_cuhk01"),
+    (CUHK01_PRETRAIN, "continue_camera_groups_for_cuhk01"),
     "camera_groups_continue_for_cuhk01_transfer", "12 + 12",
     fine_tuned="camera_groups_continue_for_cuhk01_ft")
 
@@ -103,8 +109,9 @@ CAMERA_GROUPS_CONTINUED_CUHK01 = camera_groups(
 def camera_groups_continued_for_viper_grid(target: str,
                                            fine_tuned: str | None = None) -> TrainedJlml:
     """The 12-epoch camera-group pre-training without VIPeR and GRID, continued."""
-    return camera_groups(("pretrain_camera_groups_12ep", "continue_camera_groups_12ep"),
-                         f"camera_groups_continue_12ep_{target}_transfer", "12 + 12",
+    tag = viper_grid_tag(0, 12)
+    return camera_groups((f"pretrain_camera_groups{tag}", f"continue_camera_groups{tag}"),
+                         f"camera_groups_continue{tag}_{target}_transfer", "12 + 12",
                          fine_tuned=fine_tuned)
 
 
