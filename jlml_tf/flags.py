@@ -142,7 +142,8 @@ def define_flags(fv: flags.FlagValues | None = None) -> flags.FlagValues:
     flags.DEFINE_bool("cache_decoded", True, "Keep decoded training images in memory.", **d)
     flags.DEFINE_string("init_from", None, "Start from another run's weights (a run directory or "
                         "RUN/checkpoints/ckpt-N): every layer but the identity classifiers. Used "
-                        "only when the run has no checkpoint of its own yet.", **d)
+                        "only when the run has no checkpoint of its own yet. RUN/trial_{trial:02d} "
+                        "starts each trial from that trial's model of a per-split run.", **d)
     flags.DEFINE_bool("init_classifiers", False, "With --init_from: copy the identity classifiers "
                       "too (a continuation on the same training identities).", **d)
 

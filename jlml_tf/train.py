@@ -9,6 +9,7 @@ interrupted one continues from its last checkpoint.
 """
 from __future__ import annotations
 
+import dataclasses
 import json
 import pathlib
 import sys
@@ -97,8 +98,21 @@ def check_same_run(trial_dir: pathlib.Path, model_cfg, overwrite: bool) -> None:
             "pass another --run_dir, or --overwrite to start afresh")
 
 
+def init_source(init_from: str | None, index: int) -> str | None:
+    """--init_from for trial `index`: a `{trial}` field in it (say `RUN/trial_{trial:02d}`)
+    becomes the trial's index, so each split fine-tunes its own split's model of an earlier
+    per-split run."""
+    if not init_from or "{" not in init_from:
+        return init_from
+    try:
+        return init_from.format(trial=index)
+    except (KeyError, IndexError, ValueError) as e:
+        raise flags.ValidationError(f"--init_from={init_from}: expected one {{trial}} field "
+                                    f"such as trial_{{trial:02d}} ({e})") from None
+
+
 def train_trial(fv: flags.FlagValues, data: ReidData, trial: Trial, trial_dir: pathlib.Path,
-                strategy) -> dict:
+                strategy, index: int = 0) -> dict:
     try:
         trial, validation_pids = hold_out_identities(data, trial, fv.validation_ids, fv.seed)
     except ValueError as e:
@@ -117,7 +131,8 @@ def train_trial(fv: flags.FlagValues, data: ReidData, trial: Trial, trial_dir: p
     if fv.overwrite and trial_dir.exists():
         import shutil
         shutil.rmtree(trial_dir)
-    train_cfg = jflags.train_config(fv)
+    train_cfg = dataclasses.replace(jflags.train_config(fv),
+                                    init_from=init_source(fv.init_from, index))
     steps_per_epoch = pipeline.steps_per_epoch(len(labels), train_cfg.batch_size)
     augment = pipeline.AugmentConfig(flip=fv.flip, pad=fv.pad,
                                      erasing_probability=fv.random_erasing,
@@ -167,7 +182,7 @@ def run(fv: flags.FlagValues) -> str:
     for index in chosen:
         trial = data.trials[index]
         trial_dir = run_dir if len(data.trials) == 1 else run_dir / f"trial_{index:02d}"
-        per_trial[trial.name] = train_trial(fv, data, trial, trial_dir, strategy)
+        per_trial[trial.name] = train_trial(fv, data, trial, trial_dir, strategy, index)
     key = fv.paper_key or f"{data.name}/{data.protocol}"
     return eval_trial.write_run_report(run_dir, per_trial, data, paper.reference(key), key)
 

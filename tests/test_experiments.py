@@ -105,7 +105,8 @@ def test_every_init_from_is_a_pre_training_without_the_target_data_set(parse):
     own model (warm_start's rule: batch-norm grouping or input size may differ), trained on
     no image of the fine-tuning's data set (no test identity can leak); a continuation
     (--init_classifiers) trains on exactly its source's data; a fine-tuning of one split's
-    joint model (<run_dir>/trial_NN) fine-tunes that split alone."""
+    joint model (<run_dir>/trial_NN) fine-tunes that split alone, and one of every split's
+    (<run_dir>/trial_{trial:02d}) only splits its source trained."""
     run_dirs = _run_dirs_of_configs(parse)
     for path in CONFIGS:
         values = parse(f"--flagfile={path.relative_to(PROJECT_ROOT)}")
@@ -120,6 +121,10 @@ def test_every_init_from_is_a_pre_training_without_the_target_data_set(parse):
         data = lambda v: (v.dataset, v.protocol, v.manual_dir, v.extra_train)  # noqa: E731
         if values.init_classifiers:
             assert data(values) == data(source), path.name
+            continue
+        if trial.startswith("{trial"):  # each split from its own split's model
+            assert (values.dataset, values.protocol) == (source.dataset, source.protocol)
+            assert set(values.trials) <= set(source.trials), path.name
             continue
         if trial:
             assert (values.dataset, values.protocol) == (source.dataset, source.protocol)

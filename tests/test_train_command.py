@@ -266,3 +266,35 @@ def test_identity_fraction_trains_on_part_of_each_sets_identities(parse, data_di
     assert len(set(extra_pids)) == 2 and sorted(extra_pids)[::2] == sorted(set(extra_pids))
     with pytest.raises(flags.IllegalFlagValueError, match="identity_fraction"):
         parse("--identity_fraction=0")
+
+
+@pytest.mark.parametrize("init_from,want", [
+    ("runs/joint/trial_{trial:02d}", "runs/joint/trial_07"),
+    ("runs/joint/trial_{trial}", "runs/joint/trial_7"),
+    ("runs/pretrain", "runs/pretrain"),
+    (None, None)])
+def test_init_from_names_each_trials_own_source(init_from, want):
+    assert train.init_source(init_from, 7) == want
+
+
+@pytest.mark.parametrize("init_from", ["runs/x/trial_{split}", "runs/x/trial_{trial:q}"])
+def test_init_from_with_a_bad_trial_field_is_refused(init_from):
+    with pytest.raises(flags.ValidationError, match=r"--init_from=.*\{trial"):
+        train.init_source(init_from, 0)
+
+
+def test_each_trial_starts_from_its_own_source(parse, data_dir, tmp_path, monkeypatch):
+    """train_trial hands the trial's own source, not the template, to the trainer."""
+    fv = parse(f"--run_dir={tmp_path / 'run'}", "--init_from=runs/joint/trial_{trial:02d}")
+    seen = []
+
+    def trainer(trial_dir, model_cfg, sparsity, opt_cfg, train_cfg, *args, **kwargs):
+        seen.append(train_cfg.init_from)
+        raise KeyboardInterrupt  # stop before any training
+
+    monkeypatch.setattr(train, "Trainer", trainer)
+    data = tiny_data(data_dir)
+    with pytest.raises(KeyboardInterrupt):
+        train.train_trial(fv, data, data.trials[0], tmp_path / "run", tf.distribute.get_strategy(),
+                          index=3)
+    assert seen == ["runs/joint/trial_03"]
