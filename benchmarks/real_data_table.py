@@ -105,6 +105,17 @@ CAMERA_GROUPS_CONTINUED_CUHK01 = camera_groups(
     "camera_groups_continue_for_cuhk01_transfer", "12 + 12",
     fine_tuned="camera_groups_continue_for_cuhk01_ft")
 
+# That chain with a joint stage per split before its fine-tuning (section 25): 4 epochs on the
+# split's training identities joined with the pre-training's, counted in the hours.
+CAMERA_GROUPS_JOINT_CUHK01 = dataclasses.replace(
+    CAMERA_GROUPS_CONTINUED_CUHK01,
+    label=CAMERA_GROUPS_CONTINUED_CUHK01.label + ", then per trial 4 epochs on the trial's "
+    "training identities joined with the pre-training's (joint fine-tuning)",
+    run=f"{CAMERA_GROUPS}/camera_groups_continue_joint_cuhk01_ft",
+    pretrain=CAMERA_GROUPS_CONTINUED_CUHK01.pretrain
+    + (f"{CAMERA_GROUPS}/camera_groups_continue_joint_cuhk01",),
+    transfer=None)
+
 
 def camera_groups_continued_for_viper_grid(target: str,
                                            fine_tuned: str | None = None) -> TrainedJlml:
@@ -125,7 +136,7 @@ CUHK01_485_486 = (
                 PAPER_WIDTH25_FOR_CUHK01),
     TrainedJlml("paper width at 160x64, 8 + 12 epochs",
                 "recipe/paper_width_160x64_8ep/continue_cuhk01", PAPER_WIDTH160_FOR_CUHK01),
-    CAMERA_GROUPS_CUHK01, CAMERA_GROUPS_CONTINUED_CUHK01)
+    CAMERA_GROUPS_CUHK01, CAMERA_GROUPS_CONTINUED_CUHK01, CAMERA_GROUPS_JOINT_CUHK01)
 # (label, paper key, models, their results file, LOMO results folder prefix)
 BENCHMARKS = (
     ("CUHK01 485/486 single shot", "cuhk01/485_486_single_shot", CUHK01_485_486, "results.json",
