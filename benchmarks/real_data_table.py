@@ -105,12 +105,12 @@ CAMERA_GROUPS_CONTINUED_CUHK01 = camera_groups(
     "camera_groups_continue_for_cuhk01_transfer", "12 + 12",
     fine_tuned="camera_groups_continue_for_cuhk01_ft")
 
-# That chain with a joint stage per split before its fine-tuning (section 25): 4 epochs on the
-# split's training identities joined with the pre-training's, counted in the hours.
+# That chain with a joint stage per split before its fine-tuning (section 25); its direct
+# transfer is the continued chain's row.
 CAMERA_GROUPS_JOINT_CUHK01 = dataclasses.replace(
     CAMERA_GROUPS_CONTINUED_CUHK01,
-    label=CAMERA_GROUPS_CONTINUED_CUHK01.label + ", then per trial 4 epochs on the trial's "
-    "training identities joined with the pre-training's (joint fine-tuning)",
+    label=CAMERA_GROUPS_CONTINUED_CUHK01.label + ", then 4 epochs per trial on its training "
+    "identities together with the pre-training's",
     run=f"{CAMERA_GROUPS}/camera_groups_continue_joint_cuhk01_ft",
     pretrain=CAMERA_GROUPS_CONTINUED_CUHK01.pretrain
     + (f"{CAMERA_GROUPS}/camera_groups_continue_joint_cuhk01",),

@@ -545,7 +545,7 @@ def run(fv) -> str:
         trial = data.trials[position] if every_trial else \
             _pick_trial(fv, data, target.config, override, position)
         if every_trial:
-            out_dir = out_top / f"trial_{position:02d}"
+            out_dir = run_dir_lib.trial_dir(out_top, position)
         else:
             out_dir = out_top / target.run_dir.name if multi and fv.output_dir else \
                 (target.run_dir if multi else out_top)

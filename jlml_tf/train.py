@@ -99,20 +99,40 @@ def check_same_run(trial_dir: pathlib.Path, model_cfg, overwrite: bool) -> None:
 
 
 def init_source(init_from: str | None, index: int) -> str | None:
-    """--init_from for trial `index`: a `{trial}` field in it (say `RUN/trial_{trial:02d}`)
-    becomes the trial's index, so each split fine-tunes its own split's model of an earlier
-    per-split run."""
+    """--init_from for trial `index`: a `{trial}` field in it (`RUN/trial_{trial:02d}`, the
+    form of run_dir.TRIAL_DIR) becomes the trial's index, so each split fine-tunes its own
+    split's model of an earlier per-split run."""
     if not init_from or "{" not in init_from:
         return init_from
     try:
         return init_from.format(trial=index)
-    except (KeyError, IndexError, ValueError) as e:
-        raise flags.ValidationError(f"--init_from={init_from}: expected one {{trial}} field "
-                                    f"such as trial_{{trial:02d}} ({e})") from None
+    except (KeyError, IndexError, ValueError, AttributeError, TypeError) as e:
+        raise flags.ValidationError(
+            f"--init_from={init_from}: the only field allowed is {{trial}} (say "
+            f"{run_dir_lib.TRIAL_DIR}); write a literal brace as {{{{ or }}}} ({e!r})") from None
 
 
-def train_trial(fv: flags.FlagValues, data: ReidData, trial: Trial, trial_dir: pathlib.Path,
-                strategy, index: int = 0) -> dict:
+def check_init_sources(fv: flags.FlagValues, trial_dirs: dict[int, pathlib.Path]) -> None:
+    """Before any trial trains: every trial that will start from a --init_from template has
+    its source, a run directory or checkpoint (the template may name a split its source run
+    never trained)."""
+    if not fv.init_from or "{" not in fv.init_from:
+        return
+    for index, own in trial_dirs.items():
+        started = (own / "results.json").is_file() or (own / run_dir_lib.CHECKPOINT_DIR).is_dir()
+        if started and not fv.overwrite:
+            continue  # finished or resuming: the source is not read
+        source = init_source(fv.init_from, index)
+        if not (pathlib.Path(source, run_dir_lib.CONFIG_FILE).is_file()
+                or pathlib.Path(source + ".index").is_file()):
+            raise flags.ValidationError(
+                f"--init_from={fv.init_from}: trial {index} would start from {source}, which is "
+                f"neither a run directory (no {run_dir_lib.CONFIG_FILE}) nor a checkpoint")
+
+
+def train_trial(fv: flags.FlagValues, data: ReidData, index: int, trial_dir: pathlib.Path,
+                strategy) -> dict:
+    trial = data.trials[index]
     try:
         trial, validation_pids = hold_out_identities(data, trial, fv.validation_ids, fv.seed)
     except ValueError as e:
@@ -137,7 +157,9 @@ def train_trial(fv: flags.FlagValues, data: ReidData, trial: Trial, trial_dir: p
     augment = pipeline.AugmentConfig(flip=fv.flip, pad=fv.pad,
                                      erasing_probability=fv.random_erasing,
                                      color_jitter=fv.color_jitter)
-    run_dir_lib.write_config(trial_dir, model_cfg, train=fv.flag_values_dict(), data={
+    # the source this trial starts from, not a {trial} template
+    train_flags = dict(fv.flag_values_dict(), init_from=train_cfg.init_from)
+    run_dir_lib.write_config(trial_dir, model_cfg, train=train_flags, data={
         "dataset": data.name, "protocol": data.protocol, "trial": trial.name,
         "train_images": len(labels), "train_identities": num_classes,
         "extra_train": fv.extra_train, threshold.VALIDATION_KEY: validation_pids})
@@ -178,11 +200,13 @@ def run(fv: flags.FlagValues) -> str:
     run_dir = pathlib.Path(fv.run_dir or default_run_dir(data))
     chosen = select_trials(fv, data)
     print(f"{data.name}/{data.protocol}: {len(data.table)} images, trials {chosen} -> {run_dir}")
+    trial_dirs = {index: run_dir if len(data.trials) == 1 else run_dir_lib.trial_dir(run_dir, index)
+                  for index in chosen}
+    check_init_sources(fv, trial_dirs)
     per_trial = {}
     for index in chosen:
-        trial = data.trials[index]
-        trial_dir = run_dir if len(data.trials) == 1 else run_dir / f"trial_{index:02d}"
-        per_trial[trial.name] = train_trial(fv, data, trial, trial_dir, strategy, index)
+        per_trial[data.trials[index].name] = train_trial(fv, data, index, trial_dirs[index],
+                                                         strategy)
     key = fv.paper_key or f"{data.name}/{data.protocol}"
     return eval_trial.write_run_report(run_dir, per_trial, data, paper.reference(key), key)
 

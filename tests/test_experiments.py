@@ -7,6 +7,7 @@ from absl import flags
 import pytest
 
 from jlml_tf import flags as jflags, paper
+from jlml_tf.inference import run_dir as run_dir_lib
 from jlml_tf.training import optimization, warm_start
 from jlml_tf.config import ModelConfig
 
@@ -122,9 +123,13 @@ def test_every_init_from_is_a_pre_training_without_the_target_data_set(parse):
         if values.init_classifiers:
             assert data(values) == data(source), path.name
             continue
-        if trial.startswith("{trial"):  # each split from its own split's model
+        if "{" in trial:  # each split from its own split's model
             assert (values.dataset, values.protocol) == (source.dataset, source.protocol)
-            assert set(values.trials) <= set(source.trials), path.name
+            assert set(values.trials) <= set(source.trials) or source.trials == ["all"], \
+                path.name
+            for t in values.trials if values.trials != ["all"] else ["0", "9"]:
+                assert values.init_from.format(trial=int(t)) == \
+                    str(run_dir_lib.trial_dir(source_dir, int(t))), path.name
             continue
         if trial:
             assert (values.dataset, values.protocol) == (source.dataset, source.protocol)

@@ -138,10 +138,13 @@ def test_a_continued_camera_group_chain_counts_both_pre_training_runs(tmp_path):
 
 
 def test_a_joint_fine_tuning_counts_its_joint_stage_and_repeats_no_transfer_row(tmp_path):
-    """The joint stage runs per trial (trial_NN/ logs), so its hours are every trial's."""
+    """The joint stage runs per trial (trial_NN/ logs), so its hours are every trial's; the
+    direct transfer it shares with the continued chain is shown once."""
     model = real_data_table.CAMERA_GROUPS_JOINT_CUHK01
-    assert model in real_data_table.CUHK01_485_486 and model.transfer is None
+    continued = real_data_table.CAMERA_GROUPS_CONTINUED_CUHK01
+    assert model in real_data_table.CUHK01_485_486
     _results(tmp_path / model.run / "results_cbn-train.json", "JLML l2", 0.52)
+    _results(tmp_path / continued.transfer, "JLML l2", 0.3)
     fixtures.write_train_log(tmp_path / model.run / "trial_00/train_log.jsonl", ("start", 0),
                              ("finished", 1800))
     for run, seconds in zip(model.pretrain[:2], (1800, 3600)):
@@ -150,7 +153,9 @@ def test_a_joint_fine_tuning_counts_its_joint_stage_and_repeats_no_transfer_row(
     for trial in ("trial_00", "trial_01"):
         fixtures.write_train_log(tmp_path / model.pretrain[2] / trial / "train_log.jsonl",
                                  ("start", 0), ("finished", 900))
-    rows = [r for r in real_data_table.table(tmp_path).splitlines()
-            if r.startswith("| CUHK01 485/486 single shot") and "joint fine-tuning" in r]
+    lines = real_data_table.table(tmp_path).splitlines()
+    rows = [r for r in lines if r.startswith("| CUHK01 485/486 single shot")
+            and "together with the pre-training's" in r]
     assert len(rows) == 1 and "| 52.0 ± 1.0 |" in rows[0]
     assert rows[0].endswith("| 2.50 |")  # 0.5 + 1 h pre-training, 2 x 0.25 h joint, 0.5 h
+    assert sum("| 30.0 ± 1.0 |" in r and "direct transfer" in r for r in lines) == 1

@@ -88,7 +88,7 @@ def test_finished_trial_is_not_trained_again(run_copy, parse, data_dir, monkeypa
     (run_copy / "marker").write_text("kept")
     monkeypatch.setattr(train, "Trainer", lambda *a, **k: pytest.fail("trained again"))
     data = tiny_data(data_dir)
-    train.train_trial(fv, data, data.trials[0], run_copy, tf.distribute.get_strategy())
+    train.train_trial(fv, data, 0, run_copy, tf.distribute.get_strategy())
     assert f"{run_copy} already finished; keeping its results" in capsys.readouterr().out
     after = (events(run_copy), sorted(os.listdir(run_copy / "checkpoints")),
              (run_copy / "results.json").read_text())
@@ -217,7 +217,7 @@ def test_extra_train_labels_follow_the_main_set(parse, data_dir, monkeypatch, tm
     monkeypatch.setattr(train, "Trainer", trainer)
     fv = parse("--extra_train=extra:p", f"--run_dir={tmp_path / 'run'}")
     with pytest.raises(Stop):
-        train.train_trial(fv, main, main.trials[0], tmp_path / "run", tf.distribute.get_strategy())
+        train.train_trial(fv, main, 0, tmp_path / "run", tf.distribute.get_strategy())
     n_main = len(main.trials[0].train)
     main_pids = main.table.pids[main.trials[0].train]
     labels, table = captured["labels"], captured["table"]
@@ -255,7 +255,7 @@ def test_identity_fraction_trains_on_part_of_each_sets_identities(parse, data_di
     monkeypatch.setattr(train, "Trainer", trainer)
     fv = parse("--extra_train=extra:p", "--identity_fraction=0.5", f"--run_dir={tmp_path / 'run'}")
     with pytest.raises(Stop):
-        train.train_trial(fv, main, main.trials[0], tmp_path / "run", tf.distribute.get_strategy())
+        train.train_trial(fv, main, 0, tmp_path / "run", tf.distribute.get_strategy())
     main_ids = len(set(main.table.pids[main.trials[0].train].tolist()))
     assert captured["model_cfg"].num_classes == round(main_ids / 2) + 2
     main_pids = main.table.pids[main.trials[0].train]
@@ -277,15 +277,20 @@ def test_init_from_names_each_trials_own_source(init_from, want):
     assert train.init_source(init_from, 7) == want
 
 
-@pytest.mark.parametrize("init_from", ["runs/x/trial_{split}", "runs/x/trial_{trial:q}"])
+@pytest.mark.parametrize("init_from", ["runs/x/trial_{split}", "runs/x/trial_{trial:q}",
+                                       "runs/x/trial_{trial[0]}", "runs/x/trial_{trial.real.x}",
+                                       "runs/x/trial_{}"])
 def test_init_from_with_a_bad_trial_field_is_refused(init_from):
-    with pytest.raises(flags.ValidationError, match=r"--init_from=.*\{trial"):
+    with pytest.raises(flags.ValidationError, match=r"--init_from=.*only field allowed"):
         train.init_source(init_from, 0)
 
 
-def test_each_trial_starts_from_its_own_source(parse, data_dir, tmp_path, monkeypatch):
-    """train_trial hands the trial's own source, not the template, to the trainer."""
-    fv = parse(f"--run_dir={tmp_path / 'run'}", "--init_from=runs/joint/trial_{trial:02d}")
+def test_each_trial_starts_from_its_own_source_and_records_it(parse, data_dir, tmp_path,
+                                                              monkeypatch):
+    """train_trial hands the trial's own source, not the template, to the trainer and to
+    config.json."""
+    run = tmp_path / "run"
+    fv = parse(f"--run_dir={run}", "--init_from=runs/joint/trial_{trial:02d}")
     seen = []
 
     def trainer(trial_dir, model_cfg, sparsity, opt_cfg, train_cfg, *args, **kwargs):
@@ -293,8 +298,20 @@ def test_each_trial_starts_from_its_own_source(parse, data_dir, tmp_path, monkey
         raise KeyboardInterrupt  # stop before any training
 
     monkeypatch.setattr(train, "Trainer", trainer)
-    data = tiny_data(data_dir)
     with pytest.raises(KeyboardInterrupt):
-        train.train_trial(fv, data, data.trials[0], tmp_path / "run", tf.distribute.get_strategy(),
-                          index=3)
-    assert seen == ["runs/joint/trial_03"]
+        train.train_trial(fv, tiny_data(data_dir), 0, run, tf.distribute.get_strategy())
+    assert seen == ["runs/joint/trial_00"]
+    config = json.loads((run / "config.json").read_text())
+    assert config["train"]["init_from"] == "runs/joint/trial_00"
+
+
+def test_a_trial_without_its_source_is_refused_before_any_training(parse, tmp_path):
+    (tmp_path / "joint/trial_00").mkdir(parents=True)
+    (tmp_path / "joint/trial_00/config.json").write_text("{}")
+    (tmp_path / "ft/trial_02").mkdir(parents=True)
+    (tmp_path / "ft/trial_02/results.json").write_text("{}")  # finished: its source unread
+    fv = parse(f"--init_from={tmp_path}/joint/trial_{{trial:02d}}")
+    dirs = {i: tmp_path / f"ft/trial_{i:02d}" for i in (0, 1, 2)}
+    with pytest.raises(flags.ValidationError, match=r"trial 1 would start from .*joint/trial_01"):
+        train.check_init_sources(fv, dirs)
+    train.check_init_sources(fv, {0: dirs[0], 2: dirs[2]})  # both fine

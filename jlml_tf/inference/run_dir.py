@@ -23,6 +23,8 @@ from jlml_tf.modeling import jlml
 CONFIG_FILE = "config.json"
 CHECKPOINT_DIR = "checkpoints"
 TENSORBOARD_DIR = "tensorboard"
+# A multi-trial run keeps trial N in RUN/trial_NN/ (also the form --init_from=RUN/trial_{trial:02d} names).
+TRIAL_DIR = "trial_{trial:02d}"
 TRAIN_LOG = "train_log.jsonl"  # one JSON event per line: start, finished, interrupted, ...
 
 
@@ -127,6 +129,11 @@ def load_run(run_dir_or_checkpoint: str | os.PathLike) -> LoadedRun:
     tf.train.Checkpoint(model=training_model).restore(ckpt).expect_partial().assert_existing_objects_matched()
     return LoadedRun(run_dir, ckpt, config, cfg, training_model,
                      jlml.with_l2_normalization(embedding_model))
+
+
+def trial_dir(run: str | os.PathLike, index: int) -> pathlib.Path:
+    """Trial `index`'s run directory inside the multi-trial run `run`."""
+    return pathlib.Path(run) / TRIAL_DIR.format(trial=index)
 
 
 def training_hours(run: str | os.PathLike) -> float | None:
