@@ -114,8 +114,7 @@ def init_source(init_from: str | None, index: int) -> str | None:
 
 def check_init_sources(fv: flags.FlagValues, trial_dirs: dict[int, pathlib.Path]) -> None:
     """Before any trial trains: every trial that will start from a --init_from template has
-    its source, a run directory or checkpoint (the template may name a split its source run
-    never trained)."""
+    a checkpoint to start from (the template may name a split its source run never trained)."""
     if not fv.init_from or "{" not in fv.init_from:
         return
     for index, own in trial_dirs.items():
@@ -123,11 +122,11 @@ def check_init_sources(fv: flags.FlagValues, trial_dirs: dict[int, pathlib.Path]
         if started and not fv.overwrite:
             continue  # finished or resuming: the source is not read
         source = init_source(fv.init_from, index)
-        if not (pathlib.Path(source, run_dir_lib.CONFIG_FILE).is_file()
-                or pathlib.Path(source + ".index").is_file()):
-            raise flags.ValidationError(
-                f"--init_from={fv.init_from}: trial {index} would start from {source}, which is "
-                f"neither a run directory (no {run_dir_lib.CONFIG_FILE}) nor a checkpoint")
+        try:
+            run_dir_lib.resolve_checkpoint(source)  # the rule warm_start loads by
+        except FileNotFoundError as e:
+            raise flags.ValidationError(f"--init_from={fv.init_from}: trial {index} would start "
+                                        f"from {source}: {e}") from None
 
 
 def train_trial(fv: flags.FlagValues, data: ReidData, index: int, trial_dir: pathlib.Path,

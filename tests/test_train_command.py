@@ -306,8 +306,11 @@ def test_each_trial_starts_from_its_own_source_and_records_it(parse, data_dir, t
 
 
 def test_a_trial_without_its_source_is_refused_before_any_training(parse, tmp_path):
-    (tmp_path / "joint/trial_00").mkdir(parents=True)
-    (tmp_path / "joint/trial_00/config.json").write_text("{}")
+    checkpoints = tmp_path / "joint/trial_00/checkpoints"
+    checkpoints.mkdir(parents=True)
+    (checkpoints.parent / "config.json").write_text("{}")
+    (checkpoints / "ckpt-1.index").write_text("")
+    (checkpoints / "checkpoint").write_text('model_checkpoint_path: "ckpt-1"\n')
     (tmp_path / "ft/trial_02").mkdir(parents=True)
     (tmp_path / "ft/trial_02/results.json").write_text("{}")  # finished: its source unread
     fv = parse(f"--init_from={tmp_path}/joint/trial_{{trial:02d}}")
