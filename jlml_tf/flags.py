@@ -161,6 +161,11 @@ def define_flags(fv: flags.FlagValues | None = None) -> flags.FlagValues:
         ["ibn_stages", "units_per_stage"], lambda f: f["ibn_stages"] <= len(f["units_per_stage"]),
         message="--ibn_stages must not exceed the number of stages (--units_per_stage)",
         flag_values=fv)
+    flags.register_multi_flags_validator(  # its other protocols hold the test identities
+        ["dataset", "extra_train"],
+        lambda f: f["dataset"] not in {s.partition(":")[0] for s in f["extra_train"]},
+        message="--extra_train must not name --dataset: every protocol of a data set holds "
+        "its test identities", flag_values=fv)
     flags.register_multi_flags_validator(
         ["init_classifiers", "init_from"], lambda f: not f["init_classifiers"] or f["init_from"],
         message="--init_classifiers needs --init_from", flag_values=fv)
