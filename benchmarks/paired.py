@@ -4,7 +4,8 @@
         results/lomo_xqda/cuhk01_485_486_single_shot_none/results.json
 
 Prints, per metric, the mean difference first - second in percentage points with its t interval
-(jlml_tf/evaluation/paired.py, 95 % unless --confidence), and each trial's difference. A file
+(jlml_tf/evaluation/paired.py, 95 % unless --confidence), each trial's difference and both files' means
+on the shared trials. A file
 written by benchmarks/readouts.py is named with the readout after a '#' (a prefix of its name):
 
     python benchmarks/paired.py results/cpu-paper_width-cuhk01_485_486_single/results.json \
@@ -48,8 +49,10 @@ def report(first: dict[str, dict], second: dict[str, dict], keys: list[str],
     for key in keys:
         d = paired_difference(first, second, key, confidence)
         each = " ".join(f"{x:+.1f}" for x in d["differences"])
-        lines.append(f"{key}: {format_difference(d)} over "
-                     f"{len(d['splits'])} trials ({each})")
+        means = [100 * sum(r[s][key] for s in d["splits"]) / len(d["splits"])
+                 for r in (first, second)]  # the figures a comparison on the same splits quotes
+        lines.append(f"{key}: {format_difference(d)} over {len(d['splits'])} trials ({each}); "
+                     f"{means[0]:.1f} against {means[1]:.1f} on them")
     return "\n".join(lines)
 
 

@@ -54,7 +54,7 @@ def test_paired_cli_reports_each_metric_and_each_trial(tmp_path, capsys):
     second = _results_file(tmp_path / "second.json", [0.25, 0.27, 0.28, 0.99])
     assert load_benchmark("paired").main([str(first), str(second)]) == 0
     rank1, map_ = capsys.readouterr().out.splitlines()
-    assert rank1.startswith("rank1: +5.3 [+1.5, +9.1] over 3 trials (+5.0 +7.0 +4.0)")
+    assert rank1 == "rank1: +5.3 [+1.5, +9.1] over 3 trials (+5.0 +7.0 +4.0); 32.0 against 26.7 on them"
     assert map_.startswith("map: +2.7 [")
 
 
