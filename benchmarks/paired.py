@@ -5,7 +5,8 @@
 
 Prints, per metric, the mean difference first - second in percentage points with its t interval
 (jlml_tf/evaluation/paired.py, 95 % unless --confidence), each trial's difference and both
-files' means on the shared trials. A file written by benchmarks/readouts.py is named with the readout after a '#' (a prefix of its name):
+files' means on the shared trials. A file written by benchmarks/readouts.py is named with the
+readout after a '#' (a prefix of its name):
 
     python benchmarks/paired.py results/cpu-paper_width-cuhk01_485_486_single/results.json \
         "results/recipe/cuhk01_test_time_readouts.json#deployed: both"
