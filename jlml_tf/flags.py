@@ -163,7 +163,7 @@ def define_flags(fv: flags.FlagValues | None = None) -> flags.FlagValues:
         flag_values=fv)
     flags.register_multi_flags_validator(  # its other protocols hold the test identities
         ["dataset", "extra_train"],
-        lambda f: f["dataset"] not in {s.partition(":")[0] for s in f["extra_train"]},
+        lambda f: f["dataset"] not in {extra_train_spec(s)[0] for s in f["extra_train"]},
         message="--extra_train must not name --dataset: every protocol of a data set holds "
         "its test identities", flag_values=fv)
     flags.register_multi_flags_validator(
@@ -247,6 +247,13 @@ def train_config(fv: flags.FlagValues) -> TrainConfig:
         cameras_per_batch=fv.cameras_per_batch, cache_decoded=fv.cache_decoded,
         init_from=fv.init_from,
         init_classifiers=fv.init_classifiers)
+
+
+def extra_train_spec(spec: str) -> tuple[str, str | None, str | None]:
+    """(name, protocol, manual_dir) of one --extra_train item; the folder keeps any further ':'."""
+    name, _, rest = spec.partition(":")
+    protocol, _, manual_dir = rest.partition(":")
+    return name, protocol or None, manual_dir or None
 
 
 def key_values(fv: flags.FlagValues, name: str) -> dict:

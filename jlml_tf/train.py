@@ -57,9 +57,8 @@ def load_data(name: str, protocol: str | None, data_dir: str | None, manual_dir:
 def extra_training_sets(fv: flags.FlagValues) -> list[tuple[ReidData, Trial]]:
     extras = []
     for spec in fv.extra_train:
-        name, _, rest = spec.partition(":")
-        protocol, _, manual_dir = rest.partition(":")
-        data = load_data(name, protocol or None, fv.data_dir, manual_dir or None, {})
+        name, protocol, manual_dir = jflags.extra_train_spec(spec)
+        data = load_data(name, protocol, fv.data_dir, manual_dir, {})
         extras.append((data, data.trials[0]))
     return extras
 

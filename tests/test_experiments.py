@@ -136,7 +136,7 @@ def test_every_init_from_is_a_pre_training_without_the_target_data_set(parse):
             assert (values.dataset, values.protocol) == (source.dataset, source.protocol)
             assert [int(t) for t in values.trials] == [int(trial)], path.name
             continue
-        seen = {source.dataset} | {spec.partition(":")[0] for spec in source.extra_train}
+        seen = {source.dataset} | {jflags.extra_train_spec(s)[0] for s in source.extra_train}
         assert values.dataset not in seen, \
             f"{path.name} fine-tunes on {values.dataset}, pre-trained on {seen}"
 
@@ -146,7 +146,6 @@ def test_extra_training_sets_name_known_data_sets_and_protocols(parse, path):
     import jlml_tf_datasets
 
     for spec in parse(f"--flagfile={path.relative_to(PROJECT_ROOT)}").extra_train:
-        name, _, rest = spec.partition(":")
-        protocol = rest.partition(":")[0]
+        name, protocol, _ = jflags.extra_train_spec(spec)
         assert name in jlml_tf_datasets.MODULES, spec
         assert protocol in jlml_tf_datasets.protocols(name), spec
