@@ -108,7 +108,8 @@ def test_every_init_from_is_a_pre_training_without_the_target_data_set(parse):
     no image of the fine-tuning's data set (no test identity can leak); a continuation
     (--init_classifiers) trains on exactly its source's data; a fine-tuning of one split's
     joint model (<run_dir>/trial_NN) fine-tunes that split alone, and one of every split's
-    (<run_dir>/trial_{trial:02d}) only splits its source trained."""
+    (<run_dir>/trial_{trial:02d}) only splits its source trained; a joint stage (--extra_train
+    with a pre-training source) trains on every data set its source saw, and no other."""
     run_dirs = _run_dirs_of_configs(parse)
     for path in CONFIGS:
         values = parse(f"--flagfile={path.relative_to(PROJECT_ROOT)}")
@@ -139,6 +140,11 @@ def test_every_init_from_is_a_pre_training_without_the_target_data_set(parse):
         seen = {source.dataset} | {jflags.extra_train_spec(s)[0] for s in source.extra_train}
         assert values.dataset not in seen, \
             f"{path.name} fine-tunes on {values.dataset}, pre-trained on {seen}"
+        if values.extra_train:  # a joint stage: the split with every person its source saw
+            source_sets = {(source.dataset, source.protocol)} | {
+                jflags.extra_train_spec(s)[:2] for s in source.extra_train}
+            assert {jflags.extra_train_spec(s)[:2] for s in values.extra_train} == source_sets, \
+                path.name
 
 
 @pytest.mark.parametrize("path", CONFIGS, ids=lambda p: p.name)
