@@ -115,6 +115,11 @@ CAMERA_GROUPS_JOINT_CUHK01 = dataclasses.replace(
     pretrain=CAMERA_GROUPS_CONTINUED_CUHK01.pretrain
     + (f"{CAMERA_GROUPS}/camera_groups_continue_joint_cuhk01",),
     transfer=None)
+# The same joint stage, then 8 epochs of fine-tuning instead of 4 (section 27).
+CAMERA_GROUPS_JOINT_CUHK01_FT8 = dataclasses.replace(
+    CAMERA_GROUPS_JOINT_CUHK01,
+    label=CAMERA_GROUPS_JOINT_CUHK01.label + ", fine-tuned 8 epochs instead of 4",
+    run=f"{CAMERA_GROUPS}/camera_groups_continue_joint_cuhk01_ft_8ep")
 
 
 def camera_groups_continued_for_viper_grid(target: str,
@@ -136,7 +141,8 @@ CUHK01_485_486 = (
                 PAPER_WIDTH25_FOR_CUHK01),
     TrainedJlml("paper width at 160x64, 8 + 12 epochs",
                 "recipe/paper_width_160x64_8ep/continue_cuhk01", PAPER_WIDTH160_FOR_CUHK01),
-    CAMERA_GROUPS_CUHK01, CAMERA_GROUPS_CONTINUED_CUHK01, CAMERA_GROUPS_JOINT_CUHK01)
+    CAMERA_GROUPS_CUHK01, CAMERA_GROUPS_CONTINUED_CUHK01, CAMERA_GROUPS_JOINT_CUHK01,
+    CAMERA_GROUPS_JOINT_CUHK01_FT8)
 # (label, paper key, models, their results file, LOMO results folder prefix)
 BENCHMARKS = (
     ("CUHK01 485/486 single shot", "cuhk01/485_486_single_shot", CUHK01_485_486, "results.json",
