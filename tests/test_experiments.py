@@ -137,12 +137,12 @@ def test_every_init_from_is_a_pre_training_without_the_target_data_set(parse):
             assert (values.dataset, values.protocol) == (source.dataset, source.protocol)
             assert [int(t) for t in values.trials] == [int(trial)], path.name
             continue
-        seen = {source.dataset} | {jflags.extra_train_spec(s)[0] for s in source.extra_train}
+        source_sets = [(source.dataset, source.protocol, source.manual_dir)] + [
+            jflags.extra_train_spec(s) for s in source.extra_train]
+        seen = {name for name, _, _ in source_sets}
         assert values.dataset not in seen, \
             f"{path.name} fine-tunes on {values.dataset}, pre-trained on {seen}"
         if values.extra_train:  # a joint stage: the split with every person its source saw
-            source_sets = [(source.dataset, source.protocol, source.manual_dir)] + [
-                jflags.extra_train_spec(s) for s in source.extra_train]
             assert sorted(map(jflags.extra_train_spec, values.extra_train)) == \
                 sorted(source_sets), path.name
 
