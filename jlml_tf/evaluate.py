@@ -24,7 +24,9 @@ e.g. results_rerank.json, results_xqda.json, results_l2.json for plain L2.
 --metric=xqda_map ranks as a model exported with XQDA built in: XQDA's linear map L
 (`Metric.linear_map`), put on the unit sphere of one more dimension (metric_learning.onto_sphere),
 then L2. --save_linear_map stores L and the sphere's radius as RUN/linear_map.npz (per trial in
-its trial directory) for `python -m jlml_tf.export --linear_map`.
+its trial directory) for `python -m jlml_tf.export --linear_map`. With --camera_bn the map is
+fitted on each camera's calibrated embeddings and marked so: export it once per camera, with
+that camera's images in --camera_bn_images.
 
 --calibrate_threshold computes L2 distances between images of people the model was not trained
 on: same identity across cameras = true matches, different identities = false matches; it picks
@@ -385,7 +387,8 @@ def _save_linear_map(fv, metric, results: dict, data, trial, target: Target, che
     accuracy = {"title": title, "results": {method_name(fv.metric, None, "mean"): {
         "num_trials": 1, "mean": {k: float(v) for k, v in results.items()
                                   if isinstance(v, (int, float, np.floating))}}}}
-    source = {"metric": fv.metric, "flip_test": bool(fv.flip_test), "dataset": data.name,
+    source = {"metric": fv.metric, "flip_test": bool(fv.flip_test), "camera_bn": fv.camera_bn,
+              "dataset": data.name,
               "protocol": data.protocol, "trial": trial.name, "checkpoint": checkpoint,
               "model_fingerprint": gallery_index.model_fingerprint(checkpoint),
               "training_images": int(len(trial.train)),
@@ -503,11 +506,11 @@ def run(fv) -> str:
         raise UsageError("--save_linear_map fits the map while evaluating: drop --noevaluation")
     if not fv.evaluation and not fv.calibrate_threshold:
         raise UsageError("--noevaluation leaves nothing to do without --calibrate_threshold")
-    if fv.camera_bn != "off" and (fv.calibrate_threshold or fv.save_linear_map):
-        # they are stored in RUN/ for the model as trained, and exported with it
-        raise UsageError(f"--camera_bn={fv.camera_bn}: not with --calibrate_threshold or "
-                         "--save_linear_map (they are stored for the model's trained batch-norm "
-                         "statistics); export a camera's model with --camera_bn_images")
+    if fv.camera_bn != "off" and fv.calibrate_threshold:
+        # RUN/threshold.json is exported with the model as trained
+        raise UsageError(f"--camera_bn={fv.camera_bn}: not with --calibrate_threshold (the "
+                         "threshold is stored for the model's trained batch-norm statistics); "
+                         "export a camera's model with --camera_bn_images")
     if fv.checkpoint:
         try:
             run, ckpt = run_dir_lib.resolve_checkpoint(fv.checkpoint)

@@ -273,6 +273,31 @@ def test_camera_bn_cli_ranks_with_each_cameras_calibrated_features(tiny_run, tmp
         assert summary["mean"][key] == pytest.approx(expected[key], abs=1e-6), key
 
 
+def test_camera_bn_map_is_fitted_on_each_cameras_calibrated_features(tiny_run, tmp_path):
+    """The map a per-camera readout ranks with is stored, marked for per-camera exports."""
+    from jlml_tf.evaluation import metric_learning
+    from jlml_tf.inference import camera_bn, eval_trial, linear_map
+
+    run = tmp_path / "run"
+    shutil.copytree(tiny_run.run, run)
+    assert ev.main(["evaluate", f"--run_dir={run}", "--verbose=0", "--camera_bn=train",
+                    "--metric=xqda_map", "--save_linear_map", "--num_queries_shown=0"]) == 0
+    saved = linear_map.load(run / linear_map.FILE_NAME)
+    assert saved.camera_bn == "train"
+    table, trial = tiny_run.data.table, tiny_run.data.trials[0]
+    train = np.sort(trial.train)
+    f = eval_trial.extract_features_by_camera(
+        tiny_run.embedding_model, table, train, camera_bn.calibration_rows("train", table, trial),
+        64, 32, verbose=0)
+    want = metric_learning.fit_metric("xqda", f, table.pids[train],
+                                      table.camids[train]).linear_map()
+    np.testing.assert_allclose(saved.matrix @ saved.matrix.T, want @ want.T, rtol=1e-3,
+                               atol=1e-4)
+    plain = metric_learning.fit_metric("xqda", tiny_run.features[train], table.pids[train],
+                                       table.camids[train]).linear_map()
+    assert not np.allclose(saved.matrix @ saved.matrix.T, plain @ plain.T, atol=1e-3)
+
+
 def test_option_suffixes():
     assert ev.option_suffix("l2", False, flip=True) == "_l2_flip"
     assert ev.option_suffix("l2", False) == "_l2"

@@ -378,6 +378,18 @@ def test_linear_map_export_outputs_the_mapped_embedding_on_the_sphere(tmp_path):
     np.savez(tmp_path / "old.npz", matrix=matrix, source=np.array("{}"))  # normalised, no R
     with pytest.raises(ValueError, match="old.npz: a map without a sphere radius"):
         pipeline.load_linear_map(tmp_path / "old.npz", cfg, False, checkpoint)
+    # a map fitted per camera (evaluate --camera_bn=train) goes with per-camera exports only
+    per_camera = {**source, "camera_bn": "train"}
+    linear_map_lib.save(linear_map_lib.LinearMap(matrix, 3.0, per_camera),
+                        tmp_path / "per_camera.npz")
+    with pytest.raises(ValueError, match="per_camera.npz: .*export one model per camera with "
+                                         "--camera_bn_images"):
+        pipeline.load_linear_map(tmp_path / "per_camera.npz", cfg, False, checkpoint)
+    assert pipeline.load_linear_map(tmp_path / "per_camera.npz", cfg, False, checkpoint,
+                                    camera_calibrated=True).camera_bn == "train"
+    with pytest.raises(ValueError, match="trained batch-norm statistics: fit it with "
+                                         "`evaluate --camera_bn=train"):
+        pipeline.load_linear_map(path, cfg, False, checkpoint, camera_calibrated=True)
     (tmp_path / "bad.npz").write_text("not numpy")
     with pytest.raises(ValueError, match="not a linear map file"):
         pipeline.load_linear_map(tmp_path / "bad.npz", cfg, False, checkpoint)

@@ -131,7 +131,8 @@ def run(fv: flags.FlagValues) -> None:
     cfg = run_dir_lib.model_config(run_path)
     if fv.linear_map:  # before the slow steps
         pipeline.load_linear_map(fv.linear_map, cfg, fv.flip_test,
-                                 run_dir_lib.resolve_checkpoint(fv.run_dir)[1])
+                                 run_dir_lib.resolve_checkpoint(fv.run_dir)[1],
+                                 camera_calibrated=bool(fv.camera_bn_images))
 
     data = None
     need_data = (fv.parity and not fv.parity_images) or (

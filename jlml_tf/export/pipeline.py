@@ -72,7 +72,8 @@ def _saved_model_candidates(path: pathlib.Path, size: int) -> list[parity.Candid
     return cands
 
 
-def load_linear_map(path, cfg, flip_test: bool, checkpoint: str):
+def load_linear_map(path, cfg, flip_test: bool, checkpoint: str,
+                    camera_calibrated: bool = False):
     """The --linear_map file, checked to fit this model as exported (ValueError if not)."""
     from jlml_tf.inference import gallery_index
 
@@ -81,7 +82,7 @@ def load_linear_map(path, cfg, flip_test: bool, checkpoint: str):
     except FileNotFoundError as e:
         raise ValueError(f"--linear_map: {e}") from e
     linear_map_lib.check_applies(mapped, path, cfg.embedding_dim, flip_test,
-                                 gallery_index.model_fingerprint(checkpoint))
+                                 gallery_index.model_fingerprint(checkpoint), camera_calibrated)
     return mapped
 
 
@@ -163,7 +164,8 @@ def export_run(run_dir: str | os.PathLike, export_dir: str | os.PathLike,
         raise ValueError(f"--model_name={model_name!r}: expected a plain, non-numeric name")
     run_path, checkpoint = run_dir_lib.resolve_checkpoint(run_dir)
     mapped = None if linear_map is None else \
-        load_linear_map(linear_map, run_dir_lib.model_config(run_path), flip_test, checkpoint)
+        load_linear_map(linear_map, run_dir_lib.model_config(run_path), flip_test, checkpoint,
+                        camera_calibrated=bool(camera_images))
     base = pathlib.Path(export_dir) / model_name
     version = saved_model.next_version(base) if version is None else int(version)
     target = saved_model.check_version(base, version, overwrite)

@@ -33,6 +33,12 @@ class LinearMap:
         return bool(self.source.get("flip_test", False))
 
     @property
+    def camera_bn(self) -> str:
+        """"off", or whose images set each camera's batch-norm statistics when L was fitted
+        (`evaluate --camera_bn=train|test`): such a map belongs to per-camera exports."""
+        return str(self.source.get("camera_bn", "off"))
+
+    @property
     def threshold(self):
         """The threshold.Calibration on the mapped embeddings (`evaluate --save_linear_map
         --calibrate_threshold`), or None."""
@@ -78,9 +84,10 @@ def load(path: str | os.PathLike) -> LinearMap:
 
 
 def check_applies(linear_map: LinearMap, path, embedding_dim: int, flip_test: bool,
-                  model_fingerprint: str | None = None) -> None:
+                  model_fingerprint: str | None = None, camera_calibrated: bool = False) -> None:
     """Raises ValueError (naming the file and the flag to change) unless the map was fitted on
-    this model's embeddings as they will be computed."""
+    this model's embeddings as they will be computed (`camera_calibrated`: batch norm set to one
+    camera's images, `export --camera_bn_images`)."""
     dim = linear_map.matrix.shape[0]
     if dim != embedding_dim:
         raise ValueError(f"--linear_map={path}: maps {dim}-d embeddings, the model has "
@@ -89,6 +96,14 @@ def check_applies(linear_map: LinearMap, path, embedding_dim: int, flip_test: bo
         raise ValueError(f"--linear_map={path}: fitted on embeddings "
                          f"{'with' if linear_map.flip_test else 'without'} test-time flip: "
                          f"pass --{'' if linear_map.flip_test else 'no'}flip_test")
+    if linear_map.camera_bn != "off" and not camera_calibrated:
+        raise ValueError(f"--linear_map={path}: fitted on embeddings with each camera's own "
+                         f"batch-norm statistics (evaluate --camera_bn={linear_map.camera_bn}): "
+                         "export one model per camera with --camera_bn_images")
+    if linear_map.camera_bn == "off" and camera_calibrated:
+        raise ValueError(f"--linear_map={path}: fitted on embeddings with the model's trained "
+                         "batch-norm statistics: fit it with `evaluate --camera_bn=train "
+                         "--save_linear_map`, or drop --camera_bn_images")
     fitted_on = linear_map.source.get("model_fingerprint")
     if model_fingerprint and fitted_on and fitted_on != model_fingerprint:
         raise ValueError(f"--linear_map={path}: fitted on another model's embeddings "
