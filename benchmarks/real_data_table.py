@@ -13,8 +13,9 @@ measured; the range over them beside it) and the paper. A pre-training evaluated
 transfer (the camera-group runs of docs/cpu_recipe.md section 22) has that row alone; rows
 read out otherwise than plainly (per camera, `--camera_bn=train`) say so. Where `python -m jlml_tf.evaluate
 --metric=xqda` was run on the fine-tuned models, their features matched by XQDA (the paper's
-ablation) too, and where `--metric=xqda_map --suffix=xqda_map` was, XQDA built into the
-exported model (its map on the unit sphere of one more dimension, matched by L2). Mean ± std over trials. Hours are wall time on the machine that trained (a
+ablation) too, and where `--metric=xqda_map --suffix=xqda_map` was (`..._cbn-train` for a
+per-camera readout), XQDA built into the exported model (its map on the unit sphere of one more
+dimension, matched by L2). Mean ± std over trials. Hours are wall time on the machine that trained (a
 2-core CPU, not always the same one, sometimes shared with other work), summed over every
 start-to-stop segment in each trial's train_log.jsonl; a fine-tuned row's hours include its
 pre-training.
@@ -248,10 +249,12 @@ def model_rows(results: pathlib.Path, label: str, model: TrainedJlml, name: str)
         rows.append(f"| {label} | {method}, its features + XQDA fitted on each trial's "
                     f"training split | {xqda['trials']} | " + " | ".join(cells(xqda)) +
                     f" | {hours:.2f} |")
-    mapped = summary(results / model.run / name.replace("results", "results_xqda_map", 1)) \
-        if plain else None
-    if mapped:
-        rows.append(f"| {label} | {method}, XQDA built into the model (`export --linear_map`: "
+    mapped_name = name.replace("results", "results_xqda_map", 1).replace(".json", suffix + ".json")
+    mapped = summary(results / model.run / mapped_name) if name == "results.json" else None
+    if mapped:  # a per-camera readout's map was fitted on each camera's calibrated features
+        export = ("one export per camera, `export --camera_bn_images --linear_map`"
+                  if model.camera_groups else "`export --linear_map`")
+        rows.append(f"| {label} | {method}, XQDA built into the model ({export}: "
                     f"the map on the unit sphere, L2) | {mapped['trials']} | "
                     + " | ".join(cells(mapped)) + f" | {hours:.2f} |")
     return rows + transfer_row

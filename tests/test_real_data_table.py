@@ -95,11 +95,15 @@ def test_camera_group_rows_read_the_per_camera_results_and_say_so(tmp_path):
     _results(tmp_path / model.run / "results_cbn-train.json", "JLML l2", 0.5)
     _results(tmp_path / model.run / "results_multi_shot_cbn-train.json", "JLML l2", 0.55)
     _results(tmp_path / model.transfer, "JLML l2", 0.29)
+    _results(tmp_path / model.run / "results_xqda_map.json", "JLML xqda_map", 0.8)  # not either
+    _results(tmp_path / model.run / "results_xqda_map_cbn-train.json", "JLML xqda_map", 0.58)
     lines = real_data_table.table(tmp_path).splitlines()
     single = [r for r in lines if r.startswith("| CUHK01 485/486 single shot | JLML half width, 12 epochs")]
-    assert len(single) == 2 and "fine-tuning per trial on one-camera groups" in single[0]
+    assert len(single) == 3 and "fine-tuning per trial on one-camera groups" in single[0]
     assert "| 50.0 ± 1.0 |" in single[0] and "--camera_bn=train" in single[0]
-    assert "no label of it seen" in single[1] and "| 29.0 ± 1.0 |" in single[1]
+    assert "XQDA built into the model (one export per camera" in single[1]
+    assert "| 58.0 ± 1.0 |" in single[1]
+    assert "no label of it seen" in single[2] and "| 29.0 ± 1.0 |" in single[2]
     multi = [r for r in lines if r.startswith("| CUHK01 485/486 multi shot | JLML half width, 12 epochs")]
     assert len(multi) == 1 and "| 55.0 ± 1.0 |" in multi[0]
 
