@@ -24,7 +24,7 @@ from jlml_tf import flags as jflags
 from jlml_tf.config import ModelConfig
 from jlml_tf.data import pipeline
 from jlml_tf.data.types import (ReidData, Trial, hold_out_identities, keep_identity_fraction,
-                                union_for_training)
+                                repeat_training, union_for_training)
 from jlml_tf.training import distribute, precision
 from jlml_tf.training.trainer import Trainer, TrainingDivergedError
 
@@ -41,6 +41,10 @@ def define_flags() -> flags.FlagValues:
                        upper_bound=1.0, **d)
     flags.register_validator("identity_fraction", lambda v: v > 0,
                              "--identity_fraction must be above 0", flag_values=fv)
+    flags.DEFINE_integer("train_repeats", 1, "List --dataset's training images this many times "
+                         "in each epoch: with --extra_train, a small target's share of the joined "
+                         "training set grows this many times (an epoch grows too).",
+                         lower_bound=1, **d)
     flags.DEFINE_string("paper_key", None, "Which of the paper's figures to print beside the "
                         "results (default dataset/protocol; see jlml_tf/paper.py).", **d)
     return fv
@@ -135,9 +139,10 @@ def train_trial(fv: flags.FlagValues, data: ReidData, index: int, trial_dir: pat
         trial, validation_pids = hold_out_identities(data, trial, fv.validation_ids, fv.seed)
     except ValueError as e:
         raise flags.ValidationError(f"--validation_ids={fv.validation_ids}: {e}") from None
-    table, labels, num_classes = union_for_training(
-        [(d, keep_identity_fraction(d, t, fv.identity_fraction, fv.seed))
-         for d, t in [(data, trial)] + extra_training_sets(fv)])
+    joined = [(d, keep_identity_fraction(d, t, fv.identity_fraction, fv.seed))
+              for d, t in [(data, trial)] + extra_training_sets(fv)]
+    joined[0] = (data, repeat_training(joined[0][1], fv.train_repeats))
+    table, labels, num_classes = union_for_training(joined)
     model_cfg = jflags.model_config(fv, num_classes)
     # before reuse: a finished run of another model is refused too
     check_same_run(trial_dir, model_cfg, fv.overwrite)
@@ -160,7 +165,8 @@ def train_trial(fv: flags.FlagValues, data: ReidData, index: int, trial_dir: pat
     run_dir_lib.write_config(trial_dir, model_cfg, train=train_flags, data={
         "dataset": data.name, "protocol": data.protocol, "trial": trial.name,
         "train_images": len(labels), "train_identities": num_classes,
-        "extra_train": fv.extra_train, threshold.VALIDATION_KEY: validation_pids})
+        "extra_train": fv.extra_train, "train_repeats": fv.train_repeats,
+        threshold.VALIDATION_KEY: validation_pids})
     evaluate = lambda model: eval_trial.evaluate_trial(  # noqa: E731
         model, data, trial, model_cfg, metric="l2", batch_size=fv.eval_batch_size, verbose=0,
         flip=fv.flip_test)

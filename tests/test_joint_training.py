@@ -6,7 +6,7 @@ import pytest
 
 from jlml_tf.data import pipeline
 from jlml_tf.data.types import (ImageTable, ReidData, Trial, hold_out_identities,
-                                keep_identity_fraction, union_for_training)
+                                keep_identity_fraction, repeat_training, union_for_training)
 
 
 def _data(name, pids):
@@ -23,6 +23,22 @@ def test_same_pid_values_in_two_data_sets_get_different_labels():
     assert classes == 7 and len(table) == 38
     assert labels[:30].tolist() == np.repeat([0, 1, 2], 10).tolist()
     assert labels[30:].tolist() == np.repeat([3, 4, 5, 6], 2).tolist()
+
+
+def test_repeated_target_fills_that_many_times_its_share_with_the_same_labels():
+    target = _data("target", np.repeat([1, 2], 2))  # 2 ids x 2 images
+    extra = _data("extra", np.repeat([1, 2, 3], 4))  # 3 ids x 4 images
+    once = union_for_training([(target, target.trials[0]), (extra, extra.trials[0])])
+    thrice = union_for_training([(target, repeat_training(target.trials[0], 3)),
+                                 (extra, extra.trials[0])])
+    assert thrice[2] == once[2] == 5  # no new classes
+    assert len(thrice[0]) == 3 * 4 + 12
+    assert thrice[1][:12].tolist() == [0, 0, 1, 1] * 3  # each image thrice, its own label
+    assert list(thrice[0].filenames[:12]) == [f"target/{i}" for i in range(4)] * 3
+    assert thrice[1][12:].tolist() == once[1][4:].tolist()  # the extra set unchanged
+    assert repeat_training(target.trials[0], 1) is target.trials[0]
+    with pytest.raises(ValueError, match="repeated 0 times"):
+        repeat_training(target.trials[0], 0)
 
 
 def test_cameras_of_two_data_sets_never_share_an_id_in_the_union():

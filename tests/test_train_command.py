@@ -235,6 +235,14 @@ def test_extra_train_labels_follow_the_main_set(parse, data_dir, monkeypatch, tm
     # the same offsets as union_for_training gives for the two sets
     _, expected, classes = union_for_training([(main, main.trials[0]), (extra, extra.trials[0])])
     assert classes == 9 and labels.tolist() == expected.tolist()
+    # --train_repeats lists the main set's images that many times, the extra set's once
+    fv = parse("--extra_train=extra:p", "--train_repeats=3", f"--run_dir={tmp_path / 'run3'}")
+    with pytest.raises(Stop):
+        train.train_trial(fv, main, 0, tmp_path / "run3", tf.distribute.get_strategy())
+    assert captured["labels"].tolist() == labels[:n_main].tolist() * 3 + [7, 7, 6, 6, 8]
+    assert captured["model_cfg"].num_classes == 9
+    data = json.loads((tmp_path / "run3" / "config.json").read_text())["data"]
+    assert (data["train_images"], data["train_repeats"]) == (3 * n_main + 5, 3)
 
 
 def test_identity_fraction_trains_on_part_of_each_sets_identities(parse, data_dir, monkeypatch,

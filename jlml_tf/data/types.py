@@ -128,6 +128,14 @@ def keep_identity_fraction(data: ReidData, trial: Trial, fraction: float, seed: 
     return _train_filtered(data, trial, _draw_identities(pids, count, [seed, 2]), keep=True)
 
 
+def repeat_training(trial: Trial, times: int) -> Trial:
+    """The trial with every training image listed `times` times: joined with larger data sets
+    (--extra_train), a small target then fills `times` times its share of each epoch."""
+    if times < 1:
+        raise ValueError(f"training images repeated {times} times: expected at least 1")
+    return trial if times == 1 else dataclasses.replace(trial, train=np.tile(trial.train, times))
+
+
 def union_for_training(datasets: list[tuple[ReidData, Trial]]) -> tuple[ImageTable, np.ndarray, int]:
     """Training images of several data sets with disjoint identity labels.
 
