@@ -383,7 +383,9 @@ def _save_linear_map(fv, metric, results: dict, data, trial, target: Target, che
     gave (the export's model card shows it) and the threshold calibrated on its outputs."""
     from jlml_tf.inference import linear_map
 
-    title = f"{data.name} / {data.protocol} / {trial.name}"
+    title = f"{data.name} / {data.protocol} / {trial.name}" + (
+        f", each camera's batch norm from its {fv.camera_bn} images" if fv.camera_bn != "off"
+        else "")
     accuracy = {"title": title, "results": {method_name(fv.metric, None, "mean"): {
         "num_trials": 1, "mean": {k: float(v) for k, v in results.items()
                                   if isinstance(v, (int, float, np.floating))}}}}

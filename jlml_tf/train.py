@@ -43,8 +43,15 @@ def define_flags() -> flags.FlagValues:
                              "--identity_fraction must be above 0", flag_values=fv)
     flags.DEFINE_integer("train_repeats", 1, "List --dataset's training images this many times "
                          "in each epoch: with --extra_train, a small target's share of the joined "
-                         "training set grows this many times (an epoch grows too).",
+                         "training set grows this many times (an epoch grows too). Not with "
+                         "--sampler=pk, which visits identities, not images; with "
+                         "--sampler=camera a camera's copies count towards its size.",
                          lower_bound=1, **d)
+    flags.register_multi_flags_validator(
+        ["train_repeats", "sampler"], lambda f: f["train_repeats"] == 1 or f["sampler"] != "pk",
+        message="--train_repeats has no effect with --sampler=pk (it draws identities equally "
+                "whatever their image count): weigh data sets with --sampler=random or camera",
+        flag_values=fv)
     flags.DEFINE_string("paper_key", None, "Which of the paper's figures to print beside the "
                         "results (default dataset/protocol; see jlml_tf/paper.py).", **d)
     return fv
@@ -86,19 +93,27 @@ def default_run_dir(data: ReidData) -> pathlib.Path:
     return pathlib.Path("runs") / f"{data.name}-{data.protocol}"
 
 
-def check_same_run(trial_dir: pathlib.Path, model_cfg, overwrite: bool) -> None:
-    """Refuses to resume a run directory that holds a different model."""
+def check_same_run(trial_dir: pathlib.Path, model_cfg, overwrite: bool,
+                   train_repeats: int = 1) -> None:
+    """Refuses to resume a run directory that holds a different model, or whose epochs were
+    another length (its schedule and data position count in them)."""
     path = trial_dir / run_dir_lib.CONFIG_FILE
     if not path.is_file() or overwrite:
         return
+    written = json.loads(path.read_text())
     # Through ModelConfig so fields added since the run was written take their defaults.
-    old = ModelConfig.from_dict(json.loads(path.read_text())["model"]).to_dict()
+    old = ModelConfig.from_dict(written["model"]).to_dict()
     new = model_cfg.to_dict()
     diff = {k: (old.get(k), v) for k, v in new.items() if old.get(k) != v}
     if diff:
         raise flags.ValidationError(
             f"{trial_dir} holds a run with another model configuration {diff} (old, new); "
             "pass another --run_dir, or --overwrite to start afresh")
+    old_repeats = written.get("data", {}).get("train_repeats", 1)
+    if old_repeats != train_repeats:
+        raise flags.ValidationError(
+            f"{trial_dir} holds a run trained with --train_repeats={old_repeats}, not "
+            f"{train_repeats}; pass another --run_dir, or --overwrite to start afresh")
 
 
 def init_source(init_from: str | None, index: int) -> str | None:
@@ -141,11 +156,12 @@ def train_trial(fv: flags.FlagValues, data: ReidData, index: int, trial_dir: pat
         raise flags.ValidationError(f"--validation_ids={fv.validation_ids}: {e}") from None
     joined = [(d, keep_identity_fraction(d, t, fv.identity_fraction, fv.seed))
               for d, t in [(data, trial)] + extra_training_sets(fv)]
+    distinct_images = sum(len(t.train) for _, t in joined)
     joined[0] = (data, repeat_training(joined[0][1], fv.train_repeats))
     table, labels, num_classes = union_for_training(joined)
     model_cfg = jflags.model_config(fv, num_classes)
     # before reuse: a finished run of another model is refused too
-    check_same_run(trial_dir, model_cfg, fv.overwrite)
+    check_same_run(trial_dir, model_cfg, fv.overwrite, fv.train_repeats)
     results_path = trial_dir / "results.json"
     if results_path.is_file() and not fv.overwrite:
         print(f"{trial_dir} already finished; keeping its results")
@@ -164,8 +180,9 @@ def train_trial(fv: flags.FlagValues, data: ReidData, index: int, trial_dir: pat
     train_flags = dict(fv.flag_values_dict(), init_from=train_cfg.init_from)
     run_dir_lib.write_config(trial_dir, model_cfg, train=train_flags, data={
         "dataset": data.name, "protocol": data.protocol, "trial": trial.name,
-        "train_images": len(labels), "train_identities": num_classes,
-        "extra_train": fv.extra_train, "train_repeats": fv.train_repeats,
+        "train_images": distinct_images, "images_per_epoch": len(labels),
+        "train_identities": num_classes, "extra_train": fv.extra_train,
+        "train_repeats": fv.train_repeats,
         threshold.VALIDATION_KEY: validation_pids})
     evaluate = lambda model: eval_trial.evaluate_trial(  # noqa: E731
         model, data, trial, model_cfg, metric="l2", batch_size=fv.eval_batch_size, verbose=0,

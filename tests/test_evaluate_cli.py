@@ -284,6 +284,8 @@ def test_camera_bn_map_is_fitted_on_each_cameras_calibrated_features(tiny_run, t
                     "--metric=xqda_map", "--save_linear_map", "--num_queries_shown=0"]) == 0
     saved = linear_map.load(run / linear_map.FILE_NAME)
     assert saved.camera_bn == "train"
+    assert saved.source["accuracy"]["title"].endswith(
+        "each camera's batch norm from its train images")
     table, trial = tiny_run.data.table, tiny_run.data.trials[0]
     train = np.sort(trial.train)
     f = eval_trial.extract_features_by_camera(

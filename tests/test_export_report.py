@@ -13,7 +13,7 @@ from jlml_tf import model_summary
 from jlml_tf.inference import threshold as threshold_lib
 from jlml_tf.inference import run_dir as run_dir_lib
 import run_fixtures as fixtures
-from jlml_tf.export import parity, pipeline
+from jlml_tf.export import model_card, parity, pipeline
 
 
 def test_multiply_adds_count_a_nested_model_once_per_call(tiny_model_config):
@@ -452,6 +452,8 @@ def test_camera_bn_export_serves_the_statistics_of_that_cameras_images(tmp_path)
     assert not np.allclose(served.embed(x), plain, atol=1e-3)
     card = json.loads((result.extras_dir / "model_card.json").read_text())
     assert card["camera_bn"]["calibration_images"] == 8
+    assert "calibrated on 8 images of one camera: serve this model for that camera only" in \
+        (result.extras_dir / model_card.CARD_MD).read_text()
     # the run's threshold was set with the trained statistics: not shipped with this camera's
     assert not (result.extras_dir / threshold_lib.FILE_NAME).exists()
     # a run trained on one-camera groups is exported per camera: a plain export warns

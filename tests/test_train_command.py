@@ -242,7 +242,14 @@ def test_extra_train_labels_follow_the_main_set(parse, data_dir, monkeypatch, tm
     assert captured["labels"].tolist() == labels[:n_main].tolist() * 3 + [7, 7, 6, 6, 8]
     assert captured["model_cfg"].num_classes == 9
     data = json.loads((tmp_path / "run3" / "config.json").read_text())["data"]
-    assert (data["train_images"], data["train_repeats"]) == (3 * n_main + 5, 3)
+    assert (data["train_images"], data["images_per_epoch"], data["train_repeats"]) == \
+        (n_main + 5, 3 * n_main + 5, 3)
+    # resuming it with another epoch length is refused; P x K sampling ignores repeats
+    fv = parse("--extra_train=extra:p", "--train_repeats=2", f"--run_dir={tmp_path / 'run3'}")
+    with pytest.raises(flags.ValidationError, match="--train_repeats=3, not 2"):
+        train.train_trial(fv, main, 0, tmp_path / "run3", tf.distribute.get_strategy())
+    with pytest.raises(flags.IllegalFlagValueError, match="--train_repeats has no effect"):
+        parse("--train_repeats=2", "--sampler=pk")
 
 
 def test_identity_fraction_trains_on_part_of_each_sets_identities(parse, data_dir, monkeypatch,

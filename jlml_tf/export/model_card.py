@@ -129,8 +129,10 @@ def build_card(cfg: ModelConfig, embedding_model: keras.Model, run_dir: str | os
                    "meaning": f"L2-normalised {out_dim}-d embedding ("
                               + (f"the {linear_map.get('metric')} linear map, fitted on "
                                  f"{linear_map.get('dataset')}/{linear_map.get('protocol')} "
-                                 f"trial {linear_map.get('trial')}, of the " if linear_map
-                                 else "")
+                                 f"trial {linear_map.get('trial')}"
+                                 + (", on each camera's calibrated embeddings"
+                                    if linear_map.get("camera_bn", "off") != "off" else "")
+                                 + ", of the " if linear_map else "")
                               + "global and local branch features concatenated"
                               + ("; test-time flip: the normalised sum of the image's and its "
                                  "mirror's embeddings, two forward passes" if flip_test else "")
@@ -180,13 +182,17 @@ def card_markdown(card: dict) -> str:
              f"- Outside the model: {pre['outside_model']}.",
              f"- Inside the model: {pre['inside_model']}.", "",
              "## Output", "",
-             f"`{out['name']}`, {out['dtype']} [N, {out['shape'][1]}]: {out['meaning']}.", "",
-             "## Size and compute", "",
-             f"- Parameters: {card['parameters']:,} ({card['parameters'] / 1e6:.2f}M, identity "
-             "classifiers excluded).",
-             f"- Multiply-adds per image: {card['multiply_adds']:,} "
-             f"({card['multiply_adds'] / 1e9:.3f}e9).", "",
-             "## Training", ""]
+             f"`{out['name']}`, {out['dtype']} [N, {out['shape'][1]}]: {out['meaning']}.", ""]
+    if card.get("camera_bn"):
+        lines += ["## Camera", "", f"Batch norm calibrated on "
+                  f"{card['camera_bn']['calibration_images']} images of one camera: serve this "
+                  "model for that camera only.", ""]
+    lines += ["## Size and compute", "",
+              f"- Parameters: {card['parameters']:,} ({card['parameters'] / 1e6:.2f}M, identity "
+              "classifiers excluded).",
+              f"- Multiply-adds per image: {card['multiply_adds']:,} "
+              f"({card['multiply_adds'] / 1e9:.3f}e9).", "",
+              "## Training", ""]
     data = card["training"]["data"]
     lines += [f"- {k}: {_fmt(v)}" for k, v in data.items()] or ["- (not recorded)"]
     lines += [f"- {k}: {_fmt(v)}" for k, v in card["training"]["flags"].items()]
