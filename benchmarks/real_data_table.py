@@ -62,8 +62,8 @@ PAPER_WIDTH_FOR_VIPER_GRID = ("cpu-paper_width-pretrain_for_viper_grid",
                               "cpu-paper_width-continue_for_viper_grid")
 CAMERA_GROUPS = "recipe/camera_bn_pooled_variance"  # docs/cpu_recipe.md sections 22-23
 PER_CAMERA_SUFFIX = "_cbn-train"  # evaluate --camera_bn=train --suffix=...cbn-train
-PER_CAMERA_READOUT = ("at test time each camera's batch norm calibrated on the split's "
-                      "unlabelled training images, `--camera_bn=train`")
+# each camera's batch norm calibrated on the split's unlabelled training images at test time
+PER_CAMERA_READOUT = "read out per camera, `--camera_bn=train`"
 
 
 def camera_groups(pretrain: tuple[str, ...], transfer: str, epochs: str, seed: int = 0,
@@ -71,10 +71,9 @@ def camera_groups(pretrain: tuple[str, ...], transfer: str, epochs: str, seed: i
     """A pre-training on batches of two one-camera groups (`CAMERA_GROUPS`/`pretrain`, its
     continuation included), its direct transfer (`transfer`) and, where run, its fine-tuning on
     groups (`fine_tuned`)."""
-    continued = (" (the second part with pad-and-crop and random erasing)"
-                 if len(pretrain) > 1 else "")
-    return TrainedJlml(f"half width, {epochs} epochs{continued} on one-camera groups "
-                       f"(`--cameras_per_batch=2`), seed {seed}",
+    continued = "; the last 12 with pad and random erasing" if len(pretrain) > 1 else ""
+    return TrainedJlml(f"half width, {epochs} epochs on one-camera groups "
+                       f"(`--cameras_per_batch=2`{continued}), seed {seed}",
                        f"{CAMERA_GROUPS}/{fine_tuned}" if fine_tuned else None,
                        tuple(f"{CAMERA_GROUPS}/{run}" for run in pretrain),
                        f"{CAMERA_GROUPS}/{transfer}/results_transfer{PER_CAMERA_SUFFIX}.json",
@@ -110,8 +109,8 @@ CAMERA_GROUPS_CONTINUED_CUHK01 = camera_groups(
 # transfer is the continued chain's row.
 CAMERA_GROUPS_JOINT_CUHK01 = dataclasses.replace(
     CAMERA_GROUPS_CONTINUED_CUHK01,
-    label=CAMERA_GROUPS_CONTINUED_CUHK01.label + ", then 4 epochs per trial on its training "
-    "identities together with the pre-training's",
+    label=CAMERA_GROUPS_CONTINUED_CUHK01.label + ", a 4-epoch joint stage per trial (its "
+    "training identities together with the pre-training's)",
     run=f"{CAMERA_GROUPS}/camera_groups_continue_joint_cuhk01_ft",
     pretrain=CAMERA_GROUPS_CONTINUED_CUHK01.pretrain
     + (f"{CAMERA_GROUPS}/camera_groups_continue_joint_cuhk01",),
@@ -119,7 +118,7 @@ CAMERA_GROUPS_JOINT_CUHK01 = dataclasses.replace(
 # The same joint stage, then 8 epochs of fine-tuning instead of 4 (section 27).
 CAMERA_GROUPS_JOINT_CUHK01_FT8 = dataclasses.replace(
     CAMERA_GROUPS_JOINT_CUHK01,
-    label=CAMERA_GROUPS_JOINT_CUHK01.label + ", fine-tuned 8 epochs instead of 4",
+    label=CAMERA_GROUPS_JOINT_CUHK01.label + ", 8 fine-tuning epochs instead of 4",
     run=f"{CAMERA_GROUPS}/camera_groups_continue_joint_cuhk01_ft_8ep")
 
 
