@@ -300,6 +300,30 @@ def test_camera_bn_map_is_fitted_on_each_cameras_calibrated_features(tiny_run, t
     assert not np.allclose(saved.matrix @ saved.matrix.T, plain @ plain.T, atol=1e-3)
 
 
+@pytest.mark.slow  # one SavedModel export per camera
+def test_per_camera_exports_with_the_map_rank_as_the_per_camera_evaluation(tiny_run, tmp_path):
+    from conftest import load_benchmark
+
+    per_camera_export = load_benchmark("per_camera_export")
+    with pytest.raises(ValueError, match="camera 2 has 6 training images"):  # too few to export
+        per_camera_export.check_split(tiny_run.run)
+    run = tmp_path / "run"
+    shutil.copytree(tiny_run.run, run)
+    config = json.loads((run / "config.json").read_text())  # every camera 12+ training images
+    config["train"]["dataset_option"] = ["config=tiny", "images_per_camera=4"]
+    (run / "config.json").write_text(json.dumps(config))
+    assert ev.main(["evaluate", f"--run_dir={run}", "--verbose=0", "--camera_bn=train",
+                    "--metric=xqda_map", "--save_linear_map", "--num_queries_shown=0"]) == 0
+    report = per_camera_export.check_split(run, run / "linear_map.npz", progress=lambda m: None)
+    assert sorted(report["cameras"]) == [1, 2, 3]
+    assert max(c["max_abs_diff"] for c in report["cameras"].values()) < 1e-4
+    assert report["exported"] == pytest.approx(report["evaluation"], abs=1e-6)
+    # and the evaluation side is what the evaluate command ranked with
+    summary = read_results(run / "results_xqda_map_cbn-train.json")
+    for key in ("rank1", "map"):
+        assert report["evaluation"][key] == pytest.approx(summary["mean"][key], abs=1e-6), key
+
+
 def test_option_suffixes():
     assert ev.option_suffix("l2", False, flip=True) == "_l2_flip"
     assert ev.option_suffix("l2", False) == "_l2"
