@@ -41,8 +41,8 @@ def evaluation_features(loaded, data, calibration, rows, flip, mapped):
 
 
 def check_split(run_dir, linear_map=None, export_dir=None, progress=print) -> dict:
-    """{"cameras": {camera: {"images", "max_abs_diff"}}, "exported": {rank1, map},
-    "evaluation": {rank1, map}} for the trial `run_dir` was trained on."""
+    """For the trial `run_dir` was trained on: {"cameras": {camera: {"calibration_images",
+    "test_images", "max_abs_diff"}}, "exported": {rank1, map}, "evaluation": {rank1, map}}."""
     import jlml_tf_datasets
     from jlml_tf.data import preprocessing
     from jlml_tf.evaluation import protocol
@@ -64,7 +64,8 @@ def check_split(run_dir, linear_map=None, export_dir=None, progress=print) -> di
     cfg, table = loaded.model_cfg, data.table
     calibration = camera_bn.calibration_rows("train", table, trial)
     test_rows = np.unique(np.concatenate([trial.query, trial.gallery]))
-    for camera in np.unique(table.camids[test_rows]):
+    test_cameras = np.unique(table.camids[test_rows])
+    for camera in test_cameras:
         count = len(calibration.get(int(camera), ()))
         if count < camera_bn.MIN_IMAGES:  # the evaluation keeps the trained statistics there
             raise ValueError(f"{run_dir}: camera {camera} has {count} training images (fewer "
@@ -74,7 +75,7 @@ def check_split(run_dir, linear_map=None, export_dir=None, progress=print) -> di
     cameras = {}
     with tempfile.TemporaryDirectory() as scratch:
         out = pathlib.Path(export_dir or scratch)
-        for camera in np.unique(table.camids[test_rows]):
+        for camera in test_cameras:
             progress(f"camera {camera}: exporting with {len(calibration[camera])} images")
             result = pipeline.export_run(
                 run_dir, out, model_name=f"camera{camera}", tflite_variants=(),

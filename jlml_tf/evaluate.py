@@ -390,8 +390,8 @@ def _save_linear_map(fv, metric, results: dict, data, trial, target: Target, che
         "num_trials": 1, "mean": {k: float(v) for k, v in results.items()
                                   if isinstance(v, (int, float, np.floating))}}}}
     source = {"metric": fv.metric, "flip_test": bool(fv.flip_test), "camera_bn": fv.camera_bn,
-              "dataset": data.name,
-              "protocol": data.protocol, "trial": trial.name, "checkpoint": checkpoint,
+              "dataset": data.name, "protocol": data.protocol, "trial": trial.name,
+              "checkpoint": checkpoint,
               "model_fingerprint": gallery_index.model_fingerprint(checkpoint),
               "training_images": int(len(trial.train)),
               "training_identities": int(len(np.unique(data.table.pids[trial.train]))),

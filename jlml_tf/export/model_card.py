@@ -127,13 +127,7 @@ def build_card(cfg: ModelConfig, embedding_model: keras.Model, run_dir: str | os
         },
         "output": {"name": "embeddings", "dtype": "float32", "shape": [-1, out_dim],
                    "meaning": f"L2-normalised {out_dim}-d embedding ("
-                              + (f"the {linear_map.get('metric')} linear map, fitted on "
-                                 f"{linear_map.get('dataset')}/{linear_map.get('protocol')} "
-                                 f"trial {linear_map.get('trial')}"
-                                 + (", on each camera's calibrated embeddings"
-                                    if linear_map.get("camera_bn", "off") != "off" else "")
-                                 + ", of the " if linear_map else "")
-                              + "global and local branch features concatenated"
+                              + _map_phrase(linear_map) + "global and local branch features concatenated"
                               + ("; test-time flip: the normalised sum of the image's and its "
                                  "mirror's embeddings, two forward passes" if flip_test else "")
                               + "); match by L2 distance, equivalently cosine similarity",
@@ -158,6 +152,16 @@ def build_card(cfg: ModelConfig, embedding_model: keras.Model, run_dir: str | os
             "max_abs_diff", "mean_cosine", "rank1_change", "map_change")}
             for name, row in parity.get("formats", {}).items()}
     return card
+
+
+def _map_phrase(linear_map: dict | None) -> str:
+    """"the xqda_map linear map, fitted on D/P trial T, of the " (or "" without a map)."""
+    if not linear_map:
+        return ""
+    per_camera = (", on each camera's calibrated embeddings"
+                  if linear_map.get("camera_bn", "off") != "off" else "")
+    return (f"the {linear_map.get('metric')} linear map, fitted on {linear_map.get('dataset')}/"
+            f"{linear_map.get('protocol')} trial {linear_map.get('trial')}{per_camera}, of the ")
 
 
 def _fmt(v) -> str:

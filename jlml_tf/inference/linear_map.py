@@ -34,8 +34,8 @@ class LinearMap:
 
     @property
     def camera_bn(self) -> str:
-        """"off", or whose images set each camera's batch-norm statistics when L was fitted
-        (`evaluate --camera_bn=train|test`): such a map belongs to per-camera exports."""
+        """The --camera_bn the features L was fitted on were embedded with: "off" (the trained
+        statistics), or "train"/"test" (each camera's own; a map for per-camera exports)."""
         return str(self.source.get("camera_bn", "off"))
 
     @property
