@@ -127,7 +127,8 @@ def build_card(cfg: ModelConfig, embedding_model: keras.Model, run_dir: str | os
         },
         "output": {"name": "embeddings", "dtype": "float32", "shape": [-1, out_dim],
                    "meaning": f"L2-normalised {out_dim}-d embedding ("
-                              + _map_phrase(linear_map) + "global and local branch features concatenated"
+                              + _map_phrase(linear_map)
+                              + "global and local branch features concatenated"
                               + ("; test-time flip: the normalised sum of the image's and its "
                                  "mirror's embeddings, two forward passes" if flip_test else "")
                               + "); match by L2 distance, equivalently cosine similarity",
