@@ -3,22 +3,16 @@
     python benchmarks/real_data_table.py            # Markdown to stdout
     python benchmarks/real_data_table.py --results=results
 
-For each benchmark and each JLML trained for it (half width: the CPU recipe's widths; paper
-width: the paper's widths at the CPU recipe's 128x48, or at 160x64 where the label says so,
-where run; each labelled with its plain +
-augmented pre-training epochs): JLML fine-tuned per trial
-from its joint pre-training, the same pre-training without fine-tuning (direct transfer: no
-image of the benchmark seen), LOMO + XQDA on the same trials (best of the Retinex variants
-measured; the range over them beside it) and the paper. A pre-training evaluated only by direct
-transfer (the camera-group runs of docs/cpu_recipe.md section 22) has that row alone; rows
-read out otherwise than plainly (per camera, `--camera_bn=train`) say so. Where `python -m jlml_tf.evaluate
---metric=xqda` was run on the fine-tuned models, their features matched by XQDA (the paper's
-ablation) too, and where `--metric=xqda_map --suffix=xqda_map` was (`..._cbn-train` for a
-per-camera readout), XQDA built into the exported model (its map on the unit sphere of one more
-dimension, matched by L2). Mean ± std over trials. Hours are wall time on the machine that trained (a
-2-core CPU, not always the same one, sometimes shared with other work), summed over every
-start-to-stop segment in each trial's train_log.jsonl; a fine-tuned row's hours include its
-pre-training.
+One row per benchmark, model and readout: each JLML trained for the benchmark (the model
+column: widths, input size if not 128x48, pre-training epochs, camera groups, joint stage),
+read out fine-tuned per trial and, where run, by direct transfer (the pre-training alone), by L2
+(per camera for camera-group models, `--camera_bn=train`), XQDA on its features
+(`evaluate --metric=xqda`) or XQDA's map built in (`--metric=xqda_map`); then the no-training
+floor, LOMO + XQDA on the same trials (the best Retinex variant, the range over all beside it)
+and the paper. The README's legend under the table says what each word means. Mean ± std over
+trials. Hours are wall time on the machine that trained (a 2-core CPU, not always the same one,
+sometimes shared with other work), summed over every start-to-stop segment in each trial's
+train_log.jsonl; a fine-tuned row's hours include its pre-training.
 """
 from __future__ import annotations
 
@@ -62,8 +56,11 @@ PAPER_WIDTH_FOR_VIPER_GRID = ("cpu-paper_width-pretrain_for_viper_grid",
                               "cpu-paper_width-continue_for_viper_grid")
 CAMERA_GROUPS = "recipe/camera_bn_pooled_variance"  # docs/cpu_recipe.md sections 22-23
 PER_CAMERA_SUFFIX = "_cbn-train"  # evaluate --camera_bn=train --suffix=...cbn-train
+# The readout column's words; the README's legend under the table says what each means.
+FINE_TUNED, TRANSFER = "fine-tuned", "direct transfer"
+L2, XQDA_ON_FEATURES, XQDA_MAP = "L2", "XQDA on its features", "XQDA map built in"
 # each camera's batch norm calibrated on the split's unlabelled training images at test time
-PER_CAMERA_READOUT = "read out per camera, `--camera_bn=train`"
+PER_CAMERA = " per camera"
 
 
 def camera_groups(pretrain: tuple[str, ...], transfer: str, epochs: str, seed: int = 0,
@@ -71,9 +68,7 @@ def camera_groups(pretrain: tuple[str, ...], transfer: str, epochs: str, seed: i
     """A pre-training on batches of two one-camera groups (`CAMERA_GROUPS`/`pretrain`, its
     continuation included), its direct transfer (`transfer`) and, where run, its fine-tuning on
     groups (`fine_tuned`)."""
-    continued = "; the last 12 with pad and random erasing" if len(pretrain) > 1 else ""
-    return TrainedJlml(f"half width, {epochs} epochs on one-camera groups "
-                       f"(`--cameras_per_batch=2`{continued}), seed {seed}",
+    return TrainedJlml(f"half width, camera groups, {epochs} ep" + (f", seed {seed}" if seed else ""),
                        f"{CAMERA_GROUPS}/{fine_tuned}" if fine_tuned else None,
                        tuple(f"{CAMERA_GROUPS}/{run}" for run in pretrain),
                        f"{CAMERA_GROUPS}/{transfer}/results_transfer{PER_CAMERA_SUFFIX}.json",
@@ -109,8 +104,7 @@ CAMERA_GROUPS_CONTINUED_CUHK01 = camera_groups(
 # transfer is the continued chain's row.
 CAMERA_GROUPS_JOINT_CUHK01 = dataclasses.replace(
     CAMERA_GROUPS_CONTINUED_CUHK01,
-    label=CAMERA_GROUPS_CONTINUED_CUHK01.label + ", a 4-epoch joint stage per trial (its "
-    "training identities together with the pre-training's)",
+    label=CAMERA_GROUPS_CONTINUED_CUHK01.label + ", joint stage, 4-ep fine-tuning",
     run=f"{CAMERA_GROUPS}/camera_groups_continue_joint_cuhk01_ft",
     pretrain=CAMERA_GROUPS_CONTINUED_CUHK01.pretrain
     + (f"{CAMERA_GROUPS}/camera_groups_continue_joint_cuhk01",),
@@ -118,8 +112,15 @@ CAMERA_GROUPS_JOINT_CUHK01 = dataclasses.replace(
 # The same joint stage, then 8 epochs of fine-tuning instead of 4 (section 27).
 CAMERA_GROUPS_JOINT_CUHK01_FT8 = dataclasses.replace(
     CAMERA_GROUPS_JOINT_CUHK01,
-    label=CAMERA_GROUPS_JOINT_CUHK01.label + ", 8 fine-tuning epochs instead of 4",
+    label=CAMERA_GROUPS_CONTINUED_CUHK01.label + ", joint stage, 8-ep fine-tuning",
     run=f"{CAMERA_GROUPS}/camera_groups_continue_joint_cuhk01_ft_8ep")
+# The same chain for CUHK01 871/100 (section 29): the same pre-training, the joint stage on
+# each split's 871 identities.
+CAMERA_GROUPS_JOINT_CUHK01_871_100 = dataclasses.replace(
+    CAMERA_GROUPS_JOINT_CUHK01_FT8,
+    run=f"{CAMERA_GROUPS}/camera_groups_continue_joint_cuhk01_871_100_ft_8ep",
+    pretrain=CAMERA_GROUPS_CONTINUED_CUHK01.pretrain
+    + (f"{CAMERA_GROUPS}/camera_groups_continue_joint_cuhk01_871_100",))
 
 
 def camera_groups_continued_for_viper_grid(target: str,
@@ -132,14 +133,14 @@ def camera_groups_continued_for_viper_grid(target: str,
 
 
 CUHK01_485_486 = (
-    TrainedJlml("half width, 25 + 12 epochs", "cpu-cuhk01_485_486_single", FOR_CUHK01,
+    TrainedJlml("half width, 25 + 12 ep", "cpu-cuhk01_485_486_single", FOR_CUHK01,
                 "transfer-cuhk01_485_486_single/results_transfer.json"),
-    TrainedJlml("paper width, 8 + 12 epochs", "cpu-paper_width-cuhk01_485_486_single",
+    TrainedJlml("paper width, 8 + 12 ep", "cpu-paper_width-cuhk01_485_486_single",
                 PAPER_WIDTH_FOR_CUHK01,
                 "transfer-paper_width-cuhk01_485_486_single/results_transfer.json"),
-    TrainedJlml("paper width, 25 + 12 epochs", "cpu-paper_width25-cuhk01_485_486_single",
+    TrainedJlml("paper width, 25 + 12 ep", "cpu-paper_width25-cuhk01_485_486_single",
                 PAPER_WIDTH25_FOR_CUHK01),
-    TrainedJlml("paper width at 160x64, 8 + 12 epochs",
+    TrainedJlml("paper width, 160x64, 8 + 12 ep",
                 "recipe/paper_width_160x64_8ep/continue_cuhk01", PAPER_WIDTH160_FOR_CUHK01),
     CAMERA_GROUPS_CUHK01, CAMERA_GROUPS_CONTINUED_CUHK01, CAMERA_GROUPS_JOINT_CUHK01,
     CAMERA_GROUPS_JOINT_CUHK01_FT8)
@@ -151,16 +152,17 @@ BENCHMARKS = (
      tuple(dataclasses.replace(m, transfer=None) for m in CUHK01_485_486),
      "results_multi_shot.json", "lomo_xqda/cuhk01_485_486_multi_shot"),
     ("CUHK01 871/100 single shot", "cuhk01/871_100_single_shot",
-     (TrainedJlml("half width, 25 + 12 epochs", "cpu-cuhk01_871_100_single", FOR_CUHK01),
-      TrainedJlml("paper width at 160x64, 8 + 12 epochs",
+     (TrainedJlml("half width, 25 + 12 ep", "cpu-cuhk01_871_100_single", FOR_CUHK01),
+      TrainedJlml("paper width, 160x64, 8 + 12 ep",
                   "recipe/paper_width_160x64_8ep/continue_cuhk01_871_100",
-                  PAPER_WIDTH160_FOR_CUHK01)),
+                  PAPER_WIDTH160_FOR_CUHK01),
+      CAMERA_GROUPS_JOINT_CUHK01_871_100),
      "results.json",
      "lomo_xqda/cuhk01_871_100_single_shot"),
     ("GRID 125/125 + 775 distractors", "grid/125_125",
-     (TrainedJlml("half width, 21 + 12 epochs", "cpu-grid", FOR_VIPER_GRID,
+     (TrainedJlml("half width, 21 + 12 ep", "cpu-grid", FOR_VIPER_GRID,
                   "transfer-grid/results_transfer.json"),
-      TrainedJlml("paper width, 8 + 12 epochs", "cpu-paper_width-grid",
+      TrainedJlml("paper width, 8 + 12 ep", "cpu-paper_width-grid",
                   PAPER_WIDTH_FOR_VIPER_GRID,
                   "transfer-paper_width-grid/results_transfer.json"),
       camera_groups_for_viper_grid("grid"), camera_groups_for_viper_grid("grid", seed=1),
@@ -169,9 +171,9 @@ BENCHMARKS = (
       camera_groups_continued_for_viper_grid("grid")),
      "results.json", "lomo_xqda/grid_125_125"),
     ("VIPeR 316/316", "viper/316_316",
-     (TrainedJlml("half width, 21 + 12 epochs", "cpu-viper", FOR_VIPER_GRID,
+     (TrainedJlml("half width, 21 + 12 ep", "cpu-viper", FOR_VIPER_GRID,
                   "transfer-viper/results_transfer.json"),
-      TrainedJlml("paper width, 8 + 12 epochs", "cpu-paper_width-viper",
+      TrainedJlml("paper width, 8 + 12 ep", "cpu-paper_width-viper",
                   PAPER_WIDTH_FOR_VIPER_GRID,
                   "transfer-paper_width-viper/results_transfer.json"),
       camera_groups_for_viper_grid("viper"), camera_groups_for_viper_grid("viper", seed=1),
@@ -219,69 +221,62 @@ def cells(s: dict) -> list[str]:
     return [one(k) if k in s["mean"] else "-" for k in RANKS + ("map",)]
 
 
+def row(benchmark: str, model: str, readout: str, s: dict, hours: str) -> str:
+    return (f"| {benchmark} | {model} | {readout} | {s['trials']} | " + " | ".join(cells(s))
+            + f" | {hours} |")
+
+
 def model_rows(results: pathlib.Path, label: str, model: TrainedJlml, name: str) -> list[str]:
-    """The fine-tuned model's row, its features matched by XQDA, and its direct transfer (that
-    row alone for a model without a fine-tuned run)."""
+    """The fine-tuned model's row, its features matched by XQDA, XQDA's map built in, and its
+    direct transfer (that row alone for a model without a fine-tuned run)."""
     pre_hours = sum(training_hours(results / r) or 0 for r in model.pretrain)
     method = f"JLML {model.label}"
-    rows = []
+    per_camera = PER_CAMERA if model.camera_groups else ""
     moved = summary(results / model.transfer) if model.transfer else None
-    unseen = (f"no label of it seen; {PER_CAMERA_READOUT}" if model.camera_groups
-              else "no image of it seen")
-    transfer_row = [f"| {label} | {method}, direct transfer (pre-training only, {unseen}) | "
-                    f"{moved['trials']} | " + " | ".join(cells(moved)) +
-                    f" | {pre_hours:.2f} |"] if moved else []
+    transfer_row = [row(label, method, f"{TRANSFER}, {L2}{per_camera}", moved,
+                        f"{pre_hours:.2f}")] if moved else []
     if model.run is None:
         return transfer_row
-    hours = (training_hours(results / model.run) or 0) + pre_hours
-    suffix, fine_tuning = ((PER_CAMERA_SUFFIX, f" on one-camera groups ({PER_CAMERA_READOUT})")
-                           if model.camera_groups else ("", ""))
+    hours = f"{(training_hours(results / model.run) or 0) + pre_hours:.2f}"
+    suffix = PER_CAMERA_SUFFIX if model.camera_groups else ""
+    rows = []
     tuned = summary(results / model.run / name.replace(".json", suffix + ".json"))
     if tuned:
-        rows.append(f"| {label} | {method}, joint pre-training + fine-tuning per trial"
-                    f"{fine_tuning} | {tuned['trials']} | " + " | ".join(cells(tuned)) +
-                    f" | {hours:.2f} |")
+        rows.append(row(label, method, f"{FINE_TUNED}, {L2}{per_camera}", tuned, hours))
     plain = name == "results.json" and not model.camera_groups  # XQDA was fitted on those only
     xqda = summary(results / model.run / name.replace("results", "results_xqda", 1)) \
         if plain else None
     if xqda:
-        rows.append(f"| {label} | {method}, its features + XQDA fitted on each trial's "
-                    f"training split | {xqda['trials']} | " + " | ".join(cells(xqda)) +
-                    f" | {hours:.2f} |")
+        rows.append(row(label, method, f"{FINE_TUNED}, {XQDA_ON_FEATURES}", xqda, hours))
     mapped_name = name.replace("results", "results_xqda_map", 1).replace(".json", suffix + ".json")
     mapped = summary(results / model.run / mapped_name) if name == "results.json" else None
     if mapped:  # a per-camera readout's map was fitted on each camera's calibrated features
-        export = ("one export per camera, `export --camera_bn_images --linear_map`"
-                  if model.camera_groups else "`export --linear_map`")
-        rows.append(f"| {label} | {method}, XQDA built into the model ({export}: "
-                    f"the map on the unit sphere, L2) | {mapped['trials']} | "
-                    + " | ".join(cells(mapped)) + f" | {hours:.2f} |")
+        rows.append(row(label, method, f"{FINE_TUNED}, {XQDA_MAP}{per_camera}", mapped, hours))
     return rows + transfer_row
 
 
 def table(results: pathlib.Path) -> str:
-    lines = ["| benchmark | method | trials | R1 | R5 | R10 | R20 | mAP | hours (2-core CPU) |",
-             "|---|---|---|---|---|---|---|---|---|"]
+    lines = ["| benchmark | model | readout | trials | R1 | R5 | R10 | R20 | mAP "
+             "| hours (2-core CPU) |",
+             "|---|---|---|---|---|---|---|---|---|---|"]
     for label, key, models, name, lomo in BENCHMARKS:
         for model in models:
             lines.extend(model_rows(results, label, model, name))
         floor = floor_summary(results / FLOORS[label]) if label in FLOORS else None
         if floor:
-            lines.append(f"| {label} | {FLOOR_METHOD}, L2 (no training: the floor) | "
-                         f"{floor['trials']} | " + " | ".join(cells(floor)) + " | - |")
+            lines.append(row(label, FLOOR_METHOD, f"{L2}, no training (the floor)", floor, "-"))
         variants = {v: summary(results / f"{lomo}_{v}" / "results.json") for v in LOMO_VARIANTS}
         variants = {v: s for v, s in variants.items() if s}
         if variants:
             best = max(variants.values(), key=lambda s: s["mean"]["rank1"])
             r1 = sorted(100 * s["mean"]["rank1"] for s in variants.values())
-            lines.append(f"| {label} | {best['method']} (R1 {r1[0]:.1f}-{r1[-1]:.1f} over "
-                         f"{len(variants)} Retinex variants) | {best['trials']} | " +
-                         " | ".join(cells(best)) + " | - |")
+            lines.append(row(label, best["method"], f"best of {len(variants)} Retinex variants "
+                             f"(R1 {r1[0]:.1f}-{r1[-1]:.1f})", best, "-"))
         ref = paper.reference(key)
         if ref:
-            lines.append(f"| {label} | JLML, the paper (GPU, full width, 224x96) | 10 | " +
-                         " | ".join(f"{ref[k]:.1f}" if k in ref else "-" for k in RANKS + ("map",))
-                         + " | - |")
+            lines.append(f"| {label} | JLML, the paper (GPU, full width, 224x96) | {L2} | 10 | "
+                         + " | ".join(f"{ref[k]:.1f}" if k in ref else "-"
+                                      for k in RANKS + ("map",)) + " | - |")
     return "\n".join(lines)
 
 

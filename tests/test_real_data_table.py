@@ -28,7 +28,7 @@ def test_rows_of_a_benchmark(tmp_path):
     assert len(rows) == 4
     assert "| 25.0 ± 1.0 |" in rows[0] and rows[0].endswith("| 1.50 |")  # 0.5 h + 1 h pre-training
     assert "direct transfer" in rows[1] and "| 10.0 ± 1.0 |" in rows[1] and rows[1].endswith("| 1.00 |")
-    assert "LOMO (none)" in rows[2] and "R1 37.0-38.4 over 2" in rows[2]
+    assert "LOMO (none)" in rows[2] and "best of 2 Retinex variants (R1 37.0-38.4)" in rows[2]
     assert "| 50.2 |" in rows[3]
 
 
@@ -42,9 +42,9 @@ def test_each_model_of_a_benchmark_has_its_rows_and_its_own_pre_training_hours(t
                                  ("finished", pre_seconds))
     rows = [r for r in real_data_table.table(tmp_path).splitlines()
             if r.startswith("| CUHK01 485/486 single shot | JLML ")]
-    assert rows[0].startswith("| CUHK01 485/486 single shot | JLML half width, 25 + 12 epochs, joint")
+    assert rows[0].startswith("| CUHK01 485/486 single shot | JLML half width, 25 + 12 ep | fine-tuned, L2 |")
     assert "| 46.0 ± 1.0 |" in rows[0] and rows[0].endswith("| 1.50 |")
-    assert rows[1].startswith("| CUHK01 485/486 single shot | JLML paper width, 8 + 12 epochs, joint")
+    assert rows[1].startswith("| CUHK01 485/486 single shot | JLML paper width, 8 + 12 ep | fine-tuned, L2 |")
     assert "| 50.0 ± 1.0 |" in rows[1] and rows[1].endswith("| 2.50 |")
 
 
@@ -70,8 +70,8 @@ def test_xqda_rows_follow_the_model_they_were_fitted_on(tmp_path):
     rows = [r for r in real_data_table.table(tmp_path).splitlines()
             if r.startswith("| CUHK01 485/486 single shot | JLML ")]
     assert len(rows) == 3 and "| 48.0 ± 1.0 |" in rows[0]
-    assert "XQDA fitted on each trial" in rows[1] and "| 56.0 ± 1.0 |" in rows[1]
-    assert "XQDA built into the model" in rows[2] and "| 53.0 ± 1.0 |" in rows[2]
+    assert "| fine-tuned, XQDA on its features |" in rows[1] and "| 56.0 ± 1.0 |" in rows[1]
+    assert "| fine-tuned, XQDA map built in |" in rows[2] and "| 53.0 ± 1.0 |" in rows[2]
 
 
 def test_a_transfer_only_model_gives_its_direct_transfer_row_with_its_readout(tmp_path):
@@ -83,8 +83,8 @@ def test_a_transfer_only_model_gives_its_direct_transfer_row_with_its_readout(tm
     # a results.json beside the pre-training's log is its own data set's, not GRID's
     _results(tmp_path / model.pretrain[0] / "results.json", "JLML (this run)", 0.1, trials=1)
     rows = [r for r in real_data_table.table(tmp_path).splitlines()
-            if r.startswith("| GRID") and "JLML half width, 6 epochs" in r]
-    assert len(rows) == 1 and "direct transfer" in rows[0] and "--camera_bn=train" in rows[0]
+            if r.startswith("| GRID") and "JLML half width, camera groups, 6 ep |" in r]
+    assert len(rows) == 1 and "| direct transfer, L2 per camera |" in rows[0]
     assert "| 21.5 ± 1.0 |" in rows[0] and rows[0].endswith("| 0.50 |")
 
 
@@ -98,13 +98,13 @@ def test_camera_group_rows_read_the_per_camera_results_and_say_so(tmp_path):
     _results(tmp_path / model.run / "results_xqda_map.json", "JLML xqda_map", 0.8)  # not either
     _results(tmp_path / model.run / "results_xqda_map_cbn-train.json", "JLML xqda_map", 0.58)
     lines = real_data_table.table(tmp_path).splitlines()
-    single = [r for r in lines if r.startswith("| CUHK01 485/486 single shot | JLML half width, 12 epochs")]
-    assert len(single) == 3 and "fine-tuning per trial on one-camera groups" in single[0]
-    assert "| 50.0 ± 1.0 |" in single[0] and "--camera_bn=train" in single[0]
-    assert "XQDA built into the model (one export per camera" in single[1]
+    single = [r for r in lines if r.startswith("| CUHK01 485/486 single shot | JLML half width, camera groups, 12 ep |")]
+    assert len(single) == 3 and "| fine-tuned, L2 per camera |" in single[0]
+    assert "| 50.0 ± 1.0 |" in single[0]
+    assert "| fine-tuned, XQDA map built in per camera |" in single[1]
     assert "| 58.0 ± 1.0 |" in single[1]
-    assert "no label of it seen" in single[2] and "| 29.0 ± 1.0 |" in single[2]
-    multi = [r for r in lines if r.startswith("| CUHK01 485/486 multi shot | JLML half width, 12 epochs")]
+    assert "| direct transfer, L2 per camera |" in single[2] and "| 29.0 ± 1.0 |" in single[2]
+    multi = [r for r in lines if r.startswith("| CUHK01 485/486 multi shot | JLML half width, camera groups, 12 ep |")]
     assert len(multi) == 1 and "| 55.0 ± 1.0 |" in multi[0]
 
 
@@ -118,7 +118,7 @@ def test_a_camera_group_fine_tuning_counts_its_pre_training_hours(tmp_path):
     fixtures.write_train_log(tmp_path / model.pretrain[0] / "train_log.jsonl", ("start", 0),
                              ("finished", 1800))
     rows = [r for r in real_data_table.table(tmp_path).splitlines()
-            if r.startswith("| GRID") and "12 epochs on one-camera groups" in r]
+            if r.startswith("| GRID") and "camera groups, 12 ep |" in r]
     assert len(rows) == 1 and "| 20.0 ± 1.0 |" in rows[0] and rows[0].endswith("| 0.70 |")
 
 
@@ -133,10 +133,8 @@ def test_a_continued_camera_group_chain_counts_both_pre_training_runs(tmp_path):
         fixtures.write_train_log(tmp_path / run / "train_log.jsonl", ("start", 0),
                                  ("finished", seconds))
     rows = [r for r in real_data_table.table(tmp_path).splitlines()
-            if r.startswith("| CUHK01 485/486 single shot | JLML half width, 12 + 12 epochs")]
-    assert len(rows) == 2 and "random erasing" in rows[0]
-    assert "fine-tuning per trial on one-camera groups" in rows[0]
-    assert "--camera_bn=train" in rows[0]
+            if r.startswith("| CUHK01 485/486 single shot | JLML half width, camera groups, 12 + 12 ep |")]
+    assert len(rows) == 2 and "| fine-tuned, L2 per camera |" in rows[0]
     assert "| 47.0 ± 1.0 |" in rows[0] and rows[0].endswith("| 2.00 |")  # 0.5 + 0.5 + 1 h
     assert "direct transfer" in rows[1] and rows[1].endswith("| 1.50 |")
 
@@ -159,7 +157,24 @@ def test_a_joint_fine_tuning_counts_its_joint_stage_and_repeats_no_transfer_row(
                                  ("start", 0), ("finished", 900))
     lines = real_data_table.table(tmp_path).splitlines()
     rows = [r for r in lines if r.startswith("| CUHK01 485/486 single shot")
-            and "together with the pre-training's" in r]
+            and "joint stage, 4-ep fine-tuning" in r]
     assert len(rows) == 1 and "| 52.0 ± 1.0 |" in rows[0]
     assert rows[0].endswith("| 2.50 |")  # 0.5 + 1 h pre-training, 2 x 0.25 h joint, 0.5 h
     assert sum("| 30.0 ± 1.0 |" in r and "direct transfer" in r for r in lines) == 1
+
+
+def test_the_871_100_joint_chain_counts_its_own_joint_stage(tmp_path):
+    model = real_data_table.CAMERA_GROUPS_JOINT_CUHK01_871_100
+    assert model in real_data_table.BENCHMARKS[2][2]  # the 871/100 row set
+    _results(tmp_path / model.run / "results_cbn-train.json", "JLML l2", 0.72, trials=2)
+    fixtures.write_train_log(tmp_path / model.run / "trial_00/train_log.jsonl", ("start", 0),
+                             ("finished", 900))
+    fixtures.write_train_log(tmp_path / model.pretrain[-1] / "trial_00/train_log.jsonl",
+                             ("start", 0), ("finished", 1800))
+    # the 485/486 joint stage is another chain's and must not count here
+    fixtures.write_train_log(tmp_path / real_data_table.CAMERA_GROUPS_JOINT_CUHK01.pretrain[-1]
+                             / "trial_00/train_log.jsonl", ("start", 0), ("finished", 3600))
+    rows = [r for r in real_data_table.table(tmp_path).splitlines()
+            if r.startswith("| CUHK01 871/100 single shot | JLML half")]
+    assert len(rows) == 1 and "| fine-tuned, L2 per camera | 2 | 72.0 ± 1.0 |" in rows[0]
+    assert rows[0].endswith("| 0.75 |")
