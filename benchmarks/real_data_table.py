@@ -4,12 +4,16 @@
     python benchmarks/real_data_table.py --results=results
 
 One row per benchmark, model and readout: each JLML trained for the benchmark (the model
-column: widths, input size if not 128x48, pre-training epochs, camera groups, joint stage),
+column: widths, input size if not 128x48, pre-training epochs, camera groups and their seed if
+not 0, joint stage and fine-tuning epochs),
 read out fine-tuned per trial and, where run, by direct transfer (the pre-training alone), by L2
 (per camera for camera-group models, `--camera_bn=train`), XQDA on its features
 (`evaluate --metric=xqda`) or XQDA's map built in (`--metric=xqda_map`); then the no-training
 floor, LOMO + XQDA on the same trials (the best Retinex variant, the range over all beside it)
-and the paper. The README's legend under the table says what each word means. Mean ± std over
+and the paper. XQDA on its features (results_xqda.json) was fitted on the random-batch
+single-shot models only; XQDA's map is results_xqda_map[_cbn-train].json; a pre-training
+evaluated only by direct transfer (results_transfer[_cbn-train].json) has that row alone. The
+README's legend under the table says what each word means. Mean ± std over
 trials. Hours are wall time on the machine that trained (a 2-core CPU, not always the same one,
 sometimes shared with other work), summed over every start-to-stop segment in each trial's
 train_log.jsonl; a fine-tuned row's hours include its pre-training.
@@ -35,7 +39,7 @@ LOMO_VARIANTS = ("none", "msr", "msrcr")
 @dataclasses.dataclass(frozen=True)
 class TrainedJlml:
     """A JLML trained for a benchmark: its rows read `run`, its hours include `pretrain`."""
-    label: str  # its widths (half: experiments/cpu/base.cfg, paper: cpu/paper_width.cfg), epochs
+    label: str  # the model column: widths (half: cpu/base.cfg, paper: cpu/paper_width.cfg), epochs, ...
     run: str | None  # the fine-tuned run (None: a pre-training read out by direct transfer only)
     pretrain: tuple[str, ...]  # the pre-training runs it started from, continuation included
     transfer: str | None = None  # the pre-training's direct-transfer results file
@@ -230,10 +234,10 @@ def model_rows(results: pathlib.Path, label: str, model: TrainedJlml, name: str)
     """The fine-tuned model's row, its features matched by XQDA, XQDA's map built in, and its
     direct transfer (that row alone for a model without a fine-tuned run)."""
     pre_hours = sum(training_hours(results / r) or 0 for r in model.pretrain)
-    method = f"JLML {model.label}"
+    jlml = f"JLML {model.label}"
     per_camera = PER_CAMERA if model.camera_groups else ""
     moved = summary(results / model.transfer) if model.transfer else None
-    transfer_row = [row(label, method, f"{TRANSFER}, {L2}{per_camera}", moved,
+    transfer_row = [row(label, jlml, f"{TRANSFER}, {L2}{per_camera}", moved,
                         f"{pre_hours:.2f}")] if moved else []
     if model.run is None:
         return transfer_row
@@ -242,16 +246,16 @@ def model_rows(results: pathlib.Path, label: str, model: TrainedJlml, name: str)
     rows = []
     tuned = summary(results / model.run / name.replace(".json", suffix + ".json"))
     if tuned:
-        rows.append(row(label, method, f"{FINE_TUNED}, {L2}{per_camera}", tuned, hours))
+        rows.append(row(label, jlml, f"{FINE_TUNED}, {L2}{per_camera}", tuned, hours))
     plain = name == "results.json" and not model.camera_groups  # XQDA was fitted on those only
     xqda = summary(results / model.run / name.replace("results", "results_xqda", 1)) \
         if plain else None
     if xqda:
-        rows.append(row(label, method, f"{FINE_TUNED}, {XQDA_ON_FEATURES}", xqda, hours))
+        rows.append(row(label, jlml, f"{FINE_TUNED}, {XQDA_ON_FEATURES}", xqda, hours))
     mapped_name = name.replace("results", "results_xqda_map", 1).replace(".json", suffix + ".json")
     mapped = summary(results / model.run / mapped_name) if name == "results.json" else None
     if mapped:  # a per-camera readout's map was fitted on each camera's calibrated features
-        rows.append(row(label, method, f"{FINE_TUNED}, {XQDA_MAP}{per_camera}", mapped, hours))
+        rows.append(row(label, jlml, f"{FINE_TUNED}, {XQDA_MAP}{per_camera}", mapped, hours))
     return rows + transfer_row
 
 

@@ -1,5 +1,6 @@
 """benchmarks/real_data_table.py on a hand-made results folder: rows, hours, best LOMO variant."""
 import json
+import pathlib
 
 from conftest import load_benchmark
 import run_fixtures as fixtures
@@ -178,3 +179,21 @@ def test_the_871_100_joint_chain_counts_its_own_joint_stage(tmp_path):
             if r.startswith("| CUHK01 871/100 single shot | JLML half")]
     assert len(rows) == 1 and "| fine-tuned, L2 per camera | 2 | 72.0 ± 1.0 |" in rows[0]
     assert rows[0].endswith("| 0.75 |")
+
+
+def test_a_second_seed_and_a_longer_fine_tuning_are_named_in_the_model_column():
+    assert real_data_table.camera_groups_for_viper_grid("grid", seed=1).label \
+        == "half width, camera groups, 6 ep, seed 1"
+    assert real_data_table.camera_groups_for_viper_grid("grid").label \
+        == "half width, camera groups, 6 ep"
+    assert real_data_table.CAMERA_GROUPS_JOINT_CUHK01_FT8.label.endswith("joint stage, 8-ep fine-tuning")
+
+
+def test_the_readme_table_is_the_committed_results_table():
+    """The README quotes `python benchmarks/real_data_table.py` on results/: regenerate it after
+    adding results."""
+    root = pathlib.Path(__file__).resolve().parents[1]
+    readme = (root / "README.md").read_text().splitlines()
+    table = real_data_table.table(root / "results").splitlines()
+    start = readme.index(table[0])
+    assert readme[start:start + len(table) + 1] == table + [""]  # the whole table, no stale row
