@@ -33,6 +33,16 @@ def test_config_header_gives_command_and_expectation(path: pathlib.Path):
 
 
 @pytest.mark.parametrize("path", CONFIGS, ids=lambda p: p.name)
+def test_config_includes_existing_flagfiles_not_itself(path: pathlib.Path):
+    """absl only warns on a file that includes itself, so a pasted header line would go unseen."""
+    included = [l.split("=", 1)[1] for l in path.read_text().splitlines()
+                if l.startswith("--flagfile=")]
+    rel = path.relative_to(PROJECT_ROOT).as_posix()
+    assert rel not in included
+    assert all((PROJECT_ROOT / f).is_file() for f in included), included
+
+
+@pytest.mark.parametrize("path", CONFIGS, ids=lambda p: p.name)
 def test_config_parses_to_valid_settings(parse, path):
     import jlml_tf_datasets
 
