@@ -1,5 +1,5 @@
 """jlml_tf.evaluation.paired: the paired difference and its t interval, by hand; the results
-file reader and benchmarks/paired.py on hand-made files."""
+file reader, benchmarks/paired.py and benchmarks/per_split.py on hand-made files."""
 import json
 import math
 
@@ -88,3 +88,37 @@ def test_paired_cli_reads_one_readout_of_a_readouts_file(tmp_path, capsys):
     with pytest.raises(SystemExit):
         paired_cli.main([str(first), f"{path}#local"])
     assert "readouts.json#local: 0 readouts start with 'local'" in capsys.readouterr().err
+
+
+def test_per_split_tables_the_splits_every_file_has(tmp_path, capsys):
+    a = _results_file(tmp_path / "a.json", [0.30, 0.34, 0.32])
+    b = _results_file(tmp_path / "b.json", [0.25, 0.27, 0.28, 0.99])  # trial3: not in a
+    assert load_benchmark("per_split").main([f"model A={a}", f"B={b}", "--key=map"]) == 0
+    assert capsys.readouterr().out.splitlines() == [
+        "| | trial0 | trial1 | trial2 | mean |",
+        "|---|---|---|---|---|",
+        "| model A | 15.0 | 17.0 | 16.0 | 16.0 |",
+        "| B | 12.5 | 13.5 | 14.0 | 13.3 |"]
+
+
+def test_per_split_plot_draws_one_line_per_file(tmp_path):
+    per_split = load_benchmark("per_split")
+    values = {"A": [30.0, 34.0], "B": [25.0, 27.0]}
+    figure = per_split.plot(["trial0", "trial1"], values, "rank1", tmp_path / "sub" / "p.png")
+    assert (tmp_path / "sub" / "p.png").stat().st_size > 0
+    lines = figure.axes[0].lines
+    assert [list(line.get_ydata()) for line in lines] == [[30.0, 34.0], [25.0, 27.0]]
+    assert [t.get_text() for t in figure.axes[0].get_legend().get_texts()] == [
+        "A (mean 32.0)", "B (mean 26.0)"]
+
+
+def test_per_split_names_a_bad_argument_file_or_metric(tmp_path, capsys):
+    per_split = load_benchmark("per_split")
+    a = _results_file(tmp_path / "a.json", [0.30, 0.34])
+    for argv, message in (([str(a)], "expected LABEL=FILE"),
+                          ([f"A={tmp_path / 'gone.json'}"], "gone.json: no such results file"),
+                          ([f"A={a}", f"A={a}"], "two files have the same label"),
+                          ([f"A={a}", "--key=mINP"], "A: no 'mINP' in trial0, trial1")):
+        with pytest.raises(SystemExit):
+            per_split.main(argv)
+        assert message in capsys.readouterr().err
