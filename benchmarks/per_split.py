@@ -6,7 +6,7 @@
         "LOMO + XQDA=results/lomo_xqda/cuhk01_871_100_single_shot_none/results.json" \
         --plot=results/recipe/cuhk01_871_100_per_split.png
 
-Each argument is LABEL=FILE, FILE as benchmarks/paired.py reads it (a results.json, or a
+Each argument is LABEL=FILE (the last '=' ends the label), FILE as benchmarks/paired.py reads it (a results.json, or a
 readouts.py file#readout). Prints a Markdown table: one row per file, its figure in percent
 (--key, rank1 unless told) on each split that every file has, and their mean. --plot draws the
 same as one line per file over the splits, so one sees which splits move together and where
@@ -27,11 +27,22 @@ from paired import read  # noqa: E402  (the same files, the same readout#name sy
 
 
 def parse(argument: str) -> tuple[str, str]:
-    """LABEL=FILE -> (label, file)."""
-    label, equals, path = argument.partition("=")
+    """LABEL=FILE -> (label, file); the label may hold '=', the file not."""
+    label, equals, path = argument.rpartition("=")
     if not equals or not label or not path:
         raise ValueError(f"{argument!r}: expected LABEL=FILE")
     return label, path
+
+
+def read_files(arguments: list[str]) -> dict[str, dict[str, dict]]:
+    """{label: {split: metrics}} of LABEL=FILE arguments, in their order."""
+    files = {}
+    for argument in arguments:
+        label, path = parse(argument)
+        if label in files:
+            raise ValueError(f"label {label!r} given twice")
+        files[label] = read(path)
+    return files
 
 
 def per_split(files: dict[str, dict[str, dict]], key: str) -> tuple[list[str], dict[str, list[float]]]:
@@ -39,22 +50,29 @@ def per_split(files: dict[str, dict[str, dict]], key: str) -> tuple[list[str], d
     percent."""
     first = next(iter(files.values()))
     splits = [s for s in first if all(s in trials for trials in files.values())]
+    if not splits:
+        raise ValueError("the files share no split: " + "; ".join(
+            f"{label} has {', '.join(list(trials)[:3])}{', ...' if len(trials) > 3 else ''}"
+            for label, trials in files.items()))
     for label, trials in files.items():
-        missing = [s for s in splits if key not in trials[s]]
-        if missing:
-            raise ValueError(f"{label}: no {key!r} in {', '.join(missing)}")
+        bad = [s for s in splits if not isinstance(trials[s].get(key), (int, float))]
+        if bad:
+            raise ValueError(f"--key={key}: {label} has no number {key!r} in {', '.join(bad)}")
     return splits, {label: [100 * trials[s][key] for s in splits] for label, trials in files.items()}
 
 
 def markdown(splits: list[str], values: dict[str, list[float]]) -> str:
+    """One row per file: its figure on each split, then their mean."""
     lines = ["| | " + " | ".join(splits) + " | mean |", "|---" * (len(splits) + 2) + "|"]
     for label, v in values.items():
-        lines.append(f"| {label} | " + " | ".join(f"{x:.1f}" for x in v)
+        escaped = label.replace("|", r"\|")  # a bare '|' would end the cell
+        lines.append(f"| {escaped} | " + " | ".join(f"{x:.1f}" for x in v)
                      + f" | {sum(v) / len(v):.1f} |")
     return "\n".join(lines)
 
 
-def plot(splits: list[str], values: dict[str, list[float]], key: str, path: pathlib.Path):
+def plot(splits: list[str], values: dict[str, list[float]], key: str,
+         path: pathlib.Path) -> "matplotlib.figure.Figure":
     """One line per file over the splits, written to `path`; returns the figure."""
     import matplotlib
     matplotlib.use("Agg")
@@ -83,15 +101,9 @@ def main(argv=None) -> int:
     parser.add_argument("--plot", help="also draw the table as a PNG here")
     args = parser.parse_args(argv)
     try:
-        labelled = [parse(a) for a in args.files]
-        files = {label: read(path) for label, path in labelled}
-        if len(files) != len(labelled):
-            raise ValueError("two files have the same label")
-        splits, values = per_split(files, args.key)
+        splits, values = per_split(read_files(args.files), args.key)
     except ValueError as e:
         parser.error(str(e))
-    if not splits:
-        parser.error("the files share no split")
     print(markdown(splits, values))
     if args.plot:
         plot(splits, values, args.key, pathlib.Path(args.plot))

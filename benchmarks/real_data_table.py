@@ -162,8 +162,9 @@ BENCHMARKS = (
                   PAPER_WIDTH160_FOR_CUHK01),
       CAMERA_GROUPS_JOINT_CUHK01_871_100,
       # the joint chain's pre-training alone, read out on the 871/100 splits (section 31)
-      camera_groups((CUHK01_PRETRAIN, "continue_camera_groups_for_cuhk01"),
-                    "camera_groups_continue_for_cuhk01_transfer_871_100", "12 + 12")),
+      dataclasses.replace(CAMERA_GROUPS_CONTINUED_CUHK01, run=None, transfer=(
+          f"{CAMERA_GROUPS}/camera_groups_continue_for_cuhk01_transfer_871_100/"
+          f"results_transfer{PER_CAMERA_SUFFIX}.json"))),
      "results.json",
      "lomo_xqda/cuhk01_871_100_single_shot"),
     ("GRID 125/125 + 775 distractors", "grid/125_125",

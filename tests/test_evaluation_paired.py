@@ -101,6 +101,14 @@ def test_per_split_tables_the_splits_every_file_has(tmp_path, capsys):
         "| B | 12.5 | 13.5 | 14.0 | 13.3 |"]
 
 
+def test_per_split_labels_may_hold_equals_and_bars_and_plot_from_the_command(tmp_path, capsys):
+    a = _results_file(tmp_path / "a.json", [0.30, 0.34])
+    png = tmp_path / "p.png"
+    assert load_benchmark("per_split").main([f"k=1 | L2={a}", f"--plot={png}"]) == 0
+    assert capsys.readouterr().out.splitlines()[2] == r"| k=1 \| L2 | 30.0 | 34.0 | 32.0 |"
+    assert png.stat().st_size > 0
+
+
 def test_per_split_plot_draws_one_line_per_file(tmp_path):
     per_split = load_benchmark("per_split")
     values = {"A": [30.0, 34.0], "B": [25.0, 27.0]}
@@ -115,10 +123,16 @@ def test_per_split_plot_draws_one_line_per_file(tmp_path):
 def test_per_split_names_a_bad_argument_file_or_metric(tmp_path, capsys):
     per_split = load_benchmark("per_split")
     a = _results_file(tmp_path / "a.json", [0.30, 0.34])
+    other = _results_file(tmp_path / "other.json", [0.1, 0.2, 0.3, 0.4], ["s0", "s1", "s2", "s3"])
+    with_cmc = tmp_path / "cmc.json"  # a curve, not a number
+    with_cmc.write_text(json.dumps({"results": {"m": {"trials": [{"rank1": 0.3, "cmc": [0.3, 0.5]}]}}}))
     for argv, message in (([str(a)], "expected LABEL=FILE"),
                           ([f"A={tmp_path / 'gone.json'}"], "gone.json: no such results file"),
-                          ([f"A={a}", f"A={a}"], "two files have the same label"),
-                          ([f"A={a}", "--key=mINP"], "A: no 'mINP' in trial0, trial1")):
+                          ([f"A={a}", f"A={a}"], "label 'A' given twice"),
+                          ([f"A={a}", f"B={other}"],
+                           "the files share no split: A has trial0, trial1; B has s0, s1, s2, ..."),
+                          ([f"A={a}", "--key=mINP"], "--key=mINP: A has no number 'mINP' in trial0, trial1"),
+                          ([f"C={with_cmc}", "--key=cmc"], "--key=cmc: C has no number 'cmc' in trial0")):
         with pytest.raises(SystemExit):
             per_split.main(argv)
         assert message in capsys.readouterr().err
