@@ -6,17 +6,18 @@
         "LOMO + XQDA=results/lomo_xqda/cuhk01_871_100_single_shot_none/results.json" \
         --plot=results/recipe/cuhk01_871_100_per_split.png
 
-Each argument is LABEL=FILE (the last '=' ends the label), FILE as benchmarks/paired.py reads it (a results.json, or a
-readouts.py file#readout). Prints a Markdown table: one row per file, its figure in percent
-(--key, rank1 unless told) on each split that every file has, and their mean. --plot draws the
-same as one line per file over the splits, so one sees which splits move together and where
-two models cross.
+Each argument is LABEL=FILE (the last '=' ends the label), FILE as benchmarks/paired.py reads
+it (a results.json, or a readouts.py file#readout). Prints a Markdown table: one row per file,
+its figure in percent (--key, rank1 unless told) on each split that every file has, and their
+mean. --plot draws the same as one line per file over the splits, so one sees which splits
+move together and where two models cross.
 """
 from __future__ import annotations
 
 import argparse
 import os
 import pathlib
+import statistics
 import sys
 
 HERE = os.path.dirname(os.path.abspath(__file__))
@@ -67,7 +68,7 @@ def markdown(splits: list[str], values: dict[str, list[float]]) -> str:
     for label, v in values.items():
         escaped = label.replace("|", r"\|")  # a bare '|' would end the cell
         lines.append(f"| {escaped} | " + " | ".join(f"{x:.1f}" for x in v)
-                     + f" | {sum(v) / len(v):.1f} |")
+                     + f" | {statistics.fmean(v):.1f} |")
     return "\n".join(lines)
 
 
@@ -80,7 +81,7 @@ def plot(splits: list[str], values: dict[str, list[float]], key: str,
 
     figure, axes = plt.subplots(figsize=(1.2 + 0.6 * len(splits), 4.5))
     for label, v in values.items():
-        axes.plot(range(len(splits)), v, marker="o", label=f"{label} (mean {sum(v) / len(v):.1f})")
+        axes.plot(range(len(splits)), v, marker="o", label=f"{label} (mean {statistics.fmean(v):.1f})")
     axes.set_xticks(range(len(splits)), splits)
     axes.set_xlabel("split")
     axes.set_ylabel(f"{key} (%)")
