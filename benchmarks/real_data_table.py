@@ -68,11 +68,12 @@ PER_CAMERA = " per camera"
 
 
 def camera_groups(pretrain: tuple[str, ...], transfer: str, epochs: str, seed: int = 0,
-                  fine_tuned: str | None = None) -> TrainedJlml:
+                  fine_tuned: str | None = None, width: str = "half") -> TrainedJlml:
     """A pre-training on batches of two one-camera groups (`CAMERA_GROUPS`/`pretrain`, its
     continuation included), its direct transfer (`transfer`) and, where run, its fine-tuning on
-    groups (`fine_tuned`)."""
-    return TrainedJlml(f"half width, camera groups, {epochs} ep" + (f", seed {seed}" if seed else ""),
+    groups (`fine_tuned`); `width` is "half" (cpu/base.cfg) or "paper" (cpu/paper_width.cfg)."""
+    return TrainedJlml(f"{width} width, camera groups, {epochs} ep"
+                       + (f", seed {seed}" if seed else ""),
                        f"{CAMERA_GROUPS}/{fine_tuned}" if fine_tuned else None,
                        tuple(f"{CAMERA_GROUPS}/{run}" for run in pretrain),
                        f"{CAMERA_GROUPS}/{transfer}/results_transfer{PER_CAMERA_SUFFIX}.json",
@@ -126,6 +127,20 @@ CAMERA_GROUPS_JOINT_CUHK01_871_100 = dataclasses.replace(
     pretrain=CAMERA_GROUPS_CONTINUED_CUHK01.pretrain
     + (f"{CAMERA_GROUPS}/camera_groups_continue_joint_cuhk01_871_100",))
 
+# The joint chain at the paper's widths (section 32): its own pre-training and continuation,
+# read out by direct transfer, then the joint stage and 8 epochs of fine-tuning per split.
+PAPER_WIDTH_CAMERA_GROUPS_CONTINUED_CUHK01 = camera_groups(
+    ("paper_width_pretrain_camera_groups_for_cuhk01",
+     "paper_width_continue_camera_groups_for_cuhk01"),
+    "paper_width_camera_groups_continue_for_cuhk01_transfer", "12 + 12", width="paper")
+PAPER_WIDTH_CAMERA_GROUPS_JOINT_CUHK01_FT8 = dataclasses.replace(
+    PAPER_WIDTH_CAMERA_GROUPS_CONTINUED_CUHK01,
+    label=PAPER_WIDTH_CAMERA_GROUPS_CONTINUED_CUHK01.label + ", joint stage, 8-ep fine-tuning",
+    run=f"{CAMERA_GROUPS}/paper_width_camera_groups_continue_joint_cuhk01_ft_8ep",
+    pretrain=PAPER_WIDTH_CAMERA_GROUPS_CONTINUED_CUHK01.pretrain
+    + (f"{CAMERA_GROUPS}/paper_width_camera_groups_continue_joint_cuhk01",),
+    transfer=None)
+
 
 def camera_groups_continued_for_viper_grid(target: str,
                                            fine_tuned: str | None = None) -> TrainedJlml:
@@ -147,7 +162,8 @@ CUHK01_485_486 = (
     TrainedJlml("paper width, 160x64, 8 + 12 ep",
                 "recipe/paper_width_160x64_8ep/continue_cuhk01", PAPER_WIDTH160_FOR_CUHK01),
     CAMERA_GROUPS_CUHK01, CAMERA_GROUPS_CONTINUED_CUHK01, CAMERA_GROUPS_JOINT_CUHK01,
-    CAMERA_GROUPS_JOINT_CUHK01_FT8)
+    CAMERA_GROUPS_JOINT_CUHK01_FT8, PAPER_WIDTH_CAMERA_GROUPS_CONTINUED_CUHK01,
+    PAPER_WIDTH_CAMERA_GROUPS_JOINT_CUHK01_FT8)
 # (label, paper key, models, their results file, LOMO results folder prefix)
 BENCHMARKS = (
     ("CUHK01 485/486 single shot", "cuhk01/485_486_single_shot", CUHK01_485_486, "results.json",

@@ -181,6 +181,23 @@ def test_the_871_100_joint_chain_counts_its_own_joint_stage(tmp_path):
     assert rows[0].endswith("| 0.75 |")
 
 
+def test_the_paper_width_joint_chain_counts_its_own_pre_training_not_the_half_width_one(tmp_path):
+    model = real_data_table.PAPER_WIDTH_CAMERA_GROUPS_JOINT_CUHK01_FT8
+    assert model.label == "paper width, camera groups, 12 + 12 ep, joint stage, 8-ep fine-tuning"
+    _results(tmp_path / model.run / "results_cbn-train.json", "JLML l2", 0.54, trials=6)
+    fixtures.write_train_log(tmp_path / model.run / "trial_00/train_log.jsonl", ("start", 0),
+                             ("finished", 900))
+    for run in model.pretrain:
+        fixtures.write_train_log(tmp_path / run / "train_log.jsonl", ("start", 0),
+                                 ("finished", 1800))
+    # the half-width chain's pre-training is another model's and must not count here
+    fixtures.write_train_log(tmp_path / real_data_table.CAMERA_GROUPS_JOINT_CUHK01_FT8.pretrain[0]
+                             / "train_log.jsonl", ("start", 0), ("finished", 36000))
+    rows = [r for r in real_data_table.table(tmp_path).splitlines()
+            if r.startswith("| CUHK01 485/486 single shot | JLML paper width, camera groups")]
+    assert len(rows) == 1 and "| fine-tuned, L2 per camera | 6 | 54.0 ± 1.0 |" in rows[0]
+    assert rows[0].endswith("| 1.75 |")  # 3 x 0.5 h pre-training and joint stage, 0.25 h
+
 def test_a_second_seed_and_a_longer_fine_tuning_are_named_in_the_model_column():
     assert real_data_table.camera_groups_for_viper_grid("grid", seed=1).label \
         == "half width, camera groups, 6 ep, seed 1"
