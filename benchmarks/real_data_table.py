@@ -72,6 +72,8 @@ def camera_groups(pretrain: tuple[str, ...], transfer: str, epochs: str, seed: i
     """A pre-training on batches of two one-camera groups (`CAMERA_GROUPS`/`pretrain`, its
     continuation included), its direct transfer (`transfer`) and, where run, its fine-tuning on
     groups (`fine_tuned`); `width` is "half" (cpu/base.cfg) or "paper" (cpu/paper_width.cfg)."""
+    if width not in ("half", "paper"):
+        raise ValueError(f"width={width!r}: not 'half' or 'paper'")
     return TrainedJlml(f"{width} width, camera groups, {epochs} ep"
                        + (f", seed {seed}" if seed else ""),
                        f"{CAMERA_GROUPS}/{fine_tuned}" if fine_tuned else None,

@@ -2,6 +2,8 @@
 import json
 import pathlib
 
+import pytest
+
 from conftest import load_benchmark
 import run_fixtures as fixtures
 
@@ -181,10 +183,12 @@ def test_the_871_100_joint_chain_counts_its_own_joint_stage(tmp_path):
     assert rows[0].endswith("| 0.75 |")
 
 
-def test_the_paper_width_joint_chain_counts_its_own_pre_training_not_the_half_width_one(tmp_path):
+def test_the_paper_width_chain_counts_its_own_pre_training_not_the_half_width_one(tmp_path):
     model = real_data_table.PAPER_WIDTH_CAMERA_GROUPS_JOINT_CUHK01_FT8
+    transfer = real_data_table.PAPER_WIDTH_CAMERA_GROUPS_CONTINUED_CUHK01
     assert model.label == "paper width, camera groups, 12 + 12 ep, joint stage, 8-ep fine-tuning"
-    _results(tmp_path / model.run / "results_cbn-train.json", "JLML l2", 0.54, trials=6)
+    _results(tmp_path / model.run / "results_cbn-train.json", "JLML l2", 0.54)
+    _results(tmp_path / transfer.transfer, "JLML l2", 0.28)
     fixtures.write_train_log(tmp_path / model.run / "trial_00/train_log.jsonl", ("start", 0),
                              ("finished", 900))
     for run in model.pretrain:
@@ -195,8 +199,18 @@ def test_the_paper_width_joint_chain_counts_its_own_pre_training_not_the_half_wi
                              / "train_log.jsonl", ("start", 0), ("finished", 36000))
     rows = [r for r in real_data_table.table(tmp_path).splitlines()
             if r.startswith("| CUHK01 485/486 single shot | JLML paper width, camera groups")]
-    assert len(rows) == 1 and "| fine-tuned, L2 per camera | 6 | 54.0 ± 1.0 |" in rows[0]
-    assert rows[0].endswith("| 1.75 |")  # 3 x 0.5 h pre-training and joint stage, 0.25 h
+    assert len(rows) == 2
+    # its direct transfer counts the two pre-trainings alone, not the joint stage
+    assert "| direct transfer, L2 per camera | 10 | 28.0 ± 1.0 |" in rows[0]
+    assert rows[0].endswith("| 1.00 |")
+    assert "| fine-tuned, L2 per camera | 10 | 54.0 ± 1.0 |" in rows[1]
+    assert rows[1].endswith("| 1.75 |")  # 3 x 0.5 h pre-training and joint stage, 0.25 h
+
+
+def test_a_camera_group_model_of_an_unknown_width_is_refused():
+    with pytest.raises(ValueError, match="width='paper_width'"):
+        real_data_table.camera_groups(("pretrain",), "transfer", "12", width="paper_width")
+
 
 def test_a_second_seed_and_a_longer_fine_tuning_are_named_in_the_model_column():
     assert real_data_table.camera_groups_for_viper_grid("grid", seed=1).label \
