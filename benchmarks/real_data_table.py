@@ -107,27 +107,28 @@ CAMERA_GROUPS_CONTINUED_CUHK01 = camera_groups(
     "camera_groups_continue_for_cuhk01_transfer", "12 + 12",
     fine_tuned="camera_groups_continue_for_cuhk01_ft")
 
-# That chain with a joint stage per split before its fine-tuning (section 25); its direct
-# transfer is the continued chain's row.
-CAMERA_GROUPS_JOINT_CUHK01 = dataclasses.replace(
-    CAMERA_GROUPS_CONTINUED_CUHK01,
-    label=CAMERA_GROUPS_CONTINUED_CUHK01.label + ", joint stage, 4-ep fine-tuning",
-    run=f"{CAMERA_GROUPS}/camera_groups_continue_joint_cuhk01_ft",
-    pretrain=CAMERA_GROUPS_CONTINUED_CUHK01.pretrain
-    + (f"{CAMERA_GROUPS}/camera_groups_continue_joint_cuhk01",),
-    transfer=None)
-# The same joint stage, then 8 epochs of fine-tuning instead of 4 (section 27).
-CAMERA_GROUPS_JOINT_CUHK01_FT8 = dataclasses.replace(
-    CAMERA_GROUPS_JOINT_CUHK01,
-    label=CAMERA_GROUPS_CONTINUED_CUHK01.label + ", joint stage, 8-ep fine-tuning",
-    run=f"{CAMERA_GROUPS}/camera_groups_continue_joint_cuhk01_ft_8ep")
+def joint_chain(continued: TrainedJlml, joint: str, fine_tuned: str, epochs: int) -> TrainedJlml:
+    """`continued`'s pre-training, then per split a joint stage (`CAMERA_GROUPS`/`joint`) and
+    `epochs` of fine-tuning (`fine_tuned`); its direct transfer is `continued`'s row."""
+    return dataclasses.replace(
+        continued, label=continued.label + f", joint stage, {epochs}-ep fine-tuning",
+        run=f"{CAMERA_GROUPS}/{fine_tuned}",
+        pretrain=continued.pretrain + (f"{CAMERA_GROUPS}/{joint}",), transfer=None)
+
+
+# That chain with a joint stage per split before its fine-tuning (section 25), then 8 epochs of
+# fine-tuning instead of 4 (section 27).
+CAMERA_GROUPS_JOINT_CUHK01 = joint_chain(
+    CAMERA_GROUPS_CONTINUED_CUHK01, "camera_groups_continue_joint_cuhk01",
+    "camera_groups_continue_joint_cuhk01_ft", 4)
+CAMERA_GROUPS_JOINT_CUHK01_FT8 = joint_chain(
+    CAMERA_GROUPS_CONTINUED_CUHK01, "camera_groups_continue_joint_cuhk01",
+    "camera_groups_continue_joint_cuhk01_ft_8ep", 8)
 # The same chain for CUHK01 871/100 (section 29): the same pre-training, the joint stage on
 # each split's 871 identities.
-CAMERA_GROUPS_JOINT_CUHK01_871_100 = dataclasses.replace(
-    CAMERA_GROUPS_JOINT_CUHK01_FT8,
-    run=f"{CAMERA_GROUPS}/camera_groups_continue_joint_cuhk01_871_100_ft_8ep",
-    pretrain=CAMERA_GROUPS_CONTINUED_CUHK01.pretrain
-    + (f"{CAMERA_GROUPS}/camera_groups_continue_joint_cuhk01_871_100",))
+CAMERA_GROUPS_JOINT_CUHK01_871_100 = joint_chain(
+    CAMERA_GROUPS_CONTINUED_CUHK01, "camera_groups_continue_joint_cuhk01_871_100",
+    "camera_groups_continue_joint_cuhk01_871_100_ft_8ep", 8)
 
 # The joint chain at the paper's widths (section 32): its own pre-training and continuation,
 # read out by direct transfer, then the joint stage and 8 epochs of fine-tuning per split.
@@ -135,14 +136,9 @@ PAPER_WIDTH_CAMERA_GROUPS_CONTINUED_CUHK01 = camera_groups(
     ("paper_width_pretrain_camera_groups_for_cuhk01",
      "paper_width_continue_camera_groups_for_cuhk01"),
     "paper_width_camera_groups_continue_for_cuhk01_transfer", "12 + 12", width="paper")
-PAPER_WIDTH_CAMERA_GROUPS_JOINT_CUHK01_FT8 = dataclasses.replace(
-    PAPER_WIDTH_CAMERA_GROUPS_CONTINUED_CUHK01,
-    label=PAPER_WIDTH_CAMERA_GROUPS_CONTINUED_CUHK01.label + ", joint stage, 8-ep fine-tuning",
-    run=f"{CAMERA_GROUPS}/paper_width_camera_groups_continue_joint_cuhk01_ft_8ep",
-    pretrain=PAPER_WIDTH_CAMERA_GROUPS_CONTINUED_CUHK01.pretrain
-    + (f"{CAMERA_GROUPS}/paper_width_camera_groups_continue_joint_cuhk01",),
-    transfer=None)
-
+PAPER_WIDTH_CAMERA_GROUPS_JOINT_CUHK01_FT8 = joint_chain(
+    PAPER_WIDTH_CAMERA_GROUPS_CONTINUED_CUHK01, "paper_width_camera_groups_continue_joint_cuhk01",
+    "paper_width_camera_groups_continue_joint_cuhk01_ft_8ep", 8)
 
 def camera_groups_continued_for_viper_grid(target: str,
                                            fine_tuned: str | None = None) -> TrainedJlml:
