@@ -140,6 +140,7 @@ PAPER_WIDTH_CAMERA_GROUPS_JOINT_CUHK01_FT8 = joint_chain(
     PAPER_WIDTH_CAMERA_GROUPS_CONTINUED_CUHK01, "paper_width_camera_groups_continue_joint_cuhk01",
     "paper_width_camera_groups_continue_joint_cuhk01_ft_8ep", 8)
 
+
 def camera_groups_continued_for_viper_grid(target: str,
                                            fine_tuned: str | None = None) -> TrainedJlml:
     """The 12-epoch camera-group pre-training without VIPeR and GRID, continued."""

@@ -185,10 +185,10 @@ def test_the_871_100_joint_chain_counts_its_own_joint_stage(tmp_path):
 
 def test_the_paper_width_chain_counts_its_own_pre_training_not_the_half_width_one(tmp_path):
     model = real_data_table.PAPER_WIDTH_CAMERA_GROUPS_JOINT_CUHK01_FT8
-    transfer = real_data_table.PAPER_WIDTH_CAMERA_GROUPS_CONTINUED_CUHK01
+    pre_trained = real_data_table.PAPER_WIDTH_CAMERA_GROUPS_CONTINUED_CUHK01
     assert model.label == "paper width, camera groups, 12 + 12 ep, joint stage, 8-ep fine-tuning"
     _results(tmp_path / model.run / "results_cbn-train.json", "JLML l2", 0.54)
-    _results(tmp_path / transfer.transfer, "JLML l2", 0.28)
+    _results(tmp_path / pre_trained.transfer, "JLML l2", 0.28)
     fixtures.write_train_log(tmp_path / model.run / "trial_00/train_log.jsonl", ("start", 0),
                              ("finished", 900))
     for run in model.pretrain:
