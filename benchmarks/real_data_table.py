@@ -139,6 +139,11 @@ PAPER_WIDTH_CAMERA_GROUPS_CONTINUED_CUHK01 = camera_groups(
 PAPER_WIDTH_CAMERA_GROUPS_JOINT_CUHK01_FT8 = joint_chain(
     PAPER_WIDTH_CAMERA_GROUPS_CONTINUED_CUHK01, "paper_width_camera_groups_continue_joint_cuhk01",
     "paper_width_camera_groups_continue_joint_cuhk01_ft_8ep", 8)
+# The same paper-width chain for CUHK01 871/100 (section 33).
+PAPER_WIDTH_CAMERA_GROUPS_JOINT_CUHK01_871_100 = joint_chain(
+    PAPER_WIDTH_CAMERA_GROUPS_CONTINUED_CUHK01,
+    "paper_width_camera_groups_continue_joint_cuhk01_871_100",
+    "paper_width_camera_groups_continue_joint_cuhk01_871_100_ft_8ep", 8)
 
 
 def camera_groups_continued_for_viper_grid(target: str,
@@ -175,7 +180,7 @@ BENCHMARKS = (
       TrainedJlml("paper width, 160x64, 8 + 12 ep",
                   "recipe/paper_width_160x64_8ep/continue_cuhk01_871_100",
                   PAPER_WIDTH160_FOR_CUHK01),
-      CAMERA_GROUPS_JOINT_CUHK01_871_100,
+      CAMERA_GROUPS_JOINT_CUHK01_871_100, PAPER_WIDTH_CAMERA_GROUPS_JOINT_CUHK01_871_100,
       # the joint chain's pre-training alone, read out on the 871/100 splits (section 31)
       dataclasses.replace(CAMERA_GROUPS_CONTINUED_CUHK01, run=None, transfer=(
           f"{CAMERA_GROUPS}/camera_groups_continue_for_cuhk01_transfer_871_100/"

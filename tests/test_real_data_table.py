@@ -207,6 +207,28 @@ def test_the_paper_width_chain_counts_its_own_pre_training_not_the_half_width_on
     assert rows[1].endswith("| 1.75 |")  # 3 x 0.5 h pre-training and joint stage, 0.25 h
 
 
+def test_the_paper_width_871_100_chain_counts_its_own_joint_stage_not_the_485_486_one(tmp_path):
+    model = real_data_table.PAPER_WIDTH_CAMERA_GROUPS_JOINT_CUHK01_871_100
+    assert model in real_data_table.BENCHMARKS[2][2]  # the 871/100 row set
+    assert model.pretrain[:2] == real_data_table.PAPER_WIDTH_CAMERA_GROUPS_CONTINUED_CUHK01.pretrain
+    _results(tmp_path / model.run / "results_cbn-train.json", "JLML l2", 0.75, trials=3)
+    fixtures.write_train_log(tmp_path / model.run / "trial_00/train_log.jsonl", ("start", 0),
+                             ("finished", 900))
+    fixtures.write_train_log(tmp_path / model.pretrain[-1] / "trial_00/train_log.jsonl",
+                             ("start", 0), ("finished", 1800))
+    for run in model.pretrain[:2]:
+        fixtures.write_train_log(tmp_path / run / "train_log.jsonl", ("start", 0),
+                                 ("finished", 3600))
+    # the paper-width 485/486 joint stage is another chain's and must not count here
+    other = real_data_table.PAPER_WIDTH_CAMERA_GROUPS_JOINT_CUHK01_FT8.pretrain[-1]
+    fixtures.write_train_log(tmp_path / other / "trial_00/train_log.jsonl", ("start", 0),
+                             ("finished", 36000))
+    rows = [r for r in real_data_table.table(tmp_path).splitlines()
+            if r.startswith("| CUHK01 871/100 single shot | JLML paper width, camera groups")]
+    assert len(rows) == 1 and "| fine-tuned, L2 per camera | 3 | 75.0 ± 1.0 |" in rows[0]
+    assert rows[0].endswith("| 2.75 |")  # 2 x 1 h pre-training, 0.5 h joint stage, 0.25 h
+
+
 def test_a_camera_group_model_of_an_unknown_width_is_refused():
     with pytest.raises(ValueError, match="width='paper_width'"):
         real_data_table.camera_groups(("pretrain",), "transfer", "12", width="paper_width")
