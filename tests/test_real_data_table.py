@@ -210,7 +210,9 @@ def test_the_paper_width_chain_counts_its_own_pre_training_not_the_half_width_on
 def test_the_paper_width_871_100_chain_counts_its_own_joint_stage_not_the_485_486_one(tmp_path):
     model = real_data_table.PAPER_WIDTH_CAMERA_GROUPS_JOINT_CUHK01_871_100
     assert model in real_data_table.BENCHMARKS[2][2]  # the 871/100 row set
-    assert model.pretrain[:2] == real_data_table.PAPER_WIDTH_CAMERA_GROUPS_CONTINUED_CUHK01.pretrain
+    assert model.label == "paper width, camera groups, 12 + 12 ep, joint stage, 8-ep fine-tuning"
+    assert model.pretrain[-1].endswith("/paper_width_camera_groups_continue_joint_cuhk01_871_100")
+    assert model.run.endswith("/paper_width_camera_groups_continue_joint_cuhk01_871_100_ft_8ep")
     _results(tmp_path / model.run / "results_cbn-train.json", "JLML l2", 0.75, trials=3)
     fixtures.write_train_log(tmp_path / model.run / "trial_00/train_log.jsonl", ("start", 0),
                              ("finished", 900))
