@@ -75,6 +75,15 @@ def test_training_hours_add_every_segment_of_every_trial(tmp_path):
          ("finished", 3600))
     assert run_dir_lib.training_hours(tmp_path / "run") == 2.0
     fixtures.write_train_log(tmp_path / "single" / run_dir_lib.TRAIN_LOG, ("start", 0), ("diverged", 900),
-         ("start", 1000))  # a segment still running (or killed) counts nothing
+         ("start", 1000))  # a segment still running counts nothing yet
     assert run_dir_lib.training_hours(tmp_path / "single") == 0.25
     assert run_dir_lib.training_hours(tmp_path / "missing") is None
+
+
+def test_training_hours_count_a_killed_segment_up_to_its_last_checkpoint(tmp_path):
+    fixtures.write_train_log(tmp_path / run_dir_lib.TRAIN_LOG, ("start", 0), ("checkpoint", 600),
+         ("checkpoint", 1800), ("start", 2000), ("checkpoint", 2900), ("finished", 3800))
+    assert run_dir_lib.training_hours(tmp_path) == (1800 + 1800) / 3600
+    fixtures.write_train_log(tmp_path / "no_checkpoint" / run_dir_lib.TRAIN_LOG, ("start", 0),
+         ("start", 100), ("finished", 1000))  # killed before it kept anything
+    assert run_dir_lib.training_hours(tmp_path / "no_checkpoint") == 900 / 3600

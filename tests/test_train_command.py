@@ -64,7 +64,9 @@ def run_copy(finished_run, tmp_path):
 
 
 def events(run):
-    return [json.loads(line) for line in open(run / "train_log.jsonl")]
+    """train_log.jsonl's events without its per-checkpoint lines."""
+    logged = [json.loads(line) for line in open(run / "train_log.jsonl")]
+    return [e for e in logged if e["event"] != "checkpoint"]
 
 
 def tiny_data(data_dir):

@@ -76,8 +76,10 @@ def test_checkpoint_every_epoch_and_steps(tmp_path, tiny_model_config):
     trainer.fit()
     assert trainer.step == 2 * trainer.steps_per_epoch == 6
     assert run_dir.latest_checkpoint(tmp_path).endswith("ckpt-6")
-    events = [json.loads(l)["event"] for l in open(tmp_path / "train_log.jsonl")]
-    assert events == ["start", "finished"]
+    # every 2 steps and at each epoch's end (3 steps), step 6 saved once
+    assert [(e["event"], e.get("step")) for e in events(tmp_path)] == [
+        ("start", 0), ("checkpoint", 2), ("checkpoint", 3), ("checkpoint", 4),
+        ("checkpoint", 6), ("finished", 6)]
     assert list((tmp_path / "tensorboard").iterdir())
 
 
@@ -163,8 +165,8 @@ def test_sigterm_saves_a_checkpoint_and_the_run_resumes_there(tmp_path, tiny_mod
     assert trainer.step == 5
     # Saved on the signal: step 5 is neither an epoch end (3, 6) nor a periodic checkpoint.
     assert run_dir.latest_checkpoint(tmp_path).endswith("ckpt-5")
-    assert [(e["event"], e["step"]) for e in events(tmp_path)] == [("start", 0),
-                                                                   ("interrupted", 5)]
+    assert [(e["event"], e["step"]) for e in events(tmp_path)] == [
+        ("start", 0), ("checkpoint", 3), ("checkpoint", 5), ("interrupted", 5)]
     assert events(tmp_path)[-1]["checkpoint"].endswith("ckpt-5")
     at_signal = [w.numpy() for w in trainer.model.weights]
 
@@ -174,8 +176,8 @@ def test_sigterm_saves_a_checkpoint_and_the_run_resumes_there(tmp_path, tiny_mod
         np.testing.assert_array_equal(w.numpy(), a, err_msg=w.path)
     resumed.fit()
     assert resumed.step == 9
-    assert [(e["event"], e["step"]) for e in events(tmp_path)][2:] == [("start", 5),
-                                                                       ("finished", 9)]
+    assert [(e["event"], e["step"]) for e in events(tmp_path)][4:] == [
+        ("start", 5), ("checkpoint", 6), ("checkpoint", 9), ("finished", 9)]
 
 
 @pytest.fixture
@@ -254,15 +256,20 @@ def test_sigkill_then_restart_resumes_from_checkpoint(tmp_path):
                             timeout=900)
     assert killed.returncode == -signal.SIGKILL, killed.stderr[-3000:]
     assert run_dir.latest_checkpoint(run).endswith("ckpt-4")
-    assert [(e["event"], e["step"]) for e in events(run)] == [("start", 0)]
+    assert [(e["event"], e["step"]) for e in events(run)] == [
+        ("start", 0), ("checkpoint", 2), ("checkpoint", 3), ("checkpoint", 4)]
     assert not (run / "results.json").exists()
 
     done = subprocess.run([sys.executable, "-m", "jlml_tf.train", *_train_args(run)],
                           cwd=PROJECT_ROOT, env=env, capture_output=True, text=True, timeout=900)
     assert done.returncode == 0, done.stderr[-3000:]
     assert "ckpt-4 at step 4/9" in done.stdout  # "Resumed from RUN/checkpoints/ckpt-4 at ..."
-    assert [(e["event"], e["step"]) for e in events(run)] == [("start", 0), ("start", 4),
-                                                              ("finished", 9)]
+    logged = events(run)
+    assert [(e["event"], e["step"]) for e in logged][4:] == [
+        ("start", 4), ("checkpoint", 6), ("checkpoint", 8), ("checkpoint", 9), ("finished", 9)]
+    # the killed segment's hours count up to its last checkpoint
+    kept = (logged[3]["time"] - logged[0]["time"]) + (logged[-1]["time"] - logged[4]["time"])
+    assert run_dir.training_hours(run) == pytest.approx(kept / 3600)
     assert (run / "results.json").is_file()
 
 

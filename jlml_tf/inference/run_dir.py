@@ -3,7 +3,7 @@
     RUN/config.json          {"model": ModelConfig, "train": flags, "data": data set facts}
     RUN/checkpoints/ckpt-N   tf.train.Checkpoint(model=training model, optimizer, step, epoch)
     RUN/tensorboard/         scalars
-    RUN/train_log.jsonl      one JSON line per training event (start, finished, ...)
+    RUN/train_log.jsonl      one JSON line per training event (start, checkpoint, finished, ...)
     RUN/results.json|md, RUN/cmc.png   evaluation
 """
 from __future__ import annotations
@@ -25,7 +25,7 @@ CHECKPOINT_DIR = "checkpoints"
 TENSORBOARD_DIR = "tensorboard"
 # A multi-trial run keeps trial N in RUN/trial_NN/ (also the form --init_from=RUN/trial_{trial:02d} names).
 TRIAL_DIR = "trial_{trial:02d}"
-TRAIN_LOG = "train_log.jsonl"  # one JSON event per line: start, finished, interrupted, ...
+TRAIN_LOG = "train_log.jsonl"  # one JSON event per line: start, checkpoint, finished, interrupted, ...
 
 
 def write_config(run_dir: str | os.PathLike, model: ModelConfig, train: dict, data: dict) -> None:
@@ -138,19 +138,27 @@ def trial_dir(run: str | os.PathLike, index: int) -> pathlib.Path:
 
 def training_hours(run: str | os.PathLike) -> float | None:
     """Wall hours of every trial's training segments (start -> finished/interrupted/diverged)
-    in RUN/train_log.jsonl or RUN/trial_*/train_log.jsonl; None without a log."""
+    in RUN/train_log.jsonl or RUN/trial_*/train_log.jsonl; None without a log. A segment
+    killed without a last word (SIGKILL, a machine that stopped) counts up to its last
+    checkpoint: the steps after it were lost and are counted again by the run that redid them."""
     run = pathlib.Path(run)
     logs = sorted(run.glob(f"trial_*/{TRAIN_LOG}")) or sorted(run.glob(TRAIN_LOG))
     if not logs:
         return None
-    seconds = 0.0
-    for log in logs:
-        started = None
-        for line in log.read_text().splitlines():
-            event = json.loads(line)
-            if event["event"] == "start":
-                started = event["time"]
-            elif event["event"] in ("finished", "interrupted", "diverged") and started is not None:
-                seconds += event["time"] - started
-                started = None
-    return seconds / 3600
+    return sum(_log_seconds(log) for log in logs) / 3600
+
+
+def _log_seconds(log: pathlib.Path) -> float:
+    seconds, started, last_checkpoint = 0.0, None, None
+    for line in log.read_text().splitlines():
+        event = json.loads(line)
+        if event["event"] == "start":
+            if started is not None and last_checkpoint is not None:
+                seconds += last_checkpoint - started  # the previous segment was killed
+            started, last_checkpoint = event["time"], None
+        elif event["event"] == "checkpoint" and started is not None:
+            last_checkpoint = event["time"]
+        elif event["event"] in ("finished", "interrupted", "diverged") and started is not None:
+            seconds += event["time"] - started
+            started = None
+    return seconds

@@ -239,6 +239,8 @@ class Trainer:
         if not all(bool(tf.reduce_all(tf.math.is_finite(w))) for w in self.model.trainable_weights):
             self._diverged({"loss": float("nan"), "weights": "not finite"})
         path = self.manager.save(checkpoint_number=self.step)
+        # Logged so that a killed run's hours still count up to its last kept step.
+        self._log_event("checkpoint", step=self.step)
         if not self.chief:
             tf.io.gfile.rmtree(os.fspath(self._scratch_dir()))
         return path
@@ -286,7 +288,8 @@ class Trainer:
             bar.update(index, [(k, values[k]) for k in names if k in values])
             if self.step % cfg.log_every_steps == 0:
                 self._write_scalars(values)
-            if self.step % cfg.checkpoint_every_steps == 0:
+            # fit() saves at the epoch's end, so the periodic save skips the last step.
+            if self.step % cfg.checkpoint_every_steps == 0 and index < self.steps_per_epoch:
                 self.save()
         return values
 
