@@ -87,3 +87,6 @@ def test_training_hours_count_a_killed_segment_up_to_its_last_checkpoint(tmp_pat
     fixtures.write_train_log(tmp_path / "no_checkpoint" / run_dir_lib.TRAIN_LOG, ("start", 0),
          ("start", 100), ("finished", 1000))  # killed before it kept anything
     assert run_dir_lib.training_hours(tmp_path / "no_checkpoint") == 900 / 3600
+    fixtures.write_train_log(tmp_path / "last_killed" / run_dir_lib.TRAIN_LOG, ("start", 0),
+         ("finished", 900), ("start", 1000), ("checkpoint", 1900))  # killed, never resumed
+    assert run_dir_lib.training_hours(tmp_path / "last_killed") == 1800 / 3600

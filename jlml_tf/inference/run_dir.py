@@ -139,8 +139,8 @@ def trial_dir(run: str | os.PathLike, index: int) -> pathlib.Path:
 def training_hours(run: str | os.PathLike) -> float | None:
     """Wall hours of every trial's training segments (start -> finished/interrupted/diverged)
     in RUN/train_log.jsonl or RUN/trial_*/train_log.jsonl; None without a log. A segment
-    killed without a last word (SIGKILL, a machine that stopped) counts up to its last
-    checkpoint: the steps after it were lost and are counted again by the run that redid them."""
+    without a last word (killed by SIGKILL or a machine that stopped, or still running) counts
+    up to its last checkpoint: later steps were lost, and the run that redoes them counts them."""
     run = pathlib.Path(run)
     logs = sorted(run.glob(f"trial_*/{TRAIN_LOG}")) or sorted(run.glob(TRAIN_LOG))
     if not logs:
@@ -161,4 +161,6 @@ def _log_seconds(log: pathlib.Path) -> float:
         elif event["event"] in ("finished", "interrupted", "diverged") and started is not None:
             seconds += event["time"] - started
             started = None
+    if started is not None and last_checkpoint is not None:
+        seconds += last_checkpoint - started  # the last segment has no end (yet)
     return seconds
