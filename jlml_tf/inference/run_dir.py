@@ -153,14 +153,15 @@ def _log_seconds(log: pathlib.Path) -> float:
     for line in log.read_text().splitlines():
         event = json.loads(line)
         if event["event"] == "start":
-            if started is not None and last_checkpoint is not None:
-                seconds += last_checkpoint - started  # the previous segment was killed
+            seconds += _kept_seconds(started, last_checkpoint)  # a previous segment was killed
             started, last_checkpoint = event["time"], None
-        elif event["event"] == "checkpoint" and started is not None:
+        elif event["event"] == "checkpoint":
             last_checkpoint = event["time"]
-        elif event["event"] in ("finished", "interrupted", "diverged") and started is not None:
-            seconds += event["time"] - started
+        elif event["event"] in ("finished", "interrupted", "diverged"):
+            seconds += _kept_seconds(started, event["time"])
             started = None
-    if started is not None and last_checkpoint is not None:
-        seconds += last_checkpoint - started  # the last segment has no end (yet)
-    return seconds
+    return seconds + _kept_seconds(started, last_checkpoint)  # a last segment without an end
+
+
+def _kept_seconds(started: float | None, until: float | None) -> float:
+    return until - started if started is not None and until is not None else 0.0
