@@ -180,6 +180,40 @@ def test_sigterm_saves_a_checkpoint_and_the_run_resumes_there(tmp_path, tiny_mod
         ("start", 5), ("checkpoint", 6), ("checkpoint", 9), ("finished", 9)]
 
 
+def test_sigterm_during_an_evaluation_keeps_the_epoch_checkpoint(tmp_path, tiny_model_config,
+                                                                   sigterm_fallback):
+    """The epoch's end was just saved: the signal must not save the same step a second time."""
+    def evaluate_then_sigterm(model):
+        signal.pthread_kill(threading.main_thread().ident, signal.SIGTERM)
+        return {}
+
+    trainer = make_trainer(tmp_path, tiny_model_config, epochs=3, eval_every_epochs=1,
+                           evaluate_fn=evaluate_then_sigterm, checkpoint_every_steps=100)
+    with pytest.raises(KeyboardInterrupt):
+        trainer.fit()
+    assert trainer.step == 3
+    assert [(e["event"], e["step"]) for e in events(tmp_path)] == [
+        ("start", 0), ("checkpoint", 3), ("interrupted", 3)]
+    assert events(tmp_path)[-1]["checkpoint"].endswith("ckpt-3")
+
+
+def test_sigterm_right_after_resuming_saves_nothing_new(tmp_path, tiny_model_config,
+                                                        sigterm_fallback):
+    make_trainer(tmp_path, tiny_model_config, epochs=1, checkpoint_every_steps=100).fit()
+    resumed = make_trainer(tmp_path, tiny_model_config, epochs=2, checkpoint_every_steps=100)
+
+    def sigterm_before_the_step(batch):
+        signal.pthread_kill(threading.main_thread().ident, signal.SIGTERM)
+        raise AssertionError("the signal should have stopped the run before this line")
+
+    resumed.train_step = sigterm_before_the_step
+    with pytest.raises(KeyboardInterrupt):
+        resumed.fit()
+    assert [(e["event"], e["step"]) for e in events(tmp_path)] == [
+        ("start", 0), ("checkpoint", 3), ("finished", 3), ("start", 3), ("interrupted", 3)]
+    assert events(tmp_path)[-1]["checkpoint"].endswith("ckpt-3")
+
+
 @pytest.fixture
 def float32_policy_afterwards():
     yield

@@ -95,6 +95,7 @@ class Trainer:
             self.checkpoint = tf.train.Checkpoint(model=self.model, optimizer=self.optimizer)
         self.manager = tf.train.CheckpointManager(
             self.checkpoint, self._checkpoint_dir(), max_to_keep=train_cfg.keep_checkpoints)
+        self._saved = (None, None)  # (step, path) of the checkpoint this process last wrote or read
         self.writer = tf.summary.create_file_writer(
             os.fspath(self.run_dir / run_dir_lib.TENSORBOARD_DIR)) if self.chief else tf.summary.create_noop_writer()
         self.train_step = self._make_train_step()
@@ -223,6 +224,7 @@ class Trainer:
             run_dir_lib.latest_checkpoint(self.run_dir)
         if latest:
             self.checkpoint.restore(latest).assert_existing_objects_matched()
+            self._saved = (self.step, latest)
             if self.chief and self.train_cfg.verbose:
                 print(f"Resumed from {latest} at step {self.step}/{self.total_steps}")
         elif self.train_cfg.init_from:
@@ -239,6 +241,7 @@ class Trainer:
         if not all(bool(tf.reduce_all(tf.math.is_finite(w))) for w in self.model.trainable_weights):
             self._diverged({"loss": float("nan"), "weights": "not finite"})
         path = self.manager.save(checkpoint_number=self.step)
+        self._saved = (self.step, path)
         # Logged so that a killed run's hours still count up to its last kept step.
         self._log_event("checkpoint", step=self.step)
         if not self.chief:
@@ -258,7 +261,10 @@ class Trainer:
                 if self._should_evaluate(epoch):
                     metrics.update(self._evaluate(epoch))
         except KeyboardInterrupt:
-            path = self.save()
+            # A signal during an evaluation comes just after the epoch's save: keep that one.
+            step, path = self._saved
+            if step != self.step:
+                path = self.save()
             self._log_event("interrupted", step=self.step, checkpoint=path)
             logging.warning("Interrupted at step %d; saved %s. Run the same command to resume.",
                             self.step, path)
