@@ -197,15 +197,27 @@ def test_sigterm_during_an_evaluation_keeps_the_epoch_checkpoint(tmp_path, tiny_
     assert events(tmp_path)[-1]["checkpoint"].endswith("ckpt-3")
 
 
+def sigterm_before_the_step(batch):
+    signal.pthread_kill(threading.main_thread().ident, signal.SIGTERM)
+    raise AssertionError("the signal should have stopped the run before this line")
+
+
+def test_sigterm_before_the_first_step_saves_step_0(tmp_path, tiny_model_config,
+                                                    sigterm_fallback):
+    """Nothing saved or restored yet: the signal saves the starting weights."""
+    trainer = make_trainer(tmp_path, tiny_model_config, epochs=1, checkpoint_every_steps=100)
+    trainer.train_step = sigterm_before_the_step
+    with pytest.raises(KeyboardInterrupt):
+        trainer.fit()
+    assert [(e["event"], e["step"]) for e in events(tmp_path)] == [
+        ("start", 0), ("checkpoint", 0), ("interrupted", 0)]
+    assert run_dir.latest_checkpoint(tmp_path).endswith("ckpt-0")
+
+
 def test_sigterm_right_after_resuming_saves_nothing_new(tmp_path, tiny_model_config,
                                                         sigterm_fallback):
     make_trainer(tmp_path, tiny_model_config, epochs=1, checkpoint_every_steps=100).fit()
     resumed = make_trainer(tmp_path, tiny_model_config, epochs=2, checkpoint_every_steps=100)
-
-    def sigterm_before_the_step(batch):
-        signal.pthread_kill(threading.main_thread().ident, signal.SIGTERM)
-        raise AssertionError("the signal should have stopped the run before this line")
-
     resumed.train_step = sigterm_before_the_step
     with pytest.raises(KeyboardInterrupt):
         resumed.fit()

@@ -241,11 +241,11 @@ class Trainer:
         if not all(bool(tf.reduce_all(tf.math.is_finite(w))) for w in self.model.trainable_weights):
             self._diverged({"loss": float("nan"), "weights": "not finite"})
         path = self.manager.save(checkpoint_number=self.step)
-        self._saved = (self.step, path)
         # Logged so that a killed run's hours still count up to its last kept step.
         self._log_event("checkpoint", step=self.step)
         if not self.chief:
             tf.io.gfile.rmtree(os.fspath(self._scratch_dir()))
+        self._saved = (self.step, path)  # last: a signal inside save() saves again
         return path
 
     def fit(self) -> dict:
@@ -261,13 +261,13 @@ class Trainer:
                 if self._should_evaluate(epoch):
                     metrics.update(self._evaluate(epoch))
         except KeyboardInterrupt:
-            # A signal during an evaluation comes just after the epoch's save: keep that one.
+            # Just after a save (an epoch's end before an evaluation, or a resume): keep that one.
             step, path = self._saved
             if step != self.step:
                 path = self.save()
             self._log_event("interrupted", step=self.step, checkpoint=path)
-            logging.warning("Interrupted at step %d; saved %s. Run the same command to resume.",
-                            self.step, path)
+            logging.warning("Interrupted at step %d; checkpoint %s. Run the same command to "
+                            "resume.", self.step, path)
             raise
         finally:
             if previous is not None:
