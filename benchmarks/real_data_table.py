@@ -83,11 +83,15 @@ def camera_groups(pretrain: tuple[str, ...], transfer: str, epochs: str, seed: i
 
 
 def camera_groups_for_viper_grid(target: str, seed: int = 0, epochs: int = 6,
-                                 fine_tuned: str | None = None) -> TrainedJlml:
-    """One of the camera-group pre-trainings without VIPeR and GRID (section 22)."""
+                                 fine_tuned: str | None = None,
+                                 width: str = "half") -> TrainedJlml:
+    """One of the camera-group pre-trainings without VIPeR and GRID (section 22; the paper's
+    widths: section 34), whose folders carry a paper_width_ prefix at the paper's widths."""
     tag = viper_grid_tag(seed, epochs)
-    return camera_groups((f"pretrain_camera_groups{tag}",), f"camera_groups{tag}_{target}_transfer",
-                         str(epochs), seed, fine_tuned)
+    prefix = "paper_width_" if width == "paper" else ""
+    return camera_groups((f"{prefix}pretrain_camera_groups{tag}",),
+                         f"{prefix}camera_groups{tag}_{target}_transfer", str(epochs), seed,
+                         fine_tuned, width)
 
 
 def viper_grid_tag(seed: int, epochs: int) -> str:
@@ -196,6 +200,7 @@ BENCHMARKS = (
       camera_groups_for_viper_grid("grid"), camera_groups_for_viper_grid("grid", seed=1),
       camera_groups_for_viper_grid("grid", epochs=12, fine_tuned="camera_groups_12ep_grid_ft"),
       camera_groups_for_viper_grid("grid", seed=1, epochs=12),
+      camera_groups_for_viper_grid("grid", epochs=12, width="paper"),
       camera_groups_continued_for_viper_grid("grid")),
      "results.json", "lomo_xqda/grid_125_125"),
     ("VIPeR 316/316", "viper/316_316",
@@ -207,6 +212,7 @@ BENCHMARKS = (
       camera_groups_for_viper_grid("viper"), camera_groups_for_viper_grid("viper", seed=1),
       camera_groups_for_viper_grid("viper", epochs=12),
       camera_groups_for_viper_grid("viper", seed=1, epochs=12),
+      camera_groups_for_viper_grid("viper", epochs=12, width="paper"),
       camera_groups_continued_for_viper_grid("viper", "camera_groups_continue_12ep_viper_ft")),
      "results.json", "lomo_xqda/viper_316_316"),
 )

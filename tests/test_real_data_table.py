@@ -231,6 +231,25 @@ def test_the_paper_width_871_100_chain_counts_its_own_joint_stage_not_the_485_48
     assert rows[0].endswith("| 2.75 |")  # 2 x 1 h pre-training, 0.5 h joint stage, 0.25 h
 
 
+def test_the_paper_width_viper_grid_pre_training_reads_its_own_folders(tmp_path):
+    model = real_data_table.camera_groups_for_viper_grid("viper", epochs=12, width="paper")
+    half = real_data_table.camera_groups_for_viper_grid("viper", epochs=12)
+    assert model in real_data_table.BENCHMARKS[4][2]  # the VIPeR row set
+    assert model.label == "paper width, camera groups, 12 ep"
+    _results(tmp_path / model.transfer, "JLML l2", 0.17)
+    _results(tmp_path / half.transfer, "JLML l2", 0.16)
+    fixtures.write_train_log(tmp_path / model.pretrain[0] / "train_log.jsonl", ("start", 0),
+                             ("finished", 3600))
+    fixtures.write_train_log(tmp_path / half.pretrain[0] / "train_log.jsonl", ("start", 0),
+                             ("finished", 1800))
+    rows = [r for r in real_data_table.table(tmp_path).splitlines()
+            if r.startswith("| VIPeR") and "camera groups, 12 ep |" in r]
+    paper = [r for r in rows if "| JLML paper width," in r]
+    assert len(rows) == 2 and len(paper) == 1
+    assert "| direct transfer, L2 per camera | 10 | 17.0 ± 1.0 |" in paper[0]
+    assert paper[0].endswith("| 1.00 |")
+
+
 def test_a_camera_group_model_of_an_unknown_width_is_refused():
     with pytest.raises(ValueError, match="width='paper_width'"):
         real_data_table.camera_groups(("pretrain",), "transfer", "12", width="paper_width")
