@@ -86,7 +86,8 @@ def camera_groups_for_viper_grid(target: str, seed: int = 0, epochs: int = 6,
                                  fine_tuned: str | None = None,
                                  width: str = "half") -> TrainedJlml:
     """One of the camera-group pre-trainings without VIPeR and GRID (section 22; the paper's
-    widths: section 34), whose folders carry a paper_width_ prefix at the paper's widths."""
+    widths: section 34): at the paper's widths its pre-training and transfer folders carry a
+    paper_width_ prefix; `fine_tuned` is taken as given."""
     tag = viper_grid_tag(seed, epochs)
     prefix = "paper_width_" if width == "paper" else ""
     return camera_groups((f"{prefix}pretrain_camera_groups{tag}",),

@@ -236,6 +236,10 @@ def test_the_paper_width_viper_grid_pre_training_reads_its_own_folders(tmp_path)
     half = real_data_table.camera_groups_for_viper_grid("viper", epochs=12)
     assert model in real_data_table.BENCHMARKS[4][2]  # the VIPeR row set
     assert model.label == "paper width, camera groups, 12 ep"
+    assert model.pretrain == (
+        f"{real_data_table.CAMERA_GROUPS}/paper_width_pretrain_camera_groups_12ep",)
+    assert model.transfer == (f"{real_data_table.CAMERA_GROUPS}/paper_width_camera_groups_12ep_"
+                              "viper_transfer/results_transfer_cbn-train.json")
     _results(tmp_path / model.transfer, "JLML l2", 0.17)
     _results(tmp_path / half.transfer, "JLML l2", 0.16)
     fixtures.write_train_log(tmp_path / model.pretrain[0] / "train_log.jsonl", ("start", 0),
