@@ -151,13 +151,16 @@ PAPER_WIDTH_CAMERA_GROUPS_JOINT_CUHK01_871_100 = joint_chain(
     "paper_width_camera_groups_continue_joint_cuhk01_871_100_ft_8ep", 8)
 
 
-def camera_groups_continued_for_viper_grid(target: str,
-                                           fine_tuned: str | None = None) -> TrainedJlml:
-    """The 12-epoch camera-group pre-training without VIPeR and GRID, continued."""
+def camera_groups_continued_for_viper_grid(target: str, fine_tuned: str | None = None,
+                                           width: str = "half") -> TrainedJlml:
+    """The 12-epoch camera-group pre-training without VIPeR and GRID, continued (the paper's
+    widths: section 34, folders prefixed as in `camera_groups_for_viper_grid`)."""
     tag = viper_grid_tag(0, 12)
-    return camera_groups((f"pretrain_camera_groups{tag}", f"continue_camera_groups{tag}"),
-                         f"camera_groups_continue{tag}_{target}_transfer", "12 + 12",
-                         fine_tuned=fine_tuned)
+    prefix = "paper_width_" if width == "paper" else ""
+    return camera_groups((f"{prefix}pretrain_camera_groups{tag}",
+                          f"{prefix}continue_camera_groups{tag}"),
+                         f"{prefix}camera_groups_continue{tag}_{target}_transfer", "12 + 12",
+                         fine_tuned=fine_tuned, width=width)
 
 
 CUHK01_485_486 = (
@@ -202,7 +205,8 @@ BENCHMARKS = (
       camera_groups_for_viper_grid("grid", epochs=12, fine_tuned="camera_groups_12ep_grid_ft"),
       camera_groups_for_viper_grid("grid", seed=1, epochs=12),
       camera_groups_for_viper_grid("grid", epochs=12, width="paper"),
-      camera_groups_continued_for_viper_grid("grid")),
+      camera_groups_continued_for_viper_grid("grid"),
+      camera_groups_continued_for_viper_grid("grid", width="paper")),
      "results.json", "lomo_xqda/grid_125_125"),
     ("VIPeR 316/316", "viper/316_316",
      (TrainedJlml("half width, 21 + 12 ep", "cpu-viper", FOR_VIPER_GRID,
@@ -214,7 +218,8 @@ BENCHMARKS = (
       camera_groups_for_viper_grid("viper", epochs=12),
       camera_groups_for_viper_grid("viper", seed=1, epochs=12),
       camera_groups_for_viper_grid("viper", epochs=12, width="paper"),
-      camera_groups_continued_for_viper_grid("viper", "camera_groups_continue_12ep_viper_ft")),
+      camera_groups_continued_for_viper_grid("viper", "camera_groups_continue_12ep_viper_ft"),
+      camera_groups_continued_for_viper_grid("viper", width="paper")),
      "results.json", "lomo_xqda/viper_316_316"),
 )
 

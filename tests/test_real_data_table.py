@@ -254,6 +254,25 @@ def test_the_paper_width_viper_grid_pre_training_reads_its_own_folders(tmp_path)
     assert paper[0].endswith("| 1.00 |")
 
 
+def test_the_paper_width_continuation_counts_both_pre_training_runs(tmp_path):
+    model = real_data_table.camera_groups_continued_for_viper_grid("grid", width="paper")
+    assert model in real_data_table.BENCHMARKS[3][2]  # the GRID row set
+    assert model.label == "paper width, camera groups, 12 + 12 ep"
+    assert model.pretrain == tuple(f"{real_data_table.CAMERA_GROUPS}/paper_width_{stage}"
+                                   "_camera_groups_12ep" for stage in ("pretrain", "continue"))
+    assert model.transfer == (f"{real_data_table.CAMERA_GROUPS}/paper_width_camera_groups_"
+                              "continue_12ep_grid_transfer/results_transfer_cbn-train.json")
+    _results(tmp_path / model.transfer, "JLML l2", 0.25)
+    for run, seconds in zip(model.pretrain, (3600, 1800)):
+        fixtures.write_train_log(tmp_path / run / "train_log.jsonl", ("start", 0),
+                                 ("finished", seconds))
+    rows = [r for r in real_data_table.table(tmp_path).splitlines()
+            if r.startswith("| GRID") and "| JLML paper width, camera groups, 12 + 12 ep |" in r]
+    assert len(rows) == 1
+    assert "| direct transfer, L2 per camera | 10 | 25.0 ± 1.0 |" in rows[0]
+    assert rows[0].endswith("| 1.50 |")
+
+
 def test_a_camera_group_model_of_an_unknown_width_is_refused():
     with pytest.raises(ValueError, match="width='paper_width'"):
         real_data_table.camera_groups(("pretrain",), "transfer", "12", width="paper_width")
