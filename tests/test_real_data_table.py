@@ -257,6 +257,8 @@ def test_the_paper_width_viper_grid_pre_training_reads_its_own_folders(tmp_path)
 def test_the_paper_width_continuation_counts_both_pre_training_runs(tmp_path):
     model = real_data_table.camera_groups_continued_for_viper_grid("grid", width="paper")
     assert model in real_data_table.BENCHMARKS[3][2]  # the GRID row set
+    assert real_data_table.camera_groups_continued_for_viper_grid(
+        "viper", width="paper") in real_data_table.BENCHMARKS[4][2]  # and VIPeR's
     assert model.label == "paper width, camera groups, 12 + 12 ep"
     assert model.pretrain == tuple(f"{real_data_table.CAMERA_GROUPS}/paper_width_{stage}"
                                    "_camera_groups_12ep" for stage in ("pretrain", "continue"))
