@@ -88,11 +88,15 @@ def camera_groups_for_viper_grid(target: str, seed: int = 0, epochs: int = 6,
     """One of the camera-group pre-trainings without VIPeR and GRID (section 22; the paper's
     widths: section 34): at the paper's widths its pre-training and transfer folders carry a
     paper_width_ prefix; `fine_tuned` is taken as given."""
-    tag = viper_grid_tag(seed, epochs)
-    prefix = "paper_width_" if width == "paper" else ""
+    tag, prefix = viper_grid_tag(seed, epochs), width_prefix(width)
     return camera_groups((f"{prefix}pretrain_camera_groups{tag}",),
                          f"{prefix}camera_groups{tag}_{target}_transfer", str(epochs), seed,
                          fine_tuned, width)
+
+
+def width_prefix(width: str) -> str:
+    """How a paper-width camera-group run's folders begin ("" at half width)."""
+    return "paper_width_" if width == "paper" else ""
 
 
 def viper_grid_tag(seed: int, epochs: int) -> str:
@@ -155,8 +159,7 @@ def camera_groups_continued_for_viper_grid(target: str, fine_tuned: str | None =
                                            width: str = "half") -> TrainedJlml:
     """The 12-epoch camera-group pre-training without VIPeR and GRID, continued (the paper's
     widths: section 34, folders prefixed as in `camera_groups_for_viper_grid`)."""
-    tag = viper_grid_tag(0, 12)
-    prefix = "paper_width_" if width == "paper" else ""
+    tag, prefix = viper_grid_tag(0, 12), width_prefix(width)
     return camera_groups((f"{prefix}pretrain_camera_groups{tag}",
                           f"{prefix}continue_camera_groups{tag}"),
                          f"{prefix}camera_groups_continue{tag}_{target}_transfer", "12 + 12",
