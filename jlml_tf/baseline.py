@@ -155,6 +155,21 @@ def span_features(features: np.ndarray) -> np.ndarray:
     return span_coordinates(features)[0]
 
 
+def table_lomo(data, retinex: str, cache_dir: pathlib.Path | None, batch_size: int = 64,
+               verbose: bool = True, log=print) -> tuple[np.ndarray, dict, dict]:
+    """LOMO features of the data set's whole table (cache_lib.table_features), reduced to
+    their span (span_features); returns (features, the extraction's info, the span's
+    timing)."""
+    cfg = lomo_lib.LomoConfig(retinex=retinex)
+    extracted = cache_lib.table_features(data.table, cfg, data.name, cache_dir, batch_size,
+                                         verbose, log)
+    start, cpu_start = time.perf_counter(), time.process_time()
+    features = span_features(extracted.features)
+    span_timing = {"dim": int(features.shape[1]), "seconds": time.perf_counter() - start,
+                   "cpu_seconds": time.process_time() - cpu_start}
+    return features, extracted.info, span_timing
+
+
 def check_swappable(data, trial) -> None:
     """Queries and gallery can trade places only when both are one image per identity."""
     pids = data.table.pids
@@ -224,9 +239,7 @@ def _cache_dir(fv) -> pathlib.Path | None:
         return None
     if fv.cache_dir:
         return pathlib.Path(fv.cache_dir).expanduser()
-    from jlml_tf_datasets.base import DEFAULT_DATA_DIR
-
-    return pathlib.Path(fv.data_dir or DEFAULT_DATA_DIR).expanduser() / "lomo"
+    return cache_lib.default_dir(fv.data_dir)
 
 
 def _flag_dict(fv) -> dict:
@@ -248,13 +261,8 @@ def run(fv, log=None) -> str:
             check_swappable(data, data.trials[index])
     cfg = lomo_lib.LomoConfig(retinex=fv.retinex)
     log(f"{data.name}/{data.protocol}: {len(data.table)} images, trials {chosen} -> {out}")
-    extracted = cache_lib.table_features(data.table, cfg, data.name, _cache_dir(fv),
-                                         fv.batch_size, bool(fv.verbose), log)
-    start, cpu_start = time.perf_counter(), time.process_time()
-    features, timing = span_features(extracted.features), extracted.info
-    span_timing = {"dim": int(features.shape[1]), "seconds": time.perf_counter() - start,
-                   "cpu_seconds": time.process_time() - cpu_start}
-    del extracted
+    features, timing, span_timing = table_lomo(data, fv.retinex, _cache_dir(fv), fv.batch_size,
+                                               bool(fv.verbose), log)
     name = method_name(fv.retinex) + (", query and gallery swapped"
                                       if fv.swap_query_gallery else "")
     per_trial, details = {}, {}

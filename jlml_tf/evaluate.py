@@ -28,6 +28,12 @@ its trial directory) for `python -m jlml_tf.export --linear_map`. With --camera_
 fitted on each camera's calibrated embeddings and marked so: export it once per camera, with
 that camera's images in --camera_bn_images.
 
+--fuse_lomo=VARIANT (with --metric=xqda) fits XQDA on each image's embedding and LOMO features
+(that Retinex variant, as `python -m jlml_tf.baseline --retinex` computes and caches them)
+concatenated, [w * embedding, LOMO] with w = --fusion_weight, on the baseline's cross-view
+training pairs (jlml_tf/evaluation/fusion.py): deep and hand-crafted features matched together.
+The fused matcher needs LOMO beside the model, so it is a readout, not an exportable model.
+
 --calibrate_threshold computes L2 distances between images of people the model was not trained
 on: same identity across cameras = true matches, different identities = false matches; it picks
 the distance at which the false-match rate equals --target_false_match_rate, reports the
@@ -57,10 +63,12 @@ import jlml_tf_datasets
 
 from jlml_tf import cli
 from jlml_tf import paper as paper_lib
-from jlml_tf.evaluation import metrics, report
-from jlml_tf.evaluation.metric_learning import LEARNED_METRICS, MAPPED, METRIC_NAMES, fit_metric
+from jlml_tf.evaluation import fusion, metrics, report
+from jlml_tf.evaluation.metric_learning import (LEARNED_METRICS, MAPPED, METRIC_NAMES, fit_metric,
+                                               fit_xqda)
 from jlml_tf.evaluation.protocol import FeatureEvaluation, evaluate_features, worst_and_best
 from jlml_tf.evaluation.rerank import RerankConfig
+from jlml_tf.features import retinex as retinex_lib
 from jlml_tf.inference import camera_bn, gallery_index
 from jlml_tf.inference import threshold as threshold_lib
 
@@ -75,12 +83,16 @@ DATASETS = tuple(jlml_tf_datasets.MODULES)
 
 def option_suffix(metric: str, rerank: bool, multi_query_pooling: str = "mean",
                   dataset_override: str | None = None, flip: bool = False,
-                  camera_bn: str = "off") -> str:
+                  camera_bn: str = "off", fuse_lomo: str | None = None,
+                  fusion_weight: float = fusion.DEFAULT_WEIGHT) -> str:
     """'_l2', '_rerank', '_xqda_rerank', '_l2_mqmax', '_cuhk03-labeled_l2', '_l2_flip',
-    '_l2_flip_cbn-train', ..."""
+    '_l2_flip_cbn-train', '_xqda_lomo-none', '_xqda_lomo-msr-w0.5', ..."""
     parts = [dataset_override] if dataset_override else []
     if metric != "l2" or not rerank:
         parts.append(metric)
+    if fuse_lomo:
+        parts.append(f"lomo-{fuse_lomo}" + (f"-w{fusion_weight:g}"
+                                            if fusion_weight != fusion.DEFAULT_WEIGHT else ""))
     if rerank:
         parts.append("rerank")
     if flip:
@@ -120,8 +132,12 @@ def paper_key_for(data_name: str, protocol_name: str, metric: str, explicit: str
     return key
 
 
-def method_name(metric: str, rerank: RerankConfig | None, pooling: str) -> str:
+def method_name(metric: str, rerank: RerankConfig | None, pooling: str,
+                fuse_lomo: str | None = None, fusion_weight: float = fusion.DEFAULT_WEIGHT
+                ) -> str:
     name = f"JLML {metric}"
+    if fuse_lomo:
+        name = f"JLML + LOMO ({fuse_lomo}, weight {fusion_weight:g}) {metric}"
     if rerank:
         name += f" + re-ranking (k1={rerank.k1}, k2={rerank.k2}, λ={rerank.lambda_value})"
     if pooling != "mean":
@@ -195,6 +211,11 @@ def define_flags():
                       "the fitted linear map and its sphere radius (and, with "
                       "--calibrate_threshold, the mapped embedding's threshold) as "
                       "RUN/linear_map.npz, for `python -m jlml_tf.export --linear_map`.", **d)
+    flags.DEFINE_enum("fuse_lomo", None, retinex_lib.VARIANTS, "With --metric=xqda: fit XQDA "
+                      "on the embedding and LOMO features with this Retinex variant "
+                      "concatenated (deep and hand-crafted features matched together).", **d)
+    flags.DEFINE_float("fusion_weight", fusion.DEFAULT_WEIGHT, "With --fuse_lomo: the "
+                       "embedding's weight in the concatenation [w * embedding, LOMO].", **d)
     flags.DEFINE_bool("rerank", False, "k-reciprocal re-ranking (Zhong et al. 2017).", **d)
     flags.DEFINE_bool("flip_test", False, "Test-time flip: embed each image and its mirror and "
                       "match their normalised sum (two forward passes).", **d)
@@ -280,7 +301,7 @@ def _load_data(fv, config: dict):
     try:
         return jlml_tf_datasets.load(source.name, source.protocol, data_dir=source.data_dir,
                                      manual_dir=source.manual_dir, **source.options), \
-            source.other_than_trained_on
+            source.other_than_trained_on, source.data_dir
     except ValueError as e:
         raise UsageError(f"--dataset={source.name} --protocol={source.protocol}: {e}") from e
 
@@ -307,9 +328,12 @@ def _report_trial(fv, evaluation: FeatureEvaluation, data, trial, out_dir: pathl
     from jlml_tf import visualize
 
     rerank = RerankConfig(fv.k1, fv.k2, fv.lambda_value) if fv.rerank else None
-    name = method_name(fv.metric, rerank, fv.multi_query_pooling)
+    name = method_name(fv.metric, rerank, fv.multi_query_pooling, fv.fuse_lomo,
+                       fv.fusion_weight)
     title = f"{data.name} / {data.protocol} / {trial.name}"
     extra = {"checkpoint": checkpoint, "metric": fv.metric,
+             "fusion": {"lomo_retinex": fv.fuse_lomo, "weight": fv.fusion_weight}
+             if fv.fuse_lomo else None,
              "rerank": dataclasses.asdict(rerank) if rerank else None,
              "multi_query_pooling": fv.multi_query_pooling, "dataset": data.name,
              "protocol": data.protocol, "trial": trial.name}
@@ -406,9 +430,25 @@ def _save_linear_map(fv, metric, results: dict, data, trial, target: Target, che
     return path
 
 
+def _fit_trial_metric(fv, lookup, table, trial):
+    """The --metric fitted on the trial's training features; the fused XQDA on the baseline's
+    cross-view pairs, as LOMO + XQDA alone is fitted."""
+    train = trial.train
+    if fv.fuse_lomo:
+        from jlml_tf.baseline import training_views
+
+        views, _ = training_views(table, train)
+        return fit_xqda(lookup(train), table.pids[train], views, cross_camera=True)
+    learned = fv.metric in LEARNED_METRICS
+    return fit_metric(fv.metric, lookup(train) if learned else None, table.pids[train],
+                      table.camids[train])
+
+
 def evaluate_target(fv, target: Target, data, trial, out_dir: pathlib.Path, suffix: str,
-                    paper_key: str, log=print) -> tuple[dict | None, dict[str, pathlib.Path]]:
+                    paper_key: str, log=print, lomo: np.ndarray | None = None
+                    ) -> tuple[dict | None, dict[str, pathlib.Path]]:
     """Features -> metrics, report files and worst/best picture; the calibration if asked.
+    lomo: with --fuse_lomo, the table's LOMO features, concatenated to the embeddings.
 
     Returns (the results dict, None with --noevaluation; the files written)."""
     from jlml_tf.inference import eval_trial
@@ -446,15 +486,15 @@ def evaluate_target(fv, target: Target, data, trial, out_dir: pathlib.Path, suff
         features = eval_trial.extract_features_by_camera(
             embedding_model, table, rows, calibration, cfg.input_height, cfg.input_width,
             fv.batch_size, fv.verbose, fv.flip_test, log)
+    if lomo is not None:
+        features = fusion.concatenate(features, lomo[rows], fv.fusion_weight)
     lookup = lambda r: features[np.searchsorted(rows, r)]  # noqa: E731
     results, paths = None, {}
     if fv.evaluation:
-        learned = fv.metric in LEARNED_METRICS
         if fv.save_linear_map:
             _check_own_trial(fv, data, trial, target.config)
         try:
-            metric = fit_metric(fv.metric, lookup(trial.train) if learned else None,
-                                table.pids[trial.train], table.camids[trial.train])
+            metric = _fit_trial_metric(fv, lookup, table, trial)
         except ValueError as e:
             raise UsageError(f"--metric={fv.metric} on {data.name}/{trial.name}: {e}") from e
         mq = trial.multi_query
@@ -506,6 +546,17 @@ def run(fv) -> str:
                          f"--trial={ALL_TRIALS}")
     if fv.save_linear_map and not fv.evaluation:
         raise UsageError("--save_linear_map fits the map while evaluating: drop --noevaluation")
+    if fv.fuse_lomo and fv.metric != "xqda":
+        raise UsageError(f"--fuse_lomo={fv.fuse_lomo} fits XQDA on the fused features: pass "
+                         f"--metric=xqda, not --metric={fv.metric}")
+    if fv.fuse_lomo and fv.calibrate_threshold:
+        raise UsageError(f"--fuse_lomo={fv.fuse_lomo}: not with --calibrate_threshold (the "
+                         "threshold is for the model's own embedding)")
+    if fv["fusion_weight"].present and not fv.fuse_lomo:
+        raise UsageError(f"--fusion_weight={fv.fusion_weight} weighs the embedding against "
+                         "LOMO: add --fuse_lomo")
+    if fv.fusion_weight <= 0:
+        raise UsageError(f"--fusion_weight={fv.fusion_weight}: must be > 0")
     if not fv.evaluation and not fv.calibrate_threshold:
         raise UsageError("--noevaluation leaves nothing to do without --calibrate_threshold")
     if fv.camera_bn != "off" and fv.calibrate_threshold:
@@ -527,7 +578,14 @@ def run(fv) -> str:
                 raise UsageError(f"--run_dir={t}: no checkpoint in "
                                  f"{t / run_dir_lib.CHECKPOINT_DIR}")
             targets.append(Target(t, None, run_dir_lib.read_config(t)))
-    data, override = _load_data(fv, targets[0].config)
+    data, override, data_dir = _load_data(fv, targets[0].config)
+    lomo = None
+    if fv.fuse_lomo:
+        from jlml_tf.baseline import table_lomo
+        from jlml_tf.features import cache as cache_lib
+
+        lomo, _, _ = table_lomo(data, fv.fuse_lomo, cache_lib.default_dir(data_dir),
+                                fv.batch_size, bool(fv.verbose), print)
     every_trial = fv.trial == ALL_TRIALS
     if every_trial:
         if len(targets) != 1:
@@ -536,7 +594,8 @@ def run(fv) -> str:
         targets = targets * len(data.trials)
     suffix = fv.suffix if fv.suffix is not None else option_suffix(
         fv.metric, fv.rerank, fv.multi_query_pooling,
-        f"{data.name}-{data.protocol}" if override else None, fv.flip_test, fv.camera_bn)
+        f"{data.name}-{data.protocol}" if override else None, fv.flip_test, fv.camera_bn,
+        fv.fuse_lomo, fv.fusion_weight)
     if suffix and not suffix.startswith("_"):
         suffix = "_" + suffix
     explicit_key = fv.paper_key or targets[0].config.get("train", {}).get("paper_key")
@@ -554,7 +613,8 @@ def run(fv) -> str:
         else:
             out_dir = out_top / target.run_dir.name if multi and fv.output_dir else \
                 (target.run_dir if multi else out_top)
-        results, paths = evaluate_target(fv, target, data, trial, out_dir, suffix, paper_key)
+        results, paths = evaluate_target(fv, target, data, trial, out_dir, suffix, paper_key,
+                                         lomo=lomo)
         if results is not None:  # keyed by trial (by trial folder if two share a trial)
             per_trial[trial.name if trial.name not in per_trial
                       else f"{target.run_dir.name}/{trial.name}"] = results
@@ -563,7 +623,8 @@ def run(fv) -> str:
     if multi:
         paths = write_results(
             out_top, suffix,
-            {method_name(fv.metric, rerank, fv.multi_query_pooling): list(per_trial.values())},
+            {method_name(fv.metric, rerank, fv.multi_query_pooling, fv.fuse_lomo,
+                         fv.fusion_weight): list(per_trial.values())},
             paper=paper_lib.reference(paper_key), paper_label=f"Paper ({paper_key})",
             title=f"{data.name} / {data.protocol}",
             extra={"trials": list(per_trial), "dataset": data.name, "protocol": data.protocol})

@@ -332,10 +332,58 @@ def test_option_suffixes():
     assert ev.option_suffix("xqda", True, "max") == "_xqda_rerank_mqmax"
     assert ev.option_suffix("cosine", False, dataset_override="grid-125_125") == \
         "_grid-125_125_cosine"
+    assert ev.option_suffix("xqda", False, flip=True, camera_bn="train", fuse_lomo="none") == \
+        "_xqda_lomo-none_flip_cbn-train"
+    assert ev.option_suffix("xqda", False, fuse_lomo="msr", fusion_weight=0.5) == \
+        "_xqda_lomo-msr-w0.5"
     assert ev.paper_key_for("market1501", "single_query", "kissme", None) == \
         "market1501/single_query/kissme"
     assert ev.paper_key_for("cuhk01", "871_100_single_shot", "xqda", None) == \
         "cuhk01/871_100_single_shot"
+
+
+def test_fuse_lomo_fits_xqda_on_the_embedding_and_lomo_concatenated(tiny_run, tmp_path, capsys):
+    from jlml_tf import baseline
+    from jlml_tf.evaluation import fusion, metric_learning
+
+    out = tmp_path / "out"
+    assert ev.main(["evaluate", f"--run_dir={tiny_run.run}", "--verbose=0", "--metric=xqda",
+                    "--fuse_lomo=none", "--fusion_weight=0.5", "--num_queries_shown=0",
+                    f"--output_dir={out}"]) == 0
+    assert "JLML + LOMO (none, weight 0.5) xqda" in capsys.readouterr().out
+    document = json.loads((out / "results_xqda_lomo-none-w0.5.json").read_text())
+    assert document["extra"]["fusion"] == {"lomo_retinex": "none", "weight": 0.5}
+    # The same: LOMO of the table as the baseline computes it, [0.5 * embedding, LOMO], XQDA
+    # on the baseline's cross-view pairs of the training images.
+    data, trial = tiny_run.data, tiny_run.data.trials[0]
+    table = data.table
+    lomo, _, _ = baseline.table_lomo(data, "none", None, verbose=False)
+    x = fusion.concatenate(tiny_run.features, lomo, 0.5)
+    views, _ = baseline.training_views(table, trial.train)
+    metric = metric_learning.fit_xqda(x[trial.train], table.pids[trial.train], views,
+                                      cross_camera=True)
+    q, g = trial.query, trial.gallery
+    expected = protocol.evaluate(x[q], table.pids[q], table.camids[q], x[g], table.pids[g],
+                                 table.camids[g], metric=metric)
+    (summary,) = document["results"].values()
+    for key in ("rank1", "map"):
+        assert summary["mean"][key] == pytest.approx(expected[key], abs=1e-6), key
+    # the table's LOMO features were cached beside the prepared data, as the baseline does
+    assert list((tiny_run.root / "data" / "lomo").glob("synthetic_none_*.npy"))
+
+
+def test_fuse_lomo_bad_flags_are_named(tiny_run, capsys):
+    run = f"--run_dir={tiny_run.run}"
+    assert ev.main(["evaluate", run, "--fuse_lomo=none"]) == 2
+    assert "--metric=xqda, not --metric=l2" in capsys.readouterr().err
+    assert ev.main(["evaluate", run, "--metric=xqda", "--fusion_weight=0.5"]) == 2
+    assert "add --fuse_lomo" in capsys.readouterr().err
+    assert ev.main(["evaluate", run, "--metric=xqda", "--fuse_lomo=msr",
+                    "--fusion_weight=0"]) == 2
+    assert "--fusion_weight=0.0: must be > 0" in capsys.readouterr().err
+    assert ev.main(["evaluate", run, "--metric=xqda", "--fuse_lomo=msr",
+                    "--calibrate_threshold"]) == 2
+    assert "--calibrate_threshold" in capsys.readouterr().err
 
 
 def test_bad_input_names_the_path_or_flag(tiny_run, tmp_path, capsys):

@@ -78,6 +78,13 @@ def compute(table, cfg: lomo_lib.LomoConfig, batch_size: int = 64,
     return TableFeatures(features, info)
 
 
+def default_dir(data_dir: str | os.PathLike | None = None) -> pathlib.Path:
+    """DATA_DIR/lomo, beside the prepared data sets (DATA_DIR: data_dir, else the default)."""
+    from jlml_tf_datasets.base import DEFAULT_DATA_DIR
+
+    return pathlib.Path(data_dir or DEFAULT_DATA_DIR).expanduser() / "lomo"
+
+
 def table_features(table, cfg: lomo_lib.LomoConfig, dataset: str,
                    cache_dir: str | os.PathLike | None, batch_size: int = 64,
                    progress: bool = True, log=print) -> TableFeatures:
