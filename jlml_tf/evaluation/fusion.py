@@ -5,10 +5,9 @@ training images' concatenations, so XQDA weighs the directions of both. The weig
 before any test image is seen: 1 by default, both inputs as they are (the embedding has unit
 norm, LOMO three unit-norm blocks). XQDA is not invariant to w: with more dimensions than
 training images it works in the training features' span, where Sigma_I's fixed
-regularisation decides how much each block counts. Choosing w by cross-validation on the
-training identities does not work for a model fine-tuned on those identities (it has learned
-them, so the held-out score overweights it: measured on VIPeR, it picked the largest weight
-of the grid but one).
+regularisation decides how much each block counts. w is not chosen by cross-validation on
+the training identities: a model fine-tuned on them has learned those people, so held-out
+identities among them overrate the embedding.
 """
 from __future__ import annotations
 
