@@ -8,8 +8,9 @@ column: widths, input size if not 128x48, pre-training epochs, camera groups and
 not 0, joint stage and fine-tuning epochs),
 read out fine-tuned per trial and, where run, by direct transfer (the pre-training alone), by L2
 (per camera for camera-group models, `--camera_bn=train`), XQDA on its features
-(`evaluate --metric=xqda`) or XQDA's map built in (`--metric=xqda_map`); then the no-training
-floor, LOMO + XQDA on the same trials (the best Retinex variant, the range over all beside it)
+(`evaluate --metric=xqda`), XQDA's map built in (`--metric=xqda_map`) or XQDA on its features
+and LOMO's concatenated (`--metric=xqda --fuse_lomo=none`, results_xqda_lomo-none[...].json and
+results_transfer_xqda_lomo-none[...].json); then the no-training floor, LOMO + XQDA on the same trials (the best Retinex variant, the range over all beside it)
 and the paper. XQDA on its features (results_xqda.json) was fitted on the random-batch
 single-shot models only; XQDA's map is results_xqda_map[_cbn-train].json; a pre-training
 evaluated only by direct transfer (results_transfer[_cbn-train].json) has that row alone. The
@@ -63,6 +64,8 @@ PER_CAMERA_SUFFIX = "_cbn-train"  # evaluate --camera_bn=train --suffix=...cbn-t
 # The readout column's words; the README's legend under the table says what each means.
 FINE_TUNED, TRANSFER = "fine-tuned", "direct transfer"
 L2, XQDA_ON_FEATURES, XQDA_MAP = "L2", "XQDA on its features", "XQDA map built in"
+FUSED = "XQDA on its features and LOMO's"  # evaluate --metric=xqda --fuse_lomo=none
+FUSED_SUFFIX = "_xqda_lomo-none"  # the results files' suffix of that readout
 # each camera's batch norm calibrated on the split's unlabelled training images at test time
 PER_CAMERA = " per camera"
 
@@ -222,7 +225,8 @@ BENCHMARKS = (
       camera_groups_for_viper_grid("viper", seed=1, epochs=12),
       camera_groups_for_viper_grid("viper", epochs=12, width="paper"),
       camera_groups_continued_for_viper_grid("viper", "camera_groups_continue_12ep_viper_ft"),
-      camera_groups_continued_for_viper_grid("viper", width="paper")),
+      camera_groups_continued_for_viper_grid(
+          "viper", "paper_width_camera_groups_continue_12ep_viper_ft", width="paper")),
      "results.json", "lomo_xqda/viper_316_316"),
 )
 
@@ -270,16 +274,21 @@ def row(benchmark: str, model: str, readout: str, s: dict, hours: str) -> str:
 
 
 def model_rows(results: pathlib.Path, label: str, model: TrainedJlml, name: str) -> list[str]:
-    """The fine-tuned model's row, its features matched by XQDA, XQDA's map built in, and its
-    direct transfer (that row alone for a model without a fine-tuned run)."""
+    """The fine-tuned model's row, its features matched by XQDA, XQDA's map built in, XQDA on
+    its features and LOMO's, and its direct transfer by L2 and fused with LOMO (those rows alone
+    for a model without a fine-tuned run)."""
     pre_hours = sum(training_hours(results / r) or 0 for r in model.pretrain)
     jlml = f"JLML {model.label}"
     per_camera = PER_CAMERA if model.camera_groups else ""
-    moved = summary(results / model.transfer) if model.transfer else None
-    transfer_row = [row(label, jlml, f"{TRANSFER}, {L2}{per_camera}", moved,
-                        f"{pre_hours:.2f}")] if moved else []
+    transfer_rows = []
+    for readout, name_in in ((L2, ""), (FUSED, FUSED_SUFFIX)):
+        moved = summary(results / model.transfer.replace(
+            "results_transfer", "results_transfer" + name_in, 1)) if model.transfer else None
+        if moved:
+            transfer_rows.append(row(label, jlml, f"{TRANSFER}, {readout}{per_camera}", moved,
+                                    f"{pre_hours:.2f}"))
     if model.run is None:
-        return transfer_row
+        return transfer_rows
     hours = f"{(training_hours(results / model.run) or 0) + pre_hours:.2f}"
     suffix = PER_CAMERA_SUFFIX if model.camera_groups else ""
     rows = []
@@ -295,7 +304,12 @@ def model_rows(results: pathlib.Path, label: str, model: TrainedJlml, name: str)
     mapped = summary(results / model.run / mapped_name) if name == "results.json" else None
     if mapped:  # a per-camera readout's map was fitted on each camera's calibrated features
         rows.append(row(label, jlml, f"{FINE_TUNED}, {XQDA_MAP}{per_camera}", mapped, hours))
-    return rows + transfer_row
+    fused_name = name.replace("results", "results" + FUSED_SUFFIX, 1).replace(
+        ".json", suffix + ".json")
+    fused = summary(results / model.run / fused_name) if name == "results.json" else None
+    if fused:
+        rows.append(row(label, jlml, f"{FINE_TUNED}, {FUSED}{per_camera}", fused, hours))
+    return rows + transfer_rows
 
 
 def table(results: pathlib.Path) -> str:

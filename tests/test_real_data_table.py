@@ -257,8 +257,9 @@ def test_the_paper_width_viper_grid_pre_training_reads_its_own_folders(tmp_path)
 def test_the_paper_width_continuation_counts_both_pre_training_runs(tmp_path):
     model = real_data_table.camera_groups_continued_for_viper_grid("grid", width="paper")
     assert model in real_data_table.BENCHMARKS[3][2]  # the GRID row set
-    assert real_data_table.camera_groups_continued_for_viper_grid(
-        "viper", width="paper") in real_data_table.BENCHMARKS[4][2]  # and VIPeR's
+    assert real_data_table.camera_groups_continued_for_viper_grid(  # and VIPeR's, fine-tuned too
+        "viper", "paper_width_camera_groups_continue_12ep_viper_ft",
+        width="paper") in real_data_table.BENCHMARKS[4][2]
     assert model.label == "paper width, camera groups, 12 + 12 ep"
     assert model.pretrain == tuple(f"{real_data_table.CAMERA_GROUPS}/paper_width_{stage}"
                                    "_camera_groups_12ep" for stage in ("pretrain", "continue"))
@@ -273,6 +274,25 @@ def test_the_paper_width_continuation_counts_both_pre_training_runs(tmp_path):
     assert len(rows) == 1
     assert "| direct transfer, L2 per camera | 10 | 25.0 ± 1.0 |" in rows[0]
     assert rows[0].endswith("| 1.50 |")
+
+
+def test_lomo_fused_rows_follow_their_model_fine_tuned_and_by_direct_transfer(tmp_path):
+    model = real_data_table.camera_groups_continued_for_viper_grid(
+        "viper", "paper_width_camera_groups_continue_12ep_viper_ft", width="paper")
+    assert model in real_data_table.BENCHMARKS[4][2]  # the VIPeR row set
+    _results(tmp_path / model.run / "results_cbn-train.json", "JLML l2", 0.24)
+    _results(tmp_path / model.run / "results_xqda_lomo-none_cbn-train.json", "fused", 0.45)
+    _results(tmp_path / model.transfer, "JLML l2", 0.18)
+    _results(tmp_path / model.transfer.replace("results_transfer",
+                                               "results_transfer_xqda_lomo-none"), "fused", 0.41)
+    rows = [r for r in real_data_table.table(tmp_path).splitlines()
+            if r.startswith("| VIPeR") and "| JLML paper width, camera groups, 12 + 12 ep |" in r]
+    assert [r.split(" | ")[2] for r in rows] == [
+        "fine-tuned, L2 per camera", "fine-tuned, XQDA on its features and LOMO's per camera",
+        "direct transfer, L2 per camera",
+        "direct transfer, XQDA on its features and LOMO's per camera"]
+    assert [r.split(" | ")[4] for r in rows] == ["24.0 ± 1.0", "45.0 ± 1.0", "18.0 ± 1.0",
+                                                 "41.0 ± 1.0"]
 
 
 def test_a_camera_group_model_of_an_unknown_width_is_refused():
