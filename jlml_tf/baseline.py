@@ -211,9 +211,7 @@ def evaluate_trial(features: np.ndarray, data, trial, pairs: str = "cross_view",
 
 
 def method_name(retinex: str) -> str:
-    what = "no Retinex" if retinex == "none" else {"msr": "intensity MSR",
-                                                    "msrcr": "MSRCR"}[retinex]
-    return f"LOMO ({what}) + XQDA"
+    return f"LOMO ({retinex_lib.LABELS[retinex]}) + XQDA"
 
 
 # ----------------------------------------------------------------------------------------------

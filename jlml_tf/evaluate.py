@@ -137,7 +137,8 @@ def method_name(metric: str, rerank: RerankConfig | None, pooling: str,
                 ) -> str:
     name = f"JLML {metric}"
     if fuse_lomo:
-        name = f"JLML + LOMO ({fuse_lomo}, weight {fusion_weight:g}) {metric}"
+        name = (f"JLML + LOMO ({retinex_lib.LABELS[fuse_lomo]}, weight {fusion_weight:g}) "
+                f"{metric}")
     if rerank:
         name += f" + re-ranking (k1={rerank.k1}, k2={rerank.k2}, λ={rerank.lambda_value})"
     if pooling != "mean":
@@ -437,7 +438,12 @@ def _fit_trial_metric(fv, lookup, table, trial):
     if fv.fuse_lomo:
         from jlml_tf.baseline import training_views
 
-        views, _ = training_views(table, train)
+        try:
+            views, _ = training_views(table, train)
+        except UsageError:
+            raise ValueError("--fuse_lomo fits XQDA on cross-view pairs, as LOMO + XQDA is "
+                             "fitted, and needs every training image's camera (or a folder per "
+                             "view); this data set has unknown cameras") from None
         return fit_xqda(lookup(train), table.pids[train], views, cross_camera=True)
     learned = fv.metric in LEARNED_METRICS
     return fit_metric(fv.metric, lookup(train) if learned else None, table.pids[train],
@@ -555,8 +561,8 @@ def run(fv) -> str:
     if fv["fusion_weight"].present and not fv.fuse_lomo:
         raise UsageError(f"--fusion_weight={fv.fusion_weight} weighs the embedding against "
                          "LOMO: add --fuse_lomo")
-    if fv.fusion_weight <= 0:
-        raise UsageError(f"--fusion_weight={fv.fusion_weight}: must be > 0")
+    if not 0 < fv.fusion_weight < float("inf"):  # nan too
+        raise UsageError(f"--fusion_weight={fv.fusion_weight}: must be a finite number > 0")
     if not fv.evaluation and not fv.calibrate_threshold:
         raise UsageError("--noevaluation leaves nothing to do without --calibrate_threshold")
     if fv.camera_bn != "off" and fv.calibrate_threshold:
@@ -585,7 +591,8 @@ def run(fv) -> str:
         from jlml_tf.features import cache as cache_lib
 
         lomo, _, _ = table_lomo(data, fv.fuse_lomo, cache_lib.default_dir(data_dir),
-                                fv.batch_size, bool(fv.verbose), print)
+                                fv.batch_size, bool(fv.verbose),
+                                print if fv.verbose else (lambda *a: None))
     every_trial = fv.trial == ALL_TRIALS
     if every_trial:
         if len(targets) != 1:

@@ -350,7 +350,9 @@ def test_fuse_lomo_fits_xqda_on_the_embedding_and_lomo_concatenated(tiny_run, tm
     assert ev.main(["evaluate", f"--run_dir={tiny_run.run}", "--verbose=0", "--metric=xqda",
                     "--fuse_lomo=none", "--fusion_weight=0.5", "--num_queries_shown=0",
                     f"--output_dir={out}"]) == 0
-    assert "JLML + LOMO (none, weight 0.5) xqda" in capsys.readouterr().out
+    printed = capsys.readouterr().out
+    assert "JLML + LOMO (no Retinex, weight 0.5) xqda" in printed
+    assert "LOMO features" not in printed  # --verbose=0: no cache message
     document = json.loads((out / "results_xqda_lomo-none-w0.5.json").read_text())
     assert document["extra"]["fusion"] == {"lomo_retinex": "none", "weight": 0.5}
     # The same: LOMO of the table as the baseline computes it, [0.5 * embedding, LOMO], XQDA
@@ -368,6 +370,13 @@ def test_fuse_lomo_fits_xqda_on_the_embedding_and_lomo_concatenated(tiny_run, tm
     (summary,) = document["results"].values()
     for key in ("rank1", "map"):
         assert summary["mean"][key] == pytest.approx(expected[key], abs=1e-6), key
+    # and LOMO changed the ranking: the embedding alone, fitted the same way, ranks otherwise
+    f = tiny_run.features
+    alone = protocol.evaluate(f[q], table.pids[q], table.camids[q], f[g], table.pids[g],
+                              table.camids[g], metric=metric_learning.fit_xqda(
+                                  f[trial.train], table.pids[trial.train], views,
+                                  cross_camera=True))
+    assert (alone["rank1"], alone["map"]) != pytest.approx((expected["rank1"], expected["map"]))
     # the table's LOMO features were cached beside the prepared data, as the baseline does
     assert list((tiny_run.root / "data" / "lomo").glob("synthetic_none_*.npy"))
 
@@ -380,7 +389,10 @@ def test_fuse_lomo_bad_flags_are_named(tiny_run, capsys):
     assert "add --fuse_lomo" in capsys.readouterr().err
     assert ev.main(["evaluate", run, "--metric=xqda", "--fuse_lomo=msr",
                     "--fusion_weight=0"]) == 2
-    assert "--fusion_weight=0.0: must be > 0" in capsys.readouterr().err
+    assert "--fusion_weight=0.0: must be a finite number > 0" in capsys.readouterr().err
+    assert ev.main(["evaluate", run, "--metric=xqda", "--fuse_lomo=msr",
+                    "--fusion_weight=nan"]) == 2
+    assert "--fusion_weight=nan" in capsys.readouterr().err
     assert ev.main(["evaluate", run, "--metric=xqda", "--fuse_lomo=msr",
                     "--calibrate_threshold"]) == 2
     assert "--calibrate_threshold" in capsys.readouterr().err
