@@ -523,7 +523,7 @@ def test_trial_all_evaluates_one_model_on_every_trial_of_another_data_set(tiny_r
     data = tiny_run.data
     second = dataclasses.replace(data.trials[0], name="other", query=data.trials[0].query[:5])
     two_trials = dataclasses.replace(data, name="cuhk01", trials=[data.trials[0], second])
-    monkeypatch.setattr(ev, "_load_data", lambda fv, config: (two_trials, True))
+    monkeypatch.setattr(ev, "_load_data", lambda fv, config: (two_trials, True, None))
     out = tmp_path / "transfer"
     rc = ev.main(["evaluate", f"--run_dir={tiny_run.run}", "--trial=all", "--verbose=0",
                   f"--output_dir={out}", "--num_queries_shown=0", "--suffix=transfer"])
