@@ -300,15 +300,13 @@ def model_rows(results: pathlib.Path, label: str, model: TrainedJlml, name: str)
         if plain else None
     if xqda:
         rows.append(row(label, jlml, f"{FINE_TUNED}, {XQDA_ON_FEATURES}", xqda, hours))
-    mapped_name = name.replace("results", "results_xqda_map", 1).replace(".json", suffix + ".json")
-    mapped = summary(results / model.run / mapped_name) if name == "results.json" else None
-    if mapped:  # a per-camera readout's map was fitted on each camera's calibrated features
-        rows.append(row(label, jlml, f"{FINE_TUNED}, {XQDA_MAP}{per_camera}", mapped, hours))
-    fused_name = name.replace("results", "results" + FUSED_SUFFIX, 1).replace(
-        ".json", suffix + ".json")
-    fused = summary(results / model.run / fused_name) if name == "results.json" else None
-    if fused:
-        rows.append(row(label, jlml, f"{FINE_TUNED}, {FUSED}{per_camera}", fused, hours))
+    if name == "results.json":  # XQDA's map and the fused XQDA: single-shot readouts only
+        for readout, tag in ((XQDA_MAP, "_xqda_map"), (FUSED, FUSED_SUFFIX)):
+            # a per-camera readout was fitted on each camera's calibrated features
+            learned = summary(results / model.run / f"results{tag}{suffix}.json")
+            if learned:
+                rows.append(row(label, jlml, f"{FINE_TUNED}, {readout}{per_camera}", learned,
+                                hours))
     return rows + transfer_rows
 
 

@@ -182,6 +182,18 @@ def check_swappable(data, trial) -> None:
         raise UsageError("--swap_query_gallery: multi-query trials cannot be swapped")
 
 
+def fit_trial_xqda(train_features: np.ndarray, table, train: np.ndarray,
+                   pairs: str = "cross_view", regularisation: float = 1e-3,
+                   dim: int | None = None):
+    """XQDA on a trial's training features (rows `train` of `table`), on the paper's
+    cross-view pairs (views from training_views) or all pairs; returns (metric, view kind)."""
+    views, view_kind = (training_views(table, train) if pairs == "cross_view"
+                        else (None, "none"))
+    metric = fit_xqda(train_features, table.pids[train], views, dim=dim,
+                      regularisation=regularisation, cross_camera=pairs == "cross_view")
+    return metric, view_kind
+
+
 def evaluate_trial(features: np.ndarray, data, trial, pairs: str = "cross_view",
                    regularisation: float = 1e-3, dim: int | None = None,
                    swap: bool = False) -> tuple[dict, dict]:
@@ -193,10 +205,8 @@ def evaluate_trial(features: np.ndarray, data, trial, pairs: str = "cross_view",
     table = data.table
     train = trial.train
     start, cpu_start = time.perf_counter(), time.process_time()
-    views, view_kind = (training_views(table, train) if pairs == "cross_view"
-                        else (None, "none"))
-    metric = fit_xqda(features[train], table.pids[train], views, dim=dim,
-                      regularisation=regularisation, cross_camera=pairs == "cross_view")
+    metric, view_kind = fit_trial_xqda(features[train], table, train, pairs, regularisation,
+                                       dim)
     fit_seconds, fit_cpu = time.perf_counter() - start, time.process_time() - cpu_start
     mq = trial.multi_query
     multi = (features[mq], table.pids[mq], table.camids[mq]) if len(mq) else None

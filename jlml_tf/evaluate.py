@@ -64,8 +64,7 @@ import jlml_tf_datasets
 from jlml_tf import cli
 from jlml_tf import paper as paper_lib
 from jlml_tf.evaluation import fusion, metrics, report
-from jlml_tf.evaluation.metric_learning import (LEARNED_METRICS, MAPPED, METRIC_NAMES, fit_metric,
-                                               fit_xqda)
+from jlml_tf.evaluation.metric_learning import LEARNED_METRICS, MAPPED, METRIC_NAMES, fit_metric
 from jlml_tf.evaluation.protocol import FeatureEvaluation, evaluate_features, worst_and_best
 from jlml_tf.evaluation.rerank import RerankConfig
 from jlml_tf.features import retinex as retinex_lib
@@ -436,15 +435,14 @@ def _fit_trial_metric(fv, lookup, table, trial):
     cross-view pairs, as LOMO + XQDA alone is fitted."""
     train = trial.train
     if fv.fuse_lomo:
-        from jlml_tf.baseline import training_views
+        from jlml_tf.baseline import fit_trial_xqda
 
         try:
-            views, _ = training_views(table, train)
+            return fit_trial_xqda(lookup(train), table, train)[0]
         except UsageError:
             raise ValueError("--fuse_lomo fits XQDA on cross-view pairs, as LOMO + XQDA is "
                              "fitted, and needs every training image's camera (or a folder per "
                              "view); this data set has unknown cameras") from None
-        return fit_xqda(lookup(train), table.pids[train], views, cross_camera=True)
     learned = fv.metric in LEARNED_METRICS
     return fit_metric(fv.metric, lookup(train) if learned else None, table.pids[train],
                       table.camids[train])
