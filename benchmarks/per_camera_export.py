@@ -3,7 +3,8 @@
 A model read out per camera (`evaluate --camera_bn=train`) is deployed as one export per camera,
 each with its batch norm calibrated on that camera's images (`export --camera_bn_images`) and,
 optionally, XQDA's map fitted on the per-camera features (`evaluate --camera_bn=train
---metric=xqda_map --save_linear_map`, then `export --linear_map`). Here every camera of the
+--metric=xqda_map --save_linear_map [--fuse_lomo=none]`, then `export --linear_map`; a fused
+map's LOMO is computed in the exported graph, the evaluation's by the NumPy code). Here every camera of the
 split is exported so (SavedModel only, with the run's test-time flip), on the split's training
 images of that camera, and the split's query and gallery images are embedded by their own
 camera's SavedModel: R1 and mAP of that ranking, beside the evaluation's features ranked the same
@@ -28,16 +29,26 @@ sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), os.p
 import numpy as np  # noqa: E402
 
 
-def evaluation_features(loaded, data, calibration, rows, flip, mapped):
-    """The split's features as `evaluate --camera_bn=train [--metric=xqda_map]` ranks them."""
-    from jlml_tf.evaluation import metric_learning
-    from jlml_tf.inference import eval_trial
+def evaluation_features(loaded, data, calibration, rows, flip, mapped, data_dir=None):
+    """The split's features as `evaluate --camera_bn=train [--metric=xqda_map [--fuse_lomo]]`
+    ranks them (a fused map's LOMO by the NumPy code, from the evaluation's cache)."""
+    from jlml_tf.baseline import table_lomo
+    from jlml_tf.evaluation import fusion, metric_learning
+    from jlml_tf.features import cache as cache_lib
+    from jlml_tf.inference import eval_trial, linear_map as linear_map_lib
 
     cfg = loaded.model_cfg
     f = eval_trial.extract_features_by_camera(loaded.embedding_model, data.table, rows,
                                               calibration, cfg.input_height, cfg.input_width,
                                               verbose=0, flip=flip)
-    return f if mapped is None else metric_learning.onto_sphere(f @ mapped.matrix, mapped.radius)
+    if mapped is None:
+        return f
+    if mapped.fusion:
+        lomo, _, _ = table_lomo(data, linear_map_lib.lomo_config(mapped.fusion),
+                                cache_lib.default_dir(data_dir), verbose=False,
+                                log=lambda *a: None, span=False)
+        f = fusion.concatenate(f, lomo[rows], mapped.fusion["weight"])
+    return metric_learning.onto_sphere(f @ mapped.matrix, mapped.radius)
 
 
 def check_split(run_dir, linear_map=None, export_dir=None, progress=print) -> dict:
@@ -70,7 +81,8 @@ def check_split(run_dir, linear_map=None, export_dir=None, progress=print) -> di
         if count < camera_bn.MIN_IMAGES:  # the evaluation keeps the trained statistics there
             raise ValueError(f"{run_dir}: camera {camera} has {count} training images (fewer "
                              f"than {camera_bn.MIN_IMAGES}): no per-camera export of it")
-    reference = evaluation_features(loaded, data, calibration, test_rows, flip, mapped)
+    reference = evaluation_features(loaded, data, calibration, test_rows, flip, mapped,
+                                    source.data_dir)
     exported = np.zeros_like(reference)
     cameras = {}
     with tempfile.TemporaryDirectory() as scratch:

@@ -155,14 +155,16 @@ def span_features(features: np.ndarray) -> np.ndarray:
     return span_coordinates(features)[0]
 
 
-def table_lomo(data, retinex: str, cache_dir: pathlib.Path | None, batch_size: int = 64,
-               verbose: bool = True, log=print) -> tuple[np.ndarray, dict, dict]:
+def table_lomo(data, cfg: lomo_lib.LomoConfig, cache_dir: pathlib.Path | None,
+               batch_size: int = 64, verbose: bool = True, log=print, span: bool = True
+               ) -> tuple[np.ndarray, dict, dict | None]:
     """LOMO features of the data set's whole table (cache_lib.table_features), reduced to
-    their span (span_features); returns (features, the extraction's info, the span's
-    timing)."""
-    cfg = lomo_lib.LomoConfig(retinex=retinex)
+    their span (span_features) unless span=False; returns (features, the extraction's info,
+    the span's timing or None)."""
     extracted = cache_lib.table_features(data.table, cfg, data.name, cache_dir, batch_size,
                                          verbose, log)
+    if not span:
+        return extracted.features, extracted.info, None
     start, cpu_start = time.perf_counter(), time.process_time()
     features = span_features(extracted.features)
     span_timing = {"dim": int(features.shape[1]), "seconds": time.perf_counter() - start,
@@ -269,7 +271,7 @@ def run(fv, log=None) -> str:
             check_swappable(data, data.trials[index])
     cfg = lomo_lib.LomoConfig(retinex=fv.retinex)
     log(f"{data.name}/{data.protocol}: {len(data.table)} images, trials {chosen} -> {out}")
-    features, timing, span_timing = table_lomo(data, fv.retinex, _cache_dir(fv), fv.batch_size,
+    features, timing, span_timing = table_lomo(data, cfg, _cache_dir(fv), fv.batch_size,
                                                bool(fv.verbose), log)
     name = method_name(fv.retinex) + (", query and gallery swapped"
                                       if fv.swap_query_gallery else "")

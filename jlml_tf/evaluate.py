@@ -64,7 +64,8 @@ import jlml_tf_datasets
 from jlml_tf import cli
 from jlml_tf import paper as paper_lib
 from jlml_tf.evaluation import fusion, metrics, report
-from jlml_tf.evaluation.metric_learning import LEARNED_METRICS, MAPPED, METRIC_NAMES, fit_metric
+from jlml_tf.evaluation.metric_learning import (LEARNED_METRICS, MAPPED, METRIC_NAMES,
+                                                fit_metric, mapped)
 from jlml_tf.evaluation.protocol import FeatureEvaluation, evaluate_features, worst_and_best
 from jlml_tf.evaluation.rerank import RerankConfig
 from jlml_tf.features import retinex as retinex_lib
@@ -211,9 +212,11 @@ def define_flags():
                       "the fitted linear map and its sphere radius (and, with "
                       "--calibrate_threshold, the mapped embedding's threshold) as "
                       "RUN/linear_map.npz, for `python -m jlml_tf.export --linear_map`.", **d)
-    flags.DEFINE_enum("fuse_lomo", None, retinex_lib.VARIANTS, "With --metric=xqda: fit XQDA "
-                      "on the embedding and LOMO features with this Retinex variant "
-                      "concatenated (deep and hand-crafted features matched together).", **d)
+    flags.DEFINE_enum("fuse_lomo", None, retinex_lib.VARIANTS, "With --metric=xqda or "
+                      "xqda_map: fit XQDA on the embedding and LOMO features with this Retinex "
+                      "variant concatenated (deep and hand-crafted features matched together); "
+                      "with xqda_map --save_linear_map (Retinex none), a map the export builds "
+                      "in with LOMO computed in the graph.", **d)
     flags.DEFINE_float("fusion_weight", fusion.DEFAULT_WEIGHT, "With --fuse_lomo: the "
                        "embedding's weight in the concatenation [w * embedding, LOMO].", **d)
     flags.DEFINE_bool("rerank", False, "k-reciprocal re-ranking (Zhong et al. 2017).", **d)
@@ -422,12 +425,39 @@ def _save_linear_map(fv, metric, results: dict, data, trial, target: Target, che
               "accuracy": accuracy}
     if calibration is not None:
         source[linear_map.THRESHOLD_KEY] = calibration.to_dict()
+    if fv.fuse_lomo:
+        source[linear_map.FUSION_KEY] = {"weight": float(fv.fusion_weight),
+                                         "lomo": fused_lomo_config(fv, target.config).to_dict()}
     path = linear_map.save(linear_map.LinearMap(metric.projection, metric.sphere_radius, source),
                            target.run_dir / linear_map.FILE_NAME)
     dim, rank = metric.projection.shape
     log(f"Linear map {dim} -> {rank} dimensions, on the unit sphere of {rank + 1} "
         f"({fv.metric} on {source['training_images']} training images) -> {path}")
     return path
+
+
+def fused_lomo_config(fv, run_config: dict):
+    """LOMO for --fuse_lomo: the paper's 128x48 for XQDA; for its map, at the model's input
+    size, which the exported model computes it from (the paper's size for 128x48 models)."""
+    from jlml_tf.config import ModelConfig
+    from jlml_tf.features import lomo as lomo_lib
+
+    if not fv.metric.endswith(MAPPED):
+        return lomo_lib.LomoConfig(retinex=fv.fuse_lomo)
+    model = ModelConfig.from_dict(run_config["model"])
+    return lomo_lib.LomoConfig(height=model.input_height, width=model.input_width,
+                               retinex=fv.fuse_lomo)
+
+
+def _table_lomo(fv, data, data_dir, run_config: dict) -> np.ndarray:
+    """The table's LOMO features: reduced to their span for XQDA (the same distances, fewer
+    dimensions); as they are for a map, which applies to LOMO vectors themselves."""
+    from jlml_tf.baseline import table_lomo
+    from jlml_tf.features import cache as cache_lib
+
+    return table_lomo(data, fused_lomo_config(fv, run_config), cache_lib.default_dir(data_dir),
+                      fv.batch_size, bool(fv.verbose), print if fv.verbose else (lambda *a: None),
+                      span=not fv.metric.endswith(MAPPED))[0]
 
 
 def _fit_trial_metric(fv, lookup, table, trial):
@@ -438,7 +468,8 @@ def _fit_trial_metric(fv, lookup, table, trial):
         from jlml_tf.baseline import fit_trial_xqda
 
         try:
-            return fit_trial_xqda(lookup(train), table, train)[0]
+            learned = fit_trial_xqda(lookup(train), table, train)[0]
+            return mapped(learned, lookup(train)) if fv.metric.endswith(MAPPED) else learned
         except UsageError:
             raise ValueError("--fuse_lomo fits XQDA on cross-view pairs, as LOMO + XQDA is "
                              "fitted, and needs every training image's camera (or a folder per "
@@ -550,9 +581,13 @@ def run(fv) -> str:
                          f"--trial={ALL_TRIALS}")
     if fv.save_linear_map and not fv.evaluation:
         raise UsageError("--save_linear_map fits the map while evaluating: drop --noevaluation")
-    if fv.fuse_lomo and fv.metric != "xqda":
+    if fv.fuse_lomo and fv.metric not in fusion.METRICS:
         raise UsageError(f"--fuse_lomo={fv.fuse_lomo} fits XQDA on the fused features: pass "
-                         f"--metric=xqda, not --metric={fv.metric}")
+                         f"--metric=xqda or xqda{MAPPED}, not --metric={fv.metric}")
+    if fv.fuse_lomo and fv.save_linear_map and fv.fuse_lomo != retinex_lib.NONE:
+        raise UsageError(f"--fuse_lomo={fv.fuse_lomo} --save_linear_map: the exported model "
+                         f"computes LOMO in its graph, without Retinex; pass "
+                         f"--fuse_lomo={retinex_lib.NONE}")
     if fv.fuse_lomo and fv.calibrate_threshold:
         raise UsageError(f"--fuse_lomo={fv.fuse_lomo}: not with --calibrate_threshold (the "
                          "threshold is for the model's own embedding)")
@@ -583,14 +618,7 @@ def run(fv) -> str:
                                  f"{t / run_dir_lib.CHECKPOINT_DIR}")
             targets.append(Target(t, None, run_dir_lib.read_config(t)))
     data, override, data_dir = _load_data(fv, targets[0].config)
-    lomo = None
-    if fv.fuse_lomo:
-        from jlml_tf.baseline import table_lomo
-        from jlml_tf.features import cache as cache_lib
-
-        lomo, _, _ = table_lomo(data, fv.fuse_lomo, cache_lib.default_dir(data_dir),
-                                fv.batch_size, bool(fv.verbose),
-                                print if fv.verbose else (lambda *a: None))
+    lomo = _table_lomo(fv, data, data_dir, targets[0].config) if fv.fuse_lomo else None
     every_trial = fv.trial == ALL_TRIALS
     if every_trial:
         if len(targets) != 1:

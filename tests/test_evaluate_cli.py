@@ -345,6 +345,7 @@ def test_option_suffixes():
 def test_fuse_lomo_fits_xqda_on_the_embedding_and_lomo_concatenated(tiny_run, tmp_path, capsys):
     from jlml_tf import baseline
     from jlml_tf.evaluation import fusion, metric_learning
+    from jlml_tf.features.lomo import LomoConfig
 
     out = tmp_path / "out"
     assert ev.main(["evaluate", f"--run_dir={tiny_run.run}", "--verbose=0", "--metric=xqda",
@@ -359,7 +360,7 @@ def test_fuse_lomo_fits_xqda_on_the_embedding_and_lomo_concatenated(tiny_run, tm
     # on the baseline's cross-view pairs of the training images.
     data, trial = tiny_run.data, tiny_run.data.trials[0]
     table = data.table
-    lomo, _, _ = baseline.table_lomo(data, "none", None, verbose=False)
+    lomo, _, _ = baseline.table_lomo(data, LomoConfig(retinex="none"), None, verbose=False)
     x = fusion.concatenate(tiny_run.features, lomo, 0.5)
     views, _ = baseline.training_views(table, trial.train)
     metric = metric_learning.fit_xqda(x[trial.train], table.pids[trial.train], views,
@@ -381,10 +382,52 @@ def test_fuse_lomo_fits_xqda_on_the_embedding_and_lomo_concatenated(tiny_run, tm
     assert list((tiny_run.root / "data" / "lomo").glob("synthetic_none_*.npy"))
 
 
+def test_fuse_lomo_map_is_saved_for_an_export_with_lomo_at_the_models_size(tiny_run, tmp_path,
+                                                                         capsys):
+    """--metric=xqda_map --fuse_lomo=none --save_linear_map: XQDA's map of [w * embedding,
+    LOMO], LOMO at the model's 64x32 input (what the exported graph computes it from), fitted
+    on the baseline's cross-view pairs, and the figures are that map's ranking."""
+    from jlml_tf import baseline
+    from jlml_tf.evaluation import fusion, metric_learning
+    from jlml_tf.features import lomo
+    from jlml_tf.inference import linear_map
+
+    run = tmp_path / "run"
+    shutil.copytree(tiny_run.run, run)
+    assert ev.main(["evaluate", f"--run_dir={run}", "--verbose=0", "--metric=xqda_map",
+                    "--fuse_lomo=none", "--fusion_weight=0.5", "--save_linear_map",
+                    "--num_queries_shown=0"]) == 0
+    saved = linear_map.load(run / linear_map.FILE_NAME)
+    cfg = lomo.LomoConfig(height=64, width=32, retinex="none")
+    assert saved.fusion == {"weight": 0.5, "lomo": cfg.to_dict()}
+    assert saved.matrix.shape[0] == saved.input_dim(32) == 32 + lomo.feature_dim(cfg)
+    data, trial = tiny_run.data, tiny_run.data.trials[0]
+    table, train = data.table, trial.train
+    features, _, _ = baseline.table_lomo(data, cfg, None, verbose=False, span=False)
+    x = fusion.concatenate(tiny_run.features, features, 0.5)
+    views, _ = baseline.training_views(table, train)
+    want = metric_learning.mapped(metric_learning.fit_xqda(
+        x[train], table.pids[train], views, cross_camera=True), x[train])
+    # L is unique up to a rotation of its columns: compare the mapped vectors' Gram matrices
+    q, g = trial.query, trial.gallery
+    mine, theirs = x[q] @ saved.matrix, x[q] @ want.projection
+    np.testing.assert_allclose(mine @ mine.T, theirs @ theirs.T, rtol=1e-3, atol=1e-4)
+    assert saved.radius == pytest.approx(want.sphere_radius, rel=1e-4)
+    expected = protocol.evaluate(want.embed(x[q]), table.pids[q], table.camids[q],
+                                 want.embed(x[g]), table.pids[g], table.camids[g])
+    summary = read_results(run / "results_xqda_map_lomo-none-w0.5.json")
+    for key in ("rank1", "map"):
+        assert summary["mean"][key] == pytest.approx(expected[key], abs=1e-6), key
+    # the exported graph has no Retinex
+    assert ev.main(["evaluate", f"--run_dir={run}", "--metric=xqda_map", "--fuse_lomo=msr",
+                    "--save_linear_map"]) == 2
+    assert "without Retinex; pass --fuse_lomo=none" in capsys.readouterr().err
+
+
 def test_fuse_lomo_bad_flags_are_named(tiny_run, capsys):
     run = f"--run_dir={tiny_run.run}"
     assert ev.main(["evaluate", run, "--fuse_lomo=none"]) == 2
-    assert "--metric=xqda, not --metric=l2" in capsys.readouterr().err
+    assert "--metric=xqda or xqda_map, not --metric=l2" in capsys.readouterr().err
     assert ev.main(["evaluate", run, "--metric=xqda", "--fusion_weight=0.5"]) == 2
     assert "add --fuse_lomo" in capsys.readouterr().err
     assert ev.main(["evaluate", run, "--metric=xqda", "--fuse_lomo=msr",

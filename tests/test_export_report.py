@@ -367,7 +367,7 @@ def test_linear_map_export_outputs_the_mapped_embedding_on_the_sphere(tmp_path):
         pipeline.load_linear_map(path, cfg, True, checkpoint)
     linear_map_lib.save(linear_map_lib.LinearMap(matrix[:16], 3.0, source),
                         tmp_path / "small.npz")
-    with pytest.raises(ValueError, match="16-d embeddings, the model has 32-d"):
+    with pytest.raises(ValueError, match="maps 16-d vectors, the model has 32-d embeddings$"):
         pipeline.load_linear_map(tmp_path / "small.npz", cfg, False, checkpoint)
     other = {**source, "model_fingerprint": "another model"}
     linear_map_lib.save(linear_map_lib.LinearMap(matrix, 3.0, other), tmp_path / "other.npz")
@@ -393,6 +393,72 @@ def test_linear_map_export_outputs_the_mapped_embedding_on_the_sphere(tmp_path):
     (tmp_path / "bad.npz").write_text("not numpy")
     with pytest.raises(ValueError, match="not a linear map file"):
         pipeline.load_linear_map(tmp_path / "bad.npz", cfg, False, checkpoint)
+
+
+@pytest.mark.slow  # one more export (SavedModel, float32 and int8 TFLite)
+def test_fused_map_export_computes_lomo_in_the_graph(tmp_path):
+    """A map of [w * embedding, LOMO] (`evaluate --fuse_lomo=none --save_linear_map`): the
+    SavedModel and TFLite model compute LOMO from their input pixels and rank as the NumPy
+    features mapped and put on the sphere."""
+    from test_lomo_graph import block_images
+
+    from jlml_tf.evaluation import fusion, metric_learning
+    from jlml_tf.features import lomo
+    from jlml_tf.inference import embedders, gallery_index
+    from jlml_tf.inference import linear_map as linear_map_lib
+
+    run = fixtures.make_run(tmp_path / "run")
+    checkpoint = run_dir_lib.resolve_checkpoint(run)[1]
+    cfg = lomo.LomoConfig(height=64, width=32, retinex="none")
+    matrix = np.random.default_rng(6).normal(
+        size=(32 + lomo.feature_dim(cfg), 6)).astype(np.float32)
+    source = {"metric": "xqda_map", "flip_test": False, "dataset": "fixture", "trial": "0",
+              "model_fingerprint": gallery_index.model_fingerprint(checkpoint),
+              linear_map_lib.FUSION_KEY: {"weight": 0.5, "lomo": cfg.to_dict()}}
+    path = linear_map_lib.save(linear_map_lib.LinearMap(matrix, 40.0, source),
+                               run / "linear_map.npz")
+    calibration = []
+    for i, image in enumerate(block_images(np.random.default_rng(8), 8, 64, 32)):
+        calibration.append(tmp_path / f"calibration_{i}.png")
+        calibration[-1].write_bytes(tf.io.encode_png(image).numpy())
+    result = pipeline.export_run(run, tmp_path / "out", tflite_variants=("float32", "int8"),
+                                 calibration=calibration, linear_map=path,
+                                 progress=lambda m: None)
+    x = block_images(np.random.default_rng(7), 3, 64, 32)
+    embedding = run_dir_lib.load_run(run).embedding_model(x.astype(np.float32)).numpy()
+    fused = fusion.concatenate(embedding, lomo.lomo(x, cfg), 0.5)
+    want = metric_learning.onto_sphere(fused @ matrix, 40.0)
+    for embedder in (embedders.SavedModelEmbedder(result.saved_model_dir),
+                     embedders.TFLiteEmbedder(result.tflite_files["float32"])):
+        np.testing.assert_allclose(embedder.embed(x), want, atol=1e-5)
+    assert "LOMO features" in result.card["output"]["meaning"]
+    # full int8 quantises the network and keeps every LOMO op in float
+    from ai_edge_litert.interpreter import Interpreter
+    from jlml_tf.export import tflite
+    from jlml_tf.features import lomo_graph
+
+    int8 = result.tflite_files["int8"]
+    interpreter = Interpreter(model_path=str(int8))
+    dtypes = {d["name"]: np.dtype(d["dtype"]).name for d in interpreter.get_tensor_details()}
+    in_lomo = tflite.scope_tensor_names(int8.read_bytes(), lomo_graph.LAYER_NAME)
+    assert len(in_lomo) > 100 and {dtypes[name] for name in in_lomo} <= {"float32", "int32",
+                                                                        "bool", "int64"}
+    assert tflite.describe(int8)["compute_op_activation_dtypes"].get("int8", 0) > 0
+    assert result.card["linear_map"]["fusion"]["weight"] == 0.5
+    # the embedding alone does not fit a map of the fused features
+    plain = {k: v for k, v in source.items() if k != linear_map_lib.FUSION_KEY}
+    linear_map_lib.save(linear_map_lib.LinearMap(matrix, 40.0, plain), tmp_path / "plain.npz")
+    with pytest.raises(ValueError, match=f"maps {len(matrix)}-d vectors, the model has 32-d "
+                                         "embeddings$"):
+        pipeline.load_linear_map(tmp_path / "plain.npz", run_dir_lib.model_config(run), False,
+                                 checkpoint)
+    linear_map_lib.save(linear_map_lib.LinearMap(matrix[:40], 40.0, source),
+                        tmp_path / "short.npz")
+    with pytest.raises(ValueError, match=f"maps 40-d vectors, the model has 32-d embeddings "
+                                         f"and {lomo.feature_dim(cfg)}-d LOMO features"):
+        pipeline.load_linear_map(tmp_path / "short.npz", run_dir_lib.model_config(run), False,
+                                 checkpoint)
+
 
 
 def test_parity_checks_a_split_model_on_its_own_split():

@@ -14,6 +14,7 @@ from __future__ import annotations
 import numpy as np
 
 DEFAULT_WEIGHT = 1.0
+METRICS = ("xqda", "xqda_map")  # XQDA, or its map for export (metric_learning)
 
 
 def concatenate(embedding, handcrafted, weight: float = DEFAULT_WEIGHT) -> np.ndarray:

@@ -253,8 +253,13 @@ def fit_metric(name: str, train_features=None, train_pids=None, train_camids=Non
         raise ValueError(f"metric {name!r} needs training features and pids")
     learned = fitters[name.removesuffix(MAPPED)](train_features, train_pids, train_camids,
                                                  **options)
-    if not name.endswith(MAPPED):
-        return learned
+    return mapped(learned, train_features) if name.endswith(MAPPED) else learned
+
+
+def mapped(learned: Metric, train_features) -> Metric:
+    """The "<learned>_map" metric of a fitted one: its linear map, then onto_sphere with the
+    radius from the training features it was fitted on, then L2."""
+    name = f"{learned.name}{MAPPED}"
     try:
         linear = learned.linear_map()
     except ValueError as e:  # e.g. no XQDA direction with eigenvalue > 1 (an untrained model)

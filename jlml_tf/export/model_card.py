@@ -161,8 +161,13 @@ def _map_phrase(linear_map: dict | None) -> str:
         return ""
     per_camera = (", on each camera's calibrated embeddings"
                   if linear_map.get("camera_bn", "off") != "off" else "")
+    fusion = linear_map.get("fusion")
+    of_what = (f"the embedding (weighted {fusion.get('weight')}) and LOMO features (no "
+               "Retinex, computed in the graph from the same pixels) concatenated; the "
+               "embedding: " if fusion else "")
     return (f"the {linear_map.get('metric')} linear map, fitted on {linear_map.get('dataset')}/"
-            f"{linear_map.get('protocol')} trial {linear_map.get('trial')}{per_camera}, of the ")
+            f"{linear_map.get('protocol')} trial {linear_map.get('trial')}{per_camera}, of "
+            f"{of_what or 'the '}")
 
 
 def _fmt(v) -> str:

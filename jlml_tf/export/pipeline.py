@@ -32,6 +32,7 @@ from jlml_tf.inference import linear_map as linear_map_lib
 from jlml_tf.inference import run_dir as run_dir_lib
 from jlml_tf.data.types import ImageTable
 from jlml_tf.export import model_card, parity, saved_model, tflite
+from jlml_tf.features import lomo_graph
 from jlml_tf.modeling import jlml
 
 DEFAULT_MODEL_NAME = "jlml"
@@ -139,7 +140,8 @@ def export_run(run_dir: str | os.PathLike, export_dir: str | os.PathLike,
     `flip_test` exports unit(e(x) + e(mirror(x))) (`jlml.with_flip_test`): the embedding the
     README's rows with test-time flip rank with, at twice the compute.
     `linear_map` (RUN/linear_map.npz from `evaluate --metric=xqda_map --save_linear_map`)
-    exports onto_sphere(L^T e(x), R) (`jlml.with_linear_map`): the `--metric=xqda_map` ranking.
+    exports onto_sphere(L^T e(x), R) (`jlml.with_linear_map`): the `--metric=xqda_map` ranking;
+    a map fitted with `--fuse_lomo` maps [w * e(x), LOMO(x)], LOMO computed in the graph.
     The run's threshold.json, calibrated on its own embedding, is then left out; the map's own
     threshold (`evaluate --save_linear_map --calibrate_threshold`) is shipped instead.
     `camera_images` (image files of one camera) re-estimates every batch-norm layer's statistics
@@ -184,7 +186,7 @@ def export_run(run_dir: str | os.PathLike, export_dir: str | os.PathLike,
         if flip_test:
             l2 = jlml.with_flip_test(l2)
         if mapped is not None:
-            l2 = jlml.with_linear_map(l2, mapped.matrix, mapped.radius)
+            l2 = jlml.with_linear_map(l2, mapped.matrix, mapped.radius, mapped.fusion)
     if cfg.batch_norm_group_size and not camera_images:
         progress(f"warning: {run_path} was trained with per-camera batch norm "
                  "(--cameras_per_batch): its trained statistics are averages of per-camera "
@@ -194,7 +196,8 @@ def export_run(run_dir: str | os.PathLike, export_dir: str | os.PathLike,
     extras_note = (", test-time flip" if flip_test else "") + (
         f", batch norm calibrated on {calibrated} images of one camera" if camera_images
         else "") + (
-        f", {mapped.source.get('metric', 'learned')} linear map {linear_map}" if mapped else "")
+        f", {mapped.source.get('metric', 'learned')} linear map {linear_map}" if mapped else "") + (
+        ", LOMO in the graph" if mapped and mapped.fusion else "")
     progress(f"model: {height}x{width} RGB in, {l2.output.shape[-1]}-d L2-normalised embedding "
              f"out ({l2.count_params():,} parameters{extras_note})")
 
@@ -213,11 +216,13 @@ def export_run(run_dir: str | os.PathLike, export_dir: str | os.PathLike,
         if extras.exists():
             shutil.rmtree(extras)
         tflite_files, tflite_info = {}, {}
+        float_scope = lomo_graph.LAYER_NAME if mapped is not None and mapped.fusion else None
         for variant in tflite_variants:
             with steps.step(f"converting TFLite {variant}"), \
                     tf_quiet.native_output_captured() as terminal:
                 content = tflite.convert(staged, variant, calib_images,
-                                         bar=_bar_factory(terminal) if progress_bars else None)
+                                         bar=_bar_factory(terminal) if progress_bars else None,
+                                         float_scope=float_scope)
             path = tflite.write(content, extras / "tflite" / f"{variant}.tflite")
             tflite_files[variant] = path
             tflite_info[variant] = {"path": os.fspath(path), "size_bytes": len(content),

@@ -33,6 +33,7 @@ import numpy as np
 import scipy.ndimage
 
 VARIANTS = ("none", "msr", "msrcr")
+NONE = VARIANTS[0]  # the only variant LOMO in the graph (lomo_graph.py) computes
 LABELS = {"none": "no Retinex", "msr": "intensity MSR", "msrcr": "MSRCR"}  # for reports
 DEFAULT_SIGMAS = (5.0, 20.0)  # LOMO, Sec. 3.1
 ALPHA, BETA = 125.0, 46.0  # colour restoration constants of Jobson et al. (1997)

@@ -20,6 +20,7 @@ import numpy as np
 
 FILE_NAME = "linear_map.npz"
 THRESHOLD_KEY = "threshold"  # source entry: a threshold.json calibrated on the mapped outputs
+FUSION_KEY = "fusion"  # source entry: the map is of [w * embedding, LOMO] (LinearMap.fusion)
 
 
 @dataclasses.dataclass
@@ -37,6 +38,21 @@ class LinearMap:
         """The --camera_bn the features L was fitted on were embedded with: "off" (the trained
         statistics), or "train"/"test" (each camera's own; a map for per-camera exports)."""
         return str(self.source.get("camera_bn", "off"))
+
+    @property
+    def fusion(self) -> dict | None:
+        """For a map fitted on [w * embedding, LOMO] (`evaluate --fuse_lomo`): the weight w
+        ("weight") and LOMO's parameters ("lomo", a LomoConfig dict); None for an embedding's
+        own map."""
+        return self.source.get(FUSION_KEY)
+
+    def input_dim(self, embedding_dim: int) -> int:
+        """The length of the vectors L maps: the embedding's, plus LOMO's for a fused map."""
+        if not self.fusion:
+            return embedding_dim
+        from jlml_tf.features import lomo
+
+        return embedding_dim + lomo.feature_dim(lomo_config(self.fusion))
 
     @property
     def threshold(self):
@@ -88,10 +104,12 @@ def check_applies(linear_map: LinearMap, path, embedding_dim: int, flip_test: bo
     """Raises ValueError (naming the file and the flag to change) unless the map was fitted on
     this model's embeddings as they will be computed (`camera_calibrated`: batch norm set to one
     camera's images, `export --camera_bn_images`)."""
-    dim = linear_map.matrix.shape[0]
-    if dim != embedding_dim:
-        raise ValueError(f"--linear_map={path}: maps {dim}-d embeddings, the model has "
-                         f"{embedding_dim}-d ones")
+    dim, want = linear_map.matrix.shape[0], linear_map.input_dim(embedding_dim)
+    if dim != want:
+        lomo_part = (f" and {want - embedding_dim}-d LOMO features, {want} in all"
+                     if linear_map.fusion else "")
+        raise ValueError(f"--linear_map={path}: maps {dim}-d vectors, the model has "
+                         f"{embedding_dim}-d embeddings{lomo_part}")
     if linear_map.flip_test != bool(flip_test):
         raise ValueError(f"--linear_map={path}: fitted on embeddings "
                          f"{'with' if linear_map.flip_test else 'without'} test-time flip: "
@@ -108,3 +126,12 @@ def check_applies(linear_map: LinearMap, path, embedding_dim: int, flip_test: bo
     if model_fingerprint and fitted_on and fitted_on != model_fingerprint:
         raise ValueError(f"--linear_map={path}: fitted on another model's embeddings "
                          f"({linear_map.source.get('checkpoint')}); fit it on this one")
+
+
+def lomo_config(fusion: dict):
+    """The LomoConfig a fused map's LOMO features were computed with."""
+    from jlml_tf.features import lomo
+
+    stored = fusion.get("lomo", {})
+    return lomo.LomoConfig(**{k: tuple(v) if isinstance(v, list) else v
+                              for k, v in stored.items()})

@@ -132,27 +132,49 @@ def with_flip_test(l2_model: keras.Model) -> keras.Model:
     return keras.Model(pixels, out, name="jlml_embedding_l2_flip")
 
 
-def with_linear_map(l2_model: keras.Model, matrix, radius: float) -> keras.Model:
+def with_linear_map(l2_model: keras.Model, matrix, radius: float,
+                    fusion: dict | None = None) -> keras.Model:
     """onto_sphere(L^T e(x), R) for an L2-normalised embedding model e, a fixed (dim, r) matrix L
     and radius R: a learned metric (XQDA, KISSME; `Metric.linear_map`) carried by the model as
     (r + 1)-d unit-norm outputs whose L2 distance ranks as evaluation's `--metric=xqda_map`
-    (metric_learning.onto_sphere, the NumPy twin)."""
+    (metric_learning.onto_sphere, the NumPy twin).
+
+    fusion (`LinearMap.fusion`, a map fitted by `evaluate --fuse_lomo`): L maps [w * e(x),
+    LOMO(x)] instead, LOMO computed in the graph from the same input pixels (lomo_graph)."""
+    from jlml_tf.inference import linear_map as linear_map_lib
+
     matrix = np.asarray(matrix, np.float32)
+    pixels = keras.Input(l2_model.input.shape[1:], name="images")
+    features = l2_model(pixels)
     dim = l2_model.output.shape[-1]
+    if fusion:
+        from jlml_tf.features import lomo_graph
+
+        cfg = linear_map_lib.lomo_config(fusion)
+        if tuple(pixels.shape[1:3]) != (cfg.height, cfg.width):
+            raise ValueError(f"the fused map's LOMO was computed on {cfg.height}x{cfg.width} "
+                             f"images, the model takes {pixels.shape[1]}x{pixels.shape[2]}")
+        handcrafted = lomo_graph.LomoLayer(cfg.to_dict(),
+                                           name=lomo_graph.LAYER_NAME)(pixels)
+        weighted = layers.Rescaling(float(fusion["weight"]), dtype="float32",
+                                    name="fusion_weight")(features)
+        features = layers.Concatenate(dtype="float32", name="fused")([weighted, handcrafted])
+        dim = features.shape[-1]
     if matrix.ndim != 2 or matrix.shape[0] != dim:
         raise ValueError(f"linear map of shape {matrix.shape} does not apply to the model's "
-                         f"{dim}-d embedding: expected ({dim}, r)")
+                         f"{dim}-d {'fused features' if fusion else 'embedding'}: expected "
+                         f"({dim}, r)")
     if not np.isfinite(radius) or radius <= 0:
         raise ValueError(f"sphere radius {radius}: expected a positive number")
-    pixels = keras.Input(l2_model.input.shape[1:], name="images")
     project = layers.Dense(matrix.shape[1], use_bias=False, dtype="float32", trainable=False,
                            name="linear_map")
-    scaled = project(l2_model(pixels))  # L^T e(x) / R: the radius is folded into the weights
+    scaled = project(features)  # L^T x / R: the radius is folded into the weights
     rest = ops.sqrt(ops.maximum(1.0 - ops.sum(ops.square(scaled), axis=-1, keepdims=True), 0.0))
     project.set_weights([matrix / np.float32(radius)])
     out = layers.UnitNormalization(axis=-1, dtype="float32", name="l2_normalize")(
         ops.concatenate([scaled, rest], axis=-1))
-    return keras.Model(pixels, out, name=f"{l2_model.name}_mapped")
+    name = f"{l2_model.name}_lomo_mapped" if fusion else f"{l2_model.name}_mapped"
+    return keras.Model(pixels, out, name=name)
 
 
 def classifier_layers(model: keras.Model) -> dict[str, layers.Dense]:
