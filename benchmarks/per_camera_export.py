@@ -3,12 +3,12 @@
 A model read out per camera (`evaluate --camera_bn=train`) is deployed as one export per camera,
 each with its batch norm calibrated on that camera's images (`export --camera_bn_images`) and,
 optionally, XQDA's map fitted on the per-camera features (`evaluate --camera_bn=train
---metric=xqda_map --save_linear_map [--fuse_lomo=none]`, then `export --linear_map`; a fused
-map's LOMO is computed in the exported graph, the evaluation's by the NumPy code). Here every camera of the
-split is exported so (SavedModel only, with the run's test-time flip), on the split's training
-images of that camera, and the split's query and gallery images are embedded by their own
-camera's SavedModel: R1 and mAP of that ranking, beside the evaluation's features ranked the same
-way, and the largest embedding difference between the two.
+--metric=xqda_map --save_linear_map [--fuse_lomo=none]`, then `export --linear_map`; a
+fused map's LOMO is computed in the exported graph, the evaluation's by the NumPy code).
+Here every camera of the split is exported so (SavedModel only, with the run's test-time flip),
+on the split's training images of that camera, and the split's query and gallery images are
+embedded by their own camera's SavedModel: R1 and mAP of that ranking, beside the evaluation's
+features ranked the same way, and the largest embedding difference between the two.
 
     python -m jlml_tf.evaluate --run_dir=RUN/trial_00 --flip_test --camera_bn=train \
         --metric=xqda_map --save_linear_map --suffix=xqda_map_cbn-train
@@ -73,6 +73,10 @@ def check_split(run_dir, linear_map=None, export_dir=None, progress=print) -> di
         flip = mapped.flip_test
     loaded = run_dir_lib.load_run(run_dir)
     cfg, table = loaded.model_cfg, data.table
+    if mapped is not None:  # before LOMO or any embedding is computed
+        linear_map_lib.check_applies(mapped, linear_map, cfg.embedding_dim, flip,
+                                     camera_calibrated=True,
+                                     input_size=(cfg.input_height, cfg.input_width))
     calibration = camera_bn.calibration_rows("train", table, trial)
     test_rows = np.unique(np.concatenate([trial.query, trial.gallery]))
     test_cameras = np.unique(table.camids[test_rows])

@@ -32,7 +32,9 @@ that camera's images in --camera_bn_images.
 (that Retinex variant, as `python -m jlml_tf.baseline --retinex` computes and caches them)
 concatenated, [w * embedding, LOMO] with w = --fusion_weight, on the baseline's cross-view
 training pairs (jlml_tf/evaluation/fusion.py): deep and hand-crafted features matched together.
-The fused matcher needs LOMO beside the model, so it is a readout, not an exportable model.
+With --metric=xqda_map it ranks with that XQDA's map on the sphere, LOMO computed at the model's
+input size; --save_linear_map (with --fuse_lomo=none) stores the map, and `export
+--linear_map` builds LOMO (features/lomo_graph.py) and the map into the exported model.
 
 --calibrate_threshold computes L2 distances between images of people the model was not trained
 on: same identity across cameras = true matches, different identities = false matches; it picks
@@ -326,7 +328,8 @@ def _pick_trial(fv, data, config: dict, override: bool, position: int | None):
 
 
 def _report_trial(fv, evaluation: FeatureEvaluation, data, trial, out_dir: pathlib.Path,
-                  suffix: str, paper_key: str, checkpoint: str, log) -> dict[str, pathlib.Path]:
+                  suffix: str, paper_key: str, checkpoint: str, log,
+                  fused: "FusedLomo | None" = None) -> dict[str, pathlib.Path]:
     """results<suffix>.json/.md, cmc<suffix>.png and worst_best<suffix>.png of one trial."""
     from jlml_tf import visualize
 
@@ -335,8 +338,8 @@ def _report_trial(fv, evaluation: FeatureEvaluation, data, trial, out_dir: pathl
                        fv.fusion_weight)
     title = f"{data.name} / {data.protocol} / {trial.name}"
     extra = {"checkpoint": checkpoint, "metric": fv.metric,
-             "fusion": {"lomo_retinex": fv.fuse_lomo, "weight": fv.fusion_weight}
-             if fv.fuse_lomo else None,
+             "fusion": {"lomo_retinex": fv.fuse_lomo, "weight": fv.fusion_weight,
+                        "lomo": fused.cfg.to_dict()} if fused else None,
              "rerank": dataclasses.asdict(rerank) if rerank else None,
              "multi_query_pooling": fv.multi_query_pooling, "dataset": data.name,
              "protocol": data.protocol, "trial": trial.name}
@@ -404,8 +407,8 @@ def _check_own_trial(fv, data, trial, config: dict) -> None:
 
 
 def _save_linear_map(fv, metric, results: dict, data, trial, target: Target, checkpoint: str,
-                     log, calibration: "threshold_lib.Calibration | None" = None
-                     ) -> pathlib.Path:
+                     log, calibration: "threshold_lib.Calibration | None" = None,
+                     fused: "FusedLomo | None" = None) -> pathlib.Path:
     """RUN/linear_map.npz: the fitted metric's map, with what it was fitted on, the accuracy it
     gave (the export's model card shows it) and the threshold calibrated on its outputs."""
     from jlml_tf.inference import linear_map
@@ -425,9 +428,9 @@ def _save_linear_map(fv, metric, results: dict, data, trial, target: Target, che
               "accuracy": accuracy}
     if calibration is not None:
         source[linear_map.THRESHOLD_KEY] = calibration.to_dict()
-    if fv.fuse_lomo:
+    if fused:
         source[linear_map.FUSION_KEY] = {"weight": float(fv.fusion_weight),
-                                         "lomo": fused_lomo_config(fv, target.config).to_dict()}
+                                         "lomo": fused.cfg.to_dict()}
     path = linear_map.save(linear_map.LinearMap(metric.projection, metric.sphere_radius, source),
                            target.run_dir / linear_map.FILE_NAME)
     dim, rank = metric.projection.shape
@@ -436,28 +439,37 @@ def _save_linear_map(fv, metric, results: dict, data, trial, target: Target, che
     return path
 
 
-def fused_lomo_config(fv, run_config: dict):
-    """LOMO for --fuse_lomo: the paper's 128x48 for XQDA; for its map, at the model's input
-    size, which the exported model computes it from (the paper's size for 128x48 models)."""
+@dataclasses.dataclass
+class FusedLomo:
+    """--fuse_lomo's LOMO: its parameters and the data set table's features."""
+
+    cfg: "lomo_lib.LomoConfig"
+    features: np.ndarray
+
+
+def _fused_lomo(fv, data, data_dir, targets: list[Target]) -> FusedLomo:
+    """The table's LOMO: at the paper's 128x48 for XQDA, reduced to the features' span (the
+    same distances, fewer dimensions); for its map, at the models' input size, which the
+    exported model computes LOMO from, and as they are (the map applies to LOMO vectors)."""
+    from jlml_tf.baseline import table_lomo
     from jlml_tf.config import ModelConfig
+    from jlml_tf.features import cache as cache_lib
     from jlml_tf.features import lomo as lomo_lib
 
-    if not fv.metric.endswith(MAPPED):
-        return lomo_lib.LomoConfig(retinex=fv.fuse_lomo)
-    model = ModelConfig.from_dict(run_config["model"])
-    return lomo_lib.LomoConfig(height=model.input_height, width=model.input_width,
-                               retinex=fv.fuse_lomo)
-
-
-def _table_lomo(fv, data, data_dir, run_config: dict) -> np.ndarray:
-    """The table's LOMO features: reduced to their span for XQDA (the same distances, fewer
-    dimensions); as they are for a map, which applies to LOMO vectors themselves."""
-    from jlml_tf.baseline import table_lomo
-    from jlml_tf.features import cache as cache_lib
-
-    return table_lomo(data, fused_lomo_config(fv, run_config), cache_lib.default_dir(data_dir),
-                      fv.batch_size, bool(fv.verbose), print if fv.verbose else (lambda *a: None),
-                      span=not fv.metric.endswith(MAPPED))[0]
+    mapped = fv.metric.endswith(MAPPED)
+    cfg = lomo_lib.LomoConfig(retinex=fv.fuse_lomo)
+    if mapped:
+        sizes = sorted({(m.input_height, m.input_width) for m in (
+            ModelConfig.from_dict(t.config["model"]) for t in targets)})
+        if len(sizes) > 1:
+            raise UsageError(f"--fuse_lomo with --metric={fv.metric} computes LOMO at the "
+                             f"model's input size; --run_dir={fv.run_dir} holds models of "
+                             f"sizes {sizes}: evaluate them one at a time")
+        cfg = dataclasses.replace(cfg, height=sizes[0][0], width=sizes[0][1])
+    features, _, _ = table_lomo(data, cfg, cache_lib.default_dir(data_dir), fv.batch_size,
+                                bool(fv.verbose), print if fv.verbose else (lambda *a: None),
+                                span=not mapped)
+    return FusedLomo(cfg, features)
 
 
 def _fit_trial_metric(fv, lookup, table, trial):
@@ -480,10 +492,10 @@ def _fit_trial_metric(fv, lookup, table, trial):
 
 
 def evaluate_target(fv, target: Target, data, trial, out_dir: pathlib.Path, suffix: str,
-                    paper_key: str, log=print, lomo: np.ndarray | None = None
+                    paper_key: str, log=print, fused: FusedLomo | None = None
                     ) -> tuple[dict | None, dict[str, pathlib.Path]]:
     """Features -> metrics, report files and worst/best picture; the calibration if asked.
-    lomo: with --fuse_lomo, the table's LOMO features, concatenated to the embeddings.
+    fused: with --fuse_lomo, the table's LOMO, concatenated to the embeddings.
 
     Returns (the results dict, None with --noevaluation; the files written)."""
     from jlml_tf.inference import eval_trial
@@ -521,8 +533,8 @@ def evaluate_target(fv, target: Target, data, trial, out_dir: pathlib.Path, suff
         features = eval_trial.extract_features_by_camera(
             embedding_model, table, rows, calibration, cfg.input_height, cfg.input_width,
             fv.batch_size, fv.verbose, fv.flip_test, log)
-    if lomo is not None:
-        features = fusion.concatenate(features, lomo[rows], fv.fusion_weight)
+    if fused is not None:
+        features = fusion.concatenate(features, fused.features[rows], fv.fusion_weight)
     lookup = lambda r: features[np.searchsorted(rows, r)]  # noqa: E731
     results, paths = None, {}
     if fv.evaluation:
@@ -545,11 +557,11 @@ def evaluate_target(fv, target: Target, data, trial, out_dir: pathlib.Path, suff
             calibration = _calibrate_trial(fv, lambda r: metric.embed(lookup(r)), data, trial,
                                            target, checkpoint) if fv.calibrate_threshold else None
             paths["linear_map"] = _save_linear_map(fv, metric, results, data, trial, target,
-                                                   checkpoint, log, calibration)
+                                                   checkpoint, log, calibration, fused)
             if calibration is not None:
                 _log_calibration(calibration, paths["linear_map"], log)
         paths.update(_report_trial(fv, evaluation, data, trial, out_dir, suffix, paper_key,
-                              str(target.checkpoint or checkpoint), log))
+                                   str(target.checkpoint or checkpoint), log, fused))
     if fv.calibrate_threshold and not fv.save_linear_map:
         calibration = _calibrate_trial(fv, lookup, data, trial, target, checkpoint)
         paths["threshold"] = threshold_lib.save(calibration,
@@ -583,7 +595,7 @@ def run(fv) -> str:
         raise UsageError("--save_linear_map fits the map while evaluating: drop --noevaluation")
     if fv.fuse_lomo and fv.metric not in fusion.METRICS:
         raise UsageError(f"--fuse_lomo={fv.fuse_lomo} fits XQDA on the fused features: pass "
-                         f"--metric=xqda or xqda{MAPPED}, not --metric={fv.metric}")
+                         f"--metric={' or '.join(fusion.METRICS)}, not --metric={fv.metric}")
     if fv.fuse_lomo and fv.save_linear_map and fv.fuse_lomo != retinex_lib.NONE:
         raise UsageError(f"--fuse_lomo={fv.fuse_lomo} --save_linear_map: the exported model "
                          f"computes LOMO in its graph, without Retinex; pass "
@@ -618,7 +630,7 @@ def run(fv) -> str:
                                  f"{t / run_dir_lib.CHECKPOINT_DIR}")
             targets.append(Target(t, None, run_dir_lib.read_config(t)))
     data, override, data_dir = _load_data(fv, targets[0].config)
-    lomo = _table_lomo(fv, data, data_dir, targets[0].config) if fv.fuse_lomo else None
+    fused = _fused_lomo(fv, data, data_dir, targets) if fv.fuse_lomo else None
     every_trial = fv.trial == ALL_TRIALS
     if every_trial:
         if len(targets) != 1:
@@ -647,7 +659,7 @@ def run(fv) -> str:
             out_dir = out_top / target.run_dir.name if multi and fv.output_dir else \
                 (target.run_dir if multi else out_top)
         results, paths = evaluate_target(fv, target, data, trial, out_dir, suffix, paper_key,
-                                         lomo=lomo)
+                                         fused=fused)
         if results is not None:  # keyed by trial (by trial folder if two share a trial)
             per_trial[trial.name if trial.name not in per_trial
                       else f"{target.run_dir.name}/{trial.name}"] = results

@@ -301,7 +301,9 @@ def test_camera_bn_map_is_fitted_on_each_cameras_calibrated_features(tiny_run, t
 
 
 @pytest.mark.slow  # one SavedModel export per camera
-def test_per_camera_exports_with_the_map_rank_as_the_per_camera_evaluation(tiny_run, tmp_path):
+@pytest.mark.parametrize("fuse", [[], ["--fuse_lomo=none"]], ids=["embedding", "with_lomo"])
+def test_per_camera_exports_with_the_map_rank_as_the_per_camera_evaluation(tiny_run, tmp_path,
+                                                                           fuse):
     from conftest import load_benchmark
 
     per_camera_export = load_benchmark("per_camera_export")
@@ -313,13 +315,16 @@ def test_per_camera_exports_with_the_map_rank_as_the_per_camera_evaluation(tiny_
     config["train"]["dataset_option"] = ["config=tiny", "images_per_camera=4"]
     (run / "config.json").write_text(json.dumps(config))
     assert ev.main(["evaluate", f"--run_dir={run}", "--verbose=0", "--camera_bn=train",
-                    "--metric=xqda_map", "--save_linear_map", "--num_queries_shown=0"]) == 0
+                    "--metric=xqda_map", "--save_linear_map", "--num_queries_shown=0",
+                    *fuse]) == 0
     report = per_camera_export.check_split(run, run / "linear_map.npz", progress=lambda m: None)
     assert sorted(report["cameras"]) == [1, 2, 3]
-    assert max(c["max_abs_diff"] for c in report["cameras"].values()) < 1e-4
-    assert report["exported"] == pytest.approx(report["evaluation"], abs=1e-6)
+    # LOMO in float32 puts a few pixels across a quantisation step (lomo_graph's docstring),
+    # which may swap two near distances
+    assert max(c["max_abs_diff"] for c in report["cameras"].values()) < (1e-3 if fuse else 1e-4)
+    assert report["exported"] == pytest.approx(report["evaluation"], abs=0.01 if fuse else 1e-6)
     # and the evaluation side is what the evaluate command ranked with
-    summary = read_results(run / "results_xqda_map_cbn-train.json")
+    summary = read_results(run / f"results_xqda_map{'_lomo-none' if fuse else ''}_cbn-train.json")
     for key in ("rank1", "map"):
         assert report["evaluation"][key] == pytest.approx(summary["mean"][key], abs=1e-6), key
 

@@ -399,7 +399,7 @@ def test_linear_map_export_outputs_the_mapped_embedding_on_the_sphere(tmp_path):
 def test_fused_map_export_computes_lomo_in_the_graph(tmp_path):
     """A map of [w * embedding, LOMO] (`evaluate --fuse_lomo=none --save_linear_map`): the
     SavedModel and TFLite model compute LOMO from their input pixels and rank as the NumPy
-    features mapped and put on the sphere."""
+    features mapped and put on the sphere; full int8 keeps LOMO and the map in float."""
     from test_lomo_graph import block_images
 
     from jlml_tf.evaluation import fusion, metric_learning
@@ -436,6 +436,7 @@ def test_fused_map_export_computes_lomo_in_the_graph(tmp_path):
     from ai_edge_litert.interpreter import Interpreter
     from jlml_tf.export import tflite
     from jlml_tf.features import lomo_graph
+    from jlml_tf.modeling import jlml
 
     int8 = result.tflite_files["int8"]
     interpreter = Interpreter(model_path=str(int8))
@@ -443,6 +444,8 @@ def test_fused_map_export_computes_lomo_in_the_graph(tmp_path):
     in_lomo = tflite.scope_tensor_names(int8.read_bytes(), lomo_graph.LAYER_NAME)
     assert len(in_lomo) > 100 and {dtypes[name] for name in in_lomo} <= {"float32", "int32",
                                                                         "bool", "int64"}
+    mapped = tflite.scope_tensor_names(int8.read_bytes(), jlml.LINEAR_MAP_LAYER)
+    assert mapped and {dtypes[name] for name in mapped} == {"float32"}
     assert tflite.describe(int8)["compute_op_activation_dtypes"].get("int8", 0) > 0
     assert result.card["linear_map"]["fusion"]["weight"] == 0.5
     # the embedding alone does not fit a map of the fused features
@@ -458,7 +461,6 @@ def test_fused_map_export_computes_lomo_in_the_graph(tmp_path):
                                          f"and {lomo.feature_dim(cfg)}-d LOMO features"):
         pipeline.load_linear_map(tmp_path / "short.npz", run_dir_lib.model_config(run), False,
                                  checkpoint)
-
 
 
 def test_parity_checks_a_split_model_on_its_own_split():

@@ -52,6 +52,21 @@ def test_equals_the_numpy_lomo_at_another_size():
     np.testing.assert_allclose(got, lomo.lomo(images, cfg), atol=1e-6)
 
 
+def test_pooled_levels_and_skipped_levels_at_an_odd_size():
+    """3-pixel squares at 66x20: 2x2 pooling mixes colours (the pooled HSV levels are floored
+    means, exact in float32) and drops the odd last rows; at the second level (33x10) SILTP
+    R=5 is skipped while the colour windows still fit. The colour part is exact; SILTP's
+    pooled grey values may sit on a step, so it is only close."""
+    cfg = lomo.LomoConfig(height=66, width=20, retinex="none")
+    images = block_images(np.random.default_rng(4), 2, 66, 21, block=3)[:, :, :20]
+    got, want = lomo_graph.lomo(images, cfg).numpy(), lomo.lomo(images, cfg)
+    hsv_dim = lomo.window_rows(cfg) * 512
+    assert lomo.window_rows(cfg) == 12 + 5  # 66x20, then 33x10 (16x5 has no window)
+    assert got.shape[1] == hsv_dim + (12 + 5) * 81 + 12 * 81  # R=5 only at the first level
+    np.testing.assert_allclose(got[:, :hsv_dim], want[:, :hsv_dim], atol=1e-6)
+    np.testing.assert_allclose(got[:, hsv_dim:], want[:, hsv_dim:], atol=0.05)
+
+
 def test_on_noise_float32_moves_few_pixels_and_the_features_little():
     """Random pixels put some on a step (the module docstring): a few window counts change by
     one, and each image's LOMO vector keeps a cosine above 0.999 with the NumPy one."""

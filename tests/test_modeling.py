@@ -111,11 +111,35 @@ def test_linear_map_model_is_the_mapped_embedding_on_the_sphere(tiny_model_confi
                                metric_learning.onto_sphere(projected, radius), atol=1e-5)
     assert mapped.output.shape[-1] == 6
     assert mapped.count_params() == l2.count_params() + 32 * 5
-    assert not mapped.get_layer("linear_map").trainable
+    assert not mapped.get_layer(jlml.LINEAR_MAP_LAYER).trainable
     with pytest.raises(ValueError, match=r"\(32, r\)"):
         jlml.with_linear_map(l2, matrix[:16], radius)
     with pytest.raises(ValueError, match="sphere radius 0.0"):
         jlml.with_linear_map(l2, matrix, 0.0)
+
+
+def test_fused_linear_map_model_maps_the_weighted_embedding_and_lomo(tiny_model_config):
+    from test_lomo_graph import block_images
+
+    from jlml_tf.evaluation import fusion, metric_learning
+    from jlml_tf.features import lomo
+
+    l2 = jlml.with_l2_normalization(jlml.build_jlml(tiny_model_config)[1])
+    cfg = lomo.LomoConfig(height=64, width=32, retinex="none")
+    dim = 32 + lomo.feature_dim(cfg)
+    matrix = np.random.default_rng(5).normal(size=(dim, 5)).astype("float32")
+    x = block_images(np.random.default_rng(6), 3, 64, 32)
+    fused = fusion.concatenate(l2(x.astype("float32")).numpy(), lomo.lomo(x, cfg), 2.0)
+    mapped = jlml.with_linear_map(l2, matrix, 50.0, {"weight": 2.0, "lomo": cfg.to_dict()})
+    np.testing.assert_allclose(mapped(x.astype("float32")).numpy(),
+                               metric_learning.onto_sphere(fused @ matrix, 50.0), atol=1e-5)
+    assert mapped.count_params() == l2.count_params() + dim * 5  # LOMO has no weights
+    with pytest.raises(ValueError, match=rf"\({dim}, r\)"):
+        jlml.with_linear_map(l2, matrix[:32], 50.0, {"weight": 2.0, "lomo": cfg.to_dict()})
+    other = lomo.LomoConfig(height=128, width=48, retinex="none").to_dict()
+    with pytest.raises(ValueError, match="LOMO was computed on 128x48 images, the model takes "
+                                         "64x32"):
+        jlml.with_linear_map(l2, matrix, 50.0, {"weight": 2.0, "lomo": other})
 
 
 def test_uniloss_has_one_classifier_on_concatenation(tiny_model_config):

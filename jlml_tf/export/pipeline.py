@@ -83,7 +83,8 @@ def load_linear_map(path, cfg, flip_test: bool, checkpoint: str,
     except FileNotFoundError as e:
         raise ValueError(f"--linear_map: {e}") from e
     linear_map_lib.check_applies(mapped, path, cfg.embedding_dim, flip_test,
-                                 gallery_index.model_fingerprint(checkpoint), camera_calibrated)
+                                 gallery_index.model_fingerprint(checkpoint), camera_calibrated,
+                                 (cfg.input_height, cfg.input_width))
     return mapped
 
 
@@ -168,6 +169,7 @@ def export_run(run_dir: str | os.PathLike, export_dir: str | os.PathLike,
     mapped = None if linear_map is None else \
         load_linear_map(linear_map, run_dir_lib.model_config(run_path), flip_test, checkpoint,
                         camera_calibrated=bool(camera_images))
+    fused = bool(mapped is not None and mapped.fusion)  # LOMO in the graph, kept float in int8
     base = pathlib.Path(export_dir) / model_name
     version = saved_model.next_version(base) if version is None else int(version)
     target = saved_model.check_version(base, version, overwrite)
@@ -197,7 +199,7 @@ def export_run(run_dir: str | os.PathLike, export_dir: str | os.PathLike,
         f", batch norm calibrated on {calibrated} images of one camera" if camera_images
         else "") + (
         f", {mapped.source.get('metric', 'learned')} linear map {linear_map}" if mapped else "") + (
-        ", LOMO in the graph" if mapped and mapped.fusion else "")
+        ", LOMO in the graph" if fused else "")
     progress(f"model: {height}x{width} RGB in, {l2.output.shape[-1]}-d L2-normalised embedding "
              f"out ({l2.count_params():,} parameters{extras_note})")
 
@@ -216,13 +218,13 @@ def export_run(run_dir: str | os.PathLike, export_dir: str | os.PathLike,
         if extras.exists():
             shutil.rmtree(extras)
         tflite_files, tflite_info = {}, {}
-        float_scope = lomo_graph.LAYER_NAME if mapped is not None and mapped.fusion else None
+        float_scopes = (lomo_graph.LAYER_NAME, jlml.LINEAR_MAP_LAYER) if fused else ()
         for variant in tflite_variants:
             with steps.step(f"converting TFLite {variant}"), \
                     tf_quiet.native_output_captured() as terminal:
                 content = tflite.convert(staged, variant, calib_images,
                                          bar=_bar_factory(terminal) if progress_bars else None,
-                                         float_scope=float_scope)
+                                         float_scopes=float_scopes)
             path = tflite.write(content, extras / "tflite" / f"{variant}.tflite")
             tflite_files[variant] = path
             tflite_info[variant] = {"path": os.fspath(path), "size_bytes": len(content),

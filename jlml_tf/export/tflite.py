@@ -111,16 +111,33 @@ def scope_tensor_names(model: bytes, scope: str) -> list[str]:
                    for o in op["outputs"] if pattern.search(names[o])})
 
 
+def _scope_nodes(saved_model_dir, scopes: Sequence[str]) -> list[str]:
+    """Tensor names of the ops under each scope, as a float conversion names them (the
+    quantiser's input); ValueError if a scope has none (it would be quantised silently)."""
+    model = tf.lite.TFLiteConverter.from_saved_model(
+        os.fspath(saved_model_dir), signature_keys=[DEFAULT_SIGNATURE]).convert()
+    nodes = []
+    for scope in scopes:
+        found = scope_tensor_names(model, scope)
+        if not found:
+            raise ValueError(f"no op of the model runs under the layer {scope!r} that the int8 "
+                             "variant must keep in float")
+        nodes += found
+    return nodes
+
+
 def convert(saved_model_dir: str | os.PathLike, variant: str,
             calibration: np.ndarray | None = None, bar=None,
-            float_scope: str | None = None) -> bytes:
+            float_scopes: Sequence[str] = ()) -> bytes:
     """Converts the SavedModel's `serving_default` signature into one TFLite variant.
 
     `bar`: a tqdm-like factory for progress bars over the calibration images (int8 only: the
     float conversions are single calls with nothing to count).
-    `float_scope`: in the int8 variant, keep every op of the Keras layer of that name in float
-    too (LOMO in the graph: quantised, its window counts and pixel codes lose whole steps; on
-    VIPeR split 0 full int8 ranked 18 R1 below float32 with it quantised)."""
+    `float_scopes`: in the int8 variant, keep every op of the Keras layers of these names in
+    float too. A fused map's (pipeline.export_run): LOMO, whose pixel codes and window counts
+    lose whole steps when quantised (VIPeR split 0: 18 R1 below float32), and the map, whose
+    input [embedding, LOMO] mixes two scales one int8 scale serves badly (1.6 R1 below float
+    with only LOMO kept float, level with both)."""
     if variant not in VARIANTS:
         raise ValueError(f"unknown TFLite variant {variant!r}; known: {list(VARIANTS)}")
     if variant == "int8" and calibration is None:
@@ -140,12 +157,7 @@ def convert(saved_model_dir: str | os.PathLike, variant: str,
         # a float tensor so it is left alone (cast, then quantised inside the model), and the
         # output is the float32 L2-normalised embedding. The selective quantisation below is
         # TFLite's documented way to keep chosen ops in float (QuantizationDebugger).
-        float_nodes = None
-        if float_scope:  # names as a float conversion gives them, the quantiser's input
-            float_nodes = scope_tensor_names(
-                tf.lite.TFLiteConverter.from_saved_model(
-                    os.fspath(saved_model_dir), signature_keys=[DEFAULT_SIGNATURE]).convert(),
-                float_scope)
+        float_nodes = _scope_nodes(saved_model_dir, float_scopes) if float_scopes else None
         options = tf.lite.experimental.QuantizationDebugOptions(
             denylisted_ops=INT8_FLOAT_OPS, denylisted_nodes=float_nodes, fully_quantize=False)
         debugger = tf.lite.experimental.QuantizationDebugger(

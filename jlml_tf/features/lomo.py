@@ -75,6 +75,18 @@ class LomoConfig:
         return {k: list(v) if isinstance(v, tuple) else v
                 for k, v in dataclasses.asdict(self).items()}
 
+    @classmethod
+    def from_dict(cls, stored: dict) -> "LomoConfig":
+        """The inverse of to_dict (TypeError for a key LomoConfig does not have)."""
+        return cls(**{k: tuple(v) if isinstance(v, list) else v for k, v in stored.items()})
+
+    def check_images(self, shape) -> None:
+        """ValueError unless `shape` is a batch of RGB images of the configured size."""
+        if len(shape) != 4 or tuple(shape[1:]) != (self.height, self.width, 3):
+            raise ValueError(f"LOMO takes RGB images [N, {self.height}, {self.width}, 3], got "
+                             f"shape {tuple(shape)}; resize first (e.g. "
+                             "jlml_tf.data.pipeline.decode_all)")
+
 
 # ----------------------------------------------------------------------------------------------
 # Pixel codes
@@ -267,9 +279,7 @@ def lomo(images, cfg: LomoConfig = LomoConfig()) -> np.ndarray:
     """LOMO of a batch of RGB images [N, height, width, 3] (uint8, or floats in [0, 255]) of
     the configured size: float32 [N, feature_dim(cfg)]."""
     images = np.asarray(images)
-    if images.ndim != 4 or images.shape[1:] != (cfg.height, cfg.width, 3):
-        raise ValueError(f"LOMO takes RGB images [N, {cfg.height}, {cfg.width}, 3], got shape "
-                         f"{images.shape}; resize first (e.g. jlml_tf.data.pipeline.decode_all)")
+    cfg.check_images(images.shape)
     colour = retinex_lib.apply(images, cfg.retinex, cfg.retinex_sigmas)
     gray = rgb_to_gray(images)
     parts = [hsv_part(colour, cfg)] + [siltp_part(gray, r, cfg) for r in cfg.radii]

@@ -124,9 +124,7 @@ def lomo(images, cfg: lomo_lib.LomoConfig = lomo_lib.LomoConfig(retinex=retinex_
     configured size, without Retinex: float32 [N, lomo.feature_dim(cfg)]."""
     check_config(cfg)
     images = tf.convert_to_tensor(images)
-    if images.shape.rank != 4 or tuple(images.shape[1:]) != (cfg.height, cfg.width, 3):
-        raise ValueError(f"LOMO takes RGB images [N, {cfg.height}, {cfg.width}, 3], got shape "
-                         f"{tuple(images.shape)}")
+    cfg.check_images(images.shape)
     pixels = tf.cast(images, tf.float32)
     weights = lomo_lib.GRAY_WEIGHTS
     gray = tf.round(sum(pixels[..., c] * weights[c] for c in range(3))) / 255.0
@@ -150,8 +148,7 @@ class LomoLayer(keras.layers.Layer):
         kwargs.setdefault("dtype", "float32")
         super().__init__(**kwargs)
         self.lomo_config = dict(lomo_config or {"retinex": retinex_lib.NONE})
-        self.cfg = lomo_lib.LomoConfig(**{k: tuple(v) if isinstance(v, list) else v
-                                          for k, v in self.lomo_config.items()})
+        self.cfg = lomo_lib.LomoConfig.from_dict(self.lomo_config)
         check_config(self.cfg)
 
     def call(self, images):

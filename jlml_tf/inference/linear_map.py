@@ -7,7 +7,9 @@ jlml_tf.export --linear_map=RUN/linear_map.npz` builds both into the exported mo
 with plain unit-norm embeddings (metric_learning's docstring: why and how closely). The file
 records what L was fitted on, and the export refuses it for another model, another embedding
 size or the other test-time flip setting. It may also hold a threshold calibrated on the mapped
-embeddings (THRESHOLD_KEY), which the export ships in place of the run's own.
+embeddings (THRESHOLD_KEY), which the export ships in place of the run's own. A map fitted with
+`evaluate --fuse_lomo=none` maps [w * embedding, LOMO] (FUSION_KEY: w and LOMO's parameters);
+the export then computes LOMO in the graph from the same input pixels.
 """
 from __future__ import annotations
 
@@ -96,14 +98,40 @@ def load(path: str | os.PathLike) -> LinearMap:
         raise ValueError(f"{path}: sphere radius {radius}, expected a positive number")
     if matrix.ndim != 2 or 0 in matrix.shape:
         raise ValueError(f"{path}: matrix of shape {matrix.shape}, expected (dim, r)")
+    if FUSION_KEY in source:
+        _check_fusion(source[FUSION_KEY], path)
     return LinearMap(matrix.astype(np.float32), radius, source)
 
 
+def _check_fusion(fusion: dict, path) -> None:
+    """ValueError naming the file unless the fusion entry holds a weight > 0 and the parameters
+    of a LOMO the graph computes (no Retinex)."""
+    from jlml_tf.features import retinex
+
+    try:
+        weight, cfg = float(fusion["weight"]), lomo_config(fusion)
+    except (KeyError, TypeError, ValueError) as e:
+        raise ValueError(f"{path}: its fusion entry {fusion!r} is not one `evaluate "
+                         f"--fuse_lomo --save_linear_map` writes ({e!r})") from e
+    if not 0 < weight < float("inf"):
+        raise ValueError(f"{path}: fusion weight {weight}, expected a finite number > 0")
+    if cfg.retinex != retinex.NONE:
+        raise ValueError(f"{path}: fitted on LOMO with Retinex {cfg.retinex!r}; the exported "
+                         f"graph computes LOMO without: fit it with --fuse_lomo={retinex.NONE}")
+
+
 def check_applies(linear_map: LinearMap, path, embedding_dim: int, flip_test: bool,
-                  model_fingerprint: str | None = None, camera_calibrated: bool = False) -> None:
+                  model_fingerprint: str | None = None, camera_calibrated: bool = False,
+                  input_size: tuple[int, int] | None = None) -> None:
     """Raises ValueError (naming the file and the flag to change) unless the map was fitted on
     this model's embeddings as they will be computed (`camera_calibrated`: batch norm set to one
-    camera's images, `export --camera_bn_images`)."""
+    camera's images, `export --camera_bn_images`); for a fused map, LOMO computed at the
+    model's `input_size` (height, width)."""
+    if linear_map.fusion and input_size is not None:
+        cfg = lomo_config(linear_map.fusion)
+        if (cfg.height, cfg.width) != tuple(input_size):
+            raise ValueError(f"--linear_map={path}: fitted on LOMO of {cfg.height}x{cfg.width} "
+                             f"images, the model takes {input_size[0]}x{input_size[1]}")
     dim, want = linear_map.matrix.shape[0], linear_map.input_dim(embedding_dim)
     if dim != want:
         lomo_part = (f" and {want - embedding_dim}-d LOMO features, {want} in all"
@@ -132,6 +160,4 @@ def lomo_config(fusion: dict):
     """The LomoConfig a fused map's LOMO features were computed with."""
     from jlml_tf.features import lomo
 
-    stored = fusion.get("lomo", {})
-    return lomo.LomoConfig(**{k: tuple(v) if isinstance(v, list) else v
-                              for k, v in stored.items()})
+    return lomo.LomoConfig.from_dict(fusion["lomo"])

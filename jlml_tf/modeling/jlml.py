@@ -18,6 +18,7 @@ from jlml_tf.modeling import residual
 GLOBAL_CLASSIFIER = "global_classifier"
 LOCAL_CLASSIFIER = "local_classifier"
 UNI_CLASSIFIER = "uni_classifier"
+LINEAR_MAP_LAYER = "linear_map"  # with_linear_map's Dense (a fused map's stays float in int8)
 
 
 def _batch_norm_options(cfg: ModelConfig) -> dict:
@@ -167,7 +168,7 @@ def with_linear_map(l2_model: keras.Model, matrix, radius: float,
     if not np.isfinite(radius) or radius <= 0:
         raise ValueError(f"sphere radius {radius}: expected a positive number")
     project = layers.Dense(matrix.shape[1], use_bias=False, dtype="float32", trainable=False,
-                           name="linear_map")
+                           name=LINEAR_MAP_LAYER)
     scaled = project(features)  # L^T x / R: the radius is folded into the weights
     rest = ops.sqrt(ops.maximum(1.0 - ops.sum(ops.square(scaled), axis=-1, keepdims=True), 0.0))
     project.set_weights([matrix / np.float32(radius)])
