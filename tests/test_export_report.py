@@ -447,6 +447,8 @@ def test_fused_map_export_computes_lomo_in_the_graph(tmp_path):
     mapped = tflite.scope_tensor_names(int8.read_bytes(), jlml.LINEAR_MAP_LAYER)
     assert mapped and {dtypes[name] for name in mapped} == {"float32"}
     assert tflite.describe(int8)["compute_op_activation_dtypes"].get("int8", 0) > 0
+    assert result.card["formats"]["tflite"]["int8"]["description"].endswith(
+        f"the layers {lomo_graph.LAYER_NAME}, {jlml.LINEAR_MAP_LAYER} kept in float")
     assert result.card["linear_map"]["fusion"]["weight"] == 0.5
     # the embedding alone does not fit a map of the fused features
     plain = {k: v for k, v in source.items() if k != linear_map_lib.FUSION_KEY}

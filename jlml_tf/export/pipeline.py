@@ -228,7 +228,7 @@ def export_run(run_dir: str | os.PathLike, export_dir: str | os.PathLike,
             path = tflite.write(content, extras / "tflite" / f"{variant}.tflite")
             tflite_files[variant] = path
             tflite_info[variant] = {"path": os.fspath(path), "size_bytes": len(content),
-                                    "description": tflite.DESCRIPTIONS[variant],
+                                    "description": tflite.description(variant, float_scopes),
                                     **{k: v for k, v in tflite.describe(path).items()
                                        if k in ("inputs", "outputs", "compute_op_weight_dtypes",
                                                 "compute_op_activation_dtypes")}}
@@ -245,7 +245,8 @@ def export_run(run_dir: str | os.PathLike, export_dir: str | os.PathLike,
                 cands = cands[:1]
             for variant, path in tflite_files.items():
                 emb = embedders.TFLiteEmbedder(path, num_threads=num_threads)
-                cands.append(parity.Candidate(f"tflite_{variant}", tflite.DESCRIPTIONS[variant],
+                cands.append(parity.Candidate(f"tflite_{variant}",
+                                              tflite.description(variant, float_scopes),
                                               lambda s, e=emb: e.embed(s.images), emb.embed,
                                               os.fspath(path), path.stat().st_size))
             with steps.step(f"parity report ({1 + len(cands)} formats, "

@@ -40,6 +40,13 @@ DESCRIPTIONS = {
 }
 
 
+def description(variant: str, float_scopes: Sequence[str] = ()) -> str:
+    """DESCRIPTIONS[variant], naming the layers the int8 variant keeps in float (convert)."""
+    kept = (f"; the layers {', '.join(float_scopes)} kept in float"
+            if variant == "int8" and float_scopes else "")
+    return DESCRIPTIONS[variant] + kept
+
+
 def calibration_images(source: Sequence[str | os.PathLike] | ImageTable, height: int, width: int,
                        count: int = 200, seed: int = 0) -> np.ndarray:
     """Decodes up to `count` images (a random sample) from files or an ImageTable -> uint8 batch.
@@ -136,8 +143,8 @@ def convert(saved_model_dir: str | os.PathLike, variant: str,
     `float_scopes`: in the int8 variant, keep every op of the Keras layers of these names in
     float too. A fused map's (pipeline.export_run): LOMO, whose pixel codes and window counts
     lose whole steps when quantised (VIPeR split 0: 18 R1 below float32), and the map, whose
-    input [embedding, LOMO] mixes two scales one int8 scale serves badly (1.6 R1 below float
-    with only LOMO kept float, level with both)."""
+    input [embedding, LOMO] mixes two scales one int8 scale serves badly (2.85 R1 below float
+    with only LOMO kept float)."""
     if variant not in VARIANTS:
         raise ValueError(f"unknown TFLite variant {variant!r}; known: {list(VARIANTS)}")
     if variant == "int8" and calibration is None:
