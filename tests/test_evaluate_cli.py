@@ -360,7 +360,8 @@ def test_fuse_lomo_fits_xqda_on_the_embedding_and_lomo_concatenated(tiny_run, tm
     assert "JLML + LOMO (no Retinex, weight 0.5) xqda" in printed
     assert "LOMO features" not in printed  # --verbose=0: no cache message
     document = json.loads((out / "results_xqda_lomo-none-w0.5.json").read_text())
-    assert document["extra"]["fusion"] == {"lomo_retinex": "none", "weight": 0.5}
+    assert document["extra"]["fusion"] == {"lomo_retinex": "none", "weight": 0.5,
+                                           "lomo": LomoConfig(retinex="none").to_dict()}
     # The same: LOMO of the table as the baseline computes it, [0.5 * embedding, LOMO], XQDA
     # on the baseline's cross-view pairs of the training images.
     data, trial = tiny_run.data, tiny_run.data.trials[0]

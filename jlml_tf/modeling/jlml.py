@@ -142,16 +142,14 @@ def with_linear_map(l2_model: keras.Model, matrix, radius: float,
 
     fusion (`LinearMap.fusion`, a map fitted by `evaluate --fuse_lomo`): L maps [w * e(x),
     LOMO(x)] instead, LOMO computed in the graph from the same input pixels (lomo_graph)."""
-    from jlml_tf.inference import linear_map as linear_map_lib
-
     matrix = np.asarray(matrix, np.float32)
     pixels = keras.Input(l2_model.input.shape[1:], name="images")
     features = l2_model(pixels)
     dim = l2_model.output.shape[-1]
     if fusion:
-        from jlml_tf.features import lomo_graph
+        from jlml_tf.features import lomo, lomo_graph
 
-        cfg = linear_map_lib.lomo_config(fusion)
+        cfg = lomo.LomoConfig.from_dict(fusion["lomo"])
         if tuple(pixels.shape[1:3]) != (cfg.height, cfg.width):
             raise ValueError(f"the fused map's LOMO was computed on {cfg.height}x{cfg.width} "
                              f"images, the model takes {pixels.shape[1]}x{pixels.shape[2]}")
