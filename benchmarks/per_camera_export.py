@@ -14,6 +14,10 @@ features ranked the same way, and the largest embedding difference between the t
         --metric=xqda_map --save_linear_map --suffix=xqda_map_cbn-train
     python benchmarks/per_camera_export.py --run_dir=RUN/trial_00 \
         --linear_map=RUN/trial_00/linear_map.npz --out=results/.../per_camera_export.json
+
+Direct transfer (a map fitted with `evaluate --dataset=D ... --save_linear_map --output_dir=OUT`
+on a data set that did not train the run): add --dataset=D --protocol=P --manual_dir=...; the
+split is the map's.
 """
 from __future__ import annotations
 
@@ -51,9 +55,11 @@ def evaluation_features(loaded, data, calibration, rows, flip, mapped, data_dir=
     return metric_learning.onto_sphere(f @ mapped.matrix, mapped.radius)
 
 
-def check_split(run_dir, linear_map=None, export_dir=None, progress=print) -> dict:
-    """For the trial `run_dir` was trained on: {"cameras": {camera: {"calibration_images",
-    "test_images", "max_abs_diff"}}, "exported": {rank1, map}, "evaluation": {rank1, map}}."""
+def check_split(run_dir, linear_map=None, export_dir=None, progress=print, dataset=None,
+                protocol_name=None, manual_dir=None, options=None) -> dict:
+    """For the trial `run_dir` was trained on, or (`dataset`: direct transfer) the one the map
+    was fitted on: {"cameras": {camera: {"calibration_images", "test_images",
+    "max_abs_diff"}}, "exported": {rank1, map}, "evaluation": {rank1, map}}."""
     import jlml_tf_datasets
     from jlml_tf.data import preprocessing
     from jlml_tf.evaluation import protocol
@@ -63,12 +69,16 @@ def check_split(run_dir, linear_map=None, export_dir=None, progress=print) -> di
 
     run_dir = pathlib.Path(run_dir)
     config = run_dir_lib.read_config(run_dir)
-    source = run_dir_lib.data_source(config)
+    source = run_dir_lib.data_source(config, dataset, protocol_name, None, manual_dir, options)
+    mapped = linear_map_lib.load(linear_map) if linear_map else None
+    if source.other_than_trained_on and mapped is None:
+        raise ValueError("--dataset: a direct-transfer check needs the --linear_map fitted on "
+                         "that data set's split (which names the split)")
     data = jlml_tf_datasets.load(source.name, source.protocol, data_dir=source.data_dir,
                                  manual_dir=source.manual_dir, **source.options)
-    trial = next(t for t in data.trials if t.name == config["data"]["trial"])
+    wanted = mapped.source["trial"] if source.other_than_trained_on else config["data"]["trial"]
+    trial = next(t for t in data.trials if t.name == wanted)
     flip = bool(config.get("train", {}).get("flip_test", False))
-    mapped = linear_map_lib.load(linear_map) if linear_map else None
     if mapped is not None:
         flip = mapped.flip_test
     loaded = run_dir_lib.load_run(run_dir)
@@ -113,7 +123,8 @@ def check_split(run_dir, linear_map=None, export_dir=None, progress=print) -> di
                               table.camids[g], same_camera_junk=data.same_camera_junk)
         return {"rank1": float(r["rank1"]), "map": float(r["map"])}
 
-    return {"run_dir": os.fspath(run_dir), "trial": trial.name, "flip_test": flip,
+    return {"run_dir": os.fspath(run_dir), "dataset": data.name, "protocol": data.protocol,
+            "trial": trial.name, "flip_test": flip,
             "linear_map": os.fspath(linear_map) if linear_map else None, "cameras": cameras,
             "exported": ranked(exported), "evaluation": ranked(reference)}
 
@@ -124,8 +135,18 @@ def main(argv=None) -> int:
     parser.add_argument("--linear_map", help="RUN/linear_map.npz fitted per camera")
     parser.add_argument("--export_dir", help="keep the exports here (default: a scratch folder)")
     parser.add_argument("--out", help="write the report as JSON here")
+    parser.add_argument("--dataset", help="direct transfer: a data set the run was not trained "
+                        "on, checked on the split --linear_map was fitted on")
+    parser.add_argument("--protocol", help="with --dataset: its protocol")
+    parser.add_argument("--manual_dir", help="with --dataset: its release folder")
+    parser.add_argument("--dataset_option", action="append", help="with --dataset: key=value")
     args = parser.parse_args(argv)
-    report = check_split(args.run_dir, args.linear_map, args.export_dir)
+    from jlml_tf import cli
+
+    options = cli.key_values(args.dataset_option, "dataset_option") if args.dataset_option \
+        else None
+    report = check_split(args.run_dir, args.linear_map, args.export_dir, print, args.dataset,
+                         args.protocol, args.manual_dir, options)
     for camera, row in report["cameras"].items():
         print(f"camera {camera}: {row['test_images']} test images, max |export - evaluation| "
               f"{row['max_abs_diff']:.2e}")

@@ -25,6 +25,13 @@ def literal(text: str):
     return text
 
 
+def extra_train_spec(spec: str) -> tuple[str, str | None, str | None]:
+    """(name, protocol, manual_dir) of one --extra_train item; the folder keeps any further ':'."""
+    name, _, rest = spec.partition(":")
+    protocol, _, manual_dir = rest.partition(":")
+    return name, protocol or None, manual_dir or None
+
+
 def key_values(items: Sequence[str] | None, flag: str) -> dict:
     """Parses ["a=1", "b=x"] from a list flag; an item without '=' is an error naming `flag`."""
     out = {}

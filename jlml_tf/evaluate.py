@@ -24,9 +24,10 @@ e.g. results_rerank.json, results_xqda.json, results_l2.json for plain L2.
 --metric=xqda_map ranks as a model exported with XQDA built in: XQDA's linear map L
 (`Metric.linear_map`), put on the unit sphere of one more dimension (metric_learning.onto_sphere),
 then L2. --save_linear_map stores L and the sphere's radius as RUN/linear_map.npz (per trial in
-its trial directory) for `python -m jlml_tf.export --linear_map`. With --camera_bn the map is
-fitted on each camera's calibrated embeddings and marked so: export it once per camera, with
-that camera's images in --camera_bn_images.
+its trial directory) for `python -m jlml_tf.export --linear_map`; for a data set none of whose
+images trained the model (direct transfer, --dataset=...), beside the results (--output_dir).
+With --camera_bn the map is fitted on each camera's calibrated embeddings and marked so:
+export it once per camera, with that camera's images in --camera_bn_images.
 
 --fuse_lomo=VARIANT (with --metric=xqda) fits XQDA on each image's embedding and LOMO features
 (that Retinex variant, as `python -m jlml_tf.baseline --retinex` computes and caches them)
@@ -213,7 +214,8 @@ def define_flags():
     flags.DEFINE_bool("save_linear_map", False, "With --metric=xqda_map or kissme_map: store "
                       "the fitted linear map and its sphere radius (and, with "
                       "--calibrate_threshold, the mapped embedding's threshold) as "
-                      "RUN/linear_map.npz, for `python -m jlml_tf.export --linear_map`.", **d)
+                      "RUN/linear_map.npz (for a data set that did not train the model: in "
+                      "--output_dir), for `python -m jlml_tf.export --linear_map`.", **d)
     flags.DEFINE_enum("fuse_lomo", None, retinex_lib.VARIANTS, "With --metric=xqda or "
                       "xqda_map: fit XQDA on the embedding and LOMO features with this Retinex "
                       "variant concatenated (deep and hand-crafted features matched together); "
@@ -395,20 +397,35 @@ def _log_calibration(c: "threshold_lib.Calibration", path: pathlib.Path, log) ->
         + f"\n  -> {path}")
 
 
-def _check_own_trial(fv, data, trial, config: dict) -> None:
-    """A stored map must be fitted on the split the model was trained for: another split's
-    training people may be this model's test people."""
-    own = config.get("data", {})
-    if (data.name, data.protocol, trial.name) != (own.get("dataset"), own.get("protocol"),
+def _map_directory(data, trial, target: Target, out_dir: pathlib.Path) -> pathlib.Path:
+    """Where --save_linear_map stores the map: the run's folder for the split the model was
+    trained for; beside the results for a data set none of whose images trained the model
+    (direct transfer, through every --init_from), so each target set keeps its own. Another
+    split of the model's own data could hold its training people as test people: refused."""
+    from jlml_tf.inference import run_dir as run_dir_lib
+
+    own = target.config.get("data", {})
+    if (data.name, data.protocol, trial.name) == (own.get("dataset"), own.get("protocol"),
                                                   own.get("trial")):
+        return target.run_dir
+    try:
+        seen = run_dir_lib.training_datasets(target.run_dir)
+    except (FileNotFoundError, ValueError) as e:
+        raise UsageError(f"--save_linear_map on {data.name}: cannot tell which data sets "
+                         f"trained {target.run_dir} ({e})") from None
+    if data.name in seen:
         raise UsageError(f"--save_linear_map: the model was trained for {own.get('dataset')}/"
-                         f"{own.get('protocol')} trial {own.get('trial')}, not {data.name}/"
-                         f"{data.protocol} trial {trial.name}; drop --trial/--dataset/--protocol")
+                         f"{own.get('protocol')} trial {own.get('trial')} on images of "
+                         f"{sorted(seen)}, not for {data.name}/{data.protocol} trial "
+                         f"{trial.name}; drop --trial/--dataset/--protocol, or fit the map on "
+                         "a data set none of whose images trained the model")
+    return out_dir
 
 
 def _save_linear_map(fv, metric, results: dict, data, trial, target: Target, checkpoint: str,
                      log, calibration: "threshold_lib.Calibration | None" = None,
-                     fused: "FusedLomo | None" = None) -> pathlib.Path:
+                     fused: "FusedLomo | None" = None,
+                     directory: pathlib.Path | None = None) -> pathlib.Path:
     """RUN/linear_map.npz: the fitted metric's map, with what it was fitted on, the accuracy it
     gave (the export's model card shows it) and the threshold calibrated on its outputs."""
     from jlml_tf.inference import linear_map
@@ -432,7 +449,7 @@ def _save_linear_map(fv, metric, results: dict, data, trial, target: Target, che
         source[linear_map.FUSION_KEY] = {"weight": float(fv.fusion_weight),
                                          "lomo": fused.cfg.to_dict()}
     path = linear_map.save(linear_map.LinearMap(metric.projection, metric.sphere_radius, source),
-                           target.run_dir / linear_map.FILE_NAME)
+                           (directory or target.run_dir) / linear_map.FILE_NAME)
     dim, rank = metric.projection.shape
     log(f"Linear map {dim} -> {rank} dimensions, on the unit sphere of {rank + 1} "
         f"({fv.metric} on {source['training_images']} training images) -> {path}")
@@ -539,7 +556,7 @@ def evaluate_target(fv, target: Target, data, trial, out_dir: pathlib.Path, suff
     results, paths = None, {}
     if fv.evaluation:
         if fv.save_linear_map:
-            _check_own_trial(fv, data, trial, target.config)
+            map_dir = _map_directory(data, trial, target, out_dir)
         try:
             metric = _fit_trial_metric(fv, lookup, table, trial)
         except ValueError as e:
@@ -557,7 +574,8 @@ def evaluate_target(fv, target: Target, data, trial, out_dir: pathlib.Path, suff
             calibration = _calibrate_trial(fv, lambda r: metric.embed(lookup(r)), data, trial,
                                            target, checkpoint) if fv.calibrate_threshold else None
             paths["linear_map"] = _save_linear_map(fv, metric, results, data, trial, target,
-                                                   checkpoint, log, calibration, fused)
+                                                   checkpoint, log, calibration, fused,
+                                                   map_dir)
             if calibration is not None:
                 _log_calibration(calibration, paths["linear_map"], log)
         paths.update(_report_trial(fv, evaluation, data, trial, out_dir, suffix, paper_key,

@@ -249,11 +249,7 @@ def train_config(fv: flags.FlagValues) -> TrainConfig:
         init_classifiers=fv.init_classifiers)
 
 
-def extra_train_spec(spec: str) -> tuple[str, str | None, str | None]:
-    """(name, protocol, manual_dir) of one --extra_train item; the folder keeps any further ':'."""
-    name, _, rest = spec.partition(":")
-    protocol, _, manual_dir = rest.partition(":")
-    return name, protocol or None, manual_dir or None
+extra_train_spec = cli.extra_train_spec  # also read back from config.json (run_dir)
 
 
 def key_values(fv: flags.FlagValues, name: str) -> dict:

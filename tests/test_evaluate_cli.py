@@ -309,6 +309,8 @@ def test_per_camera_exports_with_the_map_rank_as_the_per_camera_evaluation(tiny_
     per_camera_export = load_benchmark("per_camera_export")
     with pytest.raises(ValueError, match="camera 2 has 6 training images"):  # too few to export
         per_camera_export.check_split(tiny_run.run)
+    with pytest.raises(ValueError, match="direct-transfer check needs the --linear_map"):
+        per_camera_export.check_split(tiny_run.run, dataset="cuhk01")
     run = tmp_path / "run"
     shutil.copytree(tiny_run.run, run)
     config = json.loads((run / "config.json").read_text())  # every camera 12+ training images
@@ -428,6 +430,31 @@ def test_fuse_lomo_map_is_saved_for_an_export_with_lomo_at_the_models_size(tiny_
     assert ev.main(["evaluate", f"--run_dir={run}", "--metric=xqda_map", "--fuse_lomo=msr",
                     "--save_linear_map"]) == 2
     assert "without Retinex; pass --fuse_lomo=none" in capsys.readouterr().err
+
+
+def test_a_map_for_a_data_set_that_never_trained_the_model_goes_beside_the_results(
+        tiny_run, tmp_path, monkeypatch, capsys):
+    """Direct transfer: a map fitted on another data set's split, none of whose images trained
+    the model (through every --init_from), is stored with the results, not in the run."""
+    from jlml_tf.inference import linear_map
+
+    run = tmp_path / "run"
+    shutil.copytree(tiny_run.run, run)
+    other = dataclasses.replace(tiny_run.data, name="cuhk01")
+    monkeypatch.setattr(ev, "_load_data", lambda fv, config: (other, True, tmp_path))
+    out = tmp_path / "transfer"
+    argv = ["evaluate", f"--run_dir={run}", "--verbose=0", "--metric=xqda_map",
+            "--save_linear_map", f"--output_dir={out}", "--num_queries_shown=0"]
+    assert ev.main(argv) == 0
+    saved = linear_map.load(out / linear_map.FILE_NAME)
+    assert saved.source["dataset"] == "cuhk01"
+    assert not (run / linear_map.FILE_NAME).exists()
+    # a model that saw CUHK01 images (here through --extra_train) has no test people there
+    config = json.loads((run / "config.json").read_text())
+    config["train"]["extra_train"] = ["cuhk01:train_all:/releases/cuhk01"]
+    (run / "config.json").write_text(json.dumps(config))
+    assert ev.main(argv) == 2
+    assert "on images of ['cuhk01', 'synthetic']" in capsys.readouterr().err
 
 
 def test_fuse_lomo_bad_flags_are_named(tiny_run, capsys):

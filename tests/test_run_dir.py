@@ -1,4 +1,5 @@
-"""run_dir: load_run (the one way tools restore a trained run) and training_hours."""
+"""run_dir: load_run (the one way tools restore a trained run), training_hours and the data
+sets a run was trained on."""
 import keras
 import numpy as np
 import pytest
@@ -90,3 +91,27 @@ def test_training_hours_count_a_killed_segment_up_to_its_last_checkpoint(tmp_pat
     fixtures.write_train_log(tmp_path / "last_killed" / run_dir_lib.TRAIN_LOG, ("start", 0),
          ("finished", 900), ("start", 1000), ("checkpoint", 1900))  # killed, never resumed
     assert run_dir_lib.training_hours(tmp_path / "last_killed") == 1800 / 3600
+
+
+def test_training_datasets_follow_every_init_from_to_the_first_run(tmp_path):
+    from jlml_tf.config import ModelConfig
+
+    def run(name, dataset, extra=(), init_from=None):
+        train = {"extra_train": list(extra), "init_from": init_from}
+        run_dir_lib.write_config(tmp_path / name, ModelConfig(num_classes=2), train,
+                                 {"dataset": dataset})
+        return str(tmp_path / name)
+
+    first = run("first", "cuhk03", ["viper:train_all:../data/viper", "grid:train_all:/a:b"])
+    second = run("second", "cuhk03", ["caviar4reid:train_all:../data/caviar4reid"], first)
+    # a trial fine-tuned from a checkpoint prefix of the second run
+    third = run("third", "cuhk01", [], f"{second}/checkpoints/ckpt-12")
+    assert run_dir_lib.training_datasets(first) == {"cuhk03", "viper", "grid"}
+    assert run_dir_lib.training_datasets(third) == {"cuhk01", "cuhk03", "viper", "grid",
+                                                    "caviar4reid"}
+    orphan = run("orphan", "cuhk01", [], str(tmp_path / "gone"))
+    with pytest.raises(FileNotFoundError, match="gone"):
+        run_dir_lib.training_datasets(orphan)
+    run("loop", "cuhk01", [], str(tmp_path / "loop"))
+    with pytest.raises(ValueError, match="--init_from links"):
+        run_dir_lib.training_datasets(tmp_path / "loop")

@@ -68,6 +68,27 @@ def resolve_checkpoint(path: str | os.PathLike) -> tuple[pathlib.Path, str]:
                             f"checkpoint prefix such as RUN/{CHECKPOINT_DIR}/ckpt-3")
 
 
+MAX_INIT_CHAIN = 64  # --init_from links followed before calling the chain a cycle
+
+
+def training_datasets(run_dir: str | os.PathLike) -> set[str]:
+    """Every data set whose images trained the model in run_dir: its own, its --extra_train
+    ones and those of each run it started from (--init_from, followed to the first run).
+    FileNotFoundError naming the run whose config.json is gone: then nobody can tell."""
+    seen, path = set(), pathlib.Path(run_dir)
+    for _ in range(MAX_INIT_CHAIN):
+        config = read_config(path)
+        train = config.get("train", {})
+        seen.add(config.get("data", {}).get("dataset") or train.get("dataset"))
+        seen.update(cli.extra_train_spec(s)[0] for s in train.get("extra_train") or [])
+        if not train.get("init_from"):
+            return seen - {None}
+        path = pathlib.Path(train["init_from"])
+        if not (path / CONFIG_FILE).is_file() and path.parent.name == CHECKPOINT_DIR:
+            path = path.parent.parent  # a checkpoint prefix RUN/checkpoints/ckpt-N
+    raise ValueError(f"{run_dir}: more than {MAX_INIT_CHAIN} --init_from links (a cycle?)")
+
+
 @dataclasses.dataclass
 class DataSource:
     """Which data set a tool reads for a run, and how (the arguments of jlml_tf_datasets.load)."""
