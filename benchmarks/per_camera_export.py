@@ -69,15 +69,24 @@ def check_split(run_dir, linear_map=None, export_dir=None, progress=print, datas
 
     run_dir = pathlib.Path(run_dir)
     config = run_dir_lib.read_config(run_dir)
-    source = run_dir_lib.data_source(config, dataset, protocol_name, None, manual_dir, options)
     mapped = linear_map_lib.load(linear_map) if linear_map else None
-    if source.other_than_trained_on and mapped is None:
+    if dataset is not None and mapped is None:
         raise ValueError("--dataset: a direct-transfer check needs the --linear_map fitted on "
                          "that data set's split (which names the split)")
+    if dataset is not None:  # the split the map was fitted on, unless a flag says otherwise
+        protocol_name = protocol_name or mapped.source.get("protocol")
+    source = run_dir_lib.data_source(config, dataset, protocol_name, None, manual_dir, options)
     data = jlml_tf_datasets.load(source.name, source.protocol, data_dir=source.data_dir,
                                  manual_dir=source.manual_dir, **source.options)
-    wanted = mapped.source["trial"] if source.other_than_trained_on else config["data"]["trial"]
-    trial = next(t for t in data.trials if t.name == wanted)
+    wanted = mapped.source.get("trial") if mapped is not None else config["data"]["trial"]
+    if mapped is not None and (mapped.source.get("dataset"), mapped.source.get("protocol")) \
+            != (data.name, data.protocol):
+        raise ValueError(f"{linear_map}: fitted on {mapped.source.get('dataset')}/"
+                         f"{mapped.source.get('protocol')}, not {data.name}/{data.protocol}: "
+                         "pass that --dataset and --protocol")
+    trial = next((t for t in data.trials if t.name == wanted), None)
+    if trial is None:
+        raise ValueError(f"{data.name}/{data.protocol} has no trial {wanted!r}")
     flip = bool(config.get("train", {}).get("flip_test", False))
     if mapped is not None:
         flip = mapped.flip_test

@@ -397,7 +397,8 @@ def _log_calibration(c: "threshold_lib.Calibration", path: pathlib.Path, log) ->
         + f"\n  -> {path}")
 
 
-def _map_directory(data, trial, target: Target, out_dir: pathlib.Path) -> pathlib.Path:
+def _map_directory(data, trial, target: Target, out_dir: pathlib.Path, log=print
+                   ) -> pathlib.Path:
     """Where --save_linear_map stores the map: the run's folder for the split the model was
     trained for; beside the results for a data set none of whose images trained the model
     (direct transfer, through every --init_from), so each target set keeps its own. Another
@@ -419,6 +420,14 @@ def _map_directory(data, trial, target: Target, out_dir: pathlib.Path) -> pathli
                          f"{sorted(seen)}, not for {data.name}/{data.protocol} trial "
                          f"{trial.name}; drop --trial/--dataset/--protocol, or fit the map on "
                          "a data set none of whose images trained the model")
+    if out_dir == target.run_dir:  # the run's own map lives there
+        raise UsageError(f"--save_linear_map on {data.name}, a data set that did not train "
+                         f"{target.run_dir}: pass --output_dir for its map")
+    from jlml_tf_datasets.folder import Folder
+
+    if data.name == Folder.DATASET:  # any images: its name says nothing of the people in it
+        log(f"warning: --dataset={Folder.DATASET} is checked by name only: make sure none of "
+            f"its people trained {target.run_dir}")
     return out_dir
 
 
@@ -556,7 +565,7 @@ def evaluate_target(fv, target: Target, data, trial, out_dir: pathlib.Path, suff
     results, paths = None, {}
     if fv.evaluation:
         if fv.save_linear_map:
-            map_dir = _map_directory(data, trial, target, out_dir)
+            map_dir = _map_directory(data, trial, target, out_dir, log)
         try:
             metric = _fit_trial_metric(fv, lookup, table, trial)
         except ValueError as e:

@@ -445,10 +445,19 @@ def test_a_map_for_a_data_set_that_never_trained_the_model_goes_beside_the_resul
     out = tmp_path / "transfer"
     argv = ["evaluate", f"--run_dir={run}", "--verbose=0", "--metric=xqda_map",
             "--save_linear_map", f"--output_dir={out}", "--num_queries_shown=0"]
+    assert ev.main(argv[:-2] + argv[-1:]) == 2  # no --output_dir: it would replace the run's
+    assert "pass --output_dir for its map" in capsys.readouterr().err
     assert ev.main(argv) == 0
     saved = linear_map.load(out / linear_map.FILE_NAME)
     assert saved.source["dataset"] == "cuhk01"
     assert not (run / linear_map.FILE_NAME).exists()
+    # another split of the data set the model was trained on may hold its training people
+    renamed = dataclasses.replace(tiny_run.data.trials[0], name="other")
+    own_other = dataclasses.replace(tiny_run.data, trials=[renamed])
+    monkeypatch.setattr(ev, "_load_data", lambda fv, config: (own_other, True, tmp_path))
+    assert ev.main(argv) == 2
+    assert "not for synthetic/" in capsys.readouterr().err
+    monkeypatch.setattr(ev, "_load_data", lambda fv, config: (other, True, tmp_path))
     # a model that saw CUHK01 images (here through --extra_train) has no test people there
     config = json.loads((run / "config.json").read_text())
     config["train"]["extra_train"] = ["cuhk01:train_all:/releases/cuhk01"]
