@@ -42,12 +42,13 @@ class UnreadableImageError(ValueError):
     """An image file or byte string that cannot be decoded."""
 
 
+BMP_SIZE_MISMATCH = "a BMP whose size does not match its header"  # read through PIL instead
 # TensorFlow's decode errors, as the user should read them (matched on the start of its text).
 _DECODE_ERRORS = (
     ("jpeg::Uncompress failed", "corrupt or truncated JPEG data"),
     ("Unknown image file format", "not an image (expected JPEG, PNG, BMP, GIF or WebP data)"),
     ("Invalid PNG", "corrupt or truncated PNG data"),
-    ("Input size should match", "a BMP whose size does not match its header"),
+    ("Input size should match", BMP_SIZE_MISMATCH),
     ("Failed to decode", "corrupt image data"),
 )
 
@@ -141,7 +142,17 @@ def _decode(data: bytes, name: str, height: int, width: int) -> np.ndarray:
         with tf_quiet.native_stderr_silenced():  # libjpeg's own complaints, in the commands
             return decode_and_resize(tf.constant(data), height, width).numpy()
     except (tf.errors.InvalidArgumentError, tf.errors.UnknownError) as e:
-        raise UnreadableImageError(f"{name}: {decode_error_reason(e)}") from e
+        reason = decode_error_reason(e)
+        if reason != BMP_SIZE_MISMATCH:
+            raise UnreadableImageError(f"{name}: {reason}") from e
+    # BMPs with bytes after their pixels (VIPeR's release): TF rejects them, PIL reads them
+    from jlml_tf_datasets.release import to_rgb_png
+
+    try:
+        png = to_rgb_png(data)
+    except OSError as e:
+        raise UnreadableImageError(f"{name}: {BMP_SIZE_MISMATCH} ({e})") from e
+    return decode_and_resize(tf.constant(png), height, width).numpy()
 
 
 def load_image(source: str | os.PathLike | bytes, height: int, width: int) -> np.ndarray:
