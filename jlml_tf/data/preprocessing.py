@@ -6,7 +6,9 @@ Clients send RGB pixels (uint8, [N, H, W, 3]); the model normalises inside. Enco
 `serving_bytes` signature runs exactly these ops in its graph, and every host-side decoder
 (TFLite, `jlml_tf.embed`, the parity report) calls the same function, so all formats see the
 same pixels. The decoding itself is `jlml_tf.data.pipeline.decode_and_resize`, the one
-training and evaluation use.
+training and evaluation use. One exception: a BMP with bytes after its pixel data (VIPeR's
+release files) is read here with those bytes dropped, while TensorFlow's decoder, and so the
+`serving_bytes` signature, rejects it.
 """
 from __future__ import annotations
 
@@ -42,7 +44,7 @@ class UnreadableImageError(ValueError):
     """An image file or byte string that cannot be decoded."""
 
 
-BMP_SIZE_MISMATCH = "a BMP whose size does not match its header"  # read through PIL instead
+BMP_SIZE_MISMATCH = "a BMP whose size does not match its header"
 # TensorFlow's decode errors, as the user should read them (matched on the start of its text).
 _DECODE_ERRORS = (
     ("jpeg::Uncompress failed", "corrupt or truncated JPEG data"),
@@ -142,17 +144,18 @@ def _decode(data: bytes, name: str, height: int, width: int) -> np.ndarray:
         with tf_quiet.native_stderr_silenced():  # libjpeg's own complaints, in the commands
             return decode_and_resize(tf.constant(data), height, width).numpy()
     except (tf.errors.InvalidArgumentError, tf.errors.UnknownError) as e:
-        reason = decode_error_reason(e)
-        if reason != BMP_SIZE_MISMATCH:
+        reason, excess = decode_error_reason(e), _bmp_excess_bytes(e)
+        if reason != BMP_SIZE_MISMATCH or excess <= 0:  # a short BMP is truncated: an error
             raise UnreadableImageError(f"{name}: {reason}") from e
-    # BMPs with bytes after their pixels (VIPeR's release): TF rejects them, PIL reads them
-    from jlml_tf_datasets.release import to_rgb_png
+    # bytes after a BMP's pixel data (most of VIPeR's release files carry 2), which TF rejects
+    return _decode(data[:-excess], name, height, width)
 
-    try:
-        png = to_rgb_png(data)
-    except OSError as e:
-        raise UnreadableImageError(f"{name}: {BMP_SIZE_MISMATCH} ({e})") from e
-    return decode_and_resize(tf.constant(png), height, width).numpy()
+
+def _bmp_excess_bytes(error: BaseException) -> int:
+    """How many bytes a BMP holds beyond its header's size, from TF's "... they differ by N"
+    (negative: fewer); 0 when the message does not say."""
+    found = re.search(r"differ by (-?\d+)", tf_error_text(error))
+    return int(found.group(1)) if found else 0
 
 
 def load_image(source: str | os.PathLike | bytes, height: int, width: int) -> np.ndarray:

@@ -110,7 +110,8 @@ def build_card(cfg: ModelConfig, embedding_model: keras.Model, run_dir: str | os
                                     "meaning": "RGB pixels 0..255, already resized"},
                 "serving_bytes": {"name": "image_bytes", "dtype": "string", "shape": [-1],
                                   "meaning": "encoded JPEG/PNG/BMP/GIF files, decoded and "
-                                             "resized inside the graph"},
+                                             "resized inside the graph (a BMP with bytes "
+                                             "after its pixel data is rejected)"},
             },
             "tflite": {"dtype": "uint8", "shape": [-1, h, w, 3],
                        "meaning": "RGB pixels 0..255, decoded and resized by the caller "
