@@ -16,7 +16,7 @@ def bmp_bytes(pixels: np.ndarray) -> bytes:
 
 def test_a_bmp_with_bytes_after_its_pixels_reads_as_its_pixels(tmp_path):
     """VIPeR's release BMPs carry 2 bytes after the pixel data, which TensorFlow's decoder
-    rejects; search, embed and export read such files through PIL instead."""
+    rejects; search, embed and export read such files with those bytes dropped."""
     pixels = np.random.default_rng(0).integers(0, 256, (128, 48, 3), dtype=np.uint8)
     path = tmp_path / "000_45.bmp"
     path.write_bytes(bmp_bytes(pixels) + b"\x00\x00")
