@@ -420,7 +420,7 @@ def _map_directory(data, trial, target: Target, out_dir: pathlib.Path, log=print
                          f"{sorted(seen)}, not for {data.name}/{data.protocol} trial "
                          f"{trial.name}; drop --trial/--dataset/--protocol, or fit the map on "
                          "a data set none of whose images trained the model")
-    if out_dir == target.run_dir:  # the run's own map lives there
+    if pathlib.Path(out_dir).resolve() == pathlib.Path(target.run_dir).resolve():  # its own map
         raise UsageError(f"--save_linear_map on {data.name}, a data set that did not train "
                          f"{target.run_dir}: pass --output_dir for its map")
     from jlml_tf_datasets.folder import Folder
