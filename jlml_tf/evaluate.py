@@ -532,6 +532,8 @@ def evaluate_target(fv, target: Target, data, trial, out_dir: pathlib.Path, suff
         # before any feature is computed: nothing to calibrate on
         raise UsageError(f"--calibrate_threshold on {data.name}/{trial.name}: "
                          f"{threshold_lib.NO_VALIDATION}")
+    map_dir = (_map_directory(data, trial, target, out_dir, log)  # refused before any feature
+               if fv.evaluation and fv.save_linear_map else None)
     _, checkpoint = run_dir_lib.resolve_checkpoint(target.checkpoint or target.run_dir)
     loaded = run_dir_lib.load_run(checkpoint)
     cfg, embedding_model = loaded.model_cfg, loaded.embedding_model
@@ -564,8 +566,6 @@ def evaluate_target(fv, target: Target, data, trial, out_dir: pathlib.Path, suff
     lookup = lambda r: features[np.searchsorted(rows, r)]  # noqa: E731
     results, paths = None, {}
     if fv.evaluation:
-        if fv.save_linear_map:
-            map_dir = _map_directory(data, trial, target, out_dir, log)
         try:
             metric = _fit_trial_metric(fv, lookup, table, trial)
         except ValueError as e:

@@ -217,14 +217,17 @@ def export_run(run_dir: str | os.PathLike, export_dir: str | os.PathLike,
         sm_size = saved_model.directory_size(staged)
         if extras.exists():
             shutil.rmtree(extras)
-        tflite_files, tflite_info = {}, {}
+        tflite_files, tflite_info, float32_model = {}, {}, None
         float_scopes = (lomo_graph.LAYER_NAME, jlml.LINEAR_MAP_LAYER) if fused else ()
         for variant in tflite_variants:
             with steps.step(f"converting TFLite {variant}"), \
                     tf_quiet.native_output_captured() as terminal:
                 content = tflite.convert(staged, variant, calib_images,
                                          bar=_bar_factory(terminal) if progress_bars else None,
-                                         float_scopes=float_scopes)
+                                         float_scopes=float_scopes,
+                                         float_model=float32_model)
+            if variant == "float32":  # int8 names the ops it keeps float from this one
+                float32_model = content
             path = tflite.write(content, extras / "tflite" / f"{variant}.tflite")
             tflite_files[variant] = path
             tflite_info[variant] = {"path": os.fspath(path), "size_bytes": len(content),

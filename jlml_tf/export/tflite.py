@@ -118,10 +118,12 @@ def scope_tensor_names(model: bytes, scope: str) -> list[str]:
                    for o in op["outputs"] if pattern.search(names[o])})
 
 
-def _scope_nodes(saved_model_dir, scopes: Sequence[str]) -> list[str]:
+def _scope_nodes(saved_model_dir, scopes: Sequence[str], float_model: bytes | None = None
+                 ) -> list[str]:
     """Tensor names of the ops under each scope, as a float conversion names them (the
-    quantiser's input); ValueError if a scope has none (it would be quantised silently)."""
-    model = tf.lite.TFLiteConverter.from_saved_model(
+    quantiser's input; `float_model` if already converted); ValueError if a scope has none (it
+    would be quantised silently)."""
+    model = float_model or tf.lite.TFLiteConverter.from_saved_model(
         os.fspath(saved_model_dir), signature_keys=[DEFAULT_SIGNATURE]).convert()
     nodes = []
     for scope in scopes:
@@ -135,7 +137,7 @@ def _scope_nodes(saved_model_dir, scopes: Sequence[str]) -> list[str]:
 
 def convert(saved_model_dir: str | os.PathLike, variant: str,
             calibration: np.ndarray | None = None, bar=None,
-            float_scopes: Sequence[str] = ()) -> bytes:
+            float_scopes: Sequence[str] = (), float_model: bytes | None = None) -> bytes:
     """Converts the SavedModel's `serving_default` signature into one TFLite variant.
 
     `bar`: a tqdm-like factory for progress bars over the calibration images (int8 only: the
@@ -164,7 +166,8 @@ def convert(saved_model_dir: str | os.PathLike, variant: str,
         # a float tensor so it is left alone (cast, then quantised inside the model), and the
         # output is the float32 L2-normalised embedding. The selective quantisation below is
         # TFLite's documented way to keep chosen ops in float (QuantizationDebugger).
-        float_nodes = _scope_nodes(saved_model_dir, float_scopes) if float_scopes else None
+        float_nodes = (_scope_nodes(saved_model_dir, float_scopes, float_model)
+                       if float_scopes else None)
         options = tf.lite.experimental.QuantizationDebugOptions(
             denylisted_ops=INT8_FLOAT_OPS, denylisted_nodes=float_nodes, fully_quantize=False)
         debugger = tf.lite.experimental.QuantizationDebugger(
