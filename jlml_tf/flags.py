@@ -13,7 +13,7 @@ from absl import flags
 import jlml_tf_datasets
 
 from jlml_tf import cli
-from jlml_tf.training import distribute, optimization, precision
+from jlml_tf.training import distill, distribute, optimization, precision
 from jlml_tf.config import BRANCHES, LOSS_MODES, MIN_CAMERA_IMAGES, ModelConfig, SparsityConfig
 from jlml_tf.evaluation import metric_learning
 from jlml_tf.training.trainer import TrainConfig
@@ -104,6 +104,13 @@ def define_flags(fv: flags.FlagValues | None = None) -> flags.FlagValues:
                        lower_bound=0.0, **d)
     flags.DEFINE_float("triplet_margin", 0.3, "Triplet margin (0: soft margin).", lower_bound=0.0,
                        **d)
+    flags.DEFINE_float("distill_lomo_weight", 0.0, "Weight of a distillation term that teaches "
+                       "the embedding's distances within each batch those of LOMO + XQDA "
+                       "fitted on the training images (jlml_tf/training/distill.py; 0: off). "
+                       "Test time is unchanged: the embedding by L2.", lower_bound=0.0, **d)
+    flags.DEFINE_enum("distill_lomo_loss", "distance", tuple(distill.LOSSES),
+                      "The distillation term: distance (the batch's distance matrices matched, "
+                      "RKD) or neighbours (each image's softmax over the batch, KL).", **d)
 
     # Training.
     flags.DEFINE_integer("epochs", 60, "Training epochs.", lower_bound=1, **d)
@@ -239,6 +246,7 @@ def train_config(fv: flags.FlagValues) -> TrainConfig:
         epochs=fv.epochs, batch_size=fv.batch_size, seed=fv.seed,
         weight_decay=fv.weight_decay, label_smoothing=fv.label_smoothing,
         triplet_weight=fv.triplet_weight, triplet_margin=fv.triplet_margin,
+        distill_weight=fv.distill_lomo_weight, distill_loss=fv.distill_lomo_loss,
         checkpoint_every_steps=fv.checkpoint_every_steps, keep_checkpoints=fv.keep_checkpoints,
         log_every_steps=fv.log_every_steps, eval_every_epochs=fv.eval_every_epochs,
         mixed_precision=precision.resolve(fv.mixed_precision, fv.strategy),

@@ -25,7 +25,7 @@ from jlml_tf.config import ModelConfig
 from jlml_tf.data import pipeline
 from jlml_tf.data.types import (ReidData, Trial, hold_out_identities, keep_identity_fraction,
                                 repeat_training, union_for_training)
-from jlml_tf.training import distribute, precision
+from jlml_tf.training import distill, distribute, precision
 from jlml_tf.training.trainer import Trainer, TrainingDivergedError
 
 
@@ -157,6 +157,8 @@ def train_trial(fv: flags.FlagValues, data: ReidData, index: int, trial_dir: pat
     joined = [(d, keep_identity_fraction(d, t, fv.identity_fraction, fv.seed))
               for d, t in [(data, trial)] + extra_training_sets(fv)]
     distinct_images = sum(len(t.train) for _, t in joined)
+    # the teacher is the benchmark's LOMO + XQDA: fitted on the split's own images, each once
+    teacher_set = union_for_training(joined[:1]) if fv.distill_lomo_weight else None
     joined[0] = (data, repeat_training(joined[0][1], fv.train_repeats))
     table, labels, num_classes = union_for_training(joined)
     model_cfg = jflags.model_config(fv, num_classes)
@@ -187,9 +189,10 @@ def train_trial(fv: flags.FlagValues, data: ReidData, index: int, trial_dir: pat
     evaluate = lambda model: eval_trial.evaluate_trial(  # noqa: E731
         model, data, trial, model_cfg, metric="l2", batch_size=fv.eval_batch_size, verbose=0,
         flip=fv.flip_test)
+    teacher = lomo_teacher(trial_dir, model_cfg, *teacher_set[:2]) if teacher_set else None
     trainer = Trainer(trial_dir, model_cfg, jflags.sparsity_config(fv),
                       jflags.optimizer_config(fv, steps_per_epoch), train_cfg, augment, table,
-                      labels, strategy=strategy, evaluate_fn=evaluate)
+                      labels, strategy=strategy, evaluate_fn=evaluate, teacher=teacher)
     trainer.fit()
     deployed = deployed_embedding_model(trainer)
     results = eval_trial.evaluate_trial(deployed, data, trial, model_cfg,
@@ -197,6 +200,23 @@ def train_trial(fv: flags.FlagValues, data: ReidData, index: int, trial_dir: pat
                                         flip=fv.flip_test)
     eval_trial.write_trial_report(trial_dir, results, data, trial)
     return results
+
+
+def lomo_teacher(trial_dir: pathlib.Path, model_cfg, table, labels) -> distill.LomoTeacher:
+    """The run's LOMO + XQDA teacher (--distill_lomo_weight): fitted on the split's training
+    images (not --extra_train's, whose images it only scores) at the model's input size and
+    saved, or read back when the run resumes."""
+    path = trial_dir / distill.TEACHER_FILE
+    height, width = model_cfg.input_height, model_cfg.input_width
+    if path.is_file():
+        return distill.load(path, height, width)
+    print(f"Fitting the LOMO + XQDA teacher on {len(labels)} training images ...")
+    images = pipeline.decode_all(table, height, width)
+    teacher = distill.fit(images, labels)
+    trial_dir.mkdir(parents=True, exist_ok=True)
+    distill.save(teacher, path)
+    print(f"  {teacher.matrix.shape[1]} XQDA dimensions -> {path}")
+    return teacher
 
 
 def deployed_embedding_model(trainer: Trainer):

@@ -74,6 +74,26 @@ def test_embedding_model_shares_weights(tiny_model_config):
     assert np.all(embedding_model.get_layer("global_feature").kernel.numpy() == 1.0)
 
 
+@pytest.mark.parametrize("feature_bn,branches", [(True, "both"), (False, "both"),
+                                                (True, "local")])
+def test_training_outputs_include_the_embedding_l2_matches(tiny_model_config, feature_bn,
+                                                           branches):
+    """with_features(embedding=True): "embedding" is the embedding model's output (after the
+    feature BN when there is one), "features" the pre-BN features; in inference mode."""
+    cfg = dataclasses.replace(tiny_model_config, feature_bn=feature_bn, branches=branches)
+    training_model, embedding_model = jlml.build_jlml(cfg)
+    for layer in training_model.layers:  # non-trivial BN statistics, so BN is not the identity
+        if isinstance(layer, keras.layers.BatchNormalization):
+            layer.moving_mean.assign(np.full(layer.moving_mean.shape, 0.3, "float32"))
+    x = np.random.default_rng(2).uniform(0, 255, (3, 64, 32, 3)).astype("float32")
+    outputs = jlml.with_features(training_model, embedding=True)(x, training=False)
+    np.testing.assert_allclose(outputs["embedding"].numpy(), embedding_model(x).numpy(),
+                               rtol=1e-5, atol=1e-6)
+    differs = not np.allclose(outputs["features"].numpy(), embedding_model(x).numpy(), atol=1e-4)
+    assert differs == feature_bn
+    assert "embedding" not in jlml.with_features(training_model)(x, training=False)
+
+
 def test_l2_normalised_embedding(tiny_model_config):
     model = jlml.with_l2_normalization(jlml.build_jlml(tiny_model_config)[1])
     x = np.random.default_rng(1).uniform(0, 255, (4, 64, 32, 3)).astype("float32")

@@ -335,3 +335,45 @@ def test_a_trial_without_its_source_is_refused_before_any_training(parse, tmp_pa
     with pytest.raises(flags.ValidationError, match=r"trial 1 would start from .*joint/trial_01"):
         train.check_init_sources(fv, dirs)
     train.check_init_sources(fv, {0: dirs[0], 2: dirs[2]})  # both fine
+
+
+def test_lomo_teacher_is_fitted_on_distinct_images_once_and_read_back(parse, data_dir,
+                                                                      monkeypatch, tmp_path):
+    """--distill_lomo_weight: the teacher is fitted on each of the split's training images once
+    (not on --train_repeats' copies, nor on --extra_train's images) at the model's input size,
+    saved in the trial directory, read back when the trial resumes, and recorded in
+    config.json."""
+    from jlml_tf.training import distill
+
+    main = tiny_data(data_dir)
+    fitted, captured = [], {}
+
+    def fit(images, labels):
+        fitted.append((images.shape, labels.tolist()))
+        return distill.LomoTeacher(np.ones((lomo_dim, 2), np.float32), distill.lomo_config(64, 32))
+
+    class Stop(Exception):
+        pass
+
+    def trainer(*args, teacher=None, **kwargs):
+        captured["teacher"] = teacher
+        raise Stop
+
+    from jlml_tf.features import lomo as lomo_lib
+    lomo_dim = lomo_lib.feature_dim(distill.lomo_config(64, 32))
+    monkeypatch.setattr(distill, "fit", fit)
+    monkeypatch.setattr(train, "Trainer", trainer)
+    monkeypatch.setattr(train, "load_data", lambda *args: _fake_data("extra", [5, 5, 1, 1, 9]))
+    run = tmp_path / "run"
+    fv = parse("--distill_lomo_weight=2", "--train_repeats=3", "--extra_train=extra:p",
+               f"--run_dir={run}")
+    for _ in range(2):
+        with pytest.raises(Stop):
+            train.train_trial(fv, main, 0, run, tf.distribute.get_strategy())
+        np.testing.assert_array_equal(captured["teacher"].matrix, np.ones((lomo_dim, 2)))
+    n = len(main.trials[0].train)
+    assert len(fitted) == 1 and fitted[0][0] == (n, 64, 32, 3)
+    assert sorted(set(fitted[0][1])) == list(range(len(set(main.table.pids[main.trials[0].train]))))
+    assert (run / distill.TEACHER_FILE).is_file()
+    config = json.loads((run / "config.json").read_text())["train"]
+    assert config["distill_lomo_weight"] == 2.0

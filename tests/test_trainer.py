@@ -44,7 +44,7 @@ def colour_table(identities=4, per_identity=6, height=64, width=32, seed=0):
     return ImageTable(images, pids, np.ones(n, np.int64), [f"{i}.png" for i in range(n)])
 
 
-def make_trainer(tmp_path, cfg, epochs=2, lr=0.05, table=None, evaluate_fn=None,
+def make_trainer(tmp_path, cfg, epochs=2, lr=0.05, table=None, evaluate_fn=None, teacher=None,
                  **train_kwargs):
     table = table or colour_table()
     labels = table.pids - 1
@@ -55,7 +55,7 @@ def make_trainer(tmp_path, cfg, epochs=2, lr=0.05, table=None, evaluate_fn=None,
     return Trainer(tmp_path, model_cfg, SparsityConfig(),
                    optimization.OptimizerConfig(learning_rate=lr, schedule="constant"), train_cfg,
                    pipeline.AugmentConfig(flip=False, pad=0, erasing_probability=0.0), table, labels,
-                   evaluate_fn=evaluate_fn)
+                   evaluate_fn=evaluate_fn, teacher=teacher)
 
 
 def events(run):

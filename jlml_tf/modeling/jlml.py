@@ -92,16 +92,25 @@ def build_jlml(cfg: ModelConfig) -> tuple[keras.Model, keras.Model]:
 FEATURE_LAYERS = ("global_feature", "local_feature")  # each branch's feature_dim-d feature, before BNNeck
 
 
-def with_features(training_model: keras.Model) -> keras.Model:
+def with_features(training_model: keras.Model, embedding: bool = False) -> keras.Model:
     """The training model with a second output, the branches' features concatenated before
-    BNNeck (where a metric loss acts on a BNNeck model; Luo et al., 2019); weights shared."""
+    BNNeck (where a metric loss acts on a BNNeck model; Luo et al., 2019); weights shared.
+    embedding=True adds a third, "embedding": the features the embedding model concatenates
+    (after BNNeck when the model has one), in training mode, for losses on what L2 matches."""
     names = {layer.name for layer in training_model.layers}
     parts = [training_model.get_layer(n).output for n in FEATURE_LAYERS if n in names]
     if not parts:
         raise ValueError(f"{training_model.name}: no layer named {' or '.join(FEATURE_LAYERS)}")
-    features = parts[0] if len(parts) == 1 else layers.Concatenate(name="metric_features")(parts)
-    return keras.Model(training_model.input, {"logits": training_model.output,
-                                              "features": features}, name="jlml_train_features")
+    outputs = {"logits": training_model.output, "features": _concatenated(parts, "metric_features")}
+    if embedding:
+        matched = [training_model.get_layer(f"{n}_bn" if f"{n}_bn" in names else n).output
+                   for n in FEATURE_LAYERS if n in names]
+        outputs["embedding"] = _concatenated(matched, "matched_features")
+    return keras.Model(training_model.input, outputs, name="jlml_train_features")
+
+
+def _concatenated(parts, name: str):
+    return parts[0] if len(parts) == 1 else layers.Concatenate(name=name)(parts)
 
 
 def build_training_model(cfg: ModelConfig) -> keras.Model:

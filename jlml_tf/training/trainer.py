@@ -22,7 +22,7 @@ import numpy as np
 import tensorflow as tf
 
 from jlml_tf.inference import run_dir as run_dir_lib
-from jlml_tf.training import distribute, losses, optimization, precision, warm_start
+from jlml_tf.training import distill, distribute, losses, optimization, precision, warm_start
 from jlml_tf.config import ModelConfig, SparsityConfig
 from jlml_tf.data import pipeline
 from jlml_tf.data.types import ImageTable
@@ -41,6 +41,8 @@ class TrainConfig:
     label_smoothing: float = 0.0
     triplet_weight: float = 0.0  # batch-hard triplet loss on the features (0: the paper's losses only)
     triplet_margin: float = 0.3  # 0: soft margin
+    distill_weight: float = 0.0  # weight of the LOMO + XQDA distillation term (needs a teacher)
+    distill_loss: str = "distance"  # a distill.LOSSES name
     checkpoint_every_steps: int = 500
     keep_checkpoints: int = 3
     log_every_steps: int = 20
@@ -62,20 +64,25 @@ class Trainer:
     `fit()` runs the whole resumable loop. `train_step(batch)` is one optimiser step on a global
     batch `(images [B, H, W, 3] float32 in 0..255, labels [B] int32)` under the trainer's
     strategy (multi-loss cross-entropy, SFL penalties, weight decay), returning scalar tensors
-    {"loss", "weight_decay", "ce_<head>", "acc_<head>", SFL terms, and "triplet" when
-    `triplet_weight` is set}; benchmarks time it directly.
+    {"loss", "weight_decay", "ce_<head>", "acc_<head>", SFL terms, "triplet" when
+    `triplet_weight` is set, "distill" when `distill_weight` is}; benchmarks time it directly.
+    `teacher` (a distill.LomoTeacher) is needed when `distill_weight` is set.
     """
 
     def __init__(self, run_dir: str | os.PathLike, model_cfg: ModelConfig, sparsity: SparsityConfig,
                  opt_cfg: optimization.OptimizerConfig, train_cfg: TrainConfig,
                  augment: "pipeline.AugmentConfig", table: ImageTable, labels: np.ndarray,
                  strategy: tf.distribute.Strategy | None = None,
-                 evaluate_fn: Callable[[keras.Model], dict] | None = None):
+                 evaluate_fn: Callable[[keras.Model], dict] | None = None,
+                 teacher: "distill.LomoTeacher | None" = None):
         self.run_dir = pathlib.Path(run_dir)
         self.model_cfg, self.sparsity, self.train_cfg = model_cfg, sparsity, train_cfg
         self.augment, self.table, self.labels = augment, table, np.asarray(labels)
         self.strategy = strategy or tf.distribute.get_strategy()
         self.evaluate_fn = evaluate_fn
+        self.teacher = teacher if train_cfg.distill_weight else None
+        if train_cfg.distill_weight and teacher is None:
+            raise ValueError("distill_weight is set but no LOMO teacher was given")
         self.chief = distribute.is_chief(self.strategy)
         self._check_triplet_batches()
         self._check_camera_groups()
@@ -171,20 +178,29 @@ class Trainer:
         global_batch = self.train_cfg.batch_size
         weight_decay, smoothing = self.train_cfg.weight_decay, self.train_cfg.label_smoothing
         triplet_weight, margin = self.train_cfg.triplet_weight, self.train_cfg.triplet_margin
-        forward = jlml.with_features(model) if triplet_weight else None
+        teacher, distill_weight = self.teacher, self.train_cfg.distill_weight
+        distill_loss = distill.LOSSES[self.train_cfg.distill_loss]
+        forward = jlml.with_features(model, embedding=teacher is not None) \
+            if triplet_weight or teacher is not None else None
 
         def replica_step(images, labels):
             replicas = tf.cast(strategy.num_replicas_in_sync, tf.float32)
-            triplet = None
+            triplet = distilled = None
             with tf.GradientTape() as tape:
                 if forward is None:
                     logits = model(images, training=True)
                 else:
                     outputs = forward(images, training=True)
                     logits = outputs["logits"]
+                if triplet_weight:
                     triplet = tf.nn.compute_average_loss(
                         losses.batch_hard_triplet(outputs["features"], labels, margin),
                         global_batch_size=global_batch)
+                if teacher is not None:
+                    # a mean over this replica's pairs: each replica adds 1/replicas
+                    embedding = tf.math.l2_normalize(tf.cast(outputs["embedding"], tf.float32),
+                                                     axis=1)
+                    distilled = distill_loss(embedding, teacher.features(images)) / replicas
                 per_example = losses.per_example_cross_entropy(labels, logits, smoothing)
                 ce = {k: tf.nn.compute_average_loss(v, global_batch_size=global_batch)
                       for k, v in per_example.items()}
@@ -195,12 +211,16 @@ class Trainer:
                 loss = tf.add_n(list(ce.values())) + regulariser
                 if triplet is not None:
                     loss += triplet_weight * triplet
+                if distilled is not None:
+                    loss += distill_weight * distilled
                 scaled = optimizer.scale_loss(loss)
             grads = tape.gradient(scaled, model.trainable_variables)
             optimizer.apply_gradients(zip(grads, model.trainable_variables))
             out = {"loss": loss, "weight_decay": decay / replicas}
             if triplet is not None:
                 out["triplet"] = triplet
+            if distilled is not None:
+                out["distill"] = distilled
             for name, value in ce.items():
                 out[f"ce_{name}"] = value
                 correct = tf.cast(tf.equal(tf.argmax(logits[name], -1, output_type=tf.int32),

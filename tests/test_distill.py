@@ -1,0 +1,122 @@
+"""Distillation from LOMO + XQDA: the relational loss on hand-made points, the teacher's fit,
+its file, and its term in the training step."""
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from jlml_tf.features import lomo as lomo_lib
+from jlml_tf.training import distill
+
+from test_trainer import colour_table, make_trainer
+
+
+def test_relational_loss_on_three_points_on_a_line():
+    """Student 0, 1, 3: pair distances 1, 3, 2, mean 2 -> 0.5, 1.5, 1. Teacher 0, 2, 4: 2, 4, 2,
+    mean 8/3 -> 0.75, 1.5, 0.75. Errors 0.25, 0, 0.25 -> Huber 0.03125, 0, 0.03125; mean 1/48."""
+    student = tf.constant([[0.0], [1.0], [3.0]])
+    teacher = tf.constant([[0.0], [2.0], [4.0]])
+    assert float(distill.relational_loss(student, teacher)) == pytest.approx(1 / 48, rel=1e-5)
+
+
+def test_relational_loss_is_linear_beyond_unit_error():
+    """Student: four points at 0, one at 1. Of the 20 ordered pairs 12 are 0 apart and 8 are 1,
+    mean 0.4 -> 0 or 2.5. Teacher: the unit vectors, every pair equally far -> 1. Errors: 12 of
+    1 (Huber 0.5) and 8 of 1.5 (linear: 1.5 - 0.5 = 1); mean 0.7."""
+    student = tf.constant([[0.0], [0.0], [0.0], [0.0], [1.0]])
+    teacher = tf.constant(np.eye(5, dtype=np.float32))
+    assert float(distill.relational_loss(student, teacher)) == pytest.approx(0.7, abs=1e-5)
+
+
+def test_relational_loss_ignores_scale_and_teaches_only_the_student():
+    rng = np.random.default_rng(0)
+    teacher = tf.constant(rng.normal(size=(6, 5)).astype(np.float32))
+    assert float(distill.relational_loss(3.0 * teacher, teacher)) == pytest.approx(0.0, abs=1e-6)
+    student = tf.Variable(rng.normal(size=(6, 4)).astype(np.float32))
+    with tf.GradientTape(persistent=True) as tape:
+        tape.watch(teacher)
+        loss = distill.relational_loss(student, teacher)
+    assert float(loss) > 0
+    assert tape.gradient(loss, teacher) is None
+    assert np.abs(tape.gradient(loss, student).numpy()).sum() > 0
+
+
+def _kl_rows(teacher_logits, student_logits):
+    p = np.exp(teacher_logits) / np.exp(teacher_logits).sum(axis=1, keepdims=True)
+    log_q = student_logits - np.log(np.exp(student_logits).sum(axis=1, keepdims=True))
+    return np.sum(p * (np.log(p) - log_q), axis=1)
+
+
+def test_neighbour_loss_on_three_points_on_a_line():
+    """Student 0, 1, 3 (mean distance 2), teacher 0, 2, 4 (mean 8/3); temperature 0.5 makes the
+    scales 1 and 4/3. Each row's logits are -distance / scale over the two other points."""
+    student = tf.constant([[0.0], [1.0], [3.0]])
+    teacher = tf.constant([[0.0], [2.0], [4.0]])
+    student_logits = -np.array([[1.0, 3.0], [1.0, 2.0], [3.0, 2.0]])
+    teacher_logits = -np.array([[2.0, 4.0], [2.0, 2.0], [4.0, 2.0]]) / (4 / 3)
+    expected = _kl_rows(teacher_logits, student_logits).mean()
+    assert float(distill.neighbour_loss(student, teacher, temperature=0.5)) == pytest.approx(
+        expected, rel=1e-5)
+    assert float(distill.neighbour_loss(2.5 * teacher, teacher)) == pytest.approx(0.0, abs=1e-6)
+
+
+def _table_images(identities=4, per_identity=3, height=64, width=32):
+    table = colour_table(identities, per_identity, height, width)
+    images = np.stack([np.asarray(tf.io.decode_png(b)) for b in table.images])
+    return images, table.pids
+
+
+def test_fitted_teacher_puts_each_identity_closer_to_itself():
+    images, pids = _table_images()
+    teacher = distill.fit(images, pids, batch_size=5)  # batches that do not divide 12
+    assert teacher.matrix.shape[0] == lomo_lib.feature_dim(distill.lomo_config(64, 32))
+    mapped = teacher.features(tf.constant(images, tf.float32)).numpy()
+    d = np.linalg.norm(mapped[:, None] - mapped[None], axis=-1)
+    same = pids[:, None] == pids[None, :]
+    off = ~np.eye(len(pids), dtype=bool)
+    assert d[same & off].max() < d[~same].min()
+
+
+def test_fit_needs_two_identities_and_matching_labels():
+    images, pids = _table_images(identities=1)
+    with pytest.raises(ValueError, match="two identities"):
+        distill.fit(images, pids)
+    images, pids = _table_images()
+    with pytest.raises(ValueError, match="N labels"):
+        distill.fit(images, pids[:-1])
+
+
+def test_teacher_file_round_trip_and_size_check(tmp_path):
+    images, pids = _table_images()
+    teacher = distill.fit(images, pids)
+    path = distill.save(teacher, tmp_path / distill.TEACHER_FILE)
+    loaded = distill.load(path, 64, 32)
+    np.testing.assert_array_equal(loaded.matrix, teacher.matrix)
+    assert loaded.lomo == teacher.lomo
+    with pytest.raises(ValueError, match=rf"{distill.TEACHER_FILE}.*64x32.*128x48"):
+        distill.load(path, 128, 48)
+
+
+def test_distill_term_is_weighted_into_the_loss_and_trains_the_backbone(tmp_path,
+                                                                         tiny_model_config):
+    """Same weights, same batch: the loss grows by exactly weight x the distillation term,
+    cross-entropy is unchanged, and the shared stem's update differs."""
+    table = colour_table(identities=4, per_identity=2)
+    images = np.stack([np.asarray(tf.io.decode_png(b)) for b in table.images])
+    teacher = distill.fit(images, table.pids)
+    steps, stems = {}, {}
+    for weight in (0.0, 3.0):
+        trainer = make_trainer(tmp_path / str(weight), tiny_model_config, epochs=1, table=table,
+                               distill_weight=weight, teacher=teacher)
+        batch = next(iter(trainer._dataset(0, 0)))
+        steps[weight] = {k: float(v) for k, v in trainer.train_step(batch).items()}
+        stems[weight] = trainer.model.get_layer("stem_conv").kernel.numpy()
+    assert "distill" not in steps[0.0] and steps[3.0]["distill"] > 0
+    assert steps[3.0]["ce_global"] == pytest.approx(steps[0.0]["ce_global"], rel=1e-5)
+    assert steps[3.0]["loss"] == pytest.approx(steps[0.0]["loss"] + 3.0 * steps[3.0]["distill"],
+                                               rel=1e-5)
+    assert not np.allclose(stems[0.0], stems[3.0])
+
+
+def test_distill_weight_without_a_teacher_is_refused(tmp_path, tiny_model_config):
+    with pytest.raises(ValueError, match="no LOMO teacher"):
+        make_trainer(tmp_path, tiny_model_config, distill_weight=1.0)
