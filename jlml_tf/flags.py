@@ -108,7 +108,7 @@ def define_flags(fv: flags.FlagValues | None = None) -> flags.FlagValues:
                        "the embedding's distances within each batch those of LOMO + XQDA "
                        "fitted on the training images (jlml_tf/training/distill.py; 0: off). "
                        "Test time is unchanged: the embedding by L2.", lower_bound=0.0, **d)
-    flags.DEFINE_enum("distill_lomo_loss", "distance", tuple(distill.LOSSES),
+    flags.DEFINE_enum("distill_lomo_loss", "neighbours", tuple(distill.LOSSES),
                       "The distillation term: distance (the batch's distance matrices matched, "
                       "RKD) or neighbours (each image's softmax over the batch, KL).", **d)
 
@@ -181,6 +181,12 @@ def define_flags(fv: flags.FlagValues | None = None) -> flags.FlagValues:
         lambda f: not f["triplet_weight"] or (f["sampler"] == "pk" and f["images_per_identity"] > 1),
         message="--triplet_weight needs positives in every batch: --sampler=pk with "
                 "--images_per_identity of 2 or more", flag_values=fv)
+    flags.register_multi_flags_validator(  # the teacher would score the erased patch's noise
+        ["distill_lomo_weight", "random_erasing"],
+        lambda f: not f["distill_lomo_weight"] or not f["random_erasing"],
+        message="--distill_lomo_weight needs --random_erasing=0: LOMO of an erased image "
+                "histograms the patch's noise, so the teacher would rank occlusion, not the "
+                "person", flag_values=fv)
     flags.register_multi_flags_validator(
         ["cameras_per_batch", "sampler", "batch_size", "sync_batch_norm"],
         lambda f: f["cameras_per_batch"] == 1 or (

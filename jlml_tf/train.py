@@ -178,6 +178,7 @@ def train_trial(fv: flags.FlagValues, data: ReidData, index: int, trial_dir: pat
     augment = pipeline.AugmentConfig(flip=fv.flip, pad=fv.pad,
                                      erasing_probability=fv.random_erasing,
                                      color_jitter=fv.color_jitter)
+    teacher = lomo_teacher(trial_dir, model_cfg, *teacher_set[:2]) if teacher_set else None
     # the source this trial starts from, not a {trial} template
     train_flags = dict(fv.flag_values_dict(), init_from=train_cfg.init_from)
     run_dir_lib.write_config(trial_dir, model_cfg, train=train_flags, data={
@@ -189,7 +190,6 @@ def train_trial(fv: flags.FlagValues, data: ReidData, index: int, trial_dir: pat
     evaluate = lambda model: eval_trial.evaluate_trial(  # noqa: E731
         model, data, trial, model_cfg, metric="l2", batch_size=fv.eval_batch_size, verbose=0,
         flip=fv.flip_test)
-    teacher = lomo_teacher(trial_dir, model_cfg, *teacher_set[:2]) if teacher_set else None
     trainer = Trainer(trial_dir, model_cfg, jflags.sparsity_config(fv),
                       jflags.optimizer_config(fv, steps_per_epoch), train_cfg, augment, table,
                       labels, strategy=strategy, evaluate_fn=evaluate, teacher=teacher)
@@ -208,11 +208,14 @@ def lomo_teacher(trial_dir: pathlib.Path, model_cfg, table, labels) -> distill.L
     saved, or read back when the run resumes."""
     path = trial_dir / distill.TEACHER_FILE
     height, width = model_cfg.input_height, model_cfg.input_width
-    if path.is_file():
-        return distill.load(path, height, width)
-    print(f"Fitting the LOMO + XQDA teacher on {len(labels)} training images ...")
-    images = pipeline.decode_all(table, height, width)
-    teacher = distill.fit(images, labels)
+    source = distill.fingerprint(table.filenames, labels)
+    try:
+        if path.is_file():
+            return distill.load(path, height, width, source)
+        print(f"Fitting the LOMO + XQDA teacher on {len(labels)} training images ...")
+        teacher = distill.fit(pipeline.decode_all(table, height, width), labels, source=source)
+    except ValueError as e:
+        raise flags.ValidationError(f"--distill_lomo_weight: {e}") from None
     trial_dir.mkdir(parents=True, exist_ok=True)
     distill.save(teacher, path)
     print(f"  {teacher.matrix.shape[1]} XQDA dimensions -> {path}")

@@ -59,6 +59,18 @@ def test_neighbour_loss_on_three_points_on_a_line():
     assert float(distill.neighbour_loss(2.5 * teacher, teacher)) == pytest.approx(0.0, abs=1e-6)
 
 
+def test_neighbour_loss_teaches_only_the_student_with_finite_gradients():
+    rng = np.random.default_rng(1)
+    teacher = tf.constant(rng.normal(size=(6, 5)).astype(np.float32))
+    student = tf.Variable(rng.normal(size=(6, 4)).astype(np.float32))
+    with tf.GradientTape(persistent=True) as tape:
+        tape.watch(teacher)
+        loss = distill.neighbour_loss(student, teacher)
+    gradient = tape.gradient(loss, student).numpy()
+    assert float(loss) > 0 and tape.gradient(loss, teacher) is None
+    assert np.isfinite(gradient).all() and np.abs(gradient).sum() > 0
+
+
 def _table_images(identities=4, per_identity=3, height=64, width=32):
     table = colour_table(identities, per_identity, height, width)
     images = np.stack([np.asarray(tf.io.decode_png(b)) for b in table.images])
@@ -85,15 +97,27 @@ def test_fit_needs_two_identities_and_matching_labels():
         distill.fit(images, pids[:-1])
 
 
-def test_teacher_file_round_trip_and_size_check(tmp_path):
+def test_teacher_file_round_trip_size_and_source_checks(tmp_path):
     images, pids = _table_images()
-    teacher = distill.fit(images, pids)
+    source = distill.fingerprint([f"{i}.png" for i in range(len(pids))], pids)
+    teacher = distill.fit(images, pids, source=source)
     path = distill.save(teacher, tmp_path / distill.TEACHER_FILE)
-    loaded = distill.load(path, 64, 32)
+    loaded = distill.load(path, 64, 32, source)
     np.testing.assert_array_equal(loaded.matrix, teacher.matrix)
-    assert loaded.lomo == teacher.lomo
+    assert loaded.lomo == teacher.lomo and loaded.source == source
+    assert [p.name for p in tmp_path.iterdir()] == [distill.TEACHER_FILE]  # no staging left
     with pytest.raises(ValueError, match=rf"{distill.TEACHER_FILE}.*64x32.*128x48"):
-        distill.load(path, 128, 48)
+        distill.load(path, 128, 48, source)
+    relabelled = distill.fingerprint([f"{i}.png" for i in range(len(pids))], pids[::-1])
+    with pytest.raises(ValueError, match="other training images or labels"):
+        distill.load(path, 64, 32, relabelled)
+
+
+def test_fingerprint_ignores_order_and_sees_every_pair():
+    names, labels = ["a.png", "b.png", "c.png"], [0, 1, 1]
+    assert distill.fingerprint(names, labels) == distill.fingerprint(names[::-1], labels[::-1])
+    assert distill.fingerprint(names, labels) != distill.fingerprint(names, [0, 1, 0])
+    assert distill.fingerprint(names, labels) != distill.fingerprint(names[:2], labels[:2])
 
 
 def test_distill_term_is_weighted_into_the_loss_and_trains_the_backbone(tmp_path,
@@ -101,8 +125,7 @@ def test_distill_term_is_weighted_into_the_loss_and_trains_the_backbone(tmp_path
     """Same weights, same batch: the loss grows by exactly weight x the distillation term,
     cross-entropy is unchanged, and the shared stem's update differs."""
     table = colour_table(identities=4, per_identity=2)
-    images = np.stack([np.asarray(tf.io.decode_png(b)) for b in table.images])
-    teacher = distill.fit(images, table.pids)
+    teacher = distill.fit(*_table_images(identities=4, per_identity=2))
     steps, stems = {}, {}
     for weight in (0.0, 3.0):
         trainer = make_trainer(tmp_path / str(weight), tiny_model_config, epochs=1, table=table,
@@ -120,3 +143,14 @@ def test_distill_term_is_weighted_into_the_loss_and_trains_the_backbone(tmp_path
 def test_distill_weight_without_a_teacher_is_refused(tmp_path, tiny_model_config):
     with pytest.raises(ValueError, match="no LOMO teacher"):
         make_trainer(tmp_path, tiny_model_config, distill_weight=1.0)
+
+
+@pytest.mark.parametrize("settings", [dict(batch_size=2),
+                                      dict(sampler="camera", cameras_per_batch=1)])
+def test_distillation_needs_pairs_within_each_replica(tmp_path, tiny_model_config, settings):
+    """Two images give one pair (nothing to rank); one camera group per batch gives no
+    cross-camera pair."""
+    teacher = distill.fit(*_table_images())
+    with pytest.raises(ValueError, match="at least 3 images per replica"):
+        make_trainer(tmp_path, tiny_model_config, distill_weight=1.0, teacher=teacher,
+                     **settings)

@@ -1,6 +1,7 @@
 """python -m jlml_tf.train in-process on the tiny synthetic data set: a finished trial is kept,
 --overwrite trains afresh, a run of another model is refused, and --extra_train's specs and
 label offsets."""
+import dataclasses
 import json
 import os
 import shutil
@@ -348,9 +349,10 @@ def test_lomo_teacher_is_fitted_on_distinct_images_once_and_read_back(parse, dat
     main = tiny_data(data_dir)
     fitted, captured = [], {}
 
-    def fit(images, labels):
+    def fit(images, labels, source):
         fitted.append((images.shape, labels.tolist()))
-        return distill.LomoTeacher(np.ones((lomo_dim, 2), np.float32), distill.lomo_config(64, 32))
+        return distill.LomoTeacher(np.ones((lomo_dim, 2), np.float32), distill.lomo_config(64, 32),
+                                   source)
 
     class Stop(Exception):
         pass
@@ -365,8 +367,8 @@ def test_lomo_teacher_is_fitted_on_distinct_images_once_and_read_back(parse, dat
     monkeypatch.setattr(train, "Trainer", trainer)
     monkeypatch.setattr(train, "load_data", lambda *args: _fake_data("extra", [5, 5, 1, 1, 9]))
     run = tmp_path / "run"
-    fv = parse("--distill_lomo_weight=2", "--train_repeats=3", "--extra_train=extra:p",
-               f"--run_dir={run}")
+    fv = parse("--distill_lomo_weight=2", "--random_erasing=0", "--train_repeats=3",
+               "--extra_train=extra:p", f"--run_dir={run}")
     for _ in range(2):
         with pytest.raises(Stop):
             train.train_trial(fv, main, 0, run, tf.distribute.get_strategy())
@@ -377,3 +379,14 @@ def test_lomo_teacher_is_fitted_on_distinct_images_once_and_read_back(parse, dat
     assert (run / distill.TEACHER_FILE).is_file()
     config = json.loads((run / "config.json").read_text())["train"]
     assert config["distill_lomo_weight"] == 2.0
+    # a teacher fitted on other images (another split's, say) is refused, the file named
+    stored = distill.load(run / distill.TEACHER_FILE, 64, 32, captured["teacher"].source)
+    distill.save(dataclasses.replace(stored, source="another split"), run / distill.TEACHER_FILE)
+    with pytest.raises(flags.ValidationError, match=f"{distill.TEACHER_FILE}.*other training"):
+        train.train_trial(fv, main, 0, run, tf.distribute.get_strategy())
+
+
+def test_distillation_refuses_random_erasing(parse):
+    with pytest.raises(flags.IllegalFlagValueError, match="--random_erasing=0"):
+        parse("--distill_lomo_weight=1", "--random_erasing=0.5")
+    assert parse("--distill_lomo_weight=1", "--random_erasing=0").distill_lomo_weight == 1

@@ -96,7 +96,8 @@ def with_features(training_model: keras.Model, embedding: bool = False) -> keras
     """The training model with a second output, the branches' features concatenated before
     BNNeck (where a metric loss acts on a BNNeck model; Luo et al., 2019); weights shared.
     embedding=True adds a third, "embedding": the features the embedding model concatenates
-    (after BNNeck when the model has one), in training mode, for losses on what L2 matches."""
+    (after BNNeck when the model has one), for losses on what L2 matches (the trainer calls it
+    with training=True, so BNNeck then uses the batch's statistics)."""
     names = {layer.name for layer in training_model.layers}
     parts = [training_model.get_layer(n).output for n in FEATURE_LAYERS if n in names]
     if not parts:

@@ -6,18 +6,28 @@ the same images (docs/cpu_recipe.md sections 17-35), and fusing the two in one X
 images do not teach the network. Here the network is taught to rank as LOMO + XQDA does, and
 at test time nothing changes: the embedding alone, by L2.
 
-The teacher: XQDA (metric_learning.fit_xqda, all pairs) fitted on the LOMO of the split's
-training images (the benchmark's LOMO + XQDA baseline; images of --extra_train sets are scored
-by it, their labels unused), kept as its linear map L, so that the teacher's distance is
-|L^T (x - y)|. In each step LOMO of the augmented batch (the pixels the network sees) is mapped by L, and the
-distances between the batch's unit-norm embeddings are matched to the teacher's: relational
-knowledge distillation, distance-wise (Park et al., CVPR 2019), each distance matrix divided
-by its mean over pairs and compared by the Huber loss. Only relative distances are taught, so
-neither the teacher's nor the embedding's scale matters.
+The teacher: XQDA (metric_learning.fit_xqda) fitted on the LOMO of the split's training images
+as the benchmark's baseline does, but on all pairs rather than cross-view ones; the images of
+--extra_train sets are scored by it, their labels unused. It is kept as its linear map L: the
+teacher's distance is |L^T (x - y)|, the square root of XQDA's (the same ranks). In each step
+LOMO of the augmented batch (the pixels the network sees) is mapped by L, and the distances
+between the batch's unit-norm embeddings are taught the teacher's by one of two losses
+(LOSSES, `train --distill_lomo_loss`):
+
+  distance    relational knowledge distillation, distance-wise (Park et al., CVPR 2019): each
+              distance matrix divided by its mean over pairs, compared by the Huber loss;
+  neighbours  each image's softmax over the batch's other images by distance, the teacher's
+              taught by KL (a listwise transfer of cross-sample similarities in the spirit of
+              DarkRank, Chen et al., AAAI 2018): the nearest neighbours, which decide a rank,
+              weigh most.
+
+Both divide distances by their batch mean, so neither the teacher's nor the embedding's scale
+matters. Each replica compares the pairs of its own share of the batch.
 """
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import json
 import os
 import pathlib
@@ -28,6 +38,7 @@ import tensorflow as tf
 from jlml_tf.evaluation import metric_learning
 from jlml_tf.features import lomo as lomo_lib
 from jlml_tf.features import lomo_graph, retinex
+from jlml_tf.training import losses
 
 TEACHER_FILE = "lomo_teacher.npz"  # in the run directory: fitted once, read back on resume
 
@@ -36,19 +47,32 @@ TEACHER_FILE = "lomo_teacher.npz"  # in the run directory: fitted once, read bac
 class LomoTeacher:
     matrix: np.ndarray  # (LOMO dim, r) float32: XQDA's L
     lomo: lomo_lib.LomoConfig  # LOMO at the model's input size, without Retinex
+    source: str = ""  # fingerprint() of the images and labels it was fitted on
+
+    def __post_init__(self):
+        # one tensor, captured by the traced step rather than copied into every trace
+        self._matrix = tf.constant(np.asarray(self.matrix, np.float32))
 
     def features(self, images: tf.Tensor) -> tf.Tensor:
         """L^T LOMO(images) for float pixels [B, H, W, 3] in 0..255 (rounded first: LOMO's
         histograms take whole pixel values, and augmentation may leave fractions)."""
         pixels = tf.round(tf.clip_by_value(tf.cast(images, tf.float32), 0.0, 255.0))
-        return tf.matmul(lomo_graph.lomo(pixels, self.lomo), tf.constant(self.matrix))
+        return tf.matmul(lomo_graph.lomo(pixels, self.lomo), self._matrix)
 
 
 def lomo_config(height: int, width: int) -> lomo_lib.LomoConfig:
     return lomo_lib.LomoConfig(retinex=retinex.NONE, height=height, width=width)
 
 
-def fit(images: np.ndarray, labels: np.ndarray, batch_size: int = 64) -> LomoTeacher:
+def fingerprint(filenames, labels) -> str:
+    """A digest of the (file name, label) pairs a teacher is fitted on, so a resumed run
+    cannot pick up another split's or another hold-out's teacher."""
+    pairs = sorted(zip((str(f) for f in filenames), (int(v) for v in labels)))
+    return hashlib.sha256(json.dumps(pairs).encode()).hexdigest()
+
+
+def fit(images: np.ndarray, labels: np.ndarray, batch_size: int = 64,
+        source: str = "") -> LomoTeacher:
     """XQDA's map fitted on the LOMO of uint8 images [N, H, W, 3] with identity labels [N]."""
     images, labels = np.asarray(images), np.asarray(labels)
     if images.ndim != 4 or len(images) != len(labels):
@@ -60,65 +84,71 @@ def fit(images: np.ndarray, labels: np.ndarray, batch_size: int = 64) -> LomoTea
     features = np.concatenate([lomo_graph.lomo(images[i:i + batch_size], cfg).numpy()
                                for i in range(0, len(images), batch_size)])
     metric = metric_learning.fit_xqda(features, labels)
-    return LomoTeacher(metric.linear_map(), cfg)
+    return LomoTeacher(metric.linear_map(), cfg, source)
 
 
 def save(teacher: LomoTeacher, path: str | os.PathLike) -> pathlib.Path:
     path = pathlib.Path(path)
-    staging = path.with_name(f".{path.stem}.tmp.npz")
-    np.savez(staging, matrix=teacher.matrix.astype(np.float32),
-             lomo=np.array(json.dumps(dataclasses.asdict(teacher.lomo))))
+    # per process: workers of one multi-worker run share the directory
+    staging = path.with_name(f".{path.stem}.{os.getpid()}.tmp.npz")
+    np.savez(staging, matrix=np.asarray(teacher.matrix, np.float32),
+             lomo=np.array(json.dumps(teacher.lomo.to_dict())), source=np.array(teacher.source))
     os.replace(staging, path)  # atomic: a run killed while saving keeps no half file
     return path
 
 
-def load(path: str | os.PathLike, height: int, width: int) -> LomoTeacher:
-    """A saved teacher, refused (naming the file) if it is not for this input size."""
+def load(path: str | os.PathLike, height: int, width: int, source: str) -> LomoTeacher:
+    """A saved teacher, refused (naming the file) unless it is LOMO at this input size fitted
+    on the images and labels `source` fingerprints."""
     with np.load(path) as stored:
         matrix = stored["matrix"]
         cfg = lomo_lib.LomoConfig.from_dict(json.loads(str(stored["lomo"])))
-    if (cfg.height, cfg.width) != (height, width) or \
-            matrix.shape[0] != lomo_lib.feature_dim(cfg):
-        raise ValueError(f"{path}: a LOMO teacher for {cfg.height}x{cfg.width} images "
-                         f"({matrix.shape[0]}-d), not for this model's {height}x{width}; "
-                         "delete it or use another --run_dir")
-    return LomoTeacher(matrix, cfg)
+        stored_source = str(stored["source"]) if "source" in stored else ""
+    problem = None
+    if cfg != lomo_config(height, width) or matrix.shape[0] != lomo_lib.feature_dim(cfg):
+        problem = (f"LOMO {cfg.height}x{cfg.width} ({matrix.shape[0]}-d), not this model's "
+                   f"{height}x{width}")
+    elif stored_source != source:
+        problem = "fitted on other training images or labels than this run's"
+    if problem:
+        raise ValueError(f"{path}: a LOMO teacher for {problem}; delete it or use another "
+                         "--run_dir")
+    return LomoTeacher(matrix, cfg, source)
 
 
-def pairwise_distances(x: tf.Tensor) -> tf.Tensor:
-    """Euclidean distances between the rows of x [B, d]; the epsilon keeps sqrt's gradient
-    finite on the zero diagonal."""
-    x = tf.cast(x, tf.float32)
-    squared = tf.reduce_sum(tf.square(x), axis=1)
-    gram = tf.matmul(x, x, transpose_b=True)
-    return tf.sqrt(tf.maximum(squared[:, None] + squared[None, :] - 2.0 * gram, 0.0) + 1e-12)
+def _pairs(size) -> tf.Tensor:
+    return tf.logical_not(tf.eye(size, dtype=tf.bool))
+
+
+def _normalised_distances(x: tf.Tensor, pairs: tf.Tensor) -> tf.Tensor:
+    """Distances divided by their mean over the pairs i != j (static shapes, no masking)."""
+    d = losses.pairwise_distances(x)
+    size = tf.cast(tf.shape(d)[0], tf.float32)
+    mean = tf.reduce_sum(tf.where(pairs, d, 0.0)) / (size * (size - 1.0))
+    return d / tf.maximum(mean, 1e-12)
 
 
 def relational_loss(student: tf.Tensor, teacher: tf.Tensor) -> tf.Tensor:
     """RKD's distance-wise loss: the mean Huber loss between the two batches' distance
     matrices, each divided by its mean over the pairs i != j (the diagonal is left out)."""
-    size = tf.shape(student)[0]
-    pairs = tf.logical_not(tf.eye(size, dtype=tf.bool))
-
-    def normalised(x):
-        d = tf.boolean_mask(pairwise_distances(x), pairs)
-        return d / tf.maximum(tf.reduce_mean(d), 1e-12)
-
-    error = tf.abs(normalised(student) - tf.stop_gradient(normalised(teacher)))
-    return tf.reduce_mean(tf.where(error <= 1.0, 0.5 * tf.square(error), error - 0.5))
+    pairs = _pairs(tf.shape(student)[0])
+    error = tf.abs(_normalised_distances(student, pairs)
+                   - tf.stop_gradient(_normalised_distances(teacher, pairs)))
+    huber = tf.where(error <= 1.0, 0.5 * tf.square(error), error - 0.5)
+    return tf.reduce_sum(tf.where(pairs, huber, 0.0)) / tf.reduce_sum(tf.cast(pairs, tf.float32))
 
 
 def neighbour_loss(student: tf.Tensor, teacher: tf.Tensor, temperature: float = 0.1) -> tf.Tensor:
     """Each image's distribution over the batch's other images, softmax(-d / (mean d *
     temperature)), of the teacher taught to the student by KL(teacher || student), averaged over
     the images: the near neighbours, which decide a rank, weigh most."""
-    size = tf.shape(student)[0]
-    pairs = tf.logical_not(tf.eye(size, dtype=tf.bool))
+    pairs = _pairs(tf.shape(student)[0])
 
     def log_neighbours(x):
-        d = pairwise_distances(x)
-        scale = tf.maximum(tf.reduce_mean(tf.boolean_mask(d, pairs)), 1e-12) * temperature
-        return tf.nn.log_softmax(tf.where(pairs, -d / scale, -1e9), axis=1)
+        # -1e9, not -inf, on the diagonal: its probability is exactly 0 and the difference of
+        # two such log-probabilities stays finite (-inf would give 0 * nan in the KL)
+        logits = -_normalised_distances(x, pairs) / temperature
+        return tf.nn.log_softmax(tf.where(pairs, logits, -1e9), axis=1)
 
     target = tf.stop_gradient(log_neighbours(teacher))
     kl = tf.reduce_sum(tf.where(pairs, tf.exp(target) * (target - log_neighbours(student)), 0.0),

@@ -76,10 +76,7 @@ def batch_hard_triplet(features: tf.Tensor, labels: tf.Tensor, margin: float) ->
     log(1 + exp(d_ap - d_an)). An anchor without a positive or a negative in the batch scores 0.
     """
     x = tf.cast(features, tf.float32)
-    squared = tf.reduce_sum(tf.square(x), axis=1)
-    gram = tf.matmul(x, x, transpose_b=True)
-    # the epsilon keeps the gradient of sqrt finite on the zero diagonal
-    distances = tf.sqrt(tf.maximum(squared[:, None] + squared[None, :] - 2.0 * gram, 0.0) + 1e-12)
+    distances = pairwise_distances(x)
     same = tf.equal(labels[:, None], labels[None, :])
     positive = tf.logical_and(same, tf.logical_not(tf.eye(tf.shape(x)[0], dtype=tf.bool)))
     negative = tf.logical_not(same)
@@ -89,6 +86,15 @@ def batch_hard_triplet(features: tf.Tensor, labels: tf.Tensor, margin: float) ->
     loss = tf.nn.softplus(gap) if margin == 0 else tf.nn.relu(gap + margin)
     valid = tf.logical_and(tf.reduce_any(positive, axis=1), tf.reduce_any(negative, axis=1))
     return tf.where(valid, loss, 0.0)
+
+
+def pairwise_distances(x: tf.Tensor) -> tf.Tensor:
+    """Euclidean distances [B, B] between the rows of x [B, d], in float32."""
+    x = tf.cast(x, tf.float32)
+    squared = tf.reduce_sum(tf.square(x), axis=1)
+    gram = tf.matmul(x, x, transpose_b=True)
+    # the epsilon keeps the gradient of sqrt finite on the zero diagonal
+    return tf.sqrt(tf.maximum(squared[:, None] + squared[None, :] - 2.0 * gram, 0.0) + 1e-12)
 
 
 def weight_decay(model, coefficient: float) -> tf.Tensor:

@@ -42,7 +42,7 @@ class TrainConfig:
     triplet_weight: float = 0.0  # batch-hard triplet loss on the features (0: the paper's losses only)
     triplet_margin: float = 0.3  # 0: soft margin
     distill_weight: float = 0.0  # weight of the LOMO + XQDA distillation term (needs a teacher)
-    distill_loss: str = "distance"  # a distill.LOSSES name
+    distill_loss: str = "neighbours"  # a distill.LOSSES name
     checkpoint_every_steps: int = 500
     keep_checkpoints: int = 3
     log_every_steps: int = 20
@@ -85,6 +85,7 @@ class Trainer:
             raise ValueError("distill_weight is set but no LOMO teacher was given")
         self.chief = distribute.is_chief(self.strategy)
         self._check_triplet_batches()
+        self._check_distill_batches()
         self._check_camera_groups()
         self.steps_per_epoch = self._steps_per_epoch()
         self.total_steps = self.steps_per_epoch * train_cfg.epochs
@@ -121,6 +122,22 @@ class Trainer:
                 f"--triplet_weight needs --sampler=pk and a per-replica batch (--batch_size="
                 f"{cfg.batch_size} over {self.strategy.num_replicas_in_sync} replicas) of at "
                 f"least two whole identities of --images_per_identity={k} images")
+
+    def _check_distill_batches(self) -> None:
+        """The distillation term compares the pairs within each replica's share of the batch:
+        it needs three images there, and with camera groups two groups (cross-camera pairs)."""
+        cfg = self.train_cfg
+        if not self.teacher:
+            return
+        per_replica = cfg.batch_size // self.strategy.num_replicas_in_sync
+        groups = per_replica // (cfg.batch_size // cfg.cameras_per_batch) \
+            if cfg.sampler == "camera" else per_replica
+        if per_replica < 3 or groups < 2:
+            raise ValueError(
+                f"distillation needs at least 3 images per replica (--batch_size="
+                f"{cfg.batch_size} over {self.strategy.num_replicas_in_sync} replicas) and, "
+                f"with --sampler=camera, two camera groups in each (--cameras_per_batch="
+                f"{cfg.cameras_per_batch})")
 
     def _check_camera_groups(self) -> None:
         """Per-camera batch norm normalises groups within each replica's slice of the batch:
