@@ -169,6 +169,13 @@ def camera_groups_continued_for_viper_grid(target: str, fine_tuned: str | None =
                          fine_tuned=fine_tuned, width=width)
 
 
+# The paper-width VIPeR fine-tuning with LOMO + XQDA distilled into it (section 38); its
+# pre-training's direct transfer is the row above it.
+PAPER_WIDTH_VIPER_FT_DISTILLED = dataclasses.replace(
+    camera_groups_continued_for_viper_grid(
+        "viper", "paper_width_camera_groups_continue_12ep_viper_ft_distill", width="paper"),
+    label="paper width, camera groups, 12 + 12 ep, LOMO + XQDA distilled", transfer=None)
+
 CUHK01_485_486 = (
     TrainedJlml("half width, 25 + 12 ep", "cpu-cuhk01_485_486_single", FOR_CUHK01,
                 "transfer-cuhk01_485_486_single/results_transfer.json"),
@@ -226,7 +233,8 @@ BENCHMARKS = (
       camera_groups_for_viper_grid("viper", epochs=12, width="paper"),
       camera_groups_continued_for_viper_grid("viper", "camera_groups_continue_12ep_viper_ft"),
       camera_groups_continued_for_viper_grid(
-          "viper", "paper_width_camera_groups_continue_12ep_viper_ft", width="paper")),
+          "viper", "paper_width_camera_groups_continue_12ep_viper_ft", width="paper"),
+      PAPER_WIDTH_VIPER_FT_DISTILLED),
      "results.json", "lomo_xqda/viper_316_316"),
 )
 
