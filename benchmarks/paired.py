@@ -10,6 +10,8 @@ readout after a '#' (a prefix of its name):
 
     python benchmarks/paired.py results/cpu-paper_width-cuhk01_485_486_single/results.json \
         "results/recipe/cuhk01_test_time_readouts.json#deployed: both"
+
+`--exclude=trial0` leaves trials out (e.g. one whose test results chose a setting).
 """
 from __future__ import annotations
 
@@ -62,6 +64,7 @@ def main(argv=None) -> int:
     parser.add_argument("second")
     parser.add_argument("--keys", default="rank1,map", help="comma-separated metric names")
     parser.add_argument("--confidence", type=float, default=0.95)
+    parser.add_argument("--exclude", default="", help="comma-separated trial names to leave out")
     args = parser.parse_args(argv)
     if not 0 < args.confidence < 1:
         parser.error(f"--confidence={args.confidence}: expected a fraction between 0 and 1")
@@ -69,6 +72,11 @@ def main(argv=None) -> int:
         first, second = read(args.first), read(args.second)
     except ValueError as e:
         parser.error(str(e))
+    excluded = {name for name in args.exclude.split(",") if name}
+    unknown = excluded - set(first) - set(second)
+    if unknown:
+        parser.error(f"--exclude: {sorted(unknown)} not a trial of either file")
+    first, second = ({k: v for k, v in r.items() if k not in excluded} for r in (first, second))
     shared = sorted(set(first) & set(second))
     if len(shared) < 2:
         parser.error(f"{args.first} and {args.second} share {len(shared)} trials; a paired "

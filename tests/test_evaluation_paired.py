@@ -58,6 +58,19 @@ def test_paired_cli_reports_each_metric_and_each_trial(tmp_path, capsys):
     assert map_.startswith("map: +2.7 [")
 
 
+def test_paired_cli_leaves_out_excluded_trials(tmp_path, capsys):
+    """Without trial0: differences 7 and 4, mean 5.5, standard error 1.5, t(0.975, 1) = 12.71."""
+    first = _results_file(tmp_path / "first.json", [0.30, 0.34, 0.32])
+    second = _results_file(tmp_path / "second.json", [0.25, 0.27, 0.28])
+    paired_cli = load_benchmark("paired")
+    assert paired_cli.main([str(first), str(second), "--exclude=trial0", "--keys=rank1"]) == 0
+    assert capsys.readouterr().out == \
+        "rank1: +5.5 [-13.6, +24.6] over 2 trials (+7.0 +4.0); 33.0 against 27.5 on them\n"
+    with pytest.raises(SystemExit):
+        paired_cli.main([str(first), str(second), "--exclude=split9"])
+    assert "--exclude: ['split9']" in capsys.readouterr().err
+
+
 def test_paired_cli_names_a_missing_file_or_metric(tmp_path, capsys):
     first = _results_file(tmp_path / "first.json", [0.3, 0.4])
     paired_cli = load_benchmark("paired")
