@@ -7,7 +7,7 @@ import tensorflow as tf
 from jlml_tf.features import lomo as lomo_lib
 from jlml_tf.training import distill
 
-from test_trainer import colour_table, make_trainer
+from test_trainer import colour_table, make_trainer, one_step_per_weight
 
 
 def test_relational_loss_on_three_points_on_a_line():
@@ -124,15 +124,10 @@ def test_distill_term_is_weighted_into_the_loss_and_trains_the_backbone(tmp_path
                                                                          tiny_model_config):
     """Same weights, same batch: the loss grows by exactly weight x the distillation term,
     cross-entropy is unchanged, and the shared stem's update differs."""
-    table = colour_table(identities=4, per_identity=2)
     teacher = distill.fit(*_table_images(identities=4, per_identity=2))
-    steps, stems = {}, {}
-    for weight in (0.0, 3.0):
-        trainer = make_trainer(tmp_path / str(weight), tiny_model_config, epochs=1, table=table,
-                               distill_weight=weight, teacher=teacher)
-        batch = next(iter(trainer._dataset(0, 0)))
-        steps[weight] = {k: float(v) for k, v in trainer.train_step(batch).items()}
-        stems[weight] = trainer.model.get_layer("stem_conv").kernel.numpy()
+    steps, stems = one_step_per_weight(tmp_path, tiny_model_config,
+                                       colour_table(identities=4, per_identity=2),
+                                       "distill_weight", (0.0, 3.0), teacher=teacher)
     assert "distill" not in steps[0.0] and steps[3.0]["distill"] > 0
     assert steps[3.0]["ce_global"] == pytest.approx(steps[0.0]["ce_global"], rel=1e-5)
     assert steps[3.0]["loss"] == pytest.approx(steps[0.0]["loss"] + 3.0 * steps[3.0]["distill"],

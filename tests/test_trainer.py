@@ -319,20 +319,28 @@ def test_sigkill_then_restart_resumes_from_checkpoint(tmp_path):
     assert (run / "results.json").is_file()
 
 
+def one_step_per_weight(tmp_path, cfg, table, name, weights, **train_kwargs):
+    """One step per value of the TrainConfig weight `name`, each from the same initial weights
+    on the same first batch: ({weight: the step's metrics}, {weight: the stem kernel after})."""
+    steps, stems = {}, {}
+    for weight in weights:
+        trainer = make_trainer(tmp_path / str(weight), cfg, epochs=1, table=table,
+                               **{name: weight}, **train_kwargs)
+        batch = next(iter(trainer._dataset(0, 0)))
+        steps[weight] = {k: float(v) for k, v in trainer.train_step(batch).items()}
+        stems[weight] = trainer.model.get_layer("stem_conv").kernel.numpy()
+    return steps, stems
+
+
 def test_triplet_term_is_weighted_into_the_loss_and_trains_the_backbone(tmp_path,
                                                                         tiny_model_config):
     """Same weights, same batch: the step's loss grows by exactly weight x the triplet term it
     reports, the cross-entropy terms are unchanged, and the update of the shared stem differs
     (the triplet gradient reaches the backbone, not only the heads)."""
-    table = colour_table(identities=4, per_identity=2)
-    steps, stems = {}, {}
-    for weight in (0.0, 2.0):
-        trainer = make_trainer(tmp_path / str(weight), tiny_model_config, epochs=1, table=table,
-                               sampler="pk", images_per_identity=2, triplet_weight=weight,
-                               triplet_margin=50.0)  # every hinge active on these easy colours
-        batch = next(iter(trainer._dataset(0, 0)))
-        steps[weight] = {k: float(v) for k, v in trainer.train_step(batch).items()}
-        stems[weight] = trainer.model.get_layer("stem_conv").kernel.numpy()
+    steps, stems = one_step_per_weight(
+        tmp_path, tiny_model_config, colour_table(identities=4, per_identity=2),
+        "triplet_weight", (0.0, 2.0), sampler="pk", images_per_identity=2,
+        triplet_margin=50.0)  # every hinge active on these easy colours
     assert "triplet" not in steps[0.0] and steps[2.0]["triplet"] > 0
     assert steps[2.0]["ce_global"] == pytest.approx(steps[0.0]["ce_global"], rel=1e-5)
     assert steps[2.0]["loss"] == pytest.approx(steps[0.0]["loss"] + 2.0 * steps[2.0]["triplet"],
