@@ -93,12 +93,16 @@ def default_run_dir(data: ReidData) -> pathlib.Path:
     return pathlib.Path("runs") / f"{data.name}-{data.protocol}"
 
 
-def check_same_run(trial_dir: pathlib.Path, model_cfg, overwrite: bool,
-                   train_repeats: int = 1) -> None:
-    """Refuses to resume a run directory that holds a different model, or whose epochs were
-    another length (its schedule and data position count in them)."""
+# Flags a trial keeps when resumed: they change what every step optimises.
+RESUME_FIXED_FLAGS = ("distill_lomo_weight", "distill_lomo_loss")
+
+
+def check_same_run(trial_dir: pathlib.Path, model_cfg, fv: flags.FlagValues) -> None:
+    """Refuses to resume a run directory that holds a different model, whose epochs were
+    another length (its schedule and data position count in them), or whose loss was another
+    (RESUME_FIXED_FLAGS)."""
     path = trial_dir / run_dir_lib.CONFIG_FILE
-    if not path.is_file() or overwrite:
+    if not path.is_file() or fv.overwrite:
         return
     written = json.loads(path.read_text())
     # Through ModelConfig so fields added since the run was written take their defaults.
@@ -109,11 +113,15 @@ def check_same_run(trial_dir: pathlib.Path, model_cfg, overwrite: bool,
         raise flags.ValidationError(
             f"{trial_dir} holds a run with another model configuration {diff} (old, new); "
             "pass another --run_dir, or --overwrite to start afresh")
-    old_repeats = written.get("data", {}).get("train_repeats", 1)
-    if old_repeats != train_repeats:
-        raise flags.ValidationError(
-            f"{trial_dir} holds a run trained with --train_repeats={old_repeats}, not "
-            f"{train_repeats}; pass another --run_dir, or --overwrite to start afresh")
+    # runs written before a flag existed ran with its default
+    old_flags = dict(written.get("train", {}),
+                     train_repeats=written.get("data", {}).get("train_repeats", 1))
+    for name in ("train_repeats",) + RESUME_FIXED_FLAGS:
+        old = old_flags.get(name, fv[name].default)
+        if old != fv[name].value:
+            raise flags.ValidationError(
+                f"{trial_dir} holds a run trained with --{name}={old}, not {fv[name].value}; "
+                "pass another --run_dir, or --overwrite to start afresh")
 
 
 def init_source(init_from: str | None, index: int) -> str | None:
@@ -163,7 +171,7 @@ def train_trial(fv: flags.FlagValues, data: ReidData, index: int, trial_dir: pat
     table, labels, num_classes = union_for_training(joined)
     model_cfg = jflags.model_config(fv, num_classes)
     # before reuse: a finished run of another model is refused too
-    check_same_run(trial_dir, model_cfg, fv.overwrite, fv.train_repeats)
+    check_same_run(trial_dir, model_cfg, fv)
     results_path = trial_dir / "results.json"
     if results_path.is_file() and not fv.overwrite:
         print(f"{trial_dir} already finished; keeping its results")

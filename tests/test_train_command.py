@@ -386,6 +386,50 @@ def test_lomo_teacher_is_fitted_on_distinct_images_once_and_read_back(parse, dat
         train.train_trial(fv, main, 0, run, tf.distribute.get_strategy())
 
 
+def test_resuming_with_another_distillation_is_refused(parse, data_dir, monkeypatch, tmp_path):
+    """The distillation flags change what every step optimises: a trial resumed with another
+    weight or loss is refused, the flag and both values named; a config.json written before
+    the flags existed counts as their defaults."""
+    from jlml_tf.features import lomo as lomo_lib
+    from jlml_tf.training import distill
+
+    main = tiny_data(data_dir)
+
+    class Stop(Exception):
+        pass
+
+    def trainer(*args, **kwargs):
+        raise Stop
+
+    monkeypatch.setattr(distill, "fit", lambda images, labels, source: distill.LomoTeacher(
+        np.ones((lomo_lib.feature_dim(distill.lomo_config(64, 32)), 2), np.float32),
+        distill.lomo_config(64, 32), source))
+    monkeypatch.setattr(train, "Trainer", trainer)
+    run = tmp_path / "run"
+
+    def resume(*args):
+        train.train_trial(parse("--random_erasing=0", f"--run_dir={run}", *args), main, 0, run,
+                          tf.distribute.get_strategy())
+
+    with pytest.raises(Stop):
+        resume("--distill_lomo_weight=2")
+    for args, message in [(["--distill_lomo_weight=3"], "--distill_lomo_weight=2.0, not 3.0"),
+                          ([], "--distill_lomo_weight=2.0, not 0.0"),
+                          (["--distill_lomo_weight=2", "--distill_lomo_loss=distance"],
+                           "--distill_lomo_loss=neighbours, not distance")]:
+        with pytest.raises(flags.ValidationError, match=message):
+            resume(*args)
+    with pytest.raises(Stop):
+        resume("--distill_lomo_weight=2")
+    # a run written before the flags existed resumes without them
+    config = json.loads((run / "config.json").read_text())
+    for name in train.RESUME_FIXED_FLAGS:
+        del config["train"][name]
+    (run / "config.json").write_text(json.dumps(config))
+    with pytest.raises(Stop):
+        resume()
+
+
 def test_distillation_refuses_random_erasing(parse):
     with pytest.raises(flags.IllegalFlagValueError, match="--random_erasing=0"):
         parse("--distill_lomo_weight=1", "--random_erasing=0.5")
