@@ -5,6 +5,8 @@ so every configuration the test compares runs in its own interpreter:
 
     python tests/distribute_worker.py steps   --strategy=default|mirrored --cpu_devices=N ...
         runs --steps training steps on the first epoch's batches and writes the per-step losses
+        (--distill_weight=W adds a LOMO teacher fitted on the table; one device also reports the
+        first batch's distillation term computed outside the step)
     python tests/distribute_worker.py fit     --strategy=multi_worker --epochs=E ... (TF_CONFIG set)
         runs Trainer.fit() (resuming if RUN/checkpoints holds a checkpoint) and reports the
         step it started from
@@ -18,6 +20,8 @@ import json
 import os
 import pathlib
 import sys
+
+import numpy as np
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 os.environ.setdefault("CUDA_VISIBLE_DEVICES", "")
@@ -38,6 +42,8 @@ def main() -> None:
     parser.add_argument("--epochs", type=int, default=1)
     parser.add_argument("--batch_size", type=int, default=8)
     parser.add_argument("--checkpoint_every_steps", type=int, default=1000)
+    parser.add_argument("--distill_weight", type=float, default=0.0,
+                        help="with a LOMO teacher fitted on the table (steps mode)")
     args = parser.parse_args()
 
     from jlml_tf.training import distribute  # imports TensorFlow, which is not initialised yet
@@ -49,6 +55,7 @@ def main() -> None:
     from jlml_tf.training import optimization
     from jlml_tf.config import ModelConfig, SparsityConfig
     from jlml_tf.data import pipeline
+    from jlml_tf.training import distill
     from jlml_tf.training.trainer import Trainer, TrainConfig
     from test_trainer import colour_table
 
@@ -56,14 +63,18 @@ def main() -> None:
     table = colour_table()
     train_cfg = TrainConfig(epochs=args.epochs, batch_size=args.batch_size, seed=3,
                             checkpoint_every_steps=args.checkpoint_every_steps, log_every_steps=1,
-                            verbose=0)
+                            verbose=0, distill_weight=args.distill_weight)
+    teacher = distill.fit(np.stack([tf.io.decode_png(b).numpy() for b in table.images]),
+                          table.pids) if args.distill_weight else None
     trainer = Trainer(args.run_dir, ModelConfig.from_dict(json.loads(args.model)), SparsityConfig(),
                       optimization.OptimizerConfig(learning_rate=0.05, schedule="constant"),
                       train_cfg, pipeline.AugmentConfig(flip=False, pad=0, erasing_probability=0.0),
-                      table, table.pids - 1, strategy=strategy)
+                      table, table.pids - 1, strategy=strategy, teacher=teacher)
     report = {"replicas": strategy.num_replicas_in_sync, "chief": trainer.chief,
               "checkpoint_dir": trainer._checkpoint_dir()}
     if args.mode == "steps":
+        if teacher is not None and strategy.num_replicas_in_sync == 1:
+            report["distill_expected"] = expected_distill(trainer, teacher, parts=2)
         batches = iter(trainer._dataset(0, 0))
         report["losses"] = [{k: float(v) for k, v in trainer.train_step(next(batches)).items()}
                             for _ in range(args.steps)]
@@ -82,6 +93,31 @@ def main() -> None:
     report["step"] = trainer.step
     report["total_steps"] = trainer.total_steps
     pathlib.Path(args.out).write_text(json.dumps(report, indent=1))
+
+
+def expected_distill(trainer, teacher, parts: int) -> dict:
+    """The first batch's distillation term computed outside the step, before it: over the whole
+    batch (one replica) and as the mean over `parts` equal slices (what that many replicas with
+    synchronised batch norm compute). In a tf.function, as the step: graph rewrites move a few
+    float32 LOMO values across a quantisation step (jlml_tf/features/lomo_graph.py), so eager
+    LOMO differs from the step's by a few per cent here."""
+    import tensorflow as tf
+    from jlml_tf.modeling import jlml
+    from jlml_tf.training import distill
+
+    forward = jlml.with_features(trainer.model, embedding=True)
+
+    @tf.function
+    def terms(images):
+        outputs = forward(images, training=True)
+        embedding = tf.math.l2_normalize(tf.cast(outputs["embedding"], tf.float32), axis=1)
+        mapped = teacher.features(images)
+        slices = [distill.neighbour_loss(e, t)
+                  for e, t in zip(tf.split(embedding, parts), tf.split(mapped, parts))]
+        return distill.neighbour_loss(embedding, mapped), tf.add_n(slices) / parts
+
+    whole, slices = terms(next(iter(trainer._dataset(0, 0)))[0])
+    return {"whole": float(whole), "slices": float(slices)}
 
 
 if __name__ == "__main__":

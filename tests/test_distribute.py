@@ -112,6 +112,28 @@ def test_mirrored_on_two_cpus_matches_one_device(tmp_path, model_json):
     print(f"largest relative loss difference, 1 vs 2 replicas: {worst:.2e}")
 
 
+@pytest.mark.slow  # two TensorFlow processes at once
+def test_distillation_on_two_replicas_averages_each_replicas_pairs(tmp_path, model_json):
+    """Each replica ranks the pairs within its own share of the batch: two replicas report the
+    mean of the two halves' terms, one device the whole batch's (computed outside the step from
+    the same weights and batch), and the rest of the loss is the same."""
+    weight = 2.0
+    jobs = {"default": ["--strategy=default"],
+            "mirrored": ["--strategy=mirrored", "--cpu_devices=2"]}
+    _run_together([(name, _worker_argv("steps", model_json, tmp_path / name,
+                                       tmp_path / f"{name}.json", "--steps=1", "--batch_size=8",
+                                       f"--distill_weight={weight}", *flags), _env())
+                   for name, flags in jobs.items()], tmp_path / "logs")
+    one, two = (json.loads((tmp_path / f"{name}.json").read_text()) for name in jobs)
+    (a,), (b,) = one["losses"], two["losses"]
+    expected = one["distill_expected"]
+    assert expected["slices"] != pytest.approx(expected["whole"], rel=0.01)  # tells them apart
+    assert a["distill"] == pytest.approx(expected["whole"], rel=1e-4)
+    assert b["distill"] == pytest.approx(expected["slices"], rel=1e-4)
+    assert b["loss"] - weight * b["distill"] == pytest.approx(a["loss"] - weight * a["distill"],
+                                                              rel=LOSS_RTOL, abs=1e-5)
+
+
 def _free_port() -> int:
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
         s.bind(("127.0.0.1", 0))
