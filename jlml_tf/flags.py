@@ -111,6 +111,9 @@ def define_flags(fv: flags.FlagValues | None = None) -> flags.FlagValues:
     flags.DEFINE_enum("distill_lomo_loss", "neighbours", tuple(distill.LOSSES),
                       "The distillation term: distance (the batch's distance matrices matched, "
                       "RKD) or neighbours (each image's softmax over the batch, KL).", **d)
+    flags.DEFINE_float("distill_lomo_temperature", distill.NEIGHBOUR_TEMPERATURE,
+                       "The neighbours loss's softmax temperature, a fraction of the batch's "
+                       "mean distance: lower weighs the nearest neighbours more.", **d)
 
     # Training.
     flags.DEFINE_integer("epochs", 60, "Training epochs.", lower_bound=1, **d)
@@ -188,6 +191,13 @@ def define_flags(fv: flags.FlagValues | None = None) -> flags.FlagValues:
                 "histograms the patch's noise, so the teacher would rank occlusion, not the "
                 "person", flag_values=fv)
     flags.register_multi_flags_validator(
+        ["distill_lomo_temperature", "distill_lomo_loss"],
+        lambda f: f["distill_lomo_temperature"] > 0 and (
+            f["distill_lomo_loss"] == "neighbours"
+            or f["distill_lomo_temperature"] == distill.NEIGHBOUR_TEMPERATURE),
+        message="--distill_lomo_temperature must be > 0 and applies to "
+                "--distill_lomo_loss=neighbours only", flag_values=fv)
+    flags.register_multi_flags_validator(
         ["cameras_per_batch", "sampler", "batch_size", "sync_batch_norm"],
         lambda f: f["cameras_per_batch"] == 1 or (
             f["sampler"] == "camera" and not f["sync_batch_norm"]
@@ -253,6 +263,7 @@ def train_config(fv: flags.FlagValues) -> TrainConfig:
         weight_decay=fv.weight_decay, label_smoothing=fv.label_smoothing,
         triplet_weight=fv.triplet_weight, triplet_margin=fv.triplet_margin,
         distill_weight=fv.distill_lomo_weight, distill_loss=fv.distill_lomo_loss,
+        distill_temperature=fv.distill_lomo_temperature,
         checkpoint_every_steps=fv.checkpoint_every_steps, keep_checkpoints=fv.keep_checkpoints,
         log_every_steps=fv.log_every_steps, eval_every_epochs=fv.eval_every_epochs,
         mixed_precision=precision.resolve(fv.mixed_precision, fv.strategy),

@@ -94,7 +94,7 @@ def default_run_dir(data: ReidData) -> pathlib.Path:
 
 
 # Flags a trial keeps when resumed: they change what every step optimises.
-RESUME_FIXED_FLAGS = ("distill_lomo_weight", "distill_lomo_loss")
+RESUME_FIXED_FLAGS = ("distill_lomo_weight", "distill_lomo_loss", "distill_lomo_temperature")
 
 
 def check_same_run(trial_dir: pathlib.Path, model_cfg, fv: flags.FlagValues) -> None:

@@ -59,6 +59,18 @@ def test_neighbour_loss_on_three_points_on_a_line():
     assert float(distill.neighbour_loss(2.5 * teacher, teacher)) == pytest.approx(0.0, abs=1e-6)
 
 
+def test_make_loss_binds_the_neighbours_temperature():
+    student = tf.constant([[0.0], [1.0], [3.0]])
+    teacher = tf.constant([[0.0], [2.0], [4.0]])
+    assert float(distill.make_loss("neighbours", 0.5)(student, teacher)) == pytest.approx(
+        float(distill.neighbour_loss(student, teacher, temperature=0.5)), rel=1e-6)
+    assert float(distill.make_loss("neighbours")(student, teacher)) == pytest.approx(
+        float(distill.neighbour_loss(student, teacher)), rel=1e-6)
+    assert float(distill.make_loss("neighbours", 0.5)(student, teacher)) != pytest.approx(
+        float(distill.neighbour_loss(student, teacher)), rel=1e-3)
+    assert distill.make_loss("distance", 0.5) is distill.relational_loss
+
+
 def test_neighbour_loss_teaches_only_the_student_with_finite_gradients():
     rng = np.random.default_rng(1)
     teacher = tf.constant(rng.normal(size=(6, 5)).astype(np.float32))
@@ -133,6 +145,18 @@ def test_distill_term_is_weighted_into_the_loss_and_trains_the_backbone(tmp_path
     assert steps[3.0]["loss"] == pytest.approx(steps[0.0]["loss"] + 3.0 * steps[3.0]["distill"],
                                                rel=1e-5)
     assert not np.allclose(stems[0.0], stems[3.0])
+
+
+def test_distill_temperature_reaches_the_step(tmp_path, tiny_model_config):
+    """Same weights, same batch, weight 1: only the distillation term changes with the
+    neighbours' temperature."""
+    teacher = distill.fit(*_table_images(identities=4, per_identity=2))
+    steps, _ = one_step_per_weight(tmp_path, tiny_model_config,
+                                   colour_table(identities=4, per_identity=2),
+                                   "distill_temperature", (0.1, 0.5), teacher=teacher,
+                                   distill_weight=1.0)
+    assert steps[0.5]["ce_global"] == pytest.approx(steps[0.1]["ce_global"], rel=1e-5)
+    assert steps[0.5]["distill"] != pytest.approx(steps[0.1]["distill"], rel=1e-3)
 
 
 def test_distill_weight_without_a_teacher_is_refused(tmp_path, tiny_model_config):

@@ -416,7 +416,9 @@ def test_resuming_with_another_distillation_is_refused(parse, data_dir, monkeypa
     for args, message in [(["--distill_lomo_weight=3"], "--distill_lomo_weight=2.0, not 3.0"),
                           ([], "--distill_lomo_weight=2.0, not 0.0"),
                           (["--distill_lomo_weight=2", "--distill_lomo_loss=distance"],
-                           "--distill_lomo_loss=neighbours, not distance")]:
+                           "--distill_lomo_loss=neighbours, not distance"),
+                          (["--distill_lomo_weight=2", "--distill_lomo_temperature=0.2"],
+                           "--distill_lomo_temperature=0.1, not 0.2")]:
         with pytest.raises(flags.ValidationError, match=message):
             resume(*args)
     with pytest.raises(Stop):
@@ -428,6 +430,15 @@ def test_resuming_with_another_distillation_is_refused(parse, data_dir, monkeypa
     (run / "config.json").write_text(json.dumps(config))
     with pytest.raises(Stop):
         resume()
+
+
+def test_distillation_temperature_is_positive_and_for_the_neighbours_loss(parse):
+    assert parse("--distill_lomo_weight=1", "--random_erasing=0",
+                 "--distill_lomo_temperature=0.05").distill_lomo_temperature == 0.05
+    for args in (["--distill_lomo_temperature=0"],
+                 ["--distill_lomo_loss=distance", "--distill_lomo_temperature=0.05"]):
+        with pytest.raises(flags.IllegalFlagValueError, match="--distill_lomo_temperature"):
+            parse("--distill_lomo_weight=1", "--random_erasing=0", *args)
 
 
 def test_distillation_refuses_random_erasing(parse):

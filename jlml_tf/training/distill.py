@@ -27,6 +27,7 @@ matters. Each replica compares the pairs of its own share of the batch.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import hashlib
 import json
 import os
@@ -41,6 +42,7 @@ from jlml_tf.features import lomo_graph, retinex
 from jlml_tf.training import losses
 
 TEACHER_FILE = "lomo_teacher.npz"  # in the run directory: fitted once, read back on resume
+NEIGHBOUR_TEMPERATURE = 0.1  # of the batch's mean distance (`train --distill_lomo_temperature`)
 
 
 @dataclasses.dataclass
@@ -138,7 +140,8 @@ def relational_loss(student: tf.Tensor, teacher: tf.Tensor) -> tf.Tensor:
     return tf.reduce_sum(tf.where(pairs, huber, 0.0)) / tf.reduce_sum(tf.cast(pairs, tf.float32))
 
 
-def neighbour_loss(student: tf.Tensor, teacher: tf.Tensor, temperature: float = 0.1) -> tf.Tensor:
+def neighbour_loss(student: tf.Tensor, teacher: tf.Tensor,
+                   temperature: float = NEIGHBOUR_TEMPERATURE) -> tf.Tensor:
     """Each image's distribution over the batch's other images, softmax(-d / (mean d *
     temperature)), of the teacher taught to the student by KL(teacher || student), averaged over
     the images: the near neighbours, which decide a rank, weigh most."""
@@ -157,3 +160,11 @@ def neighbour_loss(student: tf.Tensor, teacher: tf.Tensor, temperature: float = 
 
 
 LOSSES = {"distance": relational_loss, "neighbours": neighbour_loss}  # --distill_lomo_loss
+
+
+def make_loss(name: str, temperature: float = NEIGHBOUR_TEMPERATURE):
+    """The LOSSES term `name` as a function of (student, teacher), the neighbours' temperature
+    bound (the distance loss has none)."""
+    if name == "neighbours":
+        return functools.partial(neighbour_loss, temperature=temperature)
+    return LOSSES[name]

@@ -43,6 +43,7 @@ class TrainConfig:
     triplet_margin: float = 0.3  # 0: soft margin
     distill_weight: float = 0.0  # weight of the LOMO + XQDA distillation term (needs a teacher)
     distill_loss: str = "neighbours"  # a distill.LOSSES name
+    distill_temperature: float = distill.NEIGHBOUR_TEMPERATURE  # the neighbours loss's
     checkpoint_every_steps: int = 500
     keep_checkpoints: int = 3
     log_every_steps: int = 20
@@ -196,7 +197,8 @@ class Trainer:
         weight_decay, smoothing = self.train_cfg.weight_decay, self.train_cfg.label_smoothing
         triplet_weight, margin = self.train_cfg.triplet_weight, self.train_cfg.triplet_margin
         teacher, distill_weight = self.teacher, self.train_cfg.distill_weight
-        distill_loss = distill.LOSSES[self.train_cfg.distill_loss]
+        distill_loss = distill.make_loss(self.train_cfg.distill_loss,
+                                         self.train_cfg.distill_temperature)
         forward = jlml.with_features(model, embedding=teacher is not None) \
             if triplet_weight or teacher is not None else None
 
