@@ -108,7 +108,7 @@ def define_flags(fv: flags.FlagValues | None = None) -> flags.FlagValues:
                        "the embedding's distances within each batch those of LOMO + XQDA "
                        "fitted on the training images (jlml_tf/training/distill.py; 0: off). "
                        "Test time is unchanged: the embedding by L2.", lower_bound=0.0, **d)
-    flags.DEFINE_enum("distill_lomo_loss", "neighbours", tuple(distill.LOSSES),
+    flags.DEFINE_enum("distill_lomo_loss", distill.DEFAULT_LOSS, tuple(distill.LOSSES),
                       "The distillation term: distance (the batch's distance matrices matched, "
                       "RKD) or neighbours (each image's softmax over the batch, KL).", **d)
     flags.DEFINE_float("distill_lomo_temperature", distill.NEIGHBOUR_TEMPERATURE,
@@ -191,12 +191,8 @@ def define_flags(fv: flags.FlagValues | None = None) -> flags.FlagValues:
                 "histograms the patch's noise, so the teacher would rank occlusion, not the "
                 "person", flag_values=fv)
     flags.register_multi_flags_validator(
-        ["distill_lomo_temperature", "distill_lomo_loss"],
-        lambda f: f["distill_lomo_temperature"] > 0 and (
-            f["distill_lomo_loss"] == "neighbours"
-            or f["distill_lomo_temperature"] == distill.NEIGHBOUR_TEMPERATURE),
-        message="--distill_lomo_temperature must be > 0 and applies to "
-                "--distill_lomo_loss=neighbours only", flag_values=fv)
+        ["distill_lomo_temperature", "distill_lomo_loss"], _check_distill_temperature,
+        flag_values=fv)
     flags.register_multi_flags_validator(
         ["cameras_per_batch", "sampler", "batch_size", "sync_batch_norm"],
         lambda f: f["cameras_per_batch"] == 1 or (
@@ -255,6 +251,14 @@ def optimizer_config(fv: flags.FlagValues, steps_per_epoch: int) -> optimization
         warmup_steps=round(fv.warmup_epochs * steps_per_epoch),
         decay_steps=tuple(round(e * steps_per_epoch) for e in decay_epochs),
         decay_factor=fv.lr_decay_factor, min_lr_ratio=fv.min_lr_ratio, clipnorm=fv.clipnorm)
+
+
+def _check_distill_temperature(f: dict) -> bool:
+    problem = distill.temperature_problem(f["distill_lomo_loss"], f["distill_lomo_temperature"])
+    if problem:
+        raise flags.ValidationError(f"--distill_lomo_temperature={f['distill_lomo_temperature']} "
+                                    f"with --distill_lomo_loss={f['distill_lomo_loss']}: {problem}")
+    return True
 
 
 def train_config(fv: flags.FlagValues) -> TrainConfig:

@@ -93,8 +93,24 @@ def default_run_dir(data: ReidData) -> pathlib.Path:
     return pathlib.Path("runs") / f"{data.name}-{data.protocol}"
 
 
-# Flags a trial keeps when resumed: they change what every step optimises.
-RESUME_FIXED_FLAGS = ("distill_lomo_weight", "distill_lomo_loss", "distill_lomo_temperature")
+# Flags a trial must keep when resumed or run again (the epoch's length, the distillation
+# term), each with the value a config.json written before the flag existed implies: the
+# distillation loss was the distance loss before it had a flag. Not checked yet: the other
+# loss weights (triplet, label smoothing, SFL, weight decay).
+RESUME_FIXED_FLAGS = {"train_repeats": 1, "distill_lomo_weight": 0.0,
+                      "distill_lomo_loss": "distance",
+                      "distill_lomo_temperature": distill.NEIGHBOUR_TEMPERATURE}
+
+
+def _counted(values: dict) -> dict:
+    """RESUME_FIXED_FLAGS values that change training: the distillation loss only with a
+    weight, its temperature only for a loss that has one."""
+    counted = dict(values)
+    if not counted["distill_lomo_weight"]:
+        del counted["distill_lomo_loss"], counted["distill_lomo_temperature"]
+    elif not distill.has_temperature(counted["distill_lomo_loss"]):
+        del counted["distill_lomo_temperature"]
+    return counted
 
 
 def check_same_run(trial_dir: pathlib.Path, model_cfg, fv: flags.FlagValues) -> None:
@@ -113,15 +129,16 @@ def check_same_run(trial_dir: pathlib.Path, model_cfg, fv: flags.FlagValues) -> 
         raise flags.ValidationError(
             f"{trial_dir} holds a run with another model configuration {diff} (old, new); "
             "pass another --run_dir, or --overwrite to start afresh")
-    # runs written before a flag existed ran with its default
-    old_flags = dict(written.get("train", {}),
-                     train_repeats=written.get("data", {}).get("train_repeats", 1))
-    for name in ("train_repeats",) + RESUME_FIXED_FLAGS:
-        old = old_flags.get(name, fv[name].default)
-        if old != fv[name].value:
-            raise flags.ValidationError(
-                f"{trial_dir} holds a run trained with --{name}={old}, not {fv[name].value}; "
-                "pass another --run_dir, or --overwrite to start afresh")
+    recorded = written.get("train", {})
+    before = _counted({name: recorded.get(name, legacy)
+                       for name, legacy in RESUME_FIXED_FLAGS.items()})
+    now = _counted({name: fv[name].value for name in RESUME_FIXED_FLAGS})
+    changed = [f"--{name}={before[name]} (not {now[name]})" for name in before
+               if name in now and before[name] != now[name]]
+    if changed:
+        raise flags.ValidationError(
+            f"{trial_dir} holds a run trained with {' and '.join(changed)}; pass another "
+            "--run_dir, or --overwrite to start afresh")
 
 
 def init_source(init_from: str | None, index: int) -> str | None:

@@ -68,7 +68,15 @@ def test_make_loss_binds_the_neighbours_temperature():
         float(distill.neighbour_loss(student, teacher)), rel=1e-6)
     assert float(distill.make_loss("neighbours", 0.5)(student, teacher)) != pytest.approx(
         float(distill.neighbour_loss(student, teacher)), rel=1e-3)
-    assert distill.make_loss("distance", 0.5) is distill.relational_loss
+    assert distill.make_loss("distance") is distill.relational_loss
+
+
+@pytest.mark.parametrize("name, temperature, problem", [
+    ("neighbours", 0.0, "finite and at least"), ("neighbours", float("inf"), "finite"),
+    ("neighbours", 1e-9, "at least"), ("distance", 0.5, "distance loss has no temperature")])
+def test_make_loss_refuses_a_temperature_the_loss_cannot_take(name, temperature, problem):
+    with pytest.raises(ValueError, match=problem):
+        distill.make_loss(name, temperature)
 
 
 def test_neighbour_loss_teaches_only_the_student_with_finite_gradients():

@@ -125,6 +125,7 @@ def test_distillation_on_two_replicas_averages_each_replicas_pairs(tmp_path, mod
                                        f"--distill_weight={weight}", *flags), _env())
                    for name, flags in jobs.items()], tmp_path / "logs")
     one, two = (json.loads((tmp_path / f"{name}.json").read_text()) for name in jobs)
+    assert (one["replicas"], two["replicas"]) == (1, 2)
     (a,), (b,) = one["losses"], two["losses"]
     expected = one["distill_expected"]
     assert expected["slices"] != pytest.approx(expected["whole"], rel=0.01)  # tells them apart

@@ -249,7 +249,7 @@ def test_extra_train_labels_follow_the_main_set(parse, data_dir, monkeypatch, tm
         (n_main + 5, 3 * n_main + 5, 3)
     # resuming it with another epoch length is refused; P x K sampling ignores repeats
     fv = parse("--extra_train=extra:p", "--train_repeats=2", f"--run_dir={tmp_path / 'run3'}")
-    with pytest.raises(flags.ValidationError, match="--train_repeats=3, not 2"):
+    with pytest.raises(flags.ValidationError, match=r"--train_repeats=3 \(not 2\)"):
         train.train_trial(fv, main, 0, tmp_path / "run3", tf.distribute.get_strategy())
     with pytest.raises(flags.IllegalFlagValueError, match="--train_repeats has no effect"):
         parse("--train_repeats=2", "--sampler=pk")
@@ -388,8 +388,9 @@ def test_lomo_teacher_is_fitted_on_distinct_images_once_and_read_back(parse, dat
 
 def test_resuming_with_another_distillation_is_refused(parse, data_dir, monkeypatch, tmp_path):
     """The distillation flags change what every step optimises: a trial resumed with another
-    weight or loss is refused, the flag and both values named; a config.json written before
-    the flags existed counts as their defaults."""
+    weight, loss or temperature is refused, the flag and both values named; the loss and
+    temperature count only with a weight. A config.json written before the flags existed
+    counts as what ran then: no distillation, or the distance loss at the fixed temperature."""
     from jlml_tf.features import lomo as lomo_lib
     from jlml_tf.training import distill
 
@@ -411,33 +412,51 @@ def test_resuming_with_another_distillation_is_refused(parse, data_dir, monkeypa
         train.train_trial(parse("--random_erasing=0", f"--run_dir={run}", *args), main, 0, run,
                           tf.distribute.get_strategy())
 
-    with pytest.raises(Stop):
-        resume("--distill_lomo_weight=2")
-    for args, message in [(["--distill_lomo_weight=3"], "--distill_lomo_weight=2.0, not 3.0"),
-                          ([], "--distill_lomo_weight=2.0, not 0.0"),
-                          (["--distill_lomo_weight=2", "--distill_lomo_loss=distance"],
-                           "--distill_lomo_loss=neighbours, not distance"),
-                          (["--distill_lomo_weight=2", "--distill_lomo_temperature=0.2"],
-                           "--distill_lomo_temperature=0.1, not 0.2")]:
+    def refused(message, *args):
         with pytest.raises(flags.ValidationError, match=message):
             resume(*args)
-    with pytest.raises(Stop):
-        resume("--distill_lomo_weight=2")
-    # a run written before the flags existed resumes without them
-    config = json.loads((run / "config.json").read_text())
-    for name in train.RESUME_FIXED_FLAGS:
-        del config["train"][name]
-    (run / "config.json").write_text(json.dumps(config))
-    with pytest.raises(Stop):
-        resume()
+
+    def resumed(*args):
+        with pytest.raises(Stop):
+            resume(*args)
+
+    def recorded(**values):  # config.json as a run that recorded only these flags
+        config = json.loads((run / "config.json").read_text())
+        for name in train.RESUME_FIXED_FLAGS:
+            config["train"].pop(name, None)
+        config["train"].update(values)
+        (run / "config.json").write_text(json.dumps(config))
+
+    resumed("--distill_lomo_weight=2")
+    refused(r"--distill_lomo_weight=2.0 \(not 3.0\)", "--distill_lomo_weight=3")
+    refused(r"--distill_lomo_weight=2.0 \(not 0.0\)")
+    refused(r"--distill_lomo_loss=neighbours \(not distance\)", "--distill_lomo_weight=2",
+            "--distill_lomo_loss=distance")
+    refused(r"--distill_lomo_temperature=0.1 \(not 0.2\)", "--distill_lomo_weight=2",
+            "--distill_lomo_temperature=0.2")
+    resumed("--distill_lomo_weight=2")
+    # without a weight the loss and its temperature change nothing
+    recorded(distill_lomo_weight=0.0, distill_lomo_loss="neighbours")
+    resumed("--distill_lomo_loss=distance")
+    # written before the flags existed: no distillation then ...
+    recorded()
+    resumed()
+    refused(r"--distill_lomo_weight=0.0 \(not 2.0\)", "--distill_lomo_weight=2")
+    # ... or, with a weight, the distance loss, which had no flag yet
+    recorded(distill_lomo_weight=2.0)
+    refused(r"--distill_lomo_loss=distance \(not neighbours\)", "--distill_lomo_weight=2")
+    resumed("--distill_lomo_weight=2", "--distill_lomo_loss=distance")
 
 
 def test_distillation_temperature_is_positive_and_for_the_neighbours_loss(parse):
     assert parse("--distill_lomo_weight=1", "--random_erasing=0",
                  "--distill_lomo_temperature=0.05").distill_lomo_temperature == 0.05
-    for args in (["--distill_lomo_temperature=0"],
-                 ["--distill_lomo_loss=distance", "--distill_lomo_temperature=0.05"]):
-        with pytest.raises(flags.IllegalFlagValueError, match="--distill_lomo_temperature"):
+    for args, problem in [(["--distill_lomo_temperature=0"], "finite and at least"),
+                          (["--distill_lomo_temperature=inf"], "finite and at least"),
+                          (["--distill_lomo_loss=distance", "--distill_lomo_temperature=0.05"],
+                           "distance loss has no temperature")]:
+        with pytest.raises(flags.IllegalFlagValueError,
+                           match=f"--distill_lomo_temperature=.*{problem}"):
             parse("--distill_lomo_weight=1", "--random_erasing=0", *args)
 
 

@@ -320,7 +320,7 @@ def test_sigkill_then_restart_resumes_from_checkpoint(tmp_path):
 
 
 def one_step_per_weight(tmp_path, cfg, table, name, weights, **train_kwargs):
-    """One step per value of the TrainConfig weight `name`, each from the same initial weights
+    """One step per value of the TrainConfig field `name`, each from the same initial weights
     on the same first batch: ({weight: the step's metrics}, {weight: the stem kernel after})."""
     steps, stems = {}, {}
     for weight in weights:

@@ -30,6 +30,7 @@ import dataclasses
 import functools
 import hashlib
 import json
+import math
 import os
 import pathlib
 
@@ -42,7 +43,10 @@ from jlml_tf.features import lomo_graph, retinex
 from jlml_tf.training import losses
 
 TEACHER_FILE = "lomo_teacher.npz"  # in the run directory: fitted once, read back on resume
+DEFAULT_LOSS = "neighbours"  # a LOSSES name (`train --distill_lomo_loss`)
 NEIGHBOUR_TEMPERATURE = 0.1  # of the batch's mean distance (`train --distill_lomo_temperature`)
+# Lower, a pair's logit could reach the -1e9 that masks the diagonal out (neighbour_loss).
+MIN_TEMPERATURE = 1e-3
 
 
 @dataclasses.dataclass
@@ -162,9 +166,26 @@ def neighbour_loss(student: tf.Tensor, teacher: tf.Tensor,
 LOSSES = {"distance": relational_loss, "neighbours": neighbour_loss}  # --distill_lomo_loss
 
 
+def has_temperature(name: str) -> bool:
+    return LOSSES[name] is neighbour_loss
+
+
+def temperature_problem(name: str, temperature: float) -> str | None:
+    """Why the LOSSES term `name` cannot take `temperature`, or None."""
+    if not has_temperature(name):
+        return None if temperature == NEIGHBOUR_TEMPERATURE else \
+            f"the {name} loss has no temperature"
+    if not (math.isfinite(temperature) and temperature >= MIN_TEMPERATURE):
+        return f"a temperature must be finite and at least {MIN_TEMPERATURE}"
+    return None
+
+
 def make_loss(name: str, temperature: float = NEIGHBOUR_TEMPERATURE):
-    """The LOSSES term `name` as a function of (student, teacher), the neighbours' temperature
-    bound (the distance loss has none)."""
-    if name == "neighbours":
+    """The LOSSES term `name` as a function of (student, teacher), with the neighbours loss's
+    temperature bound; ValueError for a temperature the loss cannot take."""
+    problem = temperature_problem(name, temperature)
+    if problem:
+        raise ValueError(f"distillation temperature {temperature}: {problem}")
+    if has_temperature(name):
         return functools.partial(neighbour_loss, temperature=temperature)
     return LOSSES[name]

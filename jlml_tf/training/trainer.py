@@ -42,7 +42,7 @@ class TrainConfig:
     triplet_weight: float = 0.0  # batch-hard triplet loss on the features (0: the paper's losses only)
     triplet_margin: float = 0.3  # 0: soft margin
     distill_weight: float = 0.0  # weight of the LOMO + XQDA distillation term (needs a teacher)
-    distill_loss: str = "neighbours"  # a distill.LOSSES name
+    distill_loss: str = distill.DEFAULT_LOSS  # a distill.LOSSES name
     distill_temperature: float = distill.NEIGHBOUR_TEMPERATURE  # the neighbours loss's
     checkpoint_every_steps: int = 500
     keep_checkpoints: int = 3
