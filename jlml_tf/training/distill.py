@@ -45,7 +45,8 @@ from jlml_tf.training import losses
 TEACHER_FILE = "lomo_teacher.npz"  # in the run directory: fitted once, read back on resume
 DEFAULT_LOSS = "neighbours"  # a LOSSES name (`train --distill_lomo_loss`)
 NEIGHBOUR_TEMPERATURE = 0.1  # of the batch's mean distance (`train --distill_lomo_temperature`)
-# Lower, a pair's logit could reach the -1e9 that masks the diagonal out (neighbour_loss).
+# A floor well above the temperatures at which a pair's logit would reach the -1e9 that masks
+# the diagonal out (neighbour_loss).
 MIN_TEMPERATURE = 1e-3
 
 
