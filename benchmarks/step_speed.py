@@ -56,8 +56,8 @@ def images_per_second(width: str, height: int, width_px: int, policy: str, batch
     if distill:  # off: the plain model, as the figures before this option were timed
         forward = jlml.with_features(model, embedding=True)
         lomo_cfg = distill_lib.lomo_config(height, width_px)
-        teacher = distill_lib.LomoTeacher(np.random.default_rng(0).normal(
-            size=(lomo.feature_dim(lomo_cfg), 315)).astype("float32"), lomo_cfg)
+        teacher = distill_lib.LomoTeacher([np.random.default_rng(0).normal(
+            size=(lomo.feature_dim(lomo_cfg), 315)).astype("float32")], lomo_cfg)
 
     @tf.function
     def step():
@@ -68,7 +68,7 @@ def images_per_second(width: str, height: int, width_px: int, policy: str, batch
             loss = tf.add_n([tf.reduce_mean(v) for v in ce.values()])
             if distill:
                 embedding = tf.math.l2_normalize(tf.cast(outputs["embedding"], tf.float32), axis=1)
-                loss += distill_lib.neighbour_loss(embedding, teacher.features(images))
+                loss += distill_lib.neighbour_loss(embedding, teacher.distances(images, labels))
             penalties = losses.sparsity_penalties(model, SparsityConfig(), cfg.feature_dim)
             loss += tf.add_n(list(penalties.values())) + losses.weight_decay(model, 1e-4)
         grads = tape.gradient(loss, model.trainable_variables)

@@ -114,6 +114,10 @@ def define_flags(fv: flags.FlagValues | None = None) -> flags.FlagValues:
     flags.DEFINE_float("distill_lomo_temperature", distill.NEIGHBOUR_TEMPERATURE,
                        "The neighbours loss's softmax temperature, a fraction of the batch's "
                        "mean distance: lower weighs the nearest neighbours more.", **d)
+    flags.DEFINE_integer("distill_lomo_folds", 1, "Cross-fitted teachers: the split's identities "
+                         "dealt into this many folds (by --seed), one XQDA map fitted without "
+                         "each, and each image's distances taught by the map that never saw its "
+                         "identity (1: one map fitted on all of them).", lower_bound=1, **d)
 
     # Training.
     flags.DEFINE_integer("epochs", 60, "Training epochs.", lower_bound=1, **d)

@@ -99,15 +99,17 @@ def default_run_dir(data: ReidData) -> pathlib.Path:
 # loss weights (triplet, label smoothing, SFL, weight decay).
 RESUME_FIXED_FLAGS = {"train_repeats": 1, "distill_lomo_weight": 0.0,
                       "distill_lomo_loss": "distance",
-                      "distill_lomo_temperature": distill.NEIGHBOUR_TEMPERATURE}
+                      "distill_lomo_temperature": distill.NEIGHBOUR_TEMPERATURE,
+                      "distill_lomo_folds": 1}
 
 
 def _counted(values: dict) -> dict:
-    """RESUME_FIXED_FLAGS values that change training: the distillation loss only with a
-    weight, its temperature only for a loss that has one."""
+    """RESUME_FIXED_FLAGS values that change training: the distillation loss and folds only
+    with a weight, its temperature only for a loss that has one."""
     counted = dict(values)
     if not counted["distill_lomo_weight"]:
         del counted["distill_lomo_loss"], counted["distill_lomo_temperature"]
+        del counted["distill_lomo_folds"]
     elif not distill.has_temperature(counted["distill_lomo_loss"]):
         del counted["distill_lomo_temperature"]
     return counted
@@ -203,7 +205,8 @@ def train_trial(fv: flags.FlagValues, data: ReidData, index: int, trial_dir: pat
     augment = pipeline.AugmentConfig(flip=fv.flip, pad=fv.pad,
                                      erasing_probability=fv.random_erasing,
                                      color_jitter=fv.color_jitter)
-    teacher = lomo_teacher(trial_dir, model_cfg, *teacher_set[:2]) if teacher_set else None
+    teacher = lomo_teacher(trial_dir, model_cfg, *teacher_set[:2], folds=fv.distill_lomo_folds,
+                           seed=fv.seed) if teacher_set else None
     # the source this trial starts from, not a {trial} template
     train_flags = dict(fv.flag_values_dict(), init_from=train_cfg.init_from)
     run_dir_lib.write_config(trial_dir, model_cfg, train=train_flags, data={
@@ -227,23 +230,29 @@ def train_trial(fv: flags.FlagValues, data: ReidData, index: int, trial_dir: pat
     return results
 
 
-def lomo_teacher(trial_dir: pathlib.Path, model_cfg, table, labels) -> distill.LomoTeacher:
+def lomo_teacher(trial_dir: pathlib.Path, model_cfg, table, labels, folds: int = 1,
+                 seed: int = 0) -> distill.LomoTeacher:
     """The run's LOMO + XQDA teacher (--distill_lomo_weight): fitted on the split's training
-    images (not --extra_train's, whose images it only scores) at the model's input size and
-    saved, or read back when the run resumes."""
+    images (not --extra_train's, whose images it only scores) at the model's input size, in
+    `folds` cross-fitted maps (--distill_lomo_folds), and saved, or read back when the run
+    resumes."""
     path = trial_dir / distill.TEACHER_FILE
     height, width = model_cfg.input_height, model_cfg.input_width
     source = distill.fingerprint(table.filenames, labels)
     try:
         if path.is_file():
-            return distill.load(path, height, width, source)
-        print(f"Fitting the LOMO + XQDA teacher on {len(labels)} training images ...")
-        teacher = distill.fit(pipeline.decode_all(table, height, width), labels, source=source)
+            return distill.load(path, height, width, source, folds)
+        print(f"Fitting the LOMO + XQDA teacher on {len(labels)} training images"
+              f"{f' in {folds} folds' if folds > 1 else ''} ...")
+        teacher = distill.fit(pipeline.decode_all(table, height, width), labels, source=source,
+                              folds=folds, seed=seed)
     except ValueError as e:
-        raise flags.ValidationError(f"--distill_lomo_weight: {e}") from None
+        raise flags.ValidationError(f"--distill_lomo_weight with --distill_lomo_folds={folds}: "
+                                    f"{e}") from None
     trial_dir.mkdir(parents=True, exist_ok=True)
     distill.save(teacher, path)
-    print(f"  {teacher.matrix.shape[1]} XQDA dimensions -> {path}")
+    dims = ", ".join(str(m.shape[1]) for m in teacher.matrices)
+    print(f"  {dims} XQDA dimensions -> {path}")
     return teacher
 
 

@@ -105,6 +105,10 @@ class SmoothTeacher:
         projection = np.random.default_rng(0).normal(size=(flat.shape[1], 8)).astype(np.float32)
         return tf.matmul(flat, projection)
 
+    def distances(self, images, labels):
+        from jlml_tf.training import distill
+        return distill.normalised_distances(self.features(images))
+
 
 def expected_distill(trainer, teacher, parts: int) -> dict:
     """The first batch's distillation term computed outside the step, before it: over the whole
@@ -119,14 +123,14 @@ def expected_distill(trainer, teacher, parts: int) -> dict:
     loss = distill.make_loss(trainer.train_cfg.distill_loss, trainer.train_cfg.distill_temperature)
 
     @tf.function
-    def terms(images):
+    def terms(images, labels):
         outputs = forward(images, training=True)
         embedding = tf.math.l2_normalize(tf.cast(outputs["embedding"], tf.float32), axis=1)
-        mapped = teacher.features(images)
-        slices = [loss(e, t) for e, t in zip(tf.split(embedding, parts), tf.split(mapped, parts))]
-        return loss(embedding, mapped), tf.add_n(slices) / parts
+        slices = [loss(e, teacher.distances(i, lab)) for e, i, lab in
+                  zip(tf.split(embedding, parts), tf.split(images, parts), tf.split(labels, parts))]
+        return loss(embedding, teacher.distances(images, labels)), tf.add_n(slices) / parts
 
-    whole, slices = terms(next(iter(trainer._dataset(0, 0)))[0])
+    whole, slices = terms(*next(iter(trainer._dataset(0, 0)))[:2])
     return {"whole": float(whole), "slices": float(slices)}
 
 

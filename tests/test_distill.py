@@ -1,5 +1,7 @@
 """Distillation from LOMO + XQDA: the relational loss on hand-made points, the teacher's fit,
 its file, and its term in the training step."""
+import json
+
 import numpy as np
 import pytest
 import tensorflow as tf
@@ -9,13 +11,16 @@ from jlml_tf.training import distill
 
 from test_trainer import colour_table, make_trainer, one_step_per_weight
 
+taught = distill.normalised_distances  # the losses take the teacher's distances
+
 
 def test_relational_loss_on_three_points_on_a_line():
     """Student 0, 1, 3: pair distances 1, 3, 2, mean 2 -> 0.5, 1.5, 1. Teacher 0, 2, 4: 2, 4, 2,
     mean 8/3 -> 0.75, 1.5, 0.75. Errors 0.25, 0, 0.25 -> Huber 0.03125, 0, 0.03125; mean 1/48."""
     student = tf.constant([[0.0], [1.0], [3.0]])
     teacher = tf.constant([[0.0], [2.0], [4.0]])
-    assert float(distill.relational_loss(student, teacher)) == pytest.approx(1 / 48, rel=1e-5)
+    loss = distill.relational_loss(student, taught(teacher))
+    assert float(loss) == pytest.approx(1 / 48, rel=1e-5)
 
 
 def test_relational_loss_is_linear_beyond_unit_error():
@@ -24,17 +29,18 @@ def test_relational_loss_is_linear_beyond_unit_error():
     1 (Huber 0.5) and 8 of 1.5 (linear: 1.5 - 0.5 = 1); mean 0.7."""
     student = tf.constant([[0.0], [0.0], [0.0], [0.0], [1.0]])
     teacher = tf.constant(np.eye(5, dtype=np.float32))
-    assert float(distill.relational_loss(student, teacher)) == pytest.approx(0.7, abs=1e-5)
+    assert float(distill.relational_loss(student, taught(teacher))) == pytest.approx(0.7, abs=1e-5)
 
 
 def test_relational_loss_ignores_scale_and_teaches_only_the_student():
     rng = np.random.default_rng(0)
     teacher = tf.constant(rng.normal(size=(6, 5)).astype(np.float32))
-    assert float(distill.relational_loss(3.0 * teacher, teacher)) == pytest.approx(0.0, abs=1e-6)
+    loss = distill.relational_loss(3.0 * teacher, taught(teacher))
+    assert float(loss) == pytest.approx(0.0, abs=1e-6)
     student = tf.Variable(rng.normal(size=(6, 4)).astype(np.float32))
     with tf.GradientTape(persistent=True) as tape:
         tape.watch(teacher)
-        loss = distill.relational_loss(student, teacher)
+        loss = distill.relational_loss(student, taught(teacher))
     assert float(loss) > 0
     assert tape.gradient(loss, teacher) is None
     assert np.abs(tape.gradient(loss, student).numpy()).sum() > 0
@@ -54,20 +60,21 @@ def test_neighbour_loss_on_three_points_on_a_line():
     student_logits = -np.array([[1.0, 3.0], [1.0, 2.0], [3.0, 2.0]])
     teacher_logits = -np.array([[2.0, 4.0], [2.0, 2.0], [4.0, 2.0]]) / (4 / 3)
     expected = _kl_rows(teacher_logits, student_logits).mean()
-    assert float(distill.neighbour_loss(student, teacher, temperature=0.5)) == pytest.approx(
-        expected, rel=1e-5)
-    assert float(distill.neighbour_loss(2.5 * teacher, teacher)) == pytest.approx(0.0, abs=1e-6)
+    loss = distill.neighbour_loss(student, taught(teacher), temperature=0.5)
+    assert float(loss) == pytest.approx(expected, rel=1e-5)
+    loss = distill.neighbour_loss(2.5 * teacher, taught(teacher))
+    assert float(loss) == pytest.approx(0.0, abs=1e-6)
 
 
 def test_make_loss_binds_the_neighbours_temperature():
     student = tf.constant([[0.0], [1.0], [3.0]])
     teacher = tf.constant([[0.0], [2.0], [4.0]])
-    assert float(distill.make_loss("neighbours", 0.5)(student, teacher)) == pytest.approx(
-        float(distill.neighbour_loss(student, teacher, temperature=0.5)), rel=1e-6)
-    assert float(distill.make_loss("neighbours")(student, teacher)) == pytest.approx(
-        float(distill.neighbour_loss(student, teacher)), rel=1e-6)
-    assert float(distill.make_loss("neighbours", 0.5)(student, teacher)) != pytest.approx(
-        float(distill.neighbour_loss(student, teacher)), rel=1e-3)
+    assert float(distill.make_loss("neighbours", 0.5)(student, taught(teacher))) == pytest.approx(
+        float(distill.neighbour_loss(student, taught(teacher), temperature=0.5)), rel=1e-6)
+    assert float(distill.make_loss("neighbours")(student, taught(teacher))) == pytest.approx(
+        float(distill.neighbour_loss(student, taught(teacher))), rel=1e-6)
+    assert float(distill.make_loss("neighbours", 0.5)(student, taught(teacher))) != pytest.approx(
+        float(distill.neighbour_loss(student, taught(teacher))), rel=1e-3)
     assert distill.make_loss("distance") is distill.relational_loss
 
 
@@ -85,7 +92,7 @@ def test_neighbour_loss_teaches_only_the_student_with_finite_gradients():
     student = tf.Variable(rng.normal(size=(6, 4)).astype(np.float32))
     with tf.GradientTape(persistent=True) as tape:
         tape.watch(teacher)
-        loss = distill.neighbour_loss(student, teacher)
+        loss = distill.neighbour_loss(student, taught(teacher))
     gradient = tape.gradient(loss, student).numpy()
     assert float(loss) > 0 and tape.gradient(loss, teacher) is None
     assert np.isfinite(gradient).all() and np.abs(gradient).sum() > 0
@@ -100,8 +107,9 @@ def _table_images(identities=4, per_identity=3, height=64, width=32):
 def test_fitted_teacher_puts_each_identity_closer_to_itself():
     images, pids = _table_images()
     teacher = distill.fit(images, pids, batch_size=5)  # batches that do not divide 12
-    assert teacher.matrix.shape[0] == lomo_lib.feature_dim(distill.lomo_config(64, 32))
-    mapped = teacher.features(tf.constant(images, tf.float32)).numpy()
+    assert teacher.folds == 1
+    assert teacher.matrices[0].shape[0] == lomo_lib.feature_dim(distill.lomo_config(64, 32))
+    (mapped,) = [f.numpy() for f in teacher.features(tf.constant(images, tf.float32))]
     d = np.linalg.norm(mapped[:, None] - mapped[None], axis=-1)
     same = pids[:, None] == pids[None, :]
     off = ~np.eye(len(pids), dtype=bool)
@@ -123,7 +131,8 @@ def test_teacher_file_round_trip_size_and_source_checks(tmp_path):
     teacher = distill.fit(images, pids, source=source)
     path = distill.save(teacher, tmp_path / distill.TEACHER_FILE)
     loaded = distill.load(path, 64, 32, source)
-    np.testing.assert_array_equal(loaded.matrix, teacher.matrix)
+    np.testing.assert_array_equal(loaded.matrices[0], teacher.matrices[0])
+    assert loaded.folds == 1 and loaded.label_folds is None
     assert loaded.lomo == teacher.lomo and loaded.source == source
     assert [p.name for p in tmp_path.iterdir()] == [distill.TEACHER_FILE]  # no staging left
     with pytest.raises(ValueError, match=rf"{distill.TEACHER_FILE}.*64x32.*128x48"):
@@ -131,6 +140,81 @@ def test_teacher_file_round_trip_size_and_source_checks(tmp_path):
     relabelled = distill.fingerprint([f"{i}.png" for i in range(len(pids))], pids[::-1])
     with pytest.raises(ValueError, match="other training images or labels"):
         distill.load(path, 64, 32, relabelled)
+
+
+def test_deal_folds_shuffles_identities_into_near_equal_folds():
+    labels = np.repeat(np.arange(10), 2)
+    folds = distill.deal_folds(labels, 3, seed=0)
+    assert folds.shape == (10,) and sorted(np.bincount(folds)) == [3, 3, 4]
+    np.testing.assert_array_equal(folds, distill.deal_folds(labels[::-1], 3, seed=0))
+    assert any(not np.array_equal(folds, distill.deal_folds(labels, 3, seed=s))
+               for s in range(1, 4))
+
+
+def test_cross_fitted_maps_are_each_fitted_without_their_fold():
+    """Map k is exactly the single map fitted on the images outside fold k."""
+    images, pids = _table_images(identities=6, per_identity=2)
+    teacher = distill.fit(images, pids, folds=2, seed=3)
+    np.testing.assert_array_equal(teacher.label_folds, distill.deal_folds(pids, 2, seed=3))
+    assert teacher.folds == 2
+    for k, matrix in enumerate(teacher.matrices):
+        keep = teacher.label_folds[pids] != k
+        (alone,) = distill.fit(images[keep], pids[keep]).matrices
+        np.testing.assert_allclose(matrix, alone, rtol=1e-5, atol=1e-6)
+
+
+def test_fit_needs_two_identities_in_every_map():
+    images, pids = _table_images(identities=3, per_identity=2)
+    assert distill.fit(images, pids, folds=3).folds == 3  # each map on two identities
+    with pytest.raises(ValueError, match="3 identities in 4 fold"):
+        distill.fit(images, pids, folds=4)  # an empty fold
+    with pytest.raises(ValueError, match="2 identities in 2 fold"):
+        distill.fit(images[:4], pids[:4], folds=2)  # a map on one identity
+
+
+def _two_map_teacher(label_folds):
+    cfg = distill.lomo_config(64, 32)
+    rng = np.random.default_rng(0)
+    maps = [rng.normal(size=(lomo_lib.feature_dim(cfg), 3)) for _ in range(2)]
+    return distill.LomoTeacher(maps, cfg, "s", np.asarray(label_folds))
+
+
+def test_cross_fitted_distances_take_each_row_from_the_map_blind_to_it():
+    """Labels 0-3 in folds 0, 1, 1, 0; label 9 is beyond the split (--extra_train) and takes
+    map 0. Each map's matrix is normalised over the whole batch before rows are picked."""
+    teacher = _two_map_teacher([0, 1, 1, 0])
+    images, _ = _table_images(identities=5, per_identity=1)
+    images = tf.constant(images, tf.float32)
+    labels = tf.constant([0, 1, 2, 3, 9])
+    per_map = [taught(f).numpy() for f in teacher.features(images)]
+    rows = teacher.distances(images, labels).numpy()
+    for i, fold in enumerate([0, 1, 1, 0, 0]):
+        np.testing.assert_allclose(rows[i], per_map[fold][i], rtol=1e-6)
+    assert not np.allclose(per_map[0], per_map[1])
+    single = distill.LomoTeacher(teacher.matrices[:1], teacher.lomo)
+    np.testing.assert_allclose(single.distances(images, labels).numpy(), per_map[0], rtol=1e-6)
+
+
+def test_cross_fitted_teacher_file_round_trip_and_fold_check(tmp_path):
+    teacher = _two_map_teacher([1, 0, 0, 1])
+    path = distill.save(teacher, tmp_path / distill.TEACHER_FILE)
+    loaded = distill.load(path, 64, 32, "s", folds=2)
+    for mine, theirs in zip(loaded.matrices, teacher.matrices, strict=True):
+        np.testing.assert_array_equal(mine, theirs)
+    np.testing.assert_array_equal(loaded.label_folds, [1, 0, 0, 1])
+    with pytest.raises(ValueError, match=rf"{distill.TEACHER_FILE}.*2 fold\(s\), not this run's 1"):
+        distill.load(path, 64, 32, "s")
+
+
+def test_a_teacher_file_from_before_folds_loads_as_one_map(tmp_path):
+    """Files written before cross-fitting hold one array named "matrix"."""
+    cfg = distill.lomo_config(64, 32)
+    matrix = np.ones((lomo_lib.feature_dim(cfg), 2), np.float32)
+    path = tmp_path / distill.TEACHER_FILE
+    np.savez(path, matrix=matrix, lomo=np.array(json.dumps(cfg.to_dict())), source=np.array("s"))
+    loaded = distill.load(path, 64, 32, "s")
+    assert loaded.folds == 1
+    np.testing.assert_array_equal(loaded.matrices[0], matrix)
 
 
 def test_fingerprint_ignores_order_and_sees_every_pair():

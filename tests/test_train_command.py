@@ -349,10 +349,10 @@ def test_lomo_teacher_is_fitted_on_distinct_images_once_and_read_back(parse, dat
     main = tiny_data(data_dir)
     fitted, captured = [], {}
 
-    def fit(images, labels, source):
-        fitted.append((images.shape, labels.tolist()))
-        return distill.LomoTeacher(np.ones((lomo_dim, 2), np.float32), distill.lomo_config(64, 32),
-                                   source)
+    def fit(images, labels, source, folds, seed):
+        fitted.append((images.shape, labels.tolist(), folds, seed))
+        return distill.LomoTeacher([np.ones((lomo_dim, 2), np.float32)],
+                                   distill.lomo_config(64, 32), source)
 
     class Stop(Exception):
         pass
@@ -372,9 +372,9 @@ def test_lomo_teacher_is_fitted_on_distinct_images_once_and_read_back(parse, dat
     for _ in range(2):
         with pytest.raises(Stop):
             train.train_trial(fv, main, 0, run, tf.distribute.get_strategy())
-        np.testing.assert_array_equal(captured["teacher"].matrix, np.ones((lomo_dim, 2)))
+        np.testing.assert_array_equal(captured["teacher"].matrices[0], np.ones((lomo_dim, 2)))
     n = len(main.trials[0].train)
-    assert len(fitted) == 1 and fitted[0][0] == (n, 64, 32, 3)
+    assert len(fitted) == 1 and fitted[0][0] == (n, 64, 32, 3) and fitted[0][2:] == (1, 0)
     assert sorted(set(fitted[0][1])) == list(range(len(set(main.table.pids[main.trials[0].train]))))
     assert (run / distill.TEACHER_FILE).is_file()
     config = json.loads((run / "config.json").read_text())["train"]
@@ -402,8 +402,8 @@ def test_resuming_with_another_distillation_is_refused(parse, data_dir, monkeypa
     def trainer(*args, **kwargs):
         raise Stop
 
-    monkeypatch.setattr(distill, "fit", lambda images, labels, source: distill.LomoTeacher(
-        np.ones((lomo_lib.feature_dim(distill.lomo_config(64, 32)), 2), np.float32),
+    monkeypatch.setattr(distill, "fit", lambda images, labels, source, **_: distill.LomoTeacher(
+        [np.ones((lomo_lib.feature_dim(distill.lomo_config(64, 32)), 2), np.float32)],
         distill.lomo_config(64, 32), source))
     monkeypatch.setattr(train, "Trainer", trainer)
     run = tmp_path / "run"
@@ -434,10 +434,12 @@ def test_resuming_with_another_distillation_is_refused(parse, data_dir, monkeypa
             "--distill_lomo_loss=distance")
     refused(r"--distill_lomo_temperature=0.1 \(not 0.2\)", "--distill_lomo_weight=2",
             "--distill_lomo_temperature=0.2")
+    refused(r"--distill_lomo_folds=1 \(not 2\)", "--distill_lomo_weight=2",
+            "--distill_lomo_folds=2")
     resumed("--distill_lomo_weight=2")
-    # without a weight the loss and its temperature change nothing
+    # without a weight the loss, its temperature and the folds change nothing
     recorded(distill_lomo_weight=0.0, distill_lomo_loss="neighbours")
-    resumed("--distill_lomo_loss=distance")
+    resumed("--distill_lomo_loss=distance", "--distill_lomo_folds=3")
     # written before the flags existed: no distillation then ...
     recorded()
     resumed()
@@ -446,6 +448,37 @@ def test_resuming_with_another_distillation_is_refused(parse, data_dir, monkeypa
     recorded(distill_lomo_weight=2.0)
     refused(r"--distill_lomo_loss=distance \(not neighbours\)", "--distill_lomo_weight=2")
     resumed("--distill_lomo_weight=2", "--distill_lomo_loss=distance")
+
+
+def test_cross_fitted_teacher_takes_the_folds_and_seed(parse, data_dir, monkeypatch, tmp_path):
+    """--distill_lomo_folds and --seed reach the teacher's fit; folds the split cannot fill are
+    refused naming the flag, before anything is written."""
+    from jlml_tf.training import distill
+
+    main = tiny_data(data_dir)
+    calls = []
+    real_fit = distill.fit
+
+    class Stop(Exception):
+        pass
+
+    def fit(*args, **kwargs):
+        calls.append((kwargs["folds"], kwargs["seed"]))
+        raise Stop
+
+    monkeypatch.setattr(distill, "fit", fit)
+    args = ("--distill_lomo_weight=1", "--random_erasing=0", f"--run_dir={tmp_path / 'a'}")
+    with pytest.raises(Stop):
+        train.train_trial(parse(*args, "--distill_lomo_folds=2", "--seed=5"), main, 0,
+                          tmp_path / "a", tf.distribute.get_strategy())
+    assert calls == [(2, 5)]
+    monkeypatch.setattr(distill, "fit", real_fit)
+    identities = len(set(main.table.pids[main.trials[0].train]))
+    with pytest.raises(flags.ValidationError,
+                       match=f"--distill_lomo_folds={identities + 1}: .*one in every fold"):
+        train.train_trial(parse(*args, f"--distill_lomo_folds={identities + 1}"), main, 0,
+                          tmp_path / "b", tf.distribute.get_strategy())
+    assert not (tmp_path / "b" / distill.TEACHER_FILE).exists()
 
 
 def test_distillation_temperature_is_positive_and_for_the_neighbours_loss(parse):

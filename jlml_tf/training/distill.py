@@ -23,6 +23,13 @@ between the batch's unit-norm embeddings are taught the teacher's by one of two 
 
 Both divide distances by their batch mean, so neither the teacher's nor the embedding's scale
 matters. Each replica compares the pairs of its own share of the batch.
+
+Cross-fitted teachers (`train --distill_lomo_folds=K`, K >= 2): XQDA fitted on its own training
+pairs ranks them almost perfectly, so what it teaches there is mostly the labels again. The
+split's identities are dealt into K folds and map k is fitted without fold k; an image's row of
+the teacher's distances (its distances to the batch's other images, which is what the
+neighbours loss teaches it) comes from the map that never saw its identity, as the teacher's
+distances to a test image would. Images of --extra_train sets, which no map saw, take map 0's.
 """
 from __future__ import annotations
 
@@ -52,19 +59,49 @@ MIN_TEMPERATURE = 1e-3
 
 @dataclasses.dataclass
 class LomoTeacher:
-    matrix: np.ndarray  # (LOMO dim, r) float32: XQDA's L
+    # XQDA's L, (LOMO dim, r_k) float32, per fold: map k fitted without fold k's identities;
+    # a single map is fitted on all of them
+    matrices: list
     lomo: lomo_lib.LomoConfig  # LOMO at the model's input size, without Retinex
     source: str = ""  # fingerprint() of the images and labels it was fitted on
+    # the fold of each training label 0..n-1 (cross-fitted teachers only)
+    label_folds: np.ndarray | None = None
 
     def __post_init__(self):
-        # one tensor, captured by the traced step rather than copied into every trace
-        self._matrix = tf.constant(np.asarray(self.matrix, np.float32))
+        self.matrices = [np.asarray(m, np.float32) for m in self.matrices]
+        if len(self.matrices) > 1 and self.label_folds is None:
+            raise ValueError(f"{len(self.matrices)} maps need the fold of each label")
+        # tensors captured by the traced step rather than copied into every trace
+        self._matrices = [tf.constant(m) for m in self.matrices]
+        if len(self.matrices) > 1:
+            # one more entry, fold 0, for labels beyond the split's (--extra_train images)
+            self._label_folds = tf.constant(np.append(self.label_folds, 0), tf.int32)
 
-    def features(self, images: tf.Tensor) -> tf.Tensor:
-        """L^T LOMO(images) for float pixels [B, H, W, 3] in 0..255 (rounded first: LOMO's
-        histograms take whole pixel values, and augmentation may leave fractions)."""
+    @property
+    def folds(self) -> int:
+        return len(self.matrices)
+
+    def _lomo(self, images: tf.Tensor) -> tf.Tensor:
+        # rounded first: LOMO's histograms take whole pixel values, augmentation leaves fractions
         pixels = tf.round(tf.clip_by_value(tf.cast(images, tf.float32), 0.0, 255.0))
-        return tf.matmul(lomo_graph.lomo(pixels, self.lomo), self._matrix)
+        return lomo_graph.lomo(pixels, self.lomo)
+
+    def features(self, images: tf.Tensor) -> list:
+        """L_k^T LOMO(images), one [B, r_k] tensor per map, for float pixels [B, H, W, 3] in
+        0..255."""
+        x = self._lomo(images)
+        return [tf.matmul(x, m) for m in self._matrices]
+
+    def distances(self, images: tf.Tensor, labels: tf.Tensor) -> tf.Tensor:
+        """The teacher's [B, B] distances, each map's divided by its mean over the pairs; row i
+        from the map that did not see label i's identity."""
+        per_map = [normalised_distances(f) for f in self.features(images)]
+        if len(per_map) == 1:
+            return per_map[0]
+        last = tf.shape(self._label_folds)[0] - 1
+        fold = tf.gather(self._label_folds, tf.minimum(tf.cast(labels, tf.int32), last))
+        rows = tf.range(tf.shape(fold)[0])
+        return tf.gather_nd(tf.stack(per_map), tf.stack([fold, rows], axis=1))
 
 
 def lomo_config(height: int, width: int) -> lomo_lib.LomoConfig:
@@ -78,69 +115,100 @@ def fingerprint(filenames, labels) -> str:
     return hashlib.sha256(json.dumps(pairs).encode()).hexdigest()
 
 
-def fit(images: np.ndarray, labels: np.ndarray, batch_size: int = 64,
-        source: str = "") -> LomoTeacher:
-    """XQDA's map fitted on the LOMO of uint8 images [N, H, W, 3] with identity labels [N]."""
+def deal_folds(labels: np.ndarray, folds: int, seed: int = 0) -> np.ndarray:
+    """The fold of each label value 0..max(labels): the identities shuffled by `seed` and
+    dealt round-robin, so fold sizes differ by at most one identity."""
+    ids = np.unique(labels)
+    label_folds = np.zeros(int(ids.max()) + 1, np.int32)
+    label_folds[np.random.default_rng(seed).permutation(ids)] = np.arange(len(ids)) % folds
+    return label_folds
+
+
+def fit(images: np.ndarray, labels: np.ndarray, batch_size: int = 64, source: str = "",
+        folds: int = 1, seed: int = 0) -> LomoTeacher:
+    """XQDA's map fitted on the LOMO of uint8 images [N, H, W, 3] with identity labels [N]
+    (0..n-1); with `folds` >= 2, one map per fold fitted without that fold's identities
+    (deal_folds(labels, folds, seed))."""
     images, labels = np.asarray(images), np.asarray(labels)
     if images.ndim != 4 or len(images) != len(labels):
         raise ValueError(f"expected images [N, H, W, 3] and N labels, got {images.shape} and "
                          f"{labels.shape}")
-    if len(np.unique(labels)) < 2:
-        raise ValueError("the LOMO teacher needs at least two identities to fit XQDA")
+    identities = len(np.unique(labels))
+    # each map is fitted on the identities outside its fold, the largest fold left out
+    fewest = identities - math.ceil(identities / folds) if folds > 1 else identities
+    if not 1 <= folds <= identities or fewest < 2:
+        raise ValueError(f"the LOMO teacher needs two identities in every map to fit XQDA, and "
+                         f"one in every fold: {identities} identities in {folds} fold(s)")
     cfg = lomo_config(*images.shape[1:3])
     features = np.concatenate([lomo_graph.lomo(images[i:i + batch_size], cfg).numpy()
                                for i in range(0, len(images), batch_size)])
-    metric = metric_learning.fit_xqda(features, labels)
-    return LomoTeacher(metric.linear_map(), cfg, source)
+    if folds == 1:
+        return LomoTeacher([metric_learning.fit_xqda(features, labels).linear_map()], cfg, source)
+    label_folds = deal_folds(labels, folds, seed)
+    held_in = [label_folds[labels] != k for k in range(folds)]
+    matrices = [metric_learning.fit_xqda(features[keep], labels[keep]).linear_map()
+                for keep in held_in]
+    return LomoTeacher(matrices, cfg, source, label_folds)
 
 
 def save(teacher: LomoTeacher, path: str | os.PathLike) -> pathlib.Path:
     path = pathlib.Path(path)
     # per process: workers of one multi-worker run share the directory
     staging = path.with_name(f".{path.stem}.{os.getpid()}.tmp.npz")
-    np.savez(staging, matrix=np.asarray(teacher.matrix, np.float32),
-             lomo=np.array(json.dumps(teacher.lomo.to_dict())), source=np.array(teacher.source))
+    maps = {f"matrix_{k}": m for k, m in enumerate(teacher.matrices)}
+    if teacher.label_folds is not None:
+        maps["label_folds"] = np.asarray(teacher.label_folds, np.int32)
+    np.savez(staging, **maps, lomo=np.array(json.dumps(teacher.lomo.to_dict())),
+             source=np.array(teacher.source))
     os.replace(staging, path)  # atomic: a run killed while saving keeps no half file
     return path
 
 
-def load(path: str | os.PathLike, height: int, width: int, source: str) -> LomoTeacher:
+def load(path: str | os.PathLike, height: int, width: int, source: str,
+         folds: int = 1) -> LomoTeacher:
     """A saved teacher, refused (naming the file) unless it is LOMO at this input size fitted
-    on the images and labels `source` fingerprints."""
+    on the images and labels `source` fingerprints, in `folds` maps."""
     with np.load(path) as stored:
-        matrix = stored["matrix"]
+        # "matrix": a single map, saved before teachers had folds
+        names = ["matrix"] if "matrix" in stored else \
+            sorted((k for k in stored if k.startswith("matrix_")), key=lambda k: int(k[7:]))
+        matrices = [stored[k] for k in names]
+        label_folds = stored["label_folds"] if "label_folds" in stored else None
         cfg = lomo_lib.LomoConfig.from_dict(json.loads(str(stored["lomo"])))
         stored_source = str(stored["source"]) if "source" in stored else ""
+    dim = matrices[0].shape[0]
     problem = None
-    if cfg != lomo_config(height, width) or matrix.shape[0] != lomo_lib.feature_dim(cfg):
-        problem = (f"LOMO {cfg.height}x{cfg.width} ({matrix.shape[0]}-d), not this model's "
-                   f"{height}x{width}")
+    if cfg != lomo_config(height, width) or dim != lomo_lib.feature_dim(cfg):
+        problem = f"LOMO {cfg.height}x{cfg.width} ({dim}-d), not this model's {height}x{width}"
     elif stored_source != source:
         problem = "fitted on other training images or labels than this run's"
+    elif len(matrices) != folds:
+        problem = f"{len(matrices)} fold(s), not this run's {folds}"
     if problem:
         raise ValueError(f"{path}: a LOMO teacher for {problem}; delete it or use another "
                          "--run_dir")
-    return LomoTeacher(matrix, cfg, source)
+    return LomoTeacher(matrices, cfg, source, label_folds)
 
 
 def _pairs(size) -> tf.Tensor:
     return tf.logical_not(tf.eye(size, dtype=tf.bool))
 
 
-def _normalised_distances(x: tf.Tensor, pairs: tf.Tensor) -> tf.Tensor:
-    """Distances divided by their mean over the pairs i != j (static shapes, no masking)."""
+def normalised_distances(x: tf.Tensor) -> tf.Tensor:
+    """The [B, B] distances between the rows of x divided by their mean over the pairs
+    i != j (static shapes, no masking)."""
     d = losses.pairwise_distances(x)
     size = tf.cast(tf.shape(d)[0], tf.float32)
-    mean = tf.reduce_sum(tf.where(pairs, d, 0.0)) / (size * (size - 1.0))
+    mean = tf.reduce_sum(tf.where(_pairs(tf.shape(d)[0]), d, 0.0)) / (size * (size - 1.0))
     return d / tf.maximum(mean, 1e-12)
 
 
 def relational_loss(student: tf.Tensor, teacher: tf.Tensor) -> tf.Tensor:
-    """RKD's distance-wise loss: the mean Huber loss between the two batches' distance
-    matrices, each divided by its mean over the pairs i != j (the diagonal is left out)."""
+    """RKD's distance-wise loss: the mean Huber loss between the student's distance matrix
+    (between the rows of `student`, divided by its mean over the pairs i != j) and the
+    teacher's normalised distances [B, B]; the diagonal is left out."""
     pairs = _pairs(tf.shape(student)[0])
-    error = tf.abs(_normalised_distances(student, pairs)
-                   - tf.stop_gradient(_normalised_distances(teacher, pairs)))
+    error = tf.abs(normalised_distances(student) - tf.stop_gradient(teacher))
     huber = tf.where(error <= 1.0, 0.5 * tf.square(error), error - 0.5)
     return tf.reduce_sum(tf.where(pairs, huber, 0.0)) / tf.reduce_sum(tf.cast(pairs, tf.float32))
 
@@ -148,18 +216,20 @@ def relational_loss(student: tf.Tensor, teacher: tf.Tensor) -> tf.Tensor:
 def neighbour_loss(student: tf.Tensor, teacher: tf.Tensor,
                    temperature: float = NEIGHBOUR_TEMPERATURE) -> tf.Tensor:
     """Each image's distribution over the batch's other images, softmax(-d / (mean d *
-    temperature)), of the teacher taught to the student by KL(teacher || student), averaged over
-    the images: the near neighbours, which decide a rank, weigh most."""
+    temperature)), of the teacher (normalised distances [B, B]) taught to the student (the rows
+    of `student`) by KL(teacher || student), averaged over the images: the near neighbours,
+    which decide a rank, weigh most."""
     pairs = _pairs(tf.shape(student)[0])
 
-    def log_neighbours(x):
+    def log_neighbours(distances):
         # -1e9, not -inf, on the diagonal: its probability is exactly 0 and the difference of
         # two such log-probabilities stays finite (-inf would give 0 * nan in the KL)
-        logits = -_normalised_distances(x, pairs) / temperature
+        logits = -distances / temperature
         return tf.nn.log_softmax(tf.where(pairs, logits, -1e9), axis=1)
 
     target = tf.stop_gradient(log_neighbours(teacher))
-    kl = tf.reduce_sum(tf.where(pairs, tf.exp(target) * (target - log_neighbours(student)), 0.0),
+    student_log = log_neighbours(normalised_distances(student))
+    kl = tf.reduce_sum(tf.where(pairs, tf.exp(target) * (target - student_log), 0.0),
                        axis=1)
     return tf.reduce_mean(kl)
 
@@ -182,8 +252,9 @@ def temperature_problem(name: str, temperature: float) -> str | None:
 
 
 def make_loss(name: str, temperature: float = NEIGHBOUR_TEMPERATURE):
-    """The LOSSES term `name` as a function of (student, teacher), with the neighbours loss's
-    temperature bound; ValueError for a temperature the loss cannot take."""
+    """The LOSSES term `name` as a function of (student embeddings, the teacher's normalised
+    distances), with the neighbours loss's temperature bound; ValueError for a temperature the
+    loss cannot take."""
     problem = temperature_problem(name, temperature)
     if problem:
         raise ValueError(f"distillation temperature {temperature}: {problem}")
