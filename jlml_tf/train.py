@@ -247,8 +247,8 @@ def lomo_teacher(trial_dir: pathlib.Path, model_cfg, table, labels, folds: int =
         teacher = distill.fit(pipeline.decode_all(table, height, width), labels, source=source,
                               folds=folds, seed=seed)
     except ValueError as e:
-        raise flags.ValidationError(f"--distill_lomo_weight with --distill_lomo_folds={folds}: "
-                                    f"{e}") from None
+        named = f" --distill_lomo_folds={folds}" if folds > 1 else ""
+        raise flags.ValidationError(f"--distill_lomo_weight{named}: {e}") from None
     trial_dir.mkdir(parents=True, exist_ok=True)
     distill.save(teacher, path)
     dims = ", ".join(str(m.shape[1]) for m in teacher.matrices)

@@ -94,20 +94,22 @@ def main() -> None:
 
 
 class SmoothTeacher:
-    """A stand-in for distill.LomoTeacher: a fixed projection of 8 x 8-pooled pixels. LOMO's
-    float32 quantisation moves with graph rewrites (jlml_tf/features/lomo_graph.py), so two
-    differently built graphs need not agree on it; this test is about the replicas' averaging."""
-
-    def features(self, images):
-        import tensorflow as tf
-        pooled = tf.nn.avg_pool2d(images, 8, 8, "VALID")
-        flat = tf.reshape(pooled, [tf.shape(images)[0], -1])
-        projection = np.random.default_rng(0).normal(size=(flat.shape[1], 8)).astype(np.float32)
-        return tf.matmul(flat, projection)
+    """A stand-in for a cross-fitted distill.LomoTeacher: two fixed projections of 8 x 8-pooled
+    pixels, each image's row from the one its label's parity picks, so each replica's labels
+    must go with its images. LOMO's float32 quantisation moves with graph rewrites
+    (jlml_tf/features/lomo_graph.py), so two differently built graphs need not agree on it;
+    this test is about the replicas' averaging."""
 
     def distances(self, images, labels):
+        import tensorflow as tf
         from jlml_tf.training import distill
-        return distill.normalised_distances(self.features(images))
+        pooled = tf.nn.avg_pool2d(images, 8, 8, "VALID")
+        flat = tf.reshape(pooled, [tf.shape(images)[0], -1])
+        rng = np.random.default_rng(0)
+        per_map = [distill.normalised_distances(tf.matmul(flat, rng.normal(
+            size=(flat.shape[1], 8)).astype(np.float32))) for _ in range(2)]
+        odd = tf.equal(tf.math.floormod(tf.cast(labels, tf.int32), 2), 1)
+        return tf.where(odd[:, None], per_map[1], per_map[0])
 
 
 def expected_distill(trainer, teacher, parts: int) -> dict:

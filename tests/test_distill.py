@@ -185,10 +185,10 @@ def test_cross_fitted_distances_take_each_row_from_the_map_blind_to_it():
     teacher = _two_map_teacher([0, 1, 1, 0])
     images, _ = _table_images(identities=5, per_identity=1)
     images = tf.constant(images, tf.float32)
-    labels = tf.constant([0, 1, 2, 3, 9])
+    labels = tf.constant([3, 9, 1, 0, 2], tf.int64)
     per_map = [taught(f).numpy() for f in teacher.features(images)]
     rows = teacher.distances(images, labels).numpy()
-    for i, fold in enumerate([0, 1, 1, 0, 0]):
+    for i, fold in enumerate([0, 0, 1, 0, 1]):
         np.testing.assert_allclose(rows[i], per_map[fold][i], rtol=1e-6)
     assert not np.allclose(per_map[0], per_map[1])
     single = distill.LomoTeacher(teacher.matrices[:1], teacher.lomo)
@@ -215,6 +215,23 @@ def test_a_teacher_file_from_before_folds_loads_as_one_map(tmp_path):
     loaded = distill.load(path, 64, 32, "s")
     assert loaded.folds == 1
     np.testing.assert_array_equal(loaded.matrices[0], matrix)
+    with pytest.raises(ValueError, match=r"1 fold\(s\), not this run's 2"):
+        distill.load(path, 64, 32, "s", folds=2)
+
+
+def test_a_teacher_file_with_maps_but_no_folds_is_refused_naming_it(tmp_path):
+    teacher = _two_map_teacher([1, 0, 0, 1])
+    path = tmp_path / distill.TEACHER_FILE
+    np.savez(path, matrix_0=teacher.matrices[0], matrix_1=teacher.matrices[1],
+             lomo=np.array(json.dumps(teacher.lomo.to_dict())), source=np.array("s"))
+    with pytest.raises(ValueError, match=f"{distill.TEACHER_FILE}.*fold of each label"):
+        distill.load(path, 64, 32, "s", folds=2)
+
+
+def test_a_teacher_takes_a_list_of_maps():
+    cfg = distill.lomo_config(64, 32)
+    with pytest.raises(ValueError, match="list of maps"):
+        distill.LomoTeacher(np.ones((lomo_lib.feature_dim(cfg), 2), np.float32), cfg)
 
 
 def test_fingerprint_ignores_order_and_sees_every_pair():

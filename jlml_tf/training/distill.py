@@ -61,20 +61,22 @@ MIN_TEMPERATURE = 1e-3
 class LomoTeacher:
     # XQDA's L, (LOMO dim, r_k) float32, per fold: map k fitted without fold k's identities;
     # a single map is fitted on all of them
-    matrices: list
+    matrices: list[np.ndarray]
     lomo: lomo_lib.LomoConfig  # LOMO at the model's input size, without Retinex
     source: str = ""  # fingerprint() of the images and labels it was fitted on
     # the fold of each training label 0..n-1 (cross-fitted teachers only)
     label_folds: np.ndarray | None = None
 
     def __post_init__(self):
+        if isinstance(self.matrices, np.ndarray) or not len(self.matrices):
+            raise ValueError("a LOMO teacher takes a non-empty list of maps")
         self.matrices = [np.asarray(m, np.float32) for m in self.matrices]
         if len(self.matrices) > 1 and self.label_folds is None:
             raise ValueError(f"{len(self.matrices)} maps need the fold of each label")
         # tensors captured by the traced step rather than copied into every trace
         self._matrices = [tf.constant(m) for m in self.matrices]
         if len(self.matrices) > 1:
-            # one more entry, fold 0, for labels beyond the split's (--extra_train images)
+            # one more entry, map 0, for labels beyond the split's
             self._label_folds = tf.constant(np.append(self.label_folds, 0), tf.int32)
 
     @property
@@ -98,7 +100,7 @@ class LomoTeacher:
         per_map = [normalised_distances(f) for f in self.features(images)]
         if len(per_map) == 1:
             return per_map[0]
-        last = tf.shape(self._label_folds)[0] - 1
+        last = len(self.label_folds)  # the extra entry
         fold = tf.gather(self._label_folds, tf.minimum(tf.cast(labels, tf.int32), last))
         rows = tf.range(tf.shape(fold)[0])
         return tf.gather_nd(tf.stack(per_map), tf.stack([fold, rows], axis=1))
@@ -127,8 +129,7 @@ def deal_folds(labels: np.ndarray, folds: int, seed: int = 0) -> np.ndarray:
 def fit(images: np.ndarray, labels: np.ndarray, batch_size: int = 64, source: str = "",
         folds: int = 1, seed: int = 0) -> LomoTeacher:
     """XQDA's map fitted on the LOMO of uint8 images [N, H, W, 3] with identity labels [N]
-    (0..n-1); with `folds` >= 2, one map per fold fitted without that fold's identities
-    (deal_folds(labels, folds, seed))."""
+    (0..n-1); with `folds` >= 2, one map per fold of deal_folds(labels, folds, seed)."""
     images, labels = np.asarray(images), np.asarray(labels)
     if images.ndim != 4 or len(images) != len(labels):
         raise ValueError(f"expected images [N, H, W, 3] and N labels, got {images.shape} and "
@@ -176,14 +177,17 @@ def load(path: str | os.PathLike, height: int, width: int, source: str,
         label_folds = stored["label_folds"] if "label_folds" in stored else None
         cfg = lomo_lib.LomoConfig.from_dict(json.loads(str(stored["lomo"])))
         stored_source = str(stored["source"]) if "source" in stored else ""
-    dim = matrices[0].shape[0]
+    dims = {m.shape[0] for m in matrices}
     problem = None
-    if cfg != lomo_config(height, width) or dim != lomo_lib.feature_dim(cfg):
-        problem = f"LOMO {cfg.height}x{cfg.width} ({dim}-d), not this model's {height}x{width}"
+    if cfg != lomo_config(height, width) or dims != {lomo_lib.feature_dim(cfg)}:
+        problem = (f"LOMO {cfg.height}x{cfg.width} ({'/'.join(map(str, dims))}-d), not this model's "
+                   f"{height}x{width}")
     elif stored_source != source:
         problem = "fitted on other training images or labels than this run's"
     elif len(matrices) != folds:
         problem = f"{len(matrices)} fold(s), not this run's {folds}"
+    elif folds > 1 and (label_folds is None or not set(label_folds.tolist()) <= set(range(folds))):
+        problem = f"{folds} folds without the fold of each label in 0..{folds - 1}"
     if problem:
         raise ValueError(f"{path}: a LOMO teacher for {problem}; delete it or use another "
                          "--run_dir")
@@ -208,6 +212,8 @@ def relational_loss(student: tf.Tensor, teacher: tf.Tensor) -> tf.Tensor:
     (between the rows of `student`, divided by its mean over the pairs i != j) and the
     teacher's normalised distances [B, B]; the diagonal is left out."""
     pairs = _pairs(tf.shape(student)[0])
+    # a cross-fitted teacher's rows come from different maps: each pair takes their mean
+    teacher = 0.5 * (teacher + tf.transpose(teacher))
     error = tf.abs(normalised_distances(student) - tf.stop_gradient(teacher))
     huber = tf.where(error <= 1.0, 0.5 * tf.square(error), error - 0.5)
     return tf.reduce_sum(tf.where(pairs, huber, 0.0)) / tf.reduce_sum(tf.cast(pairs, tf.float32))

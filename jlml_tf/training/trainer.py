@@ -219,7 +219,8 @@ class Trainer:
                     # a mean over this replica's pairs: each replica adds 1/replicas
                     embedding = tf.math.l2_normalize(tf.cast(outputs["embedding"], tf.float32),
                                                      axis=1)
-                    distilled = distill_loss(embedding, teacher.distances(images, labels)) / replicas
+                    taught = teacher.distances(images, labels)
+                    distilled = distill_loss(embedding, taught) / replicas
                 per_example = losses.per_example_cross_entropy(labels, logits, smoothing)
                 ce = {k: tf.nn.compute_average_loss(v, global_batch_size=global_batch)
                       for k, v in per_example.items()}
