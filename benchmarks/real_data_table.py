@@ -180,6 +180,11 @@ PAPER_WIDTH_VIPER_FT_DISTILLED_24EP = dataclasses.replace(
     PAPER_WIDTH_VIPER_FT_DISTILLED,
     run=f"{CAMERA_GROUPS}/paper_width_camera_groups_continue_12ep_viper_ft_distill_24ep",
     label="paper width, camera groups, 12 + 12 ep, LOMO + XQDA distilled, 24-ep fine-tuning")
+# Its matched control: the same 24 epochs without the teacher (section 40).
+PAPER_WIDTH_VIPER_FT_24EP = dataclasses.replace(
+    PAPER_WIDTH_VIPER_FT_DISTILLED,
+    run=f"{CAMERA_GROUPS}/paper_width_camera_groups_continue_12ep_viper_ft_24ep",
+    label="paper width, camera groups, 12 + 12 ep, 24-ep fine-tuning")
 
 CUHK01_485_486 = (
     TrainedJlml("half width, 25 + 12 ep", "cpu-cuhk01_485_486_single", FOR_CUHK01,
@@ -239,7 +244,8 @@ BENCHMARKS = (
       camera_groups_continued_for_viper_grid("viper", "camera_groups_continue_12ep_viper_ft"),
       camera_groups_continued_for_viper_grid(
           "viper", "paper_width_camera_groups_continue_12ep_viper_ft", width="paper"),
-      PAPER_WIDTH_VIPER_FT_DISTILLED, PAPER_WIDTH_VIPER_FT_DISTILLED_24EP),
+      PAPER_WIDTH_VIPER_FT_24EP, PAPER_WIDTH_VIPER_FT_DISTILLED,
+      PAPER_WIDTH_VIPER_FT_DISTILLED_24EP),
      "results.json", "lomo_xqda/viper_316_316"),
 )
 
