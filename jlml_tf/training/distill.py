@@ -25,11 +25,14 @@ Both divide distances by their batch mean, so neither the teacher's nor the embe
 matters. Each replica compares the pairs of its own share of the batch.
 
 Cross-fitted teachers (`train --distill_lomo_folds=K`, K >= 2): XQDA fitted on its own training
-pairs ranks them almost perfectly, so what it teaches there is mostly the labels again. The
-split's identities are dealt into K folds and map k is fitted without fold k; an image's row of
-the teacher's distances (its distances to the batch's other images, which is what the
-neighbours loss teaches it) comes from the map that never saw its identity, as the teacher's
-distances to a test image would. Images of --extra_train sets, which no map saw, take map 0's.
+pairs ranks them perfectly (benchmarks/teacher_ranks.py), so its top match only repeats the
+labels. The split's identities are dealt into K folds and map k is fitted without fold k; an
+image's row of the teacher's distances (its distances to the batch's other images, which is
+what the neighbours loss teaches it) comes from the map that never saw its identity, as the
+teacher's distances to a test image would. Images of --extra_train sets, which no map saw, take
+map 0's. On VIPeR this did worse than the teacher fitted on all identities, and than none
+(docs/cpu_recipe.md section 40): the held-out maps' wrong neighbours are taught against the
+labels.
 """
 from __future__ import annotations
 
@@ -180,8 +183,8 @@ def load(path: str | os.PathLike, height: int, width: int, source: str,
     dims = {m.shape[0] for m in matrices}
     problem = None
     if cfg != lomo_config(height, width) or dims != {lomo_lib.feature_dim(cfg)}:
-        problem = (f"LOMO {cfg.height}x{cfg.width} ({'/'.join(map(str, dims))}-d), not this model's "
-                   f"{height}x{width}")
+        sizes = "/".join(map(str, dims))
+        problem = f"LOMO {cfg.height}x{cfg.width} ({sizes}-d), not this model's {height}x{width}"
     elif stored_source != source:
         problem = "fitted on other training images or labels than this run's"
     elif len(matrices) != folds:
