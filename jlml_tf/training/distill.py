@@ -31,8 +31,8 @@ image's row of the teacher's distances (its distances to the batch's other image
 what the neighbours loss teaches it) comes from the map that never saw its identity, as the
 teacher's distances to a test image would. Images of --extra_train sets, which no map saw, take
 map 0's. On VIPeR this did worse than the teacher fitted on all identities, and than none
-(docs/cpu_recipe.md section 40): the held-out maps' wrong neighbours are taught against the
-labels.
+(docs/cpu_recipe.md section 40), probably because the held-out maps' wrong neighbours are
+taught against the labels.
 """
 from __future__ import annotations
 
