@@ -195,6 +195,21 @@ def test_cross_fitted_distances_take_each_row_from_the_map_blind_to_it():
     np.testing.assert_allclose(single.distances(images, labels).numpy(), per_map[0], rtol=1e-6)
 
 
+def test_relational_loss_teaches_the_mean_of_a_pairs_two_rows():
+    """A cross-fitted teacher's matrix is not symmetric: the pair (i, j) is taught the mean of
+    T[i, j] and T[j, i]."""
+    rng = np.random.default_rng(2)
+    student = tf.constant(rng.normal(size=(5, 3)).astype(np.float32))
+    uneven = tf.constant(rng.uniform(0.5, 1.5, size=(5, 5)).astype(np.float32))
+    mean = 0.5 * (uneven + tf.transpose(uneven))
+    assert float(distill.relational_loss(student, uneven)) == pytest.approx(
+        float(distill.relational_loss(student, mean)), rel=1e-6)
+    errors = tf.abs(taught(student) - uneven) * (1.0 - tf.eye(5))
+    unaveraged = tf.where(errors <= 1.0, 0.5 * tf.square(errors), errors - 0.5)
+    assert float(distill.relational_loss(student, uneven)) != pytest.approx(
+        float(tf.reduce_sum(unaveraged) / 20.0), rel=1e-4)
+
+
 def test_cross_fitted_teacher_file_round_trip_and_fold_check(tmp_path):
     teacher = _two_map_teacher([1, 0, 0, 1])
     path = distill.save(teacher, tmp_path / distill.TEACHER_FILE)

@@ -24,6 +24,25 @@ def test_first_camera_queries_the_others_and_a_fitted_teacher_ranks_its_pairs_fi
     assert result["num_queries"] == 6 and result["rank1"] == 1.0
 
 
+def test_rows_of_the_first_camera_against_the_second_are_ranked(monkeypatch):
+    """A stand-in teacher whose distances put camera 1's image of identity 0 nearest to camera
+    2's image of identity 1: 5 of the 6 queries match first."""
+    from jlml_tf.training import distill
+
+    class Teacher:
+        def distances(self, images, labels):
+            d = np.ones((12, 12), np.float32) - 0.5 * np.equal.outer(np.repeat(range(6), 2),
+                                                                      np.repeat(range(6), 2))
+            d[0, 3] = 0.1  # image 0 (identity 0, camera 1) against image 3 (identity 1, camera 2)
+            return tf.constant(d)
+
+    import tensorflow as tf
+    monkeypatch.setattr(distill, "fit", lambda *args, **kwargs: Teacher())
+    result = teacher_ranks.teacher_ranks(_two_camera_data(), 0, folds=2, height=64, width=32,
+                                         seed=0)
+    assert result["num_queries"] == 6 and result["rank1"] == pytest.approx(5 / 6)
+
+
 def test_a_bad_input_size_is_refused_naming_the_flags(capsys):
     with pytest.raises(SystemExit):
         teacher_ranks.main(["--input_size=128"])

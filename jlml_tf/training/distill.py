@@ -25,14 +25,14 @@ Both divide distances by their batch mean, so neither the teacher's nor the embe
 matters. Each replica compares the pairs of its own share of the batch.
 
 Cross-fitted teachers (`train --distill_lomo_folds=K`, K >= 2): XQDA fitted on its own training
-pairs ranks them perfectly (benchmarks/teacher_ranks.py), so its top match only repeats the
-labels. The split's identities are dealt into K folds and map k is fitted without fold k; an
-image's row of the teacher's distances (its distances to the batch's other images, which is
-what the neighbours loss teaches it) comes from the map that never saw its identity, as the
-teacher's distances to a test image would. Images of --extra_train sets, which no map saw, take
-map 0's. On VIPeR this did worse than the teacher fitted on all identities, and than none
-(docs/cpu_recipe.md section 40), probably because the held-out maps' wrong neighbours are
-taught against the labels.
+pairs ranks them perfectly (VIPeR splits 1-2, benchmarks/teacher_ranks.py), so its top match
+only repeats the labels. The split's identities are dealt into K folds and map k is fitted
+without fold k; an image's row of the teacher's distances (its distances to the batch's other
+images, which is what the neighbours loss teaches it) comes from the map that never saw its
+identity, as the teacher's distances to a test image would. Images of --extra_train sets,
+which no map saw, take map 0's. On VIPeR split 1 this did worse (R1) than the teacher fitted
+on all identities, and not better than none (docs/cpu_recipe.md section 40), probably because
+the held-out maps' wrong neighbours are taught against the labels.
 """
 from __future__ import annotations
 
