@@ -154,3 +154,20 @@ def union_for_training(datasets: list[tuple[ReidData, Trial]]) -> tuple[ImageTab
         offset += count
         camera_offset += num_cams
     return ImageTable.concatenate(tables), np.concatenate(labels), offset
+
+
+def identity_folds(pids, folds: int = 2, seed: int = 0) -> np.ndarray:
+    """A fold index per item, all images of one identity in one fold (identities shuffled,
+    seeded, dealt round-robin); distractors (pid 0, each a different unknown person) are
+    dealt per image; junk (pid < 0) gets -1."""
+    pids = np.asarray(pids, np.int64).reshape(-1)
+    rng = np.random.default_rng(seed)
+    out = np.full(len(pids), -1, np.int64)
+    people = rng.permutation(np.unique(pids[pids > 0]))
+    fold_of = {int(p): i % folds for i, p in enumerate(people)}
+    for i, p in enumerate(pids):
+        if p > 0:
+            out[i] = fold_of[int(p)]
+    zeros = np.flatnonzero(pids == 0)
+    out[zeros] = rng.permutation(np.arange(len(zeros)) % folds) if len(zeros) else out[zeros]
+    return out

@@ -42,6 +42,7 @@ import pathlib
 
 import numpy as np
 
+from jlml_tf.data.types import identity_folds
 from jlml_tf.evaluation import distances as dist_lib
 from jlml_tf.inference.gallery_index import resolve_model_path
 
@@ -253,23 +254,6 @@ NO_VALIDATION = (
     "test trial's identities, which the model has not seen, with --calibration_split=test, or "
     "on the training identities as before with --calibration_split=train; or train with "
     "--validation_ids=N to hold N training identities out")
-
-
-def identity_folds(pids, folds: int = 2, seed: int = 0) -> np.ndarray:
-    """A fold index per item, all images of one identity in one fold (identities shuffled,
-    seeded, dealt round-robin); distractors (pid 0, each a different unknown person) are
-    dealt per image; junk (pid < 0) gets -1."""
-    pids = np.asarray(pids, np.int64).reshape(-1)
-    rng = np.random.default_rng(seed)
-    out = np.full(len(pids), -1, np.int64)
-    people = rng.permutation(np.unique(pids[pids > 0]))
-    fold_of = {int(p): i % folds for i, p in enumerate(people)}
-    for i, p in enumerate(pids):
-        if p > 0:
-            out[i] = fold_of[int(p)]
-    zeros = np.flatnonzero(pids == 0)
-    out[zeros] = rng.permutation(np.arange(len(zeros)) % folds) if len(zeros) else out[zeros]
-    return out
 
 
 def cross_validated_rates(features, pids, camids, target_false_match_rate: float,

@@ -47,6 +47,7 @@ import pathlib
 import numpy as np
 import tensorflow as tf
 
+from jlml_tf.data.types import identity_folds
 from jlml_tf.evaluation import metric_learning
 from jlml_tf.features import lomo as lomo_lib
 from jlml_tf.features import lomo_graph, retinex
@@ -121,11 +122,12 @@ def fingerprint(filenames, labels) -> str:
 
 
 def deal_folds(labels: np.ndarray, folds: int, seed: int = 0) -> np.ndarray:
-    """The fold of each label value 0..max(labels): the identities shuffled by `seed` and
-    dealt round-robin, so fold sizes differ by at most one identity."""
-    ids = np.unique(labels)
-    label_folds = np.zeros(int(ids.max()) + 1, np.int32)
-    label_folds[np.random.default_rng(seed).permutation(ids)] = np.arange(len(ids)) % folds
+    """The fold of each label value 0..max(labels), by types.identity_folds (the identities
+    shuffled by `seed` and dealt round-robin); labels shifted by one, as it deals pid 0, a
+    distractor, per image."""
+    labels = np.asarray(labels)
+    label_folds = np.zeros(int(labels.max()) + 1, np.int32)
+    label_folds[labels] = identity_folds(labels + 1, folds, seed)
     return label_folds
 
 
