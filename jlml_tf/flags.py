@@ -13,7 +13,7 @@ from absl import flags
 import jlml_tf_datasets
 
 from jlml_tf import cli
-from jlml_tf.training import distill, distribute, optimization, precision
+from jlml_tf.training import distill, distribute, mixup, optimization, precision
 from jlml_tf.config import BRANCHES, LOSS_MODES, MIN_CAMERA_IMAGES, ModelConfig, SparsityConfig
 from jlml_tf.evaluation import metric_learning
 from jlml_tf.training.trainer import TrainConfig
@@ -119,6 +119,12 @@ def define_flags(fv: flags.FlagValues | None = None) -> flags.FlagValues:
                          "each, and each image's distances taught by the map that never saw its "
                          "identity (1: one map fitted on all of them).", lower_bound=1, **d)
 
+    flags.DEFINE_float("mixup_alpha", 0.0, "Mixup inside the step: each image blended with "
+                       "a random image of its camera group (or batch), the weight ~ Beta(alpha, "
+                       "alpha), the labels blended alike; with --distill_lomo_weight the teacher "
+                       "scores the blends (jlml_tf/training/mixup.py; 0: off).", lower_bound=0.0,
+                       **d)
+
     # Training.
     flags.DEFINE_integer("epochs", 60, "Training epochs.", lower_bound=1, **d)
     flags.DEFINE_integer("batch_size", 32, "Global batch size.", lower_bound=1, **d)
@@ -198,6 +204,9 @@ def define_flags(fv: flags.FlagValues | None = None) -> flags.FlagValues:
         ["distill_lomo_temperature", "distill_lomo_loss"], _check_distill_temperature,
         flag_values=fv)
     flags.register_multi_flags_validator(
+        ["mixup_alpha", "triplet_weight", "distill_lomo_weight", "distill_lomo_folds"],
+        _check_mixup, flag_values=fv)
+    flags.register_multi_flags_validator(
         ["cameras_per_batch", "sampler", "batch_size", "sync_batch_norm"],
         lambda f: f["cameras_per_batch"] == 1 or (
             f["sampler"] == "camera" and not f["sync_batch_norm"]
@@ -257,6 +266,14 @@ def optimizer_config(fv: flags.FlagValues, steps_per_epoch: int) -> optimization
         decay_factor=fv.lr_decay_factor, min_lr_ratio=fv.min_lr_ratio, clipnorm=fv.clipnorm)
 
 
+def _check_mixup(f: dict) -> bool:
+    folds = f["distill_lomo_folds"] if f["distill_lomo_weight"] else 1
+    problem = f["mixup_alpha"] and mixup.problem(f["triplet_weight"], folds)
+    if problem:
+        raise flags.ValidationError(f"--mixup_alpha={f['mixup_alpha']}: {problem}")
+    return True
+
+
 def _check_distill_temperature(f: dict) -> bool:
     problem = distill.temperature_problem(f["distill_lomo_loss"], f["distill_lomo_temperature"])
     if problem:
@@ -271,7 +288,7 @@ def train_config(fv: flags.FlagValues) -> TrainConfig:
         weight_decay=fv.weight_decay, label_smoothing=fv.label_smoothing,
         triplet_weight=fv.triplet_weight, triplet_margin=fv.triplet_margin,
         distill_weight=fv.distill_lomo_weight, distill_loss=fv.distill_lomo_loss,
-        distill_temperature=fv.distill_lomo_temperature,
+        distill_temperature=fv.distill_lomo_temperature, mixup_alpha=fv.mixup_alpha,
         checkpoint_every_steps=fv.checkpoint_every_steps, keep_checkpoints=fv.keep_checkpoints,
         log_every_steps=fv.log_every_steps, eval_every_epochs=fv.eval_every_epochs,
         mixed_precision=precision.resolve(fv.mixed_precision, fv.strategy),

@@ -94,13 +94,13 @@ def default_run_dir(data: ReidData) -> pathlib.Path:
 
 
 # Flags a trial must keep when resumed or run again (the epoch's length, the distillation
-# term), each with the value a config.json written before the flag existed implies: the
+# term, mixup), each with the value a config.json written before the flag existed implies: the
 # distillation loss was the distance loss before it had a flag. Not checked yet: the other
 # loss weights (triplet, label smoothing, SFL, weight decay).
 RESUME_FIXED_FLAGS = {"train_repeats": 1, "distill_lomo_weight": 0.0,
                       "distill_lomo_loss": "distance",
                       "distill_lomo_temperature": distill.NEIGHBOUR_TEMPERATURE,
-                      "distill_lomo_folds": 1}
+                      "distill_lomo_folds": 1, "mixup_alpha": 0.0}
 
 
 def _counted(values: dict) -> dict:

@@ -388,7 +388,7 @@ def test_lomo_teacher_is_fitted_on_distinct_images_once_and_read_back(parse, dat
 
 def test_resuming_with_another_distillation_is_refused(parse, data_dir, monkeypatch, tmp_path):
     """The distillation flags change what every step optimises: a trial resumed with another
-    weight, loss or temperature is refused, the flag and both values named; the loss and
+    weight, loss, temperature or mixup is refused, the flag and both values named; the loss and
     temperature count only with a weight. A config.json written before the flags existed
     counts as what ran then: no distillation, or the distance loss at the fixed temperature."""
     from jlml_tf.features import lomo as lomo_lib
@@ -436,6 +436,7 @@ def test_resuming_with_another_distillation_is_refused(parse, data_dir, monkeypa
             "--distill_lomo_temperature=0.2")
     refused(r"--distill_lomo_folds=1 \(not 2\)", "--distill_lomo_weight=2",
             "--distill_lomo_folds=2")
+    refused(r"--mixup_alpha=0.0 \(not 0.5\)", "--distill_lomo_weight=2", "--mixup_alpha=0.5")
     resumed("--distill_lomo_weight=2")
     # without a weight the loss, its temperature and the folds change nothing
     recorded(distill_lomo_weight=0.0, distill_lomo_loss="neighbours")

@@ -56,13 +56,22 @@ def sparsity_penalties(model, cfg: SparsityConfig, feature_dim: int) -> dict[str
 
 
 def per_example_cross_entropy(labels: tf.Tensor, logits: dict[str, tf.Tensor],
-                              label_smoothing: float = 0.0) -> dict[str, tf.Tensor]:
+                              label_smoothing: float = 0.0,
+                              mixup: tuple[tf.Tensor, tf.Tensor] | None = None
+                              ) -> dict[str, tf.Tensor]:
     """Softmax cross-entropy of every head, per example (the caller averages over the global
-    batch, which keeps the loss right under tf.distribute)."""
+    batch, which keeps the loss right under tf.distribute). `mixup` = (partner labels, weights
+    [B]) blends each target as mixup.mix blended the images: weight x labels + (1 - weight) x
+    partner labels."""
     out = {}
     for name, head_logits in logits.items():
         num_classes = tf.shape(head_logits)[-1]
         onehot = tf.one_hot(labels, num_classes, dtype=tf.float32)
+        if mixup is not None:
+            partners, weights = mixup
+            weights = tf.cast(weights, tf.float32)[:, None]
+            onehot = weights * onehot + (1.0 - weights) * tf.one_hot(partners, num_classes,
+                                                                     dtype=tf.float32)
         if label_smoothing:
             onehot = onehot * (1.0 - label_smoothing) + label_smoothing / tf.cast(num_classes, tf.float32)
         out[name] = tf.nn.softmax_cross_entropy_with_logits(onehot, tf.cast(head_logits, tf.float32))

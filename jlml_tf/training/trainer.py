@@ -22,7 +22,8 @@ import numpy as np
 import tensorflow as tf
 
 from jlml_tf.inference import run_dir as run_dir_lib
-from jlml_tf.training import distill, distribute, losses, optimization, precision, warm_start
+from jlml_tf.training import (distill, distribute, losses, mixup, optimization, precision,
+                              warm_start)
 from jlml_tf.config import ModelConfig, SparsityConfig
 from jlml_tf.data import pipeline
 from jlml_tf.data.types import ImageTable
@@ -44,6 +45,7 @@ class TrainConfig:
     distill_weight: float = 0.0  # weight of the LOMO + XQDA distillation term (needs a teacher)
     distill_loss: str = distill.DEFAULT_LOSS  # a distill.LOSSES name
     distill_temperature: float = distill.NEIGHBOUR_TEMPERATURE  # the neighbours loss's
+    mixup_alpha: float = 0.0  # images blended with a partner, lambda ~ Beta(alpha, alpha); 0: off
     checkpoint_every_steps: int = 500
     keep_checkpoints: int = 3
     log_every_steps: int = 20
@@ -88,6 +90,7 @@ class Trainer:
         self._check_triplet_batches()
         self._check_distill_batches()
         self._check_camera_groups()
+        self._check_mixup()
         self.steps_per_epoch = self._steps_per_epoch()
         self.total_steps = self.steps_per_epoch * train_cfg.epochs
         opt_cfg = dataclasses.replace(opt_cfg, total_steps=self.total_steps)
@@ -156,6 +159,28 @@ class Trainer:
                 f"(--batch_size={cfg.batch_size} over {self.strategy.num_replicas_in_sync} "
                 "replicas) of whole groups")
 
+    def _mixup_group(self) -> int:
+        """Partners are drawn within the camera sampler's groups, else within the replica's
+        share of the batch."""
+        cfg = self.train_cfg
+        if cfg.sampler == "camera":
+            return cfg.batch_size // cfg.cameras_per_batch
+        return cfg.batch_size // self.strategy.num_replicas_in_sync
+
+    def _check_mixup(self) -> None:
+        cfg = self.train_cfg
+        if not cfg.mixup_alpha:
+            return
+        problem = mixup.problem(cfg.triplet_weight, self.teacher.folds if self.teacher else 1)
+        if problem:
+            raise ValueError(f"--mixup_alpha={cfg.mixup_alpha}: {problem}")
+        per_replica = cfg.batch_size // self.strategy.num_replicas_in_sync
+        if per_replica % self._mixup_group():
+            raise ValueError(
+                f"mixup draws partners within camera groups of {self._mixup_group()} images, "
+                f"which must be whole in each replica's share of the batch (--batch_size="
+                f"{cfg.batch_size} over {self.strategy.num_replicas_in_sync} replicas)")
+
     def _checkpoint_dir(self) -> str:
         if self.chief:
             return os.fspath(self.run_dir / run_dir_lib.CHECKPOINT_DIR)
@@ -201,10 +226,19 @@ class Trainer:
                                          self.train_cfg.distill_temperature)
         forward = jlml.with_features(model, embedding=teacher is not None) \
             if triplet_weight or teacher is not None else None
+        alpha, seed = self.train_cfg.mixup_alpha, self.train_cfg.seed
+        mixup_group = self._mixup_group() if alpha else 0
 
         def replica_step(images, labels):
             replicas = tf.cast(strategy.num_replicas_in_sync, tf.float32)
-            triplet = distilled = None
+            triplet = distilled = blend = None
+            if alpha:
+                # keyed by the step, so a resumed run blends as an uninterrupted one
+                key = tf.random.experimental.stateless_fold_in(
+                    tf.stack([tf.cast(seed, tf.int64), tf.cast(optimizer.iterations, tf.int64)]),
+                    tf.distribute.get_replica_context().replica_id_in_sync_group)
+                images, partners, weights = mixup.mix(images, labels, alpha, key, mixup_group)
+                blend = (partners, weights)
             with tf.GradientTape() as tape:
                 if forward is None:
                     logits = model(images, training=True)
@@ -221,7 +255,7 @@ class Trainer:
                                                      axis=1)
                     taught = teacher.distances(images, labels)
                     distilled = distill_loss(embedding, taught) / replicas
-                per_example = losses.per_example_cross_entropy(labels, logits, smoothing)
+                per_example = losses.per_example_cross_entropy(labels, logits, smoothing, blend)
                 ce = {k: tf.nn.compute_average_loss(v, global_batch_size=global_batch)
                       for k, v in per_example.items()}
                 penalties = losses.sparsity_penalties(model, sparsity, feature_dim)
