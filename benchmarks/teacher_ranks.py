@@ -18,6 +18,8 @@ import sys
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), os.pardir))
 
+VIPER_DIR = "../shared/data/viper"  # the script's defaults are VIPeR's
+
 
 def teacher_ranks(data, index: int, folds: int, height: int, width: int, seed: int) -> dict:
     import numpy as np
@@ -43,7 +45,8 @@ def main(argv=None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--dataset", default="viper")
     parser.add_argument("--protocol", default="316_316")
-    parser.add_argument("--manual_dir", default="../shared/data/viper")
+    parser.add_argument("--manual_dir", default=None,
+                        help=f"the release's folder (default {VIPER_DIR} for viper)")
     parser.add_argument("--trials", default="1,2", help="comma list of split indices")
     parser.add_argument("--folds", default="1,2", help="comma list of fold counts")
     parser.add_argument("--input_size", default="128x48", help="HxW, the model's input size")
@@ -55,6 +58,10 @@ def main(argv=None) -> None:
         height, width = (int(v) for v in args.input_size.split("x"))
     except ValueError as e:
         parser.error(f"--trials, --folds, --input_size: {e}")
+    if args.manual_dir is None:
+        if args.dataset != "viper":
+            parser.error(f"--manual_dir: give the folder of the --dataset={args.dataset} release")
+        args.manual_dir = VIPER_DIR
     import jlml_tf_datasets
 
     data = jlml_tf_datasets.load(args.dataset, protocol=args.protocol, data_dir=None,

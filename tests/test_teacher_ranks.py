@@ -47,3 +47,11 @@ def test_a_bad_input_size_is_refused_naming_the_flags(capsys):
     with pytest.raises(SystemExit):
         teacher_ranks.main(["--input_size=128"])
     assert "--input_size" in capsys.readouterr().err
+
+
+def test_another_data_set_needs_its_manual_dir(capsys):
+    """The default folder is VIPeR's: another --dataset without --manual_dir is refused."""
+    with pytest.raises(SystemExit):
+        teacher_ranks.main(["--dataset=grid"])
+    error = capsys.readouterr().err
+    assert "--manual_dir" in error and "--dataset=grid" in error
