@@ -120,10 +120,10 @@ def define_flags(fv: flags.FlagValues | None = None) -> flags.FlagValues:
                          "identity (1: one map fitted on all of them).", lower_bound=1, **d)
 
     flags.DEFINE_float("mixup_alpha", 0.0, "Mixup inside the step: each image blended with "
-                       "a random image of its camera group (or batch), the weight ~ Beta(alpha, "
-                       "alpha), the labels blended alike; with --distill_lomo_weight the teacher "
-                       "scores the blends (jlml_tf/training/mixup.py; 0: off).", lower_bound=0.0,
-                       **d)
+                       "a random image of its camera group (or of the replica's share of the "
+                       "batch), the weight ~ Beta(alpha, alpha), the labels blended alike; with "
+                       "--distill_lomo_weight the teacher scores the blends "
+                       "(jlml_tf/training/mixup.py; 0: off).", lower_bound=0.0, **d)
 
     # Training.
     flags.DEFINE_integer("epochs", 60, "Training epochs.", lower_bound=1, **d)
@@ -204,7 +204,8 @@ def define_flags(fv: flags.FlagValues | None = None) -> flags.FlagValues:
         ["distill_lomo_temperature", "distill_lomo_loss"], _check_distill_temperature,
         flag_values=fv)
     flags.register_multi_flags_validator(
-        ["mixup_alpha", "triplet_weight", "distill_lomo_weight", "distill_lomo_folds"],
+        ["mixup_alpha", "triplet_weight", "distill_lomo_weight", "distill_lomo_folds",
+         "jit_compile"],
         _check_mixup, flag_values=fv)
     flags.register_multi_flags_validator(
         ["cameras_per_batch", "sampler", "batch_size", "sync_batch_norm"],
@@ -268,7 +269,7 @@ def optimizer_config(fv: flags.FlagValues, steps_per_epoch: int) -> optimization
 
 def _check_mixup(f: dict) -> bool:
     folds = f["distill_lomo_folds"] if f["distill_lomo_weight"] else 1
-    problem = f["mixup_alpha"] and mixup.problem(f["triplet_weight"], folds)
+    problem = f["mixup_alpha"] and mixup.problem(f["triplet_weight"], folds, f["jit_compile"])
     if problem:
         raise flags.ValidationError(f"--mixup_alpha={f['mixup_alpha']}: {problem}")
     return True

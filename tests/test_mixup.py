@@ -53,6 +53,8 @@ def test_beta_one_is_uniform_and_tiny_alphas_stay_finite():
     uniform = mixup.beta(SEED, 1.0, [20000]).numpy()
     assert abs(uniform.mean() - 0.5) < 0.01 and abs(uniform.var() - 1 / 12) < 0.005
     assert np.histogram(uniform, bins=10, range=(0, 1))[0].min() > 1800  # flat: 2000 a bin
+    middle = mixup.beta(SEED, 0.4, [20000]).numpy()  # Beta(a, a): variance 1 / (4 (2a + 1))
+    assert abs(middle.mean() - 0.5) < 0.01 and abs(middle.var() - 1 / 7.2) < 0.005
     tiny = mixup.beta(SEED, 1e-3, [2000]).numpy()
     assert np.all(np.isfinite(tiny)) and np.all((tiny >= 0) & (tiny <= 1))
     assert np.mean((tiny < 0.01) | (tiny > 0.99)) > 0.9  # small alphas blend little
@@ -70,9 +72,17 @@ def test_blended_cross_entropy_is_the_weighted_sum_of_the_two_labels():
 
 
 def test_problem_names_the_settings_mixup_cannot_go_with():
-    assert mixup.problem(0.0, 1) is None
-    assert "--triplet_weight=0" in mixup.problem(1.0, 1)
-    assert "--distill_lomo_folds=1" in mixup.problem(0.0, 2)
+    assert mixup.problem(0.0, 1, False) is None
+    assert "--triplet_weight=0" in mixup.problem(1.0, 1, False)
+    assert "--distill_lomo_folds=1" in mixup.problem(0.0, 2, False)
+    assert "--nojit_compile" in mixup.problem(0.0, 1, True)
+
+
+def test_step_keys_differ_by_step_and_replica_and_from_the_pipelines():
+    keys = {tuple(mixup.step_key(3, step, replica).numpy()) for step in (0, 1)
+            for replica in (0, 1)}
+    assert len(keys) == 4
+    assert tuple(mixup.step_key(3, 0, 0).numpy()) != (3, 0)
 
 
 class RecordingTeacher:
@@ -88,8 +98,8 @@ class RecordingTeacher:
 
 
 def test_the_step_blends_the_batch_the_teacher_scores(tmp_path, tiny_model_config):
-    """The teacher scores exactly mixup.mix of the batch, keyed by (seed, step 0, replica 0),
-    with the camera groups of 4 as partner groups."""
+    """The teacher scores exactly mixup.mix of the batch, keyed by (seed, step, replica 0), with
+    the camera groups of 4 as partner groups; accuracy counts each blend's larger share."""
     table = colour_table(identities=4, per_identity=2)
     table = type(table)(table.images, table.pids, np.arange(len(table)) % 2, table.filenames)
     teacher = RecordingTeacher([8, tiny_model_config.input_height,
@@ -98,11 +108,17 @@ def test_the_step_blends_the_batch_the_teacher_scores(tmp_path, tiny_model_confi
                            distill_weight=1.0, mixup_alpha=1.0, sampler="camera",
                            cameras_per_batch=2)
     images, labels = next(iter(trainer._dataset(0, 0)))
-    trainer.train_step((images, labels))
-    key = tf.random.experimental.stateless_fold_in(tf.constant([3, 0], tf.int64), 0)
-    expected, _, _ = mixup.mix(images, labels, 1.0, key, group_size=4)
-    np.testing.assert_allclose(teacher.seen.numpy(), expected.numpy(), rtol=1e-5)
-    assert not np.allclose(teacher.seen.numpy(), images.numpy())
+    for step in (0, 1):
+        expected, partners, weights = mixup.mix(images, labels, 1.0, mixup.step_key(3, step, 0),
+                                                group_size=4)
+        logits = trainer.model(expected, training=True)  # as the step's forward pass sees it
+        out = trainer.train_step((images, labels))
+        np.testing.assert_allclose(teacher.seen.numpy(), expected.numpy(), rtol=1e-5)
+        assert not np.allclose(teacher.seen.numpy(), images.numpy())
+        top = np.where(weights.numpy() >= 0.5, labels.numpy(), partners.numpy())
+        for head in ("global", "local"):
+            hits = np.argmax(logits[head].numpy(), axis=1) == top
+            assert float(out[f"acc_{head}"]) == pytest.approx(hits.mean())
 
 
 def test_the_trainer_refuses_mixup_with_triplets(tmp_path, tiny_model_config):
@@ -111,21 +127,25 @@ def test_the_trainer_refuses_mixup_with_triplets(tmp_path, tiny_model_config):
                      sampler="pk", images_per_identity=2)
 
 
-@pytest.mark.parametrize("sampler, cameras, refused", [("camera", 1, True), ("camera", 2, False),
-                                                       ("random", 1, False)])
-def test_partner_groups_must_be_whole_in_each_replica(sampler, cameras, refused):
-    """Two replicas share a batch of 8: one camera group of 8 is split between them."""
+@pytest.mark.parametrize("batch, sampler, cameras, replicas, group", [
+    (8, "camera", 1, 2, 4),  # a replica's half of one camera's 8
+    (12, "camera", 2, 4, 3),  # camera groups of 6, shares of 3
+    (12, "camera", 3, 2, 2),  # camera groups of 4, shares of 6: gcd 2
+    (8, "random", 1, 2, 4),
+    (4, "camera", 2, 4, 1)])  # shares of one image: refused
+def test_partner_groups_cross_neither_a_camera_group_nor_a_replica(batch, sampler, cameras,
+                                                                   replicas, group):
     fake = types.SimpleNamespace(
-        train_cfg=TrainConfig(batch_size=8, sampler=sampler, cameras_per_batch=cameras,
+        train_cfg=TrainConfig(batch_size=batch, sampler=sampler, cameras_per_batch=cameras,
                               mixup_alpha=1.0),
-        teacher=None, strategy=types.SimpleNamespace(num_replicas_in_sync=2))
+        teacher=None, strategy=types.SimpleNamespace(num_replicas_in_sync=replicas))
     fake._mixup_group = types.MethodType(Trainer._mixup_group, fake)
-    if refused:
-        with pytest.raises(ValueError, match="camera groups of 8 images"):
+    assert fake._mixup_group() == group
+    if group < 2:
+        with pytest.raises(ValueError, match=r"of 1 image .*--cameras_per_batch=2.*--batch_size"):
             Trainer._check_mixup(fake)
     else:
         Trainer._check_mixup(fake)
-        assert fake._mixup_group() == 4
 
 
 def test_the_command_refuses_mixup_with_triplets_or_folds(parse):
@@ -134,5 +154,7 @@ def test_the_command_refuses_mixup_with_triplets_or_folds(parse):
     with pytest.raises(flags.IllegalFlagValueError, match=r"--distill_lomo_folds=1"):
         parse("--mixup_alpha=0.4", "--distill_lomo_weight=1", "--distill_lomo_folds=2",
               "--random_erasing=0")
+    with pytest.raises(flags.IllegalFlagValueError, match=r"--nojit_compile"):
+        parse("--mixup_alpha=0.4", "--jit_compile")
     # folds count only with a teacher
     assert parse("--mixup_alpha=0.4", "--distill_lomo_folds=2").mixup_alpha == 0.4

@@ -15,9 +15,17 @@ from __future__ import annotations
 import tensorflow as tf
 
 
-def problem(triplet_weight: float, teacher_folds: int) -> str | None:
+# Folded into the step's key so mixup's draws differ from the input pipeline's, which are
+# keyed by (seed, epoch) and the image's index.
+STREAM = 0x6D6978  # "mix"
+
+
+def problem(triplet_weight: float, teacher_folds: int, jit_compile: bool) -> str | None:
     """Why mixup cannot go with these settings, or None: a blended image has two identities,
-    so it has no positives to mine and no map of a cross-fitted teacher that is blind to it."""
+    so it has no positives to mine and no map of a cross-fitted teacher that is blind to it;
+    XLA has no kernel for the stateless gamma draws of its weights."""
+    if jit_compile:
+        return "XLA cannot compile the weights' gamma draws: set --nojit_compile"
     if triplet_weight:
         return "a blended image has no triplet positives: set --triplet_weight=0"
     if teacher_folds > 1:
@@ -26,13 +34,21 @@ def problem(triplet_weight: float, teacher_folds: int) -> str | None:
     return None
 
 
+def step_key(seed: int, step: tf.Tensor, replica: tf.Tensor) -> tf.Tensor:
+    """The stateless seed of one replica's draws at one optimiser step: a resumed run blends
+    as an uninterrupted one would, and replicas draw differently."""
+    key = tf.stack([tf.cast(seed, tf.int64), tf.cast(step, tf.int64)])
+    return tf.random.experimental.stateless_fold_in(
+        tf.random.experimental.stateless_fold_in(key, STREAM), replica)
+
+
 def mix(images: tf.Tensor, labels: tf.Tensor, alpha: float, seed: tf.Tensor,
         group_size: int) -> tuple[tf.Tensor, tf.Tensor, tf.Tensor]:
     """(blended images, the partners' labels, each image's own weight lambda [B]).
 
-    Image i becomes lambda_i x_i + (1 - lambda_i) x_p(i), lambda_i ~ Beta(alpha, alpha) and p(i)
-    a random image of i's group of `group_size` consecutive images (possibly i itself). `seed`
-    is a stateless seed, shape [2]; the batch must be whole groups.
+    Image i becomes lambda_i x_i + (1 - lambda_i) x_p(i), lambda_i ~ Beta(alpha, alpha) and p a
+    random permutation within each group of `group_size` consecutive images (so p(i) may be i).
+    `seed` is a stateless seed, shape [2]; the batch must be whole groups.
     """
     batch = tf.shape(images)[0]
     tf.debugging.assert_equal(batch % group_size, 0,

@@ -67,8 +67,8 @@ class Trainer:
     `fit()` runs the whole resumable loop. `train_step(batch)` is one optimiser step on a global
     batch `(images [B, H, W, 3] float32 in 0..255, labels [B] int32)` under the trainer's
     strategy (multi-loss cross-entropy, SFL penalties, weight decay), returning scalar tensors
-    {"loss", "weight_decay", "ce_<head>", "acc_<head>", SFL terms, "triplet" when
-    `triplet_weight` is set, "distill" when `distill_weight` is}; benchmarks time it directly.
+    {"loss", "weight_decay", "ce_<head>", "acc_<head>" (with mixup, on the label of each
+    blend's larger share), SFL terms, "triplet" when `triplet_weight` is set, "distill" when `distill_weight` is}; benchmarks time it directly.
     `teacher` (a distill.LomoTeacher) is needed when `distill_weight` is set.
     """
 
@@ -160,26 +160,28 @@ class Trainer:
                 "replicas) of whole groups")
 
     def _mixup_group(self) -> int:
-        """Partners are drawn within the camera sampler's groups, else within the replica's
-        share of the batch."""
+        """Partners are drawn within groups that cross neither a camera group of the camera
+        sampler nor a replica's share of the batch."""
         cfg = self.train_cfg
+        per_replica = cfg.batch_size // self.strategy.num_replicas_in_sync
         if cfg.sampler == "camera":
-            return cfg.batch_size // cfg.cameras_per_batch
-        return cfg.batch_size // self.strategy.num_replicas_in_sync
+            return math.gcd(cfg.batch_size // cfg.cameras_per_batch, per_replica)
+        return per_replica
 
     def _check_mixup(self) -> None:
         cfg = self.train_cfg
         if not cfg.mixup_alpha:
             return
-        problem = mixup.problem(cfg.triplet_weight, self.teacher.folds if self.teacher else 1)
+        problem = mixup.problem(cfg.triplet_weight, self.teacher.folds if self.teacher else 1,
+                                cfg.jit_compile)
         if problem:
             raise ValueError(f"--mixup_alpha={cfg.mixup_alpha}: {problem}")
-        per_replica = cfg.batch_size // self.strategy.num_replicas_in_sync
-        if per_replica % self._mixup_group():
+        if self._mixup_group() < 2:
             raise ValueError(
-                f"mixup draws partners within camera groups of {self._mixup_group()} images, "
-                f"which must be whole in each replica's share of the batch (--batch_size="
-                f"{cfg.batch_size} over {self.strategy.num_replicas_in_sync} replicas)")
+                f"--mixup_alpha={cfg.mixup_alpha}: partners are drawn within a replica's share "
+                f"of one camera group, here of {self._mixup_group()} image (--batch_size="
+                f"{cfg.batch_size}, --cameras_per_batch={cfg.cameras_per_batch}, "
+                f"{self.strategy.num_replicas_in_sync} replicas): raise --batch_size")
 
     def _checkpoint_dir(self) -> str:
         if self.chief:
@@ -233,10 +235,8 @@ class Trainer:
             replicas = tf.cast(strategy.num_replicas_in_sync, tf.float32)
             triplet = distilled = blend = None
             if alpha:
-                # keyed by the step, so a resumed run blends as an uninterrupted one
-                key = tf.random.experimental.stateless_fold_in(
-                    tf.stack([tf.cast(seed, tf.int64), tf.cast(optimizer.iterations, tf.int64)]),
-                    tf.distribute.get_replica_context().replica_id_in_sync_group)
+                key = mixup.step_key(seed, optimizer.iterations,
+                                     tf.distribute.get_replica_context().replica_id_in_sync_group)
                 images, partners, weights = mixup.mix(images, labels, alpha, key, mixup_group)
                 blend = (partners, weights)
             with tf.GradientTape() as tape:
@@ -275,10 +275,12 @@ class Trainer:
                 out["triplet"] = triplet
             if distilled is not None:
                 out["distill"] = distilled
+            # a blend is counted right on the label of its larger share
+            top = labels if blend is None else tf.where(blend[1] >= 0.5, labels, blend[0])
             for name, value in ce.items():
                 out[f"ce_{name}"] = value
                 correct = tf.cast(tf.equal(tf.argmax(logits[name], -1, output_type=tf.int32),
-                                           tf.cast(labels, tf.int32)), tf.float32)
+                                           tf.cast(top, tf.int32)), tf.float32)
                 out[f"acc_{name}"] = tf.reduce_sum(correct) / global_batch
             out.update({k: v / replicas for k, v in penalties.items()})
             return out
