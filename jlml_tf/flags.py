@@ -120,8 +120,8 @@ def define_flags(fv: flags.FlagValues | None = None) -> flags.FlagValues:
                          "identity (1: one map fitted on all of them).", lower_bound=1, **d)
 
     flags.DEFINE_float("mixup_alpha", 0.0, "Mixup inside the step: each image blended with "
-                       "a random image of its camera group (or of the replica's share of the "
-                       "batch), the weight ~ Beta(alpha, alpha), the labels blended alike; with "
+                       "a random image of the same camera group and replica's share of the "
+                       "batch, the weight ~ Beta(alpha, alpha), the labels blended alike; with "
                        "--distill_lomo_weight the teacher scores the blends "
                        "(jlml_tf/training/mixup.py; 0: off).", lower_bound=0.0, **d)
 

@@ -4,7 +4,8 @@ With the LOMO + XQDA teacher on, this is distillation as function matching (Beye
 2022): the teacher scores the blended pixels the student sees, so the student is taught the
 teacher's distances on images the teacher was not fitted on, where on the split's own images
 it only repeats the labels (docs/cpu_recipe.md, section 40). The cross-entropy takes the blend
-of the two images' labels in the same proportion.
+of the two images' labels in the same proportion. On VIPeR's distilled fine-tuning, alpha = 1
+lowered R1 on the two splits tried (docs/cpu_recipe.md section 41), so it is off by default.
 
 Partners are drawn within groups of consecutive images (the camera sampler's one-camera groups),
 so per-camera batch norm still sees one camera per group. The draw is a function of the seed it

@@ -68,7 +68,8 @@ class Trainer:
     batch `(images [B, H, W, 3] float32 in 0..255, labels [B] int32)` under the trainer's
     strategy (multi-loss cross-entropy, SFL penalties, weight decay), returning scalar tensors
     {"loss", "weight_decay", "ce_<head>", "acc_<head>" (with mixup, on the label of each
-    blend's larger share), SFL terms, "triplet" when `triplet_weight` is set, "distill" when `distill_weight` is}; benchmarks time it directly.
+    blend's larger share), SFL terms, "triplet" when `triplet_weight` is set, "distill" when
+    `distill_weight` is}; benchmarks time it directly.
     `teacher` (a distill.LomoTeacher) is needed when `distill_weight` is set.
     """
 
