@@ -15,6 +15,7 @@ import jlml_tf_datasets
 from jlml_tf import cli
 from jlml_tf.training import distill, distribute, mixup, optimization, precision
 from jlml_tf.config import BRANCHES, LOSS_MODES, MIN_CAMERA_IMAGES, ModelConfig, SparsityConfig
+from jlml_tf.data import pipeline
 from jlml_tf.evaluation import metric_learning
 from jlml_tf.training.trainer import TrainConfig
 
@@ -129,10 +130,12 @@ def define_flags(fv: flags.FlagValues | None = None) -> flags.FlagValues:
     flags.DEFINE_integer("epochs", 60, "Training epochs.", lower_bound=1, **d)
     flags.DEFINE_integer("batch_size", 32, "Global batch size.", lower_bound=1, **d)
     flags.DEFINE_integer("seed", 0, "Seed of initialisation, shuffling and augmentation.", **d)
-    flags.DEFINE_enum("sampler", "random", ("random", "pk", "camera"), "Batch sampler: random "
-                      "images, P identities x K images (pk), or each batch of one camera "
+    flags.DEFINE_enum("sampler", "random", pipeline.SAMPLERS, "Batch sampler: random "
+                      "images, P identities x K images (pk), each batch of one camera "
                       "(camera: batch norm trains on per-camera statistics, for evaluation's "
-                      "--camera_bn).", **d)
+                      "--camera_bn), or --cameras_per_batch groups of distinct cameras that "
+                      "show the same identities, one image each (camera_pairs: every image's "
+                      "match from another camera is in its batch).", **d)
     flags.DEFINE_integer("images_per_identity", 4, "K of the P x K sampler.", lower_bound=1, **d)
     flags.DEFINE_integer("cameras_per_batch", 1, "With --sampler=camera: each batch is this many "
                          "groups of one camera, and every batch norm normalises each group on "
@@ -210,12 +213,17 @@ def define_flags(fv: flags.FlagValues | None = None) -> flags.FlagValues:
     flags.register_multi_flags_validator(
         ["cameras_per_batch", "sampler", "batch_size", "sync_batch_norm"],
         lambda f: f["cameras_per_batch"] == 1 or (
-            f["sampler"] == "camera" and not f["sync_batch_norm"]
+            f["sampler"] in pipeline.CAMERA_SAMPLERS and not f["sync_batch_norm"]
             and f["batch_size"] % f["cameras_per_batch"] == 0
             and f["batch_size"] // f["cameras_per_batch"] >= MIN_CAMERA_IMAGES),
-        message=f"--cameras_per_batch > 1 needs --sampler=camera, no --sync_batch_norm (groups "
-                f"are per replica) and must divide --batch_size into groups of at least "
-                f"{MIN_CAMERA_IMAGES} images", flag_values=fv)
+        message=f"--cameras_per_batch > 1 needs --sampler=camera or camera_pairs, no "
+                f"--sync_batch_norm (groups are per replica) and must divide --batch_size into "
+                f"groups of at least {MIN_CAMERA_IMAGES} images", flag_values=fv)
+    flags.register_multi_flags_validator(
+        ["sampler", "cameras_per_batch"],
+        lambda f: f["sampler"] != "camera_pairs" or f["cameras_per_batch"] >= 2,
+        message="--sampler=camera_pairs needs --cameras_per_batch of at least 2 (one group per "
+                "camera)", flag_values=fv)
     return fv
 
 

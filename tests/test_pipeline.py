@@ -332,6 +332,55 @@ def test_camera_sampler_with_two_cameras_per_batch_gives_two_one_camera_groups()
         pipeline.epoch_order(labels, 8, 0, 0, "camera", cameras=cameras, cameras_per_batch=3)
 
 
+def camera_pair_data():
+    """Identities 0-9 seen twice by cameras 0 and 1, identities 5-14 once by camera 2."""
+    labels = np.r_[np.repeat(np.arange(10), 4), np.arange(5, 15)]
+    cameras = np.r_[np.tile([0, 0, 1, 1], 10), np.full(10, 2)]
+    return labels, cameras
+
+
+def test_camera_pairs_sampler_gives_the_same_identities_from_distinct_cameras():
+    labels, cameras = camera_pair_data()
+    seen = set()
+    for epoch in range(20):
+        order = pipeline.epoch_order(labels, 8, 0, epoch, "camera_pairs", cameras=cameras,
+                                     cameras_per_batch=2)
+        assert len(order) == 8 * pipeline.steps_per_epoch(len(labels), 8)
+        groups_labels = labels[order].reshape(-1, 2, 4)  # batch 8 = 2 groups of 4
+        groups_cameras = cameras[order].reshape(-1, 2, 4)
+        np.testing.assert_array_equal(groups_labels[:, 0], groups_labels[:, 1])
+        assert (groups_cameras == groups_cameras[:, :, :1]).all()
+        assert (groups_cameras[:, 0, 0] != groups_cameras[:, 1, 0]).all()
+        for batch in groups_labels[:, 0]:
+            assert len(set(batch)) == 4
+        seen |= {tuple(sorted(b[:, 0])) for b in groups_cameras}
+    # cameras 0 and 2 share 5 identities and 1 and 2 too, 0 and 1 share 10: all can fill 4
+    assert seen == {(0, 1), (0, 2), (1, 2)}
+    again = pipeline.epoch_order(labels, 8, 0, 19, "camera_pairs", cameras=cameras,
+                                 cameras_per_batch=2)
+    np.testing.assert_array_equal(again, order)
+
+
+def test_camera_pairs_sampler_visits_identities_in_rounds():
+    # one camera pair sharing 10 identities, 5 per batch: every 2 batches are one round
+    labels, cameras = camera_pair_data()
+    keep = cameras < 2
+    order = pipeline.epoch_order(labels[keep], 10, 3, 0, "camera_pairs", cameras=cameras[keep],
+                                 cameras_per_batch=2)
+    firsts = labels[keep][order].reshape(-1, 2, 5)[:, 0]  # 4 batches
+    for round_ in firsts.reshape(2, 10):
+        assert sorted(round_) == list(range(10))
+
+
+def test_camera_pairs_sampler_refuses_cameras_without_enough_shared_identities():
+    labels, cameras = camera_pair_data()
+    with pytest.raises(ValueError, match="all seen 11 identities .* share is 10"):
+        pipeline.epoch_order(labels, 22, 0, 0, "camera_pairs", cameras=cameras,
+                             cameras_per_batch=2)
+    with pytest.raises(ValueError, match="camera of every"):
+        pipeline.epoch_order(labels, 8, 0, 0, "camera_pairs", cameras_per_batch=2)
+
+
 def test_eval_dataset_preserves_order():
     table = numbered_table()
     rows = np.array([5, 2, 17, 0, 9, 23, 11])

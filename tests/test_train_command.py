@@ -251,8 +251,17 @@ def test_extra_train_labels_follow_the_main_set(parse, data_dir, monkeypatch, tm
     fv = parse("--extra_train=extra:p", "--train_repeats=2", f"--run_dir={tmp_path / 'run3'}")
     with pytest.raises(flags.ValidationError, match=r"--train_repeats=3 \(not 2\)"):
         train.train_trial(fv, main, 0, tmp_path / "run3", tf.distribute.get_strategy())
-    with pytest.raises(flags.IllegalFlagValueError, match="--train_repeats has no effect"):
-        parse("--train_repeats=2", "--sampler=pk")
+    for sampler, cameras in (("pk", 1), ("camera_pairs", 2)):
+        with pytest.raises(flags.IllegalFlagValueError, match="--train_repeats has no effect"):
+            parse("--train_repeats=2", f"--sampler={sampler}", f"--cameras_per_batch={cameras}",
+                  "--batch_size=16")
+
+
+def test_camera_pairs_needs_two_cameras_per_batch(parse):
+    with pytest.raises(flags.IllegalFlagValueError, match="camera_pairs needs --cameras_per"):
+        parse("--sampler=camera_pairs")
+    fv = parse("--sampler=camera_pairs", "--cameras_per_batch=2", "--batch_size=16")
+    assert fv.cameras_per_batch == 2
 
 
 def test_identity_fraction_trains_on_part_of_each_sets_identities(parse, data_dir, monkeypatch,

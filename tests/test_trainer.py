@@ -370,3 +370,10 @@ def test_per_camera_batch_norm_trains_and_needs_matching_camera_groups(tmp_path,
     for _ in range(15):
         last = float(trainer.train_step(batch)["loss"])
     assert last < 0.7 * first
+    # camera_pairs: the same identities in both groups, each group one camera
+    pairs = make_trainer(tmp_path / "c", grouped, epochs=1, table=table, sampler="camera_pairs",
+                         cameras_per_batch=2)
+    _, labels = next(iter(pairs._dataset(0, 0)))
+    labels = np.asarray(labels).reshape(2, 4)
+    np.testing.assert_array_equal(labels[0], labels[1])
+    assert len(set(labels[0])) == 4

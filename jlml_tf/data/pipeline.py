@@ -18,6 +18,7 @@ dropped, ready for `strategy.experimental_distribute_dataset` (global batches).
 from __future__ import annotations
 
 import dataclasses
+import itertools
 import math
 import weakref
 
@@ -27,7 +28,10 @@ import tensorflow as tf
 from jlml_tf.config import MIN_CAMERA_IMAGES, PIXEL_MEAN
 from jlml_tf.data.types import ImageTable
 
-SAMPLERS = ("random", "pk", "camera")
+SAMPLERS = ("random", "pk", "camera", "camera_pairs")
+# batches of one-camera groups, for batch norm per group (ModelConfig.batch_norm_group_size)
+CAMERA_SAMPLERS = ("camera", "camera_pairs")
+IDENTITY_SAMPLERS = ("pk", "camera_pairs")  # draw identities, whatever their image count
 ERASING_FILLS = ("random", "mean", "zero")
 _ERASING_TRIES = 10
 
@@ -269,16 +273,25 @@ def epoch_order(labels: np.ndarray, batch_size: int, seed: int, epoch: int,
     (drawn independently, so two groups may share a camera), for batch norm that normalises
     each group on its own (ModelConfig.batch_norm_group_size); with drop_remainder=False the
     last batch may hold fewer than G groups.
+    "camera_pairs": the camera sampler's G >= 2 groups, of G distinct cameras that have seen
+    the same P = batch_size / G identities, each group one image of each identity in that
+    camera (see `_camera_pair_batches`): every image's match from another camera is in its
+    batch, as a query's is in the gallery at test time.
     """
     labels = np.asarray(labels)
     rng = np.random.default_rng([seed, epoch])
-    if sampler == "camera":
+    if sampler in CAMERA_SAMPLERS:
         if cameras is None or len(cameras) != len(labels):
-            raise ValueError("the camera sampler needs the camera of every training image")
+            raise ValueError(f"the {sampler} sampler needs the camera of every training image")
         if cameras_per_batch < 1 or batch_size % cameras_per_batch:
             raise ValueError(f"--cameras_per_batch={cameras_per_batch} must divide "
                              f"--batch_size={batch_size}")
         group = batch_size // cameras_per_batch
+        if sampler == "camera_pairs":
+            steps = -(-len(labels) // batch_size) if not drop_remainder else \
+                steps_per_epoch(len(labels), batch_size)
+            return _camera_pair_batches(labels, np.asarray(cameras), cameras_per_batch, group,
+                                        steps, rng)
         groups = _camera_batches(np.asarray(cameras), group, rng, drop_remainder)
         return groups[:steps_per_epoch(len(labels), batch_size, drop_remainder) * batch_size]
     if sampler == "random":
@@ -359,6 +372,44 @@ def _camera_batches(cameras: np.ndarray, batch_size: int, rng: np.random.Generat
         batches.append(rng.choice(groups[c], batch_size, replace=sizes[c] < batch_size))
     picked = [batches[i] for i in rng.permutation(len(batches))[:steps]]
     return np.concatenate(picked).astype(np.int64) if picked else np.zeros(0, np.int64)
+
+
+def _camera_pair_batches(labels: np.ndarray, cameras: np.ndarray, num_cameras: int,
+                         identities: int, steps: int, rng: np.random.Generator) -> np.ndarray:
+    """`steps` batches of `num_cameras` groups of `identities` images: each batch draws a set
+    of distinct cameras, with probability in proportion to the identities all of them have
+    seen, then that many of those identities, visited in shuffled rounds per camera set as the
+    P x K sampler does; group g holds one image (drawn at random) of each identity from its
+    g-th camera, the identities in the same order in every group."""
+    seen: dict[tuple[int, int], list[int]] = {}  # (camera, label) -> rows
+    for row, key in enumerate(zip(cameras.tolist(), labels.tolist())):
+        seen.setdefault(key, []).append(row)
+    by_camera: dict[int, set[int]] = {}
+    for camera, label in seen:
+        by_camera.setdefault(camera, set()).add(label)
+    combos = list(itertools.combinations(sorted(by_camera), num_cameras))
+    common = [np.asarray(sorted(set.intersection(*(by_camera[c] for c in combo))))
+              for combo in combos]
+    sizes = np.array([len(c) for c in common], float)
+    if not (sizes >= identities).any():
+        raise ValueError(
+            f"the camera_pairs sampler needs {num_cameras} cameras (--cameras_per_batch) that "
+            f"have all seen {identities} identities (--batch_size / --cameras_per_batch); "
+            f"the most any {num_cameras} cameras share is {int(sizes.max(initial=0))}")
+    weights = np.where(sizes >= identities, sizes, 0)
+    queues: dict[int, list[int]] = {}
+    order = []
+    for k in rng.choice(len(combos), steps, p=weights / weights.sum()):
+        left = queues.get(k, [])
+        if len(left) < identities:  # a new round; the ones left over open the batch
+            fresh = rng.permutation(common[k]).tolist()
+            chosen = left + [c for c in fresh if c not in left][:identities - len(left)]
+            queues[k] = [c for c in fresh if c not in chosen[len(left):]]
+        else:
+            chosen, queues[k] = left[:identities], left[identities:]
+        for camera in rng.permutation(combos[k]):
+            order.extend(rng.choice(seen[(int(camera), int(label))]) for label in chosen)
+    return np.asarray(order, dtype=np.int64)
 
 
 # ----------------------------------------------------------------------------------------------

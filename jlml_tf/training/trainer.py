@@ -52,9 +52,9 @@ class TrainConfig:
     eval_every_epochs: int = 0  # 0: evaluate only after the last epoch
     mixed_precision: str = "float32"
     jit_compile: bool = False
-    sampler: str = "random"  # "pk": P identities x K images per batch
+    sampler: str = "random"  # a pipeline.SAMPLERS name
     images_per_identity: int = 4
-    cameras_per_batch: int = 1  # "camera" sampler: groups of one camera per batch
+    cameras_per_batch: int = 1  # pipeline.CAMERA_SAMPLERS: groups of one camera per batch
     cache_decoded: bool = True
     init_from: str | None = None  # a run or checkpoint to copy feature weights from
     init_classifiers: bool = False  # copy its identity classifiers too (same identities)
@@ -136,12 +136,12 @@ class Trainer:
             return
         per_replica = cfg.batch_size // self.strategy.num_replicas_in_sync
         groups = per_replica // (cfg.batch_size // cfg.cameras_per_batch) \
-            if cfg.sampler == "camera" else per_replica
+            if cfg.sampler in pipeline.CAMERA_SAMPLERS else per_replica
         if per_replica < 3 or groups < 2:
             raise ValueError(
                 f"distillation needs at least 3 images per replica (--batch_size="
                 f"{cfg.batch_size} over {self.strategy.num_replicas_in_sync} replicas) and, "
-                f"with --sampler=camera, two camera groups in each (--cameras_per_batch="
+                f"with camera groups (--sampler={cfg.sampler}), two in each (--cameras_per_batch="
                 f"{cfg.cameras_per_batch})")
 
     def _check_camera_groups(self) -> None:
@@ -152,12 +152,12 @@ class Trainer:
             return
         cfg = self.train_cfg
         per_replica = cfg.batch_size // self.strategy.num_replicas_in_sync
-        if cfg.sampler != "camera" or cfg.batch_size // cfg.cameras_per_batch != group \
-                or per_replica % group:
+        if cfg.sampler not in pipeline.CAMERA_SAMPLERS \
+                or cfg.batch_size // cfg.cameras_per_batch != group or per_replica % group:
             raise ValueError(
-                f"batch norm over groups of {group} images needs --sampler=camera with "
-                f"--batch_size / --cameras_per_batch = {group} and a per-replica batch "
-                f"(--batch_size={cfg.batch_size} over {self.strategy.num_replicas_in_sync} "
+                f"batch norm over groups of {group} images needs --sampler=camera or "
+                f"camera_pairs with --batch_size / --cameras_per_batch = {group} and a "
+                f"per-replica batch (--batch_size={cfg.batch_size} over {self.strategy.num_replicas_in_sync} "
                 "replicas) of whole groups")
 
     def _mixup_group(self) -> int:
@@ -165,7 +165,7 @@ class Trainer:
         sampler nor a replica's share of the batch."""
         cfg = self.train_cfg
         per_replica = cfg.batch_size // self.strategy.num_replicas_in_sync
-        if cfg.sampler == "camera":
+        if cfg.sampler in pipeline.CAMERA_SAMPLERS:
             return math.gcd(cfg.batch_size // cfg.cameras_per_batch, per_replica)
         return per_replica
 
