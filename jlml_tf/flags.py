@@ -137,7 +137,8 @@ def define_flags(fv: flags.FlagValues | None = None) -> flags.FlagValues:
                       "show the same identities, one image each (camera_pairs: every image's "
                       "match from another camera is in its batch).", **d)
     flags.DEFINE_integer("images_per_identity", 4, "K of the P x K sampler.", lower_bound=1, **d)
-    flags.DEFINE_integer("cameras_per_batch", 1, "With --sampler=camera: each batch is this many "
+    flags.DEFINE_integer("cameras_per_batch", 1, "With --sampler=camera or camera_pairs (which "
+                         "needs at least 2, of distinct cameras): each batch is this many "
                          "groups of one camera, and every batch norm normalises each group on "
                          "its own while training (camera-based BN, Zhuang et al. 2020); must "
                          "divide --batch_size.", lower_bound=1, **d)
@@ -216,9 +217,10 @@ def define_flags(fv: flags.FlagValues | None = None) -> flags.FlagValues:
             f["sampler"] in pipeline.CAMERA_SAMPLERS and not f["sync_batch_norm"]
             and f["batch_size"] % f["cameras_per_batch"] == 0
             and f["batch_size"] // f["cameras_per_batch"] >= MIN_CAMERA_IMAGES),
-        message=f"--cameras_per_batch > 1 needs --sampler=camera or camera_pairs, no "
-                f"--sync_batch_norm (groups are per replica) and must divide --batch_size into "
-                f"groups of at least {MIN_CAMERA_IMAGES} images", flag_values=fv)
+        message=f"--cameras_per_batch > 1 needs --sampler="
+                f"{' or '.join(pipeline.CAMERA_SAMPLERS)}, no --sync_batch_norm (groups are per "
+                f"replica) and must divide --batch_size into groups of at least "
+                f"{MIN_CAMERA_IMAGES} images", flag_values=fv)
     flags.register_multi_flags_validator(
         ["sampler", "cameras_per_batch"],
         lambda f: f["sampler"] != "camera_pairs" or f["cameras_per_batch"] >= 2,

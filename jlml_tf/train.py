@@ -44,15 +44,15 @@ def define_flags() -> flags.FlagValues:
     flags.DEFINE_integer("train_repeats", 1, "List --dataset's training images this many times "
                          "in each epoch: with --extra_train, a small target's share of the joined "
                          "training set grows this many times (an epoch grows too). Not with "
-                         "--sampler=pk or camera_pairs, which visit identities, not images; with "
+                         "--sampler=pk or camera_pairs, which draw identities, not images; with "
                          "--sampler=camera a camera's copies count towards its size.",
                          lower_bound=1, **d)
     flags.register_multi_flags_validator(
         ["train_repeats", "sampler"],
         lambda f: f["train_repeats"] == 1 or f["sampler"] not in pipeline.IDENTITY_SAMPLERS,
-        message="--train_repeats has no effect with --sampler=pk or camera_pairs (they draw "
-                "identities equally whatever their image count): weigh data sets with "
-                "--sampler=random or camera",
+        message=f"--train_repeats has no effect with --sampler="
+                f"{' or '.join(pipeline.IDENTITY_SAMPLERS)} (they draw identities, not images): "
+                "weigh data sets with --sampler=random or camera",
         flag_values=fv)
     flags.DEFINE_string("paper_key", None, "Which of the paper's figures to print beside the "
                         "results (default dataset/protocol; see jlml_tf/paper.py).", **d)

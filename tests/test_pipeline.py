@@ -362,21 +362,38 @@ def test_camera_pairs_sampler_gives_the_same_identities_from_distinct_cameras():
 
 
 def test_camera_pairs_sampler_visits_identities_in_rounds():
-    # one camera pair sharing 10 identities, 5 per batch: every 2 batches are one round
+    # one camera pair sharing 10 identities, 4 per batch: a round ends inside the third batch,
+    # whose leftovers open it; 5 batches visit 20 identities, two whole rounds
     labels, cameras = camera_pair_data()
     keep = cameras < 2
-    order = pipeline.epoch_order(labels[keep], 10, 3, 0, "camera_pairs", cameras=cameras[keep],
+    order = pipeline.epoch_order(labels[keep], 8, 3, 0, "camera_pairs", cameras=cameras[keep],
                                  cameras_per_batch=2)
-    firsts = labels[keep][order].reshape(-1, 2, 5)[:, 0]  # 4 batches
+    firsts = labels[keep][order].reshape(-1, 2, 4)[:, 0]  # 5 batches
     for round_ in firsts.reshape(2, 10):
         assert sorted(round_) == list(range(10))
+    # each (identity, camera) image drawn at random: both of an identity's images turn up
+    assert len(set(order)) > len(set(labels[keep][order])) * 2
+
+
+def test_camera_pairs_sampler_draws_only_cameras_sharing_enough_identities():
+    # 6 identities per group: only cameras 0 and 1 share that many (10); 0-2 and 1-2 share 5
+    labels, cameras = camera_pair_data()
+    orders = [pipeline.epoch_order(labels, 12, 0, epoch, "camera_pairs", cameras=cameras,
+                                   cameras_per_batch=2) for epoch in range(5)]
+    assert all(set(cameras[o]) == {0, 1} for o in orders)
+    assert not np.array_equal(orders[0], orders[1])
 
 
 def test_camera_pairs_sampler_refuses_cameras_without_enough_shared_identities():
     labels, cameras = camera_pair_data()
-    with pytest.raises(ValueError, match="all seen 11 identities .* share is 10"):
+    with pytest.raises(ValueError, match="all seen 11 identities"):
         pipeline.epoch_order(labels, 22, 0, 0, "camera_pairs", cameras=cameras,
                              cameras_per_batch=2)
+    with pytest.raises(ValueError, match="no 4 of the 3 cameras"):
+        pipeline.epoch_order(labels, 32, 0, 0, "camera_pairs", cameras=cameras,
+                             cameras_per_batch=4)
+    with pytest.raises(ValueError, match="cameras_per_batch of at least 2, not 1"):
+        pipeline.epoch_order(labels, 8, 0, 0, "camera_pairs", cameras=cameras)
     with pytest.raises(ValueError, match="camera of every"):
         pipeline.epoch_order(labels, 8, 0, 0, "camera_pairs", cameras_per_batch=2)
 

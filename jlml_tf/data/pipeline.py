@@ -18,7 +18,6 @@ dropped, ready for `strategy.experimental_distribute_dataset` (global batches).
 from __future__ import annotations
 
 import dataclasses
-import itertools
 import math
 import weakref
 
@@ -276,7 +275,8 @@ def epoch_order(labels: np.ndarray, batch_size: int, seed: int, epoch: int,
     "camera_pairs": the camera sampler's G >= 2 groups, of G distinct cameras that have seen
     the same P = batch_size / G identities, each group one image of each identity in that
     camera (see `_camera_pair_batches`): every image's match from another camera is in its
-    batch, as a query's is in the gallery at test time.
+    batch, as a query's is in the gallery at test time. Every batch is whole (with
+    drop_remainder=False the last one too).
     """
     labels = np.asarray(labels)
     rng = np.random.default_rng([seed, epoch])
@@ -288,8 +288,10 @@ def epoch_order(labels: np.ndarray, batch_size: int, seed: int, epoch: int,
                              f"--batch_size={batch_size}")
         group = batch_size // cameras_per_batch
         if sampler == "camera_pairs":
-            steps = -(-len(labels) // batch_size) if not drop_remainder else \
-                steps_per_epoch(len(labels), batch_size)
+            if cameras_per_batch < 2:
+                raise ValueError(f"the camera_pairs sampler needs --cameras_per_batch of at "
+                                 f"least 2, not {cameras_per_batch}")
+            steps = steps_per_epoch(len(labels), batch_size, drop_remainder)
             return _camera_pair_batches(labels, np.asarray(cameras), cameras_per_batch, group,
                                         steps, rng)
         groups = _camera_batches(np.asarray(cameras), group, rng, drop_remainder)
@@ -379,37 +381,62 @@ def _camera_pair_batches(labels: np.ndarray, cameras: np.ndarray, num_cameras: i
     """`steps` batches of `num_cameras` groups of `identities` images: each batch draws a set
     of distinct cameras, with probability in proportion to the identities all of them have
     seen, then that many of those identities, visited in shuffled rounds per camera set as the
-    P x K sampler does; group g holds one image (drawn at random) of each identity from its
-    g-th camera, the identities in the same order in every group."""
+    P x K sampler does (so an identity seen by more cameras is in more sets, and drawn more
+    often); group g holds one image (drawn at random) of each identity from its g-th camera,
+    the identities in the same order in every group."""
     seen: dict[tuple[int, int], list[int]] = {}  # (camera, label) -> rows
     for row, key in enumerate(zip(cameras.tolist(), labels.tolist())):
         seen.setdefault(key, []).append(row)
     by_camera: dict[int, set[int]] = {}
     for camera, label in seen:
         by_camera.setdefault(camera, set()).add(label)
-    combos = list(itertools.combinations(sorted(by_camera), num_cameras))
-    common = [np.asarray(sorted(set.intersection(*(by_camera[c] for c in combo))))
-              for combo in combos]
-    sizes = np.array([len(c) for c in common], float)
-    if not (sizes >= identities).any():
+    sets = _cameras_sharing(by_camera, num_cameras, identities)
+    if not sets:
         raise ValueError(
             f"the camera_pairs sampler needs {num_cameras} cameras (--cameras_per_batch) that "
-            f"have all seen {identities} identities (--batch_size / --cameras_per_batch); "
-            f"the most any {num_cameras} cameras share is {int(sizes.max(initial=0))}")
-    weights = np.where(sizes >= identities, sizes, 0)
+            f"have all seen {identities} identities (--batch_size / --cameras_per_batch); no "
+            f"{num_cameras} of the {len(by_camera)} cameras here have")
+    sizes = np.array([len(shared) for _, shared in sets], float)
     queues: dict[int, list[int]] = {}
     order = []
-    for k in rng.choice(len(combos), steps, p=weights / weights.sum()):
+    for k in rng.choice(len(sets), steps, p=sizes / sizes.sum()):
+        combo, shared = sets[k]
         left = queues.get(k, [])
         if len(left) < identities:  # a new round; the ones left over open the batch
-            fresh = rng.permutation(common[k]).tolist()
-            chosen = left + [c for c in fresh if c not in left][:identities - len(left)]
-            queues[k] = [c for c in fresh if c not in chosen[len(left):]]
+            fresh, opened = rng.permutation(shared).tolist(), set(left)
+            taken = [c for c in fresh if c not in opened][:identities - len(left)]
+            chosen, drawn = left + taken, set(taken)
+            queues[k] = [c for c in fresh if c not in drawn]
         else:
             chosen, queues[k] = left[:identities], left[identities:]
-        for camera in rng.permutation(combos[k]):
-            order.extend(rng.choice(seen[(int(camera), int(label))]) for label in chosen)
+        for g in rng.permutation(num_cameras):
+            order.extend(_pick(seen[(combo[g], label)], rng) for label in chosen)
     return np.asarray(order, dtype=np.int64)
+
+
+def _cameras_sharing(by_camera: dict[int, set[int]], num_cameras: int,
+                     identities: int) -> list[tuple[tuple[int, ...], list[int]]]:
+    """Every set of `num_cameras` cameras (ascending) that has all seen at least `identities`
+    identities, with those identities (sorted). Depth first, a branch dropped once its
+    cameras share too few, so many cameras or large sets stay cheap."""
+    cameras = sorted(by_camera)
+    found = []
+
+    def grow(start, combo, shared):
+        if len(combo) == num_cameras:
+            found.append((combo, sorted(shared)))
+            return
+        for i in range(start, len(cameras)):
+            both = by_camera[cameras[i]] if not combo else shared & by_camera[cameras[i]]
+            if len(both) >= identities:
+                grow(i + 1, combo + (cameras[i],), both)
+
+    grow(0, (), set())
+    return found
+
+
+def _pick(rows: list[int], rng: np.random.Generator) -> int:
+    return rows[int(rng.integers(len(rows)))]
 
 
 # ----------------------------------------------------------------------------------------------
@@ -440,8 +467,8 @@ def train_dataset(table: ImageTable, labels: np.ndarray, height: int, width: int
     """One epoch of training batches `(images float32 [B, H, W, 3], labels int32 [B])`.
 
     `labels[i]` is the class of `table` row i. The order depends only on (seed, epoch) and the
-    sampler ("random", "pk" or "camera" by `table.camids`, see `epoch_order`); augmentation is keyed by (seed, epoch,
-    position in the epoch). `cache_decoded=True` decodes the table once into the module's
+    sampler (a SAMPLERS name, the camera ones by `table.camids`, see `epoch_order`);
+    augmentation is keyed by (seed, epoch, position in the epoch). `cache_decoded=True` decodes the table once into the module's
     `DECODED_CACHE` (uint8 in memory, kept across epochs; for small data sets); a
     `DecodedCache` instance uses that cache instead.
     """

@@ -7,7 +7,7 @@ it only repeats the labels (docs/cpu_recipe.md, section 40). The cross-entropy t
 of the two images' labels in the same proportion. On VIPeR's distilled fine-tuning, alpha = 1
 lowered R1 on the two splits tried (docs/cpu_recipe.md section 41), so it is off by default.
 
-Partners are drawn within groups of consecutive images (the camera sampler's one-camera groups),
+Partners are drawn within groups of consecutive images (the camera samplers' one-camera groups),
 so per-camera batch norm still sees one camera per group. The draw is a function of the seed it
 is given, so a resumed run blends as the uninterrupted one would.
 """

@@ -138,11 +138,11 @@ class Trainer:
         groups = per_replica // (cfg.batch_size // cfg.cameras_per_batch) \
             if cfg.sampler in pipeline.CAMERA_SAMPLERS else per_replica
         if per_replica < 3 or groups < 2:
+            grouped = f" and two camera groups (--sampler={cfg.sampler}, --cameras_per_batch=" \
+                f"{cfg.cameras_per_batch})" if cfg.sampler in pipeline.CAMERA_SAMPLERS else ""
             raise ValueError(
                 f"distillation needs at least 3 images per replica (--batch_size="
-                f"{cfg.batch_size} over {self.strategy.num_replicas_in_sync} replicas) and, "
-                f"with camera groups (--sampler={cfg.sampler}), two in each (--cameras_per_batch="
-                f"{cfg.cameras_per_batch})")
+                f"{cfg.batch_size} over {self.strategy.num_replicas_in_sync} replicas){grouped}")
 
     def _check_camera_groups(self) -> None:
         """Per-camera batch norm normalises groups within each replica's slice of the batch:
@@ -155,8 +155,8 @@ class Trainer:
         if cfg.sampler not in pipeline.CAMERA_SAMPLERS \
                 or cfg.batch_size // cfg.cameras_per_batch != group or per_replica % group:
             raise ValueError(
-                f"batch norm over groups of {group} images needs --sampler=camera or "
-                f"camera_pairs with --batch_size / --cameras_per_batch = {group} and a "
+                f"batch norm over groups of {group} images needs "
+                f"--sampler={' or '.join(pipeline.CAMERA_SAMPLERS)} with --batch_size / --cameras_per_batch = {group} and a "
                 f"per-replica batch (--batch_size={cfg.batch_size} over {self.strategy.num_replicas_in_sync} "
                 "replicas) of whole groups")
 
