@@ -54,9 +54,9 @@ class ModelConfig:
     fused_batch_norm: bool = True
     # > 0: in training, every batch norm normalises each group of this many consecutive images
     # on its own (one camera per group with --sampler=camera or camera_pairs and
-    # --cameras_per_batch; camera-based
-    # BN, Zhuang et al. 2020). Training only: the deployed model is built with 0. Grouped layers
-    # train through the fused kernel once per group whatever fused_batch_norm says.
+    # --cameras_per_batch; camera-based BN, Zhuang et al. 2020). Training only: the deployed
+    # model is built with 0. Grouped layers train through the fused kernel once per group
+    # whatever fused_batch_norm says.
     batch_norm_group_size: int = 0
 
     def __post_init__(self):

@@ -221,11 +221,8 @@ def define_flags(fv: flags.FlagValues | None = None) -> flags.FlagValues:
                 f"{' or '.join(pipeline.CAMERA_SAMPLERS)}, no --sync_batch_norm (groups are per "
                 f"replica) and must divide --batch_size into groups of at least "
                 f"{MIN_CAMERA_IMAGES} images", flag_values=fv)
-    flags.register_multi_flags_validator(
-        ["sampler", "cameras_per_batch"],
-        lambda f: f["sampler"] != "camera_pairs" or f["cameras_per_batch"] >= 2,
-        message="--sampler=camera_pairs needs --cameras_per_batch of at least 2 (one group per "
-                "camera)", flag_values=fv)
+    flags.register_multi_flags_validator(["sampler", "cameras_per_batch"], _check_sampler,
+                                         flag_values=fv)
     return fv
 
 
@@ -275,6 +272,13 @@ def optimizer_config(fv: flags.FlagValues, steps_per_epoch: int) -> optimization
         warmup_steps=round(fv.warmup_epochs * steps_per_epoch),
         decay_steps=tuple(round(e * steps_per_epoch) for e in decay_epochs),
         decay_factor=fv.lr_decay_factor, min_lr_ratio=fv.min_lr_ratio, clipnorm=fv.clipnorm)
+
+
+def _check_sampler(f: dict) -> bool:
+    problem = pipeline.sampler_problem(f["sampler"], f["cameras_per_batch"])
+    if problem:
+        raise flags.ValidationError(problem)
+    return True
 
 
 def _check_mixup(f: dict) -> bool:

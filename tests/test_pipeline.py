@@ -392,7 +392,7 @@ def test_camera_pairs_sampler_refuses_cameras_without_enough_shared_identities()
     with pytest.raises(ValueError, match="no 4 of the 3 cameras"):
         pipeline.epoch_order(labels, 32, 0, 0, "camera_pairs", cameras=cameras,
                              cameras_per_batch=4)
-    with pytest.raises(ValueError, match="cameras_per_batch of at least 2, not 1"):
+    with pytest.raises(ValueError, match=r"at least 2 \(one group per camera\), not 1"):
         pipeline.epoch_order(labels, 8, 0, 0, "camera_pairs", cameras=cameras)
     with pytest.raises(ValueError, match="camera of every"):
         pipeline.epoch_order(labels, 8, 0, 0, "camera_pairs", cameras_per_batch=2)

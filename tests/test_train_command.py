@@ -258,7 +258,7 @@ def test_extra_train_labels_follow_the_main_set(parse, data_dir, monkeypatch, tm
 
 
 def test_camera_pairs_needs_two_cameras_per_batch(parse):
-    with pytest.raises(flags.IllegalFlagValueError, match="camera_pairs needs --cameras_per"):
+    with pytest.raises(flags.IllegalFlagValueError, match="camera_pairs sampler needs --cameras_per_batch"):
         parse("--sampler=camera_pairs")
     fv = parse("--sampler=camera_pairs", "--cameras_per_batch=2", "--batch_size=16")
     assert fv.cameras_per_batch == 2

@@ -288,9 +288,9 @@ def epoch_order(labels: np.ndarray, batch_size: int, seed: int, epoch: int,
                              f"--batch_size={batch_size}")
         group = batch_size // cameras_per_batch
         if sampler == "camera_pairs":
-            if cameras_per_batch < 2:
-                raise ValueError(f"the camera_pairs sampler needs --cameras_per_batch of at "
-                                 f"least 2, not {cameras_per_batch}")
+            problem = sampler_problem(sampler, cameras_per_batch)
+            if problem:
+                raise ValueError(problem)
             steps = steps_per_epoch(len(labels), batch_size, drop_remainder)
             return _camera_pair_batches(labels, np.asarray(cameras), cameras_per_batch, group,
                                         steps, rng)
@@ -374,6 +374,14 @@ def _camera_batches(cameras: np.ndarray, batch_size: int, rng: np.random.Generat
         batches.append(rng.choice(groups[c], batch_size, replace=sizes[c] < batch_size))
     picked = [batches[i] for i in rng.permutation(len(batches))[:steps]]
     return np.concatenate(picked).astype(np.int64) if picked else np.zeros(0, np.int64)
+
+
+def sampler_problem(sampler: str, cameras_per_batch: int) -> str | None:
+    """Why `sampler` cannot build batches of `cameras_per_batch` camera groups, or None."""
+    if sampler == "camera_pairs" and cameras_per_batch < 2:
+        return (f"the camera_pairs sampler needs --cameras_per_batch of at least 2 (one group "
+                f"per camera), not {cameras_per_batch}")
+    return None
 
 
 def _camera_pair_batches(labels: np.ndarray, cameras: np.ndarray, num_cameras: int,
@@ -468,9 +476,9 @@ def train_dataset(table: ImageTable, labels: np.ndarray, height: int, width: int
 
     `labels[i]` is the class of `table` row i. The order depends only on (seed, epoch) and the
     sampler (a SAMPLERS name, the camera ones by `table.camids`, see `epoch_order`);
-    augmentation is keyed by (seed, epoch, position in the epoch). `cache_decoded=True` decodes the table once into the module's
-    `DECODED_CACHE` (uint8 in memory, kept across epochs; for small data sets); a
-    `DecodedCache` instance uses that cache instead.
+    augmentation is keyed by (seed, epoch, position in the epoch). `cache_decoded=True` decodes
+    the table once into the module's `DECODED_CACHE` (uint8 in memory, kept across epochs; for
+    small data sets); a `DecodedCache` instance uses that cache instead.
     """
     _check_size(height, width, batch_size)
     labels = np.asarray(labels)

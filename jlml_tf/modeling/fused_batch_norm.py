@@ -10,8 +10,8 @@ Inference and every case the fused kernel does not cover use the parent's code.
 `group_size` > 0 (training only): the batch is consecutive groups of that many images, each
 normalised with its own statistics (camera-based batch norm, Zhuang et al., ECCV 2020: with
 `--sampler=camera` or `camera_pairs` and `--cameras_per_batch`, each group holds one
-camera's images). The moving
-statistics average the groups' ones, the within-camera statistics that `camera_bn` calibrates.
+camera's images). The moving statistics average the groups' ones, the within-camera
+statistics that `camera_bn` calibrates.
 """
 from __future__ import annotations
 

@@ -156,9 +156,10 @@ class Trainer:
                 or cfg.batch_size // cfg.cameras_per_batch != group or per_replica % group:
             raise ValueError(
                 f"batch norm over groups of {group} images needs "
-                f"--sampler={' or '.join(pipeline.CAMERA_SAMPLERS)} with --batch_size / --cameras_per_batch = {group} and a "
-                f"per-replica batch (--batch_size={cfg.batch_size} over {self.strategy.num_replicas_in_sync} "
-                "replicas) of whole groups")
+                f"--sampler={' or '.join(pipeline.CAMERA_SAMPLERS)} with --batch_size / "
+                f"--cameras_per_batch = {group} and a per-replica batch (--batch_size="
+                f"{cfg.batch_size} over {self.strategy.num_replicas_in_sync} replicas) of whole "
+                "groups")
 
     def _mixup_group(self) -> int:
         """Partners are drawn within groups that cross neither a camera group of the camera
