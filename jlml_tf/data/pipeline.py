@@ -390,8 +390,8 @@ def _camera_pair_batches(labels: np.ndarray, cameras: np.ndarray, num_cameras: i
     of distinct cameras, with probability in proportion to the identities all of them have
     seen, then that many of those identities, visited in shuffled rounds per camera set as the
     P x K sampler does (so an identity seen by more cameras is in more sets, and drawn more
-    often); group g holds one image (drawn at random) of each identity from its g-th camera,
-    the identities in the same order in every group."""
+    often); each group holds one image (drawn at random) of each identity from one camera of
+    the set, the groups in random order and the identities in the same order in every group."""
     seen: dict[tuple[int, int], list[int]] = {}  # (camera, label) -> rows
     for row, key in enumerate(zip(cameras.tolist(), labels.tolist())):
         seen.setdefault(key, []).append(row)
