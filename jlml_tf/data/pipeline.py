@@ -286,11 +286,11 @@ def epoch_order(labels: np.ndarray, batch_size: int, seed: int, epoch: int,
         if cameras_per_batch < 1 or batch_size % cameras_per_batch:
             raise ValueError(f"--cameras_per_batch={cameras_per_batch} must divide "
                              f"--batch_size={batch_size}")
+        problem = sampler_problem(sampler, cameras_per_batch)
+        if problem:
+            raise ValueError(problem)
         group = batch_size // cameras_per_batch
         if sampler == "camera_pairs":
-            problem = sampler_problem(sampler, cameras_per_batch)
-            if problem:
-                raise ValueError(problem)
             steps = steps_per_epoch(len(labels), batch_size, drop_remainder)
             return _camera_pair_batches(labels, np.asarray(cameras), cameras_per_batch, group,
                                         steps, rng)
@@ -418,7 +418,7 @@ def _camera_pair_batches(labels: np.ndarray, cameras: np.ndarray, num_cameras: i
         else:
             chosen, queues[k] = left[:identities], left[identities:]
         for g in rng.permutation(num_cameras):
-            order.extend(_pick(seen[(combo[g], label)], rng) for label in chosen)
+            order.extend(int(rng.choice(seen[(combo[g], label)])) for label in chosen)
     return np.asarray(order, dtype=np.int64)
 
 
@@ -441,10 +441,6 @@ def _cameras_sharing(by_camera: dict[int, set[int]], num_cameras: int,
 
     grow(0, (), set())
     return found
-
-
-def _pick(rows: list[int], rng: np.random.Generator) -> int:
-    return rows[int(rng.integers(len(rows)))]
 
 
 # ----------------------------------------------------------------------------------------------
