@@ -100,7 +100,8 @@ def define_flags(fv: flags.FlagValues | None = None) -> flags.FlagValues:
     flags.DEFINE_float("label_smoothing", 0.0, "Label smoothing.", lower_bound=0.0, upper_bound=1.0,
                        **d)
     flags.DEFINE_float("triplet_weight", 0.0, "Weight of a batch-hard triplet loss on the branch "
-                       "features, added to the paper's losses (0: off; needs --sampler=pk). "
+                       "features, added to the paper's losses (0: off; needs --sampler=pk or "
+                       "camera_pairs). "
                        "Triplets are mined within each replica's share of the batch.",
                        lower_bound=0.0, **d)
     flags.DEFINE_float("triplet_margin", 0.3, "Triplet margin (0: soft margin).", lower_bound=0.0,
@@ -195,9 +196,10 @@ def define_flags(fv: flags.FlagValues | None = None) -> flags.FlagValues:
         message="--init_classifiers needs --init_from", flag_values=fv)
     flags.register_multi_flags_validator(  # a random batch rarely holds two images of a person
         ["triplet_weight", "sampler", "images_per_identity"],
-        lambda f: not f["triplet_weight"] or (f["sampler"] == "pk" and f["images_per_identity"] > 1),
-        message="--triplet_weight needs positives in every batch: --sampler=pk with "
-                "--images_per_identity of 2 or more", flag_values=fv)
+        lambda f: not f["triplet_weight"] or f["sampler"] == "camera_pairs"
+        or (f["sampler"] == "pk" and f["images_per_identity"] > 1),
+        message="--triplet_weight needs positives in every batch: --sampler=camera_pairs, or "
+                "--sampler=pk with --images_per_identity of 2 or more", flag_values=fv)
     flags.register_multi_flags_validator(  # the teacher would score the erased patch's noise
         ["distill_lomo_weight", "random_erasing"],
         lambda f: not f["distill_lomo_weight"] or not f["random_erasing"],

@@ -96,6 +96,12 @@ def test_bad_flag_value_names_the_flag(parse, argv, fragment):
         parse(*argv)
 
 
+def test_triplets_take_camera_pairs_whose_other_cameras_are_the_positives(parse):
+    values = parse("--triplet_weight=1", "--sampler=camera_pairs", "--batch_size=32",
+                   "--cameras_per_batch=2")
+    assert values.triplet_weight == 1 and values.sampler == "camera_pairs"
+
+
 def test_cameras_per_batch_sets_the_batch_norm_group_size(parse):
     values = parse("--sampler=camera", "--batch_size=32", "--cameras_per_batch=4")
     assert jflags.model_config(values).batch_norm_group_size == 8

@@ -354,6 +354,19 @@ def test_triplet_needs_whole_identities_in_each_batch(tmp_path, tiny_model_confi
                      triplet_weight=1.0)  # batch 8 is not whole identities of 3
 
 
+def test_triplet_takes_camera_pairs_whose_groups_hold_the_positives(tmp_path,
+                                                                    tiny_model_config):
+    table = colour_table()
+    table = ImageTable(table.images, table.pids, np.arange(len(table)) % 2, table.filenames)
+    grouped = dataclasses.replace(tiny_model_config, batch_norm_group_size=4)
+    trainer = make_trainer(tmp_path / "a", grouped, table=table, sampler="camera_pairs",
+                           cameras_per_batch=2, triplet_weight=1.0, triplet_margin=50.0)
+    assert float(trainer.train_step(next(iter(trainer._dataset(0, 0))))["triplet"]) > 0
+    with pytest.raises(ValueError, match="two whole camera groups of two or more identities"):
+        make_trainer(tmp_path / "b", tiny_model_config, table=table, sampler="camera_pairs",
+                     cameras_per_batch=8, triplet_weight=1.0)  # groups of one identity
+
+
 def test_per_camera_batch_norm_trains_and_needs_matching_camera_groups(tmp_path,
                                                                         tiny_model_config):
     table = colour_table()

@@ -115,17 +115,27 @@ class Trainer:
 
     # -- set-up ---------------------------------------------------------------------------
     def _check_triplet_batches(self) -> None:
-        """Triplets are mined within each replica's slice of the P x K batch, so every slice
-        must hold whole identities, at least two of them."""
+        """Triplets are mined within each replica's slice of the batch, so every slice must
+        hold two or more whole blocks: identities of K images (pk) or camera groups of the
+        same identities (camera_pairs, whose positives are an identity's other cameras)."""
         cfg = self.train_cfg
         if not cfg.triplet_weight:
             return
         per_replica = cfg.batch_size // self.strategy.num_replicas_in_sync
+        replicas = (f"a per-replica batch (--batch_size={cfg.batch_size} over "
+                    f"{self.strategy.num_replicas_in_sync} replicas)")
+        if cfg.sampler == "camera_pairs":
+            group = cfg.batch_size // cfg.cameras_per_batch
+            if per_replica % group or per_replica // group < 2 or group < 2:
+                raise ValueError(
+                    f"--triplet_weight with --sampler=camera_pairs needs {replicas} of at least "
+                    f"two whole camera groups of two or more identities (--cameras_per_batch="
+                    f"{cfg.cameras_per_batch})")
+            return
         k = cfg.images_per_identity
         if cfg.sampler != "pk" or per_replica % k or per_replica // k < 2:
             raise ValueError(
-                f"--triplet_weight needs --sampler=pk and a per-replica batch (--batch_size="
-                f"{cfg.batch_size} over {self.strategy.num_replicas_in_sync} replicas) of at "
+                f"--triplet_weight needs --sampler=pk or camera_pairs and {replicas} of at "
                 f"least two whole identities of --images_per_identity={k} images")
 
     def _check_distill_batches(self) -> None:
