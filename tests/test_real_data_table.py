@@ -276,6 +276,24 @@ def test_the_paper_width_continuation_counts_both_pre_training_runs(tmp_path):
     assert rows[0].endswith("| 1.50 |")
 
 
+def test_the_re_run_viper_rows_count_the_re_run_pre_training_not_the_first(tmp_path):
+    pairs = real_data_table.PAPER_WIDTH_VIPER_RERUN_DISTILLED_PAIRS
+    control = real_data_table.PAPER_WIDTH_VIPER_RERUN_DISTILLED_24EP
+    first = real_data_table.PAPER_WIDTH_VIPER_FT_DISTILLED_24EP
+    assert pairs.pretrain == control.pretrain and set(control.pretrain).isdisjoint(first.pretrain)
+    for model, rank1 in ((control, 0.28), (pairs, 0.31)):
+        _results(tmp_path / model.run / "results_cbn-train.json", "JLML l2", rank1)
+        fixtures.write_train_log(tmp_path / model.run / "trial_00/train_log.jsonl",
+                                 ("start", 0), ("finished", 900))
+    for run, seconds in zip(control.pretrain + first.pretrain, (1800, 1800, 36000, 36000)):
+        fixtures.write_train_log(tmp_path / run / "train_log.jsonl", ("start", 0),
+                                 ("finished", seconds))
+    rows = [r for r in real_data_table.table(tmp_path).splitlines() if "ep re-run" in r]
+    assert [r.split(" | ")[1] for r in rows] == [f"JLML {control.label}", f"JLML {pairs.label}"]
+    assert "| 28.0 ± 1.0 |" in rows[0] and "| 31.0 ± 1.0 |" in rows[1]
+    assert all(r.endswith("| 1.25 |") for r in rows)  # 2 x 0.5 h pre-training, 0.25 h
+
+
 def test_lomo_fused_rows_follow_their_model_fine_tuned_and_by_direct_transfer(tmp_path):
     model = real_data_table.camera_groups_continued_for_viper_grid(
         "viper", "paper_width_camera_groups_continue_12ep_viper_ft", width="paper")
