@@ -90,6 +90,7 @@ def test_ablation_overrides_the_base_config(parse):
     (["--sampler=camera", "--batch_size=32", "--cameras_per_batch=8"], "at least 8 images"),
     (["--sampler=camera", "--cameras_per_batch=2", "--sync_batch_norm"], "sync_batch_norm"),
     (["--triplet_weight=1", "--sampler=pk", "--images_per_identity=1"], "images_per_identity"),
+    (["--triplet_weight=1", "--sampler=camera", "--cameras_per_batch=2"], "sampler=camera_pairs"),
     (["--dataset=viper", "--extra_train=grid,viper:train_all"], "extra_train must not name")])
 def test_bad_flag_value_names_the_flag(parse, argv, fragment):
     with pytest.raises(flags.Error, match=fragment):

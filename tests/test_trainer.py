@@ -9,6 +9,7 @@ import signal
 import subprocess
 import sys
 import threading
+import types
 
 import keras
 import numpy as np
@@ -348,12 +349,6 @@ def test_triplet_term_is_weighted_into_the_loss_and_trains_the_backbone(tmp_path
     assert not np.allclose(stems[0.0], stems[2.0])
 
 
-def test_triplet_needs_whole_identities_in_each_batch(tmp_path, tiny_model_config):
-    with pytest.raises(ValueError, match="images_per_identity=3"):
-        make_trainer(tmp_path, tiny_model_config, sampler="pk", images_per_identity=3,
-                     triplet_weight=1.0)  # batch 8 is not whole identities of 3
-
-
 def test_triplet_takes_camera_pairs_whose_groups_hold_the_positives(tmp_path,
                                                                     tiny_model_config):
     table = colour_table()
@@ -362,9 +357,27 @@ def test_triplet_takes_camera_pairs_whose_groups_hold_the_positives(tmp_path,
     trainer = make_trainer(tmp_path / "a", grouped, table=table, sampler="camera_pairs",
                            cameras_per_batch=2, triplet_weight=1.0, triplet_margin=50.0)
     assert float(trainer.train_step(next(iter(trainer._dataset(0, 0))))["triplet"]) > 0
-    with pytest.raises(ValueError, match="two whole camera groups of two or more identities"):
-        make_trainer(tmp_path / "b", tiny_model_config, table=table, sampler="camera_pairs",
-                     cameras_per_batch=8, triplet_weight=1.0)  # groups of one identity
+
+
+@pytest.mark.parametrize("batch, sampler, cameras, k, replicas, accepted", [
+    (32, "camera_pairs", 2, 1, 1, True), (32, "camera_pairs", 4, 1, 2, True),
+    (32, "camera_pairs", 2, 1, 2, False),  # a replica's share is one camera: no positive
+    (48, "camera_pairs", 3, 1, 2, False),  # shares cut a group: half its people lack one
+    (32, "camera_pairs", 4, 1, 4, False), (4, "camera_pairs", 4, 1, 1, False),  # groups of 1
+    (8, "pk", 1, 2, 1, True), (8, "pk", 1, 3, 1, False),  # 8 is not whole identities of 3
+    (8, "pk", 1, 4, 2, False),  # one identity per share: no negative
+    (32, "camera", 2, 1, 1, False)])  # two images of a person only by chance
+def test_triplets_need_two_whole_blocks_in_every_replicas_share(batch, sampler, cameras, k,
+                                                                 replicas, accepted):
+    fake = types.SimpleNamespace(
+        train_cfg=TrainConfig(batch_size=batch, sampler=sampler, cameras_per_batch=cameras,
+                              images_per_identity=k, triplet_weight=1.0),
+        strategy=types.SimpleNamespace(num_replicas_in_sync=replicas))
+    if accepted:
+        Trainer._check_triplet_batches(fake)
+    else:
+        with pytest.raises(ValueError, match=f"--triplet_weight .*--sampler={sampler}"):
+            Trainer._check_triplet_batches(fake)
 
 
 def test_per_camera_batch_norm_trains_and_needs_matching_camera_groups(tmp_path,

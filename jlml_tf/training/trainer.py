@@ -115,28 +115,28 @@ class Trainer:
 
     # -- set-up ---------------------------------------------------------------------------
     def _check_triplet_batches(self) -> None:
-        """Triplets are mined within each replica's slice of the batch, so every slice must
-        hold two or more whole blocks: identities of K images (pk) or camera groups of the
-        same identities (camera_pairs, whose positives are an identity's other cameras)."""
+        """Triplets are mined within each replica's slice of the batch. A block holds each of
+        its identities once: one person's K images (pk) or one camera group (camera_pairs,
+        whose groups hold the same people); every slice must hold two or more whole blocks
+        (positives) of two or more images (negatives)."""
         cfg = self.train_cfg
         if not cfg.triplet_weight:
             return
-        per_replica = cfg.batch_size // self.strategy.num_replicas_in_sync
-        replicas = (f"a per-replica batch (--batch_size={cfg.batch_size} over "
-                    f"{self.strategy.num_replicas_in_sync} replicas)")
-        if cfg.sampler == "camera_pairs":
-            group = cfg.batch_size // cfg.cameras_per_batch
-            if per_replica % group or per_replica // group < 2 or group < 2:
-                raise ValueError(
-                    f"--triplet_weight with --sampler=camera_pairs needs {replicas} of at least "
-                    f"two whole camera groups of two or more identities (--cameras_per_batch="
-                    f"{cfg.cameras_per_batch})")
-            return
-        k = cfg.images_per_identity
-        if cfg.sampler != "pk" or per_replica % k or per_replica // k < 2:
-            raise ValueError(
-                f"--triplet_weight needs --sampler=pk or camera_pairs and {replicas} of at "
-                f"least two whole identities of --images_per_identity={k} images")
+        if cfg.sampler not in pipeline.IDENTITY_SAMPLERS:
+            raise ValueError(f"--triplet_weight needs positives in every batch: --sampler="
+                             f"{' or '.join(pipeline.IDENTITY_SAMPLERS)}, not "
+                             f"--sampler={cfg.sampler}")
+        replicas = self.strategy.num_replicas_in_sync
+        pairs = cfg.sampler == "camera_pairs"
+        block = cfg.batch_size // cfg.cameras_per_batch if pairs else cfg.images_per_identity
+        per_replica = cfg.batch_size // replicas
+        if block < 2 or per_replica % block or per_replica // block < 2:
+            need = (f"--cameras_per_batch ({cfg.cameras_per_batch}) to be a multiple of the "
+                    "replicas and at least twice their number, with camera groups of two or more "
+                    "images" if pairs else f"--images_per_identity ({block}) of 2 or more and "
+                    "two or more whole identities in each replica's share")
+            raise ValueError(f"--triplet_weight with --sampler={cfg.sampler} and "
+                             f"--batch_size={cfg.batch_size} over {replicas} replicas needs {need}")
 
     def _check_distill_batches(self) -> None:
         """The distillation term compares the pairs within each replica's share of the batch:
