@@ -187,17 +187,15 @@ PAPER_WIDTH_VIPER_FT_24EP = dataclasses.replace(
     label="paper width, camera groups, 12 + 12 ep, 24-ep fine-tuning")
 # The same pre-training re-run (section 41), then the 24-epoch distilled fine-tuning on the camera
 # sampler and on matched-pair batches (`--sampler=camera_pairs`; sections 42-43).
-PAPER_WIDTH_VIPER_GRID_RERUN = tuple(
-    f"{CAMERA_GROUPS}/paper_width_{run}_camera_groups_12ep_rerun" for run in ("pretrain", "continue"))
 PAPER_WIDTH_VIPER_RERUN_DISTILLED_24EP = dataclasses.replace(
     PAPER_WIDTH_VIPER_FT_DISTILLED_24EP,
     run=f"{CAMERA_GROUPS}/paper_width_camera_groups_continue_12ep_rerun_viper_ft_distill_24ep",
-    pretrain=PAPER_WIDTH_VIPER_GRID_RERUN,
+    pretrain=tuple(f"{run}_rerun" for run in PAPER_WIDTH_VIPER_FT_DISTILLED_24EP.pretrain),
     label="paper width, camera groups, 12 + 12 ep re-run, LOMO + XQDA distilled, "
           "24-ep fine-tuning")
 PAPER_WIDTH_VIPER_RERUN_DISTILLED_PAIRS = dataclasses.replace(
     PAPER_WIDTH_VIPER_RERUN_DISTILLED_24EP,
-    run=f"{CAMERA_GROUPS}/paper_width_camera_groups_continue_12ep_rerun_viper_ft_distill_pairs_24ep",
+    run=PAPER_WIDTH_VIPER_RERUN_DISTILLED_24EP.run.replace("_distill_", "_distill_pairs_"),
     label=PAPER_WIDTH_VIPER_RERUN_DISTILLED_24EP.label + " on matched pairs")
 
 CUHK01_485_486 = (
