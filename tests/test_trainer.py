@@ -363,7 +363,8 @@ def test_triplet_takes_camera_pairs_whose_groups_hold_the_positives(tmp_path,
     (32, "camera_pairs", 2, 1, 1, True), (32, "camera_pairs", 4, 1, 2, True),
     (32, "camera_pairs", 2, 1, 2, False),  # a replica's share is one camera: no positive
     (48, "camera_pairs", 3, 1, 2, False),  # shares cut a group: half its people lack one
-    (32, "camera_pairs", 4, 1, 4, False), (4, "camera_pairs", 4, 1, 1, False),  # groups of 1
+    (32, "camera_pairs", 4, 1, 4, False),  # one group per share again
+    (4, "camera_pairs", 4, 1, 1, False),  # groups of one person: no negative
     (8, "pk", 1, 2, 1, True), (8, "pk", 1, 3, 1, False),  # 8 is not whole identities of 3
     (8, "pk", 1, 4, 2, False),  # one identity per share: no negative
     (32, "camera", 2, 1, 1, False)])  # two images of a person only by chance
