@@ -36,11 +36,9 @@ def real_data_dir():
 @pytest.fixture
 def tiny_model_config():
     """A JLML small enough to build and run in well under a second."""
-    from jlml_tf.config import ModelConfig
+    import run_fixtures
 
-    return ModelConfig(input_height=64, input_width=32, stem_filters=8,
-                       global_widths=(4, 8), local_widths=(2, 4), units_per_stage=(1, 1),
-                       stage_strides=(1, 2), feature_dim=16, num_classes=5)
+    return run_fixtures.tiny_config()
 
 
 @pytest.fixture

@@ -15,9 +15,10 @@ import numpy as np
 
 from jlml_tf.config import ModelConfig
 
+# Two stripes, not the paper's four: building, tracing and exporting cost grows with the layers.
 TINY = dict(input_height=64, input_width=32, stem_filters=8, global_widths=(4, 8),
             local_widths=(2, 4), units_per_stage=(1, 1), stage_strides=(1, 2), feature_dim=16,
-            num_classes=5)
+            num_classes=5, num_stripes=2)
 
 
 def tiny_config(**overrides) -> ModelConfig:

@@ -9,6 +9,7 @@ from jlml_tf.config import ModelConfig
 from jlml_tf.inference import camera_bn, eval_trial
 from jlml_tf.modeling import jlml
 from jlml_tf.modeling.fused_batch_norm import FusedBatchNormalization
+import run_fixtures as fixtures
 
 
 def one_batch_norm_model():
@@ -116,9 +117,7 @@ def tiny_data_and_model(tmp_path_factory):
 
     data = jlml_tf_datasets.load("synthetic", None, config="tiny",
                                  data_dir=str(tmp_path_factory.mktemp("camera_bn")))
-    cfg = ModelConfig(input_height=64, input_width=32, stem_filters=8, global_widths=(4, 8),
-                      local_widths=(2, 4), units_per_stage=(1, 1), stage_strides=(1, 2),
-                      feature_dim=16, num_classes=6)
+    cfg = fixtures.tiny_config(num_classes=6)
     keras.utils.set_random_seed(0)
     _, embedding = jlml.build_jlml(cfg)
     return data, cfg, embedding

@@ -12,6 +12,7 @@ from jlml_tf import evaluate as ev
 from jlml_tf.inference import threshold as th
 from jlml_tf import visualize as vis
 from jlml_tf.evaluation import distances, metrics, protocol, rerank
+import run_fixtures as fixtures
 
 
 @pytest.fixture(scope="module")
@@ -22,15 +23,12 @@ def tiny_run(tmp_path_factory):
 
     import jlml_tf_datasets
     from jlml_tf.inference import run_dir
-    from jlml_tf.config import ModelConfig
     from jlml_tf.modeling import jlml
 
     root = tmp_path_factory.mktemp("evaluate_cli")
     data_dir = root / "data"
     data = jlml_tf_datasets.load("synthetic", None, data_dir=str(data_dir), config="tiny")
-    cfg = ModelConfig(input_height=64, input_width=32, stem_filters=8, global_widths=(4, 8),
-                      local_widths=(2, 4), units_per_stage=(1, 1), stage_strides=(1, 2),
-                      feature_dim=16, num_classes=6)
+    cfg = fixtures.tiny_config(num_classes=6)
     keras.utils.set_random_seed(0)
     training_model, embedding_model = jlml.build_jlml(cfg)
     run = root / "run"

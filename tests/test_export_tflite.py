@@ -13,7 +13,10 @@ from jlml_tf.export import tflite
 def setup(tmp_path_factory):
     root = tmp_path_factory.mktemp("tflite")
     data = fixtures.tiny_synthetic(root / "data")
-    run = fixtures.make_synthetic_run(root / "run", data, data_dir=root / "data")
+    # Four stripes: their local feature layer is a weight tensor of 1,024 values or more, the
+    # smallest that dynamic-range quantisation turns into int8.
+    run = fixtures.make_synthetic_run(root / "run", data, fixtures.tiny_config(num_stripes=4),
+                                      data_dir=root / "data")
     base, path, keras_model = fixtures.export_tiny(root / "export", run_dir=run)
     trial = data.trials[0]
     test = pipeline.decode_all(data.table.subset(np.concatenate([trial.query, trial.gallery])),

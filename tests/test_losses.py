@@ -119,7 +119,7 @@ def _kernels_and_others(model):
 def test_weight_decay_is_half_the_squared_norm_of_kernels_only(tiny_model_config,
                                                                fused_batch_norm):
     cfg = ModelConfig.from_dict({**tiny_model_config.to_dict(), "feature_bn": True,
-                                 "fused_batch_norm": fused_batch_norm})
+                                 "fused_batch_norm": fused_batch_norm, "num_stripes": 4})
     model, _ = jlml.build_jlml(cfg)
     kernels, others = _kernels_and_others(model)
     assert len(kernels) == 37 + 4 and len(others) == 2 * 39 + 4  # conv + dense; BN + biases

@@ -12,6 +12,7 @@ from jlml_tf.inference import gallery_index as gi
 from jlml_tf import search as se
 from jlml_tf.inference import threshold as th
 from jlml_tf import visualize as vis
+import run_fixtures as fixtures
 
 # Identity -> two colours (upper, lower body): far apart between identities.
 LOOKS = {1: ((220, 30, 30), (30, 30, 220)), 2: ((30, 200, 30), (240, 240, 240)),
@@ -34,13 +35,10 @@ def world(tmp_path_factory):
     import tensorflow as tf
 
     from jlml_tf.inference import run_dir
-    from jlml_tf.config import ModelConfig
     from jlml_tf.modeling import jlml
 
     root = tmp_path_factory.mktemp("search")
-    cfg = ModelConfig(input_height=64, input_width=32, stem_filters=8, global_widths=(4, 8),
-                      local_widths=(2, 4), units_per_stage=(1, 1), stage_strides=(1, 2),
-                      feature_dim=16, num_classes=5)
+    cfg = fixtures.tiny_config()
     keras.utils.set_random_seed(0)
     training_model, _ = jlml.build_jlml(cfg)
     run = root / "run"
