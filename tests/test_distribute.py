@@ -36,13 +36,13 @@ COMPARED = ("loss", "ce_global", "ce_local", "global_group_lasso", "local_exclus
 
 @pytest.fixture
 def model_json(tiny_model_config):
+    return _model_json(tiny_model_config)
+
+
+def _model_json(tiny_model_config, **changes) -> str:
     # Synchronised batch norm: with per-replica statistics over half the batch the two runs
     # would differ by design (per-replica BN is a different model, not a rounding difference).
-    # Four stripes: on this model one and two replicas measured within 2e-6 over the three
-    # steps; on the two-stripe tiny model the rounding grew through the updates (1e-5 at
-    # step 2, 1e-3 at step 3), too fast for a tolerance that still tells a scaling bug.
-    cfg = dataclasses.replace(tiny_model_config, num_classes=4, sync_batch_norm=True,
-                              num_stripes=4)
+    cfg = dataclasses.replace(tiny_model_config, num_classes=4, sync_batch_norm=True, **changes)
     return json.dumps(cfg.to_dict())
 
 
@@ -91,7 +91,11 @@ def _worker_argv(mode: str, model_json: str, run: pathlib.Path, out: pathlib.Pat
 
 
 @pytest.mark.slow  # two TensorFlow processes at once
-def test_mirrored_on_two_cpus_matches_one_device(tmp_path, model_json):
+def test_mirrored_on_two_cpus_matches_one_device(tmp_path, tiny_model_config):
+    # Four stripes: on this model one and two replicas measured within 2e-6 over the three
+    # steps; on the two-stripe tiny model the rounding grew through the updates (1e-5 at
+    # step 2, 1e-3 at step 3), too fast for a tolerance that still tells a scaling bug.
+    model_json = _model_json(tiny_model_config, num_stripes=4)
     steps = 3  # the whole first epoch: 24 images, global batch 8 (4 per replica)
     jobs = {"default": ["--strategy=default"],
             "mirrored": ["--strategy=mirrored", "--cpu_devices=2"]}
