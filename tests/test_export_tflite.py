@@ -13,8 +13,8 @@ from jlml_tf.export import tflite
 def setup(tmp_path_factory):
     root = tmp_path_factory.mktemp("tflite")
     data = fixtures.tiny_synthetic(root / "data")
-    # Four stripes: their local feature layer is a weight tensor of 1,024 values or more, the
-    # smallest that dynamic-range quantisation turns into int8.
+    # Four stripes: local_feature's kernel is then 64 x 16 = 1,024 values, at dynamic-range
+    # quantisation's 1,024-value threshold (512 with two), so that variant has int8 weights.
     run = fixtures.make_synthetic_run(root / "run", data, fixtures.tiny_config(num_stripes=4),
                                       data_dir=root / "data")
     base, path, keras_model = fixtures.export_tiny(root / "export", run_dir=run)

@@ -38,6 +38,15 @@ def data_dir(tmp_path_factory):
     return tmp_path_factory.mktemp("data")
 
 
+def test_tiny_cfg_builds_the_tests_tiny_model(tmp_path):
+    """tests/tiny.cfg spells out run_fixtures.TINY as flags: the two must not drift apart."""
+    from jlml_tf import flags as jflags
+    import run_fixtures
+
+    model = jflags.model_config(_parse(tmp_path), num_classes=5)
+    assert {k: getattr(model, k) for k in run_fixtures.TINY} == run_fixtures.TINY
+
+
 @pytest.fixture
 def parse(data_dir):
     return lambda *args: _parse(data_dir, *args)
