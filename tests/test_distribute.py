@@ -95,8 +95,8 @@ def test_mirrored_on_two_cpus_matches_one_device(tmp_path, tiny_model_config):
     # Four stripes: on this model one and two replicas measured within 2e-6 over the three
     # steps. On the two-stripe tiny model the losses drift apart (1e-5 at step 2, 1e-3 at
     # step 3) from one stripe: after one step its batch-norm offsets differ by up to 1e-3
-    # (every other stream's by 1e-5 or less), rounding in a few near-constant channels, not
-    # the replica-wide factor a scaling bug would be.
+    # (every other stream's by 1e-5 or less), a spread confined to one stream, not the
+    # replica-wide factor a scaling bug would be.
     model_json = _model_json(tiny_model_config, num_stripes=4)
     steps = 3  # the whole first epoch: 24 images, global batch 8 (4 per replica)
     jobs = {"default": ["--strategy=default"],
