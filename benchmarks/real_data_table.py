@@ -197,6 +197,11 @@ PAPER_WIDTH_VIPER_RERUN_DISTILLED_PAIRS = dataclasses.replace(
     PAPER_WIDTH_VIPER_RERUN_DISTILLED_24EP,
     run=PAPER_WIDTH_VIPER_RERUN_DISTILLED_24EP.run.replace("_distill_", "_distill_pairs_"),
     label=PAPER_WIDTH_VIPER_RERUN_DISTILLED_24EP.label + " on matched pairs")
+# The teacher at weight 5 instead of 10 on the matched pairs (sections 44-45).
+PAPER_WIDTH_VIPER_RERUN_DISTILLED_W5_PAIRS = dataclasses.replace(
+    PAPER_WIDTH_VIPER_RERUN_DISTILLED_PAIRS,
+    run=PAPER_WIDTH_VIPER_RERUN_DISTILLED_PAIRS.run.replace("_pairs_", "_w5_pairs_"),
+    label=PAPER_WIDTH_VIPER_RERUN_DISTILLED_PAIRS.label + ", the teacher at weight 5")
 
 CUHK01_485_486 = (
     TrainedJlml("half width, 25 + 12 ep", "cpu-cuhk01_485_486_single", FOR_CUHK01,
@@ -258,7 +263,7 @@ BENCHMARKS = (
           "viper", "paper_width_camera_groups_continue_12ep_viper_ft", width="paper"),
       PAPER_WIDTH_VIPER_FT_24EP, PAPER_WIDTH_VIPER_FT_DISTILLED,
       PAPER_WIDTH_VIPER_FT_DISTILLED_24EP, PAPER_WIDTH_VIPER_RERUN_DISTILLED_24EP,
-      PAPER_WIDTH_VIPER_RERUN_DISTILLED_PAIRS),
+      PAPER_WIDTH_VIPER_RERUN_DISTILLED_PAIRS, PAPER_WIDTH_VIPER_RERUN_DISTILLED_W5_PAIRS),
      "results.json", "lomo_xqda/viper_316_316"),
 )
 
