@@ -202,6 +202,11 @@ PAPER_WIDTH_VIPER_RERUN_DISTILLED_W5_PAIRS = dataclasses.replace(
     PAPER_WIDTH_VIPER_RERUN_DISTILLED_PAIRS,
     run=PAPER_WIDTH_VIPER_RERUN_DISTILLED_PAIRS.run.replace("_pairs_", "_w5_pairs_"),
     label=PAPER_WIDTH_VIPER_RERUN_DISTILLED_PAIRS.label + ", the teacher at weight 5")
+# The same with batches of 64, 32 people of both cameras (section 46).
+PAPER_WIDTH_VIPER_RERUN_DISTILLED_W5_PAIRS_B64 = dataclasses.replace(
+    PAPER_WIDTH_VIPER_RERUN_DISTILLED_W5_PAIRS,
+    run=PAPER_WIDTH_VIPER_RERUN_DISTILLED_W5_PAIRS.run.replace("_pairs_", "_pairs_b64_"),
+    label=PAPER_WIDTH_VIPER_RERUN_DISTILLED_W5_PAIRS.label + ", batches of 64")
 
 CUHK01_485_486 = (
     TrainedJlml("half width, 25 + 12 ep", "cpu-cuhk01_485_486_single", FOR_CUHK01,
@@ -263,7 +268,8 @@ BENCHMARKS = (
           "viper", "paper_width_camera_groups_continue_12ep_viper_ft", width="paper"),
       PAPER_WIDTH_VIPER_FT_24EP, PAPER_WIDTH_VIPER_FT_DISTILLED,
       PAPER_WIDTH_VIPER_FT_DISTILLED_24EP, PAPER_WIDTH_VIPER_RERUN_DISTILLED_24EP,
-      PAPER_WIDTH_VIPER_RERUN_DISTILLED_PAIRS, PAPER_WIDTH_VIPER_RERUN_DISTILLED_W5_PAIRS),
+      PAPER_WIDTH_VIPER_RERUN_DISTILLED_PAIRS, PAPER_WIDTH_VIPER_RERUN_DISTILLED_W5_PAIRS,
+      PAPER_WIDTH_VIPER_RERUN_DISTILLED_W5_PAIRS_B64),
      "results.json", "lomo_xqda/viper_316_316"),
 )
 
