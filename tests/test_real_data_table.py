@@ -279,14 +279,14 @@ def test_the_paper_width_continuation_counts_both_pre_training_runs(tmp_path):
 def test_the_re_run_viper_rows_count_the_re_run_pre_training_not_the_first(tmp_path):
     pairs = real_data_table.PAPER_WIDTH_VIPER_RERUN_DISTILLED_PAIRS
     weight5 = real_data_table.PAPER_WIDTH_VIPER_RERUN_DISTILLED_W5_PAIRS
-    wider = real_data_table.PAPER_WIDTH_VIPER_RERUN_DISTILLED_W5_PAIRS_B64
+    batch64 = real_data_table.PAPER_WIDTH_VIPER_RERUN_DISTILLED_W5_PAIRS_B64
     control = real_data_table.PAPER_WIDTH_VIPER_RERUN_DISTILLED_24EP
     first = real_data_table.PAPER_WIDTH_VIPER_FT_DISTILLED_24EP
-    assert pairs.pretrain == control.pretrain == weight5.pretrain == wider.pretrain
+    assert pairs.pretrain == control.pretrain == weight5.pretrain == batch64.pretrain
     assert set(control.pretrain).isdisjoint(first.pretrain)
     assert weight5.run.endswith("_rerun_viper_ft_distill_w5_pairs_24ep")
-    assert wider.run.endswith("_rerun_viper_ft_distill_w5_pairs_b64_24ep")
-    for model, rank1 in ((control, 0.28), (pairs, 0.31), (weight5, 0.36), (wider, 0.40)):
+    assert batch64.run.endswith("_rerun_viper_ft_distill_w5_pairs_b64_24ep")
+    for model, rank1 in ((control, 0.28), (pairs, 0.31), (weight5, 0.36), (batch64, 0.40)):
         _results(tmp_path / model.run / "results_cbn-train.json", "JLML l2", rank1)
         fixtures.write_train_log(tmp_path / model.run / "trial_00/train_log.jsonl",
                                  ("start", 0), ("finished", 900))
@@ -295,7 +295,7 @@ def test_the_re_run_viper_rows_count_the_re_run_pre_training_not_the_first(tmp_p
                                  ("finished", seconds))
     rows = [r for r in real_data_table.table(tmp_path).splitlines() if "ep re-run" in r]
     assert [r.split(" | ")[1] for r in rows] == [f"JLML {m.label}"
-                                                 for m in (control, pairs, weight5, wider)]
+                                                 for m in (control, pairs, weight5, batch64)]
     assert "| 28.0 ± 1.0 |" in rows[0] and "| 31.0 ± 1.0 |" in rows[1]
     assert "| 36.0 ± 1.0 |" in rows[2] and "| 40.0 ± 1.0 |" in rows[3]
     assert all(r.endswith("| 1.25 |") for r in rows)  # 2 x 0.5 h pre-training, 0.25 h
