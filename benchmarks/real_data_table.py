@@ -193,25 +193,26 @@ PAPER_WIDTH_VIPER_RERUN_DISTILLED_24EP = dataclasses.replace(
     pretrain=tuple(f"{run}_rerun" for run in PAPER_WIDTH_VIPER_FT_DISTILLED_24EP.pretrain),
     label="paper width, camera groups, 12 + 12 ep re-run, LOMO + XQDA distilled, "
           "24-ep fine-tuning")
-PAPER_WIDTH_VIPER_RERUN_DISTILLED_PAIRS = dataclasses.replace(
-    PAPER_WIDTH_VIPER_RERUN_DISTILLED_24EP,
-    run=PAPER_WIDTH_VIPER_RERUN_DISTILLED_24EP.run.replace("_distill_", "_distill_pairs_"),
-    label=PAPER_WIDTH_VIPER_RERUN_DISTILLED_24EP.label + " on matched pairs")
+
+
+def one_change(base: TrainedJlml, old: str, new: str, label: str) -> TrainedJlml:
+    """`base` with one fine-tuning change: `old` becomes `new` in its run name (the results
+    folder) and `label` is appended to its label; the pre-training stays base's."""
+    return dataclasses.replace(base, run=base.run.replace(old, new), label=base.label + label)
+
+
+PAPER_WIDTH_VIPER_RERUN_DISTILLED_PAIRS = one_change(
+    PAPER_WIDTH_VIPER_RERUN_DISTILLED_24EP, "_distill_", "_distill_pairs_", " on matched pairs")
 # The teacher at weight 5 instead of 10 on the matched pairs (sections 44-45).
-PAPER_WIDTH_VIPER_RERUN_DISTILLED_W5_PAIRS = dataclasses.replace(
-    PAPER_WIDTH_VIPER_RERUN_DISTILLED_PAIRS,
-    run=PAPER_WIDTH_VIPER_RERUN_DISTILLED_PAIRS.run.replace("_pairs_", "_w5_pairs_"),
-    label=PAPER_WIDTH_VIPER_RERUN_DISTILLED_PAIRS.label + ", the teacher at weight 5")
+PAPER_WIDTH_VIPER_RERUN_DISTILLED_W5_PAIRS = one_change(
+    PAPER_WIDTH_VIPER_RERUN_DISTILLED_PAIRS, "_pairs_", "_w5_pairs_", ", the teacher at weight 5")
 # The same with batches of 64, 32 people of both cameras (section 46).
-PAPER_WIDTH_VIPER_RERUN_DISTILLED_W5_PAIRS_B64 = dataclasses.replace(
-    PAPER_WIDTH_VIPER_RERUN_DISTILLED_W5_PAIRS,
-    run=PAPER_WIDTH_VIPER_RERUN_DISTILLED_W5_PAIRS.run.replace("_pairs_", "_pairs_b64_"),
-    label=PAPER_WIDTH_VIPER_RERUN_DISTILLED_W5_PAIRS.label + ", batches of 64")
+PAPER_WIDTH_VIPER_RERUN_DISTILLED_W5_PAIRS_B64 = one_change(
+    PAPER_WIDTH_VIPER_RERUN_DISTILLED_W5_PAIRS, "_pairs_", "_pairs_b64_", ", batches of 64")
 # The same at learning rate 0.025 instead of 0.05 (section 47).
-PAPER_WIDTH_VIPER_RERUN_DISTILLED_W5_PAIRS_B64_LR0025 = dataclasses.replace(
-    PAPER_WIDTH_VIPER_RERUN_DISTILLED_W5_PAIRS_B64,
-    run=PAPER_WIDTH_VIPER_RERUN_DISTILLED_W5_PAIRS_B64.run.replace("_b64_", "_b64_lr0025_"),
-    label=PAPER_WIDTH_VIPER_RERUN_DISTILLED_W5_PAIRS_B64.label + ", learning rate 0.025")
+PAPER_WIDTH_VIPER_RERUN_DISTILLED_W5_PAIRS_B64_LR0025 = one_change(
+    PAPER_WIDTH_VIPER_RERUN_DISTILLED_W5_PAIRS_B64, "_b64_", "_b64_lr0025_",
+    ", learning rate 0.025")
 
 CUHK01_485_486 = (
     TrainedJlml("half width, 25 + 12 ep", "cpu-cuhk01_485_486_single", FOR_CUHK01,
