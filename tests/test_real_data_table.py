@@ -281,16 +281,19 @@ def test_the_re_run_viper_rows_count_the_re_run_pre_training_not_the_first(tmp_p
     weight5 = real_data_table.PAPER_WIDTH_VIPER_RERUN_DISTILLED_W5_PAIRS
     batch64 = real_data_table.PAPER_WIDTH_VIPER_RERUN_DISTILLED_W5_PAIRS_B64
     rate0025 = real_data_table.PAPER_WIDTH_VIPER_RERUN_DISTILLED_W5_PAIRS_B64_LR0025
+    epochs48 = real_data_table.PAPER_WIDTH_VIPER_RERUN_DISTILLED_W5_PAIRS_B64_LR0025_48EP
     control = real_data_table.PAPER_WIDTH_VIPER_RERUN_DISTILLED_24EP
     first = real_data_table.PAPER_WIDTH_VIPER_FT_DISTILLED_24EP
     assert pairs.pretrain == control.pretrain == weight5.pretrain == batch64.pretrain \
-        == rate0025.pretrain
+        == rate0025.pretrain == epochs48.pretrain
     assert set(control.pretrain).isdisjoint(first.pretrain)
     assert weight5.run.endswith("_rerun_viper_ft_distill_w5_pairs_24ep")
     assert batch64.run.endswith("_rerun_viper_ft_distill_w5_pairs_b64_24ep")
     assert rate0025.run.endswith("_rerun_viper_ft_distill_w5_pairs_b64_lr0025_24ep")
+    assert epochs48.run.endswith("_rerun_viper_ft_distill_w5_pairs_b64_lr0025_48ep")
+    assert "48-ep fine-tuning" in epochs48.label and "24-ep" not in epochs48.label
     for model, rank1 in ((control, 0.28), (pairs, 0.31), (weight5, 0.36), (batch64, 0.40),
-                         (rate0025, 0.41)):
+                         (rate0025, 0.41), (epochs48, 0.42)):
         _results(tmp_path / model.run / "results_cbn-train.json", "JLML l2", rank1)
         fixtures.write_train_log(tmp_path / model.run / "trial_00/train_log.jsonl",
                                  ("start", 0), ("finished", 900))
@@ -300,10 +303,10 @@ def test_the_re_run_viper_rows_count_the_re_run_pre_training_not_the_first(tmp_p
     rows = [r for r in real_data_table.table(tmp_path).splitlines() if "ep re-run" in r]
     assert [r.split(" | ")[1] for r in rows] == [f"JLML {m.label}"
                                                  for m in (control, pairs, weight5, batch64,
-                                                           rate0025)]
+                                                           rate0025, epochs48)]
     assert "| 28.0 ± 1.0 |" in rows[0] and "| 31.0 ± 1.0 |" in rows[1]
     assert "| 36.0 ± 1.0 |" in rows[2] and "| 40.0 ± 1.0 |" in rows[3]
-    assert "| 41.0 ± 1.0 |" in rows[4]
+    assert "| 41.0 ± 1.0 |" in rows[4] and "| 42.0 ± 1.0 |" in rows[5]
     assert all(r.endswith("| 1.25 |") for r in rows)  # 2 x 0.5 h pre-training, 0.25 h
 
 
